@@ -1,0 +1,122 @@
+"""Report: the readable summary, the per-table list and the JSON document.
+
+The last stage of the data flow.  It takes a Layout and its checks and
+prints them; it never touches the kernel.  The JSON schema is the one in
+issue #2 (``target``, ``kernel``, ``page_ext``, ``tables``, ``checks``)
+plus two additive keys, ``nodes`` and ``dependencies``.  Every number in it
+is a JSON integer, addresses included.
+
+Strings that come from the target (the release, symbol names) go through
+:func:`escape`, so a corrupt dump cannot put control characters on a
+user's terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from tabulate import tabulate
+
+from .model import FAIL, Check, Layout
+from .verify import dependencies
+
+
+def escape(text: str) -> str:
+    """Printable form of a string read from a dump (control bytes escaped)."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def to_json(target: Optional[dict], layout: Layout, checks: list[Check]) -> dict[str, Any]:
+    per_node_bytes = layout.bytes_per_node()
+    per_node_tables = layout.tables_per_node()
+    return {
+        "target": target,
+        "kernel": layout.kernel_json(),
+        "page_ext": layout.page_ext_json(),
+        "tables": [t.to_json() for t in layout.tables],
+        "checks": [c.to_json() for c in checks],
+        "nodes": [{"node": n, "tables": per_node_tables.get(n, 0), "bytes": per_node_bytes.get(n, 0)}
+                  for n in sorted(per_node_bytes)],
+        "dependencies": dependencies(layout),
+    }
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False)
+
+
+def _yes(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def summary(target: Optional[dict], layout: Layout, checks: list[Check], entry_rule: str = "") -> str:
+    lines = []
+    if target:
+        lines.append(f"target        {target['kind']} {escape(target['path'])}")
+    geom = f"{layout.memory_model}, {layout.page_size}-byte pages"
+    if layout.section_pages:
+        geom += f", {layout.section_pages} pages per section"
+    lines.append(f"kernel        {escape(layout.release)} ({geom})")
+    rule = f" ({entry_rule})" if entry_rule else ""
+    lines.append(f"entry size    {layout.entry_size} bytes{rule}")
+    usage = "unknown" if layout.kernel_total_usage is None else f"{layout.kernel_total_usage} bytes"
+    lines.append(f"page_ext      {layout.total_bytes} bytes in {len(layout.tables)} tables; "
+                 f"kernel total_usage {usage}")
+    lines.append("")
+    if layout.clients:
+        rows = [[escape(c.name), c.offset, c.size, _yes(c.active)] for c in layout.clients]
+        lines.append(tabulate(rows, headers=["client", "offset", "size", "active"], tablefmt="simple"))
+        lines.append("")
+    nodes = layout.bytes_per_node()
+    tables = layout.tables_per_node()
+    if nodes:
+        rows = [[n, tables.get(n, 0), nodes[n]] for n in sorted(nodes)]
+        lines.append(tabulate(rows, headers=["node", "tables", "bytes"], tablefmt="simple"))
+        lines.append("")
+    deps = dependencies(layout)
+    if deps:
+        lines.append("hot-remove order: offline these sections' blocks before the block holding their table")
+        for d in deps:
+            lines.append(f"  section {d['section']} (block {d['block']}): table in block {d['table_block']}")
+        lines.append("")
+    lines.append(checks_text(checks))
+    return "\n".join(lines)
+
+
+def checks_text(checks: list[Check]) -> str:
+    rows = [[c.status.upper() if c.status == FAIL else c.status, c.name, c.detail] for c in checks]
+    return tabulate(rows, headers=["status", "check", "detail"], tablefmt="simple")
+
+
+def sections_table(layout: Layout) -> str:
+    rows = []
+    for t in layout.tables:
+        where = t.table_mem or "?"
+        if t.table_mem == "direct" and t.table_pfn is not None:
+            where = f"pfn {t.table_pfn:#x}" + (f" block {t.table_block}" if t.table_block is not None else "")
+        rows.append(["-" if t.section is None else t.section, t.node, f"{t.start_pfn:#x}",
+                     f"{t.start_pfn + t.nr_pages:#x}", t.nr_pages, f"{t.address:#x}", t.bytes, t.state, where])
+    return tabulate(rows, headers=["section", "node", "start_pfn", "end_pfn", "pages", "table",
+                                   "bytes", "state", "table memory"], tablefmt="simple",
+                    disable_numparse=True)
+
+
+def empty_message(layout: Layout) -> str:
+    """page_ext compiled in but nothing allocated: say who could have used it."""
+    could = [c for c in layout.clients]
+    if could:
+        names = "; ".join(f"{escape(c.name)} ({c.how_to_enable or 'see its documentation'})" for c in could)
+        hint = f"clients built into this kernel: {names}"
+    else:
+        hint = "no client is built into this kernel (e.g. CONFIG_PAGE_OWNER, CONFIG_PAGE_TABLE_CHECK)"
+    return ("page_ext is compiled in (CONFIG_PAGE_EXTENSION=y) but empty: no client needed it in this boot, "
+            f"so nothing was allocated. {hint}")

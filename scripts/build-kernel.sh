@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Build (or reuse) the pageext-inspect test kernel.
+#
+# The kernel is Debian's linux-source-6.1 (or -6.12), configured as
+# `make tinyconfig` plus the fragment(s) given, and cached by a hash of the
+# source package version, the fragments and this script. Outputs land in
+#   $PAGEEXT_CACHE/kernel-<version>-<hash>/{bzImage,vmlinux,vmlinux-other,config,build.log}
+# (RECIPE below is part of the key) and the directory is printed on the last line of stdout.
+#
+# vmlinux-other is the same tree re-linked with another KBUILD_BUILD_VERSION:
+# a genuinely different build (different banner and build-id) that the tests
+# use to check that a mismatched vmlinux is refused.
+#
+# Usage:
+#   scripts/build-kernel.sh                                   # 6.1 + fixtures/kernel/pageext-6.1.config
+#   scripts/build-kernel.sh -v 6.12 -f fixtures/kernel/pageext-6.1.config
+#   scripts/build-kernel.sh -f A.config -f B.config           # B overrides A
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+version=6.1
+frags=()
+while getopts "v:f:h" opt; do
+    case $opt in
+        v) version=$OPTARG ;;
+        f) frags+=("$(realpath "$OPTARG")") ;;
+        h) sed -n '2,20p' "$0"; exit 0 ;;
+        *) exit 2 ;;
+    esac
+done
+[ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/pageext-6.1.config")
+cache=${PAGEEXT_CACHE:-/var/cache/pageext-inspect}
+mkdir -p "$cache"
+
+log() { echo "build-kernel: $*" >&2; }
+
+pkg=linux-source-$version
+tarball=/usr/src/$pkg.tar.xz
+if [ ! -f "$tarball" ]; then
+    log "installing $pkg and the build dependencies with apt"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q "$pkg" build-essential flex bison libelf-dev libssl-dev bc cpio xz-utils >&2
+fi
+pkgver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || stat -c %s "$tarball")
+
+# Bump RECIPE when the build steps below change what they produce.
+RECIPE=1
+hash=$( { echo "$pkgver recipe $RECIPE"; cat "${frags[@]}"; } | sha256sum | cut -c1-12)
+out=$cache/kernel-$version-$hash
+if [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-other" ]; then
+    log "cached: $out"
+    echo "$out"
+    exit 0
+fi
+
+src=$cache/src-$pkgver
+if [ ! -f "$src/Makefile" ]; then
+    log "extracting $tarball"
+    rm -rf "$src.tmp"; mkdir -p "$src.tmp"
+    tar -C "$src.tmp" --strip-components=1 -xf "$tarball"
+    mv "$src.tmp" "$src"
+fi
+
+build=$cache/build-$version-$hash
+mkdir -p "$build"
+log "configuring in $build"
+make -s -C "$src" O="$build" tinyconfig >&2
+(cd "$build" && "$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "${frags[@]}" > "$build/merge.log" 2>&1) \
+    || { cat "$build/merge.log" >&2; exit 1; }
+make -s -C "$src" O="$build" olddefconfig >> "$build/merge.log" 2>&1
+
+# merge_config.sh drops options whose dependencies are off: fail loudly.
+missing=0
+for f in "${frags[@]}"; do
+    while IFS= read -r line; do
+        case "$line" in
+            CONFIG_*=*) grep -qxF "$line" "$build/.config" || { log "config lost: $line (got: $(grep -E "^(# )?${line%%=*}[= ]" "$build/.config" || echo unset))"; missing=1; } ;;
+            "# CONFIG_"*" is not set") grep -qE "^${line#\# }$|^# ${line#\# }" "$build/.config" || { opt=${line#\# }; opt=${opt%% *}; ! grep -q "^$opt=" "$build/.config" || { log "config not disabled: $opt"; missing=1; }; } ;;
+        esac
+    done < "$f"
+done
+[ $missing = 0 ] || { log "the fragment's dependencies are not met; fix the fragment"; exit 1; }
+
+log "building bzImage and vmlinux with $(nproc) jobs (about 10 minutes on 2 cores); log: $build/build.log"
+start=$(date +%s)
+if ! make -C "$src" O="$build" -j"$(nproc)" bzImage vmlinux > "$build/build.log" 2>&1; then
+    tail -n 30 "$build/build.log" >&2
+    log "kernel build failed"
+    exit 1
+fi
+mkdir -p "$out.tmp"
+cp "$build/arch/x86/boot/bzImage" "$build/vmlinux" "$out.tmp/"
+cp "$build/.config" "$out.tmp/config"
+cp "$build/build.log" "$out.tmp/build.log"
+log "re-linking with KBUILD_BUILD_VERSION=999 for vmlinux-other"
+make -C "$src" O="$build" -j"$(nproc)" KBUILD_BUILD_VERSION=999 vmlinux >> "$build/build.log" 2>&1
+cp "$build/vmlinux" "$out.tmp/vmlinux-other"
+rm -rf "$out"; mv "$out.tmp" "$out"
+log "built in $(( $(date +%s) - start )) s: $out"
+echo "$out"

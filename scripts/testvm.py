@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Test VM: boot a kernel under QEMU/TCG, drive it over QMP, run commands in it.
+
+The guest is a busybox initramfs built on the fly.  It mounts a read-write
+9p share (``share``) that carries commands and their output whole -- the
+8250 serial port stalls above ~4 KB, so it is only the console log -- and,
+with ``host_root=True``, the host's root read-only at /host, so the host's
+Python, drgn and bcc can run inside the guest (``chroot /host``).
+
+QEMU gets two QMP sockets, because a QMP socket serves one client at a
+time: ``qmp.sock`` for drgn (``pageext-inspect --qemu``), ``ctl.sock`` for
+this module (hot-plug, pause/resume, dumps).
+
+Usage as a library::
+
+    with TestVM(kernel_dir, numa=2, cmdline="page_owner=on") as vm:
+        print(vm.run("cat /proc/meminfo").out)
+        vm.hot_add("dimm1", 256, node=1); vm.online_all()
+        vm.dump("/tmp/core.elf", "elf")
+
+Usage from the shell (same names)::
+
+    scripts/testvm.py boot KERNEL_DIR [--append ARGS] [--host-root]   # stays up until Ctrl-C
+    scripts/testvm.py run   VM_DIR  'dmesg | tail'
+    scripts/testvm.py hot-add VM_DIR dimm1 256 --node 1
+    scripts/testvm.py dump  VM_DIR /tmp/core --format kdump-zlib
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+BUSYBOX = "/bin/busybox"
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp /share /host
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576 share /share || echo "testvm: no share"
+if grep -q hostroot /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag 2>/dev/null; then
+    mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=1048576 hostroot /host && {
+        mount -t proc proc /host/proc 2>/dev/null
+        mount -t sysfs sys /host/sys 2>/dev/null
+        mount -t devtmpfs dev /host/dev 2>/dev/null
+        mount -t tmpfs tmpfs /host/tmp 2>/dev/null
+        mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
+    }
+fi
+mkdir -p /share/cmd /share/out
+echo ready > /share/ready
+echo "testvm: ready"
+# Command loop: the host drops ID.sh into /share/cmd; we answer with
+# ID.out, ID.err and, last, ID.rc in /share/out.
+while true; do
+    for f in /share/cmd/*.sh; do
+        [ -e "$f" ] || continue
+        id=${f##*/}; id=${id%.sh}
+        sh "$f" > /share/out/$id.out 2> /share/out/$id.err
+        echo $? > /share/out/$id.rc.tmp
+        mv /share/out/$id.rc.tmp /share/out/$id.rc
+        rm -f "$f"
+    done
+    sleep 0.05
+done
+"""
+
+
+class VMError(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    def check(self) -> "Result":
+        if self.rc:
+            raise VMError(f"guest command failed ({self.rc}): {self.err.strip()[-500:]}")
+        return self
+
+
+def build_initramfs(path: Path) -> None:
+    """A busybox initramfs whose /init is INIT (needs Debian's busybox-static)."""
+    if not os.path.exists(BUSYBOX):
+        raise VMError("busybox-static is not installed (apt-get install busybox-static)")
+    root = Path(tempfile.mkdtemp(prefix="testvm-initramfs-"))
+    try:
+        (root / "bin").mkdir()
+        shutil.copy(BUSYBOX, root / "bin" / "busybox")
+        (root / "bin" / "sh").symlink_to("busybox")
+        (root / "init").write_text(INIT)
+        (root / "init").chmod(0o755)
+        for d in ("proc", "sys", "dev", "tmp", "share", "host"):
+            (root / d).mkdir()
+        files = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
+        with open(path, "wb") as out:
+            subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files,
+                           stdout=out, check=True)
+    finally:
+        shutil.rmtree(root)
+
+
+class TestVM:
+    """One QEMU guest.  Use as a context manager; ``close()`` kills it."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, kernel_dir: str | os.PathLike, *, mem_mb: int = 1024, numa: int = 2,
+                 slots: int = 4, maxmem_mb: int = 4096, cmdline: str = "",
+                 host_root: bool = False, workdir: Optional[str] = None, smp: int = 2,
+                 boot_timeout: float = 180.0):
+        self.kernel_dir = Path(kernel_dir)
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="testvm-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.share = self.dir / "share"
+        self.share.mkdir(exist_ok=True)
+        self.qmp_path = str(self.dir / "qmp.sock")  # for drgn
+        self.ctl_path = str(self.dir / "ctl.sock")  # for us
+        self.console = self.dir / "console.log"
+        self.cmdline = cmdline
+        self.proc: Optional[subprocess.Popen] = None
+        self._qmp: Optional[QEMUMonitorProtocol] = None
+        self._start(mem_mb, numa, slots, maxmem_mb, host_root, smp, boot_timeout)
+
+    # -- lifecycle -------------------------------------------------------
+    def _start(self, mem_mb, numa, slots, maxmem_mb, host_root, smp, boot_timeout) -> None:
+        bz = self.kernel_dir / "bzImage"
+        if not bz.exists():
+            raise VMError(f"{bz}: no kernel (run scripts/build-kernel.sh)")
+        if not shutil.which("qemu-system-x86_64"):
+            raise VMError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+        initrd = self.dir / "initramfs.cpio"
+        build_initramfs(initrd)
+        args = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", str(smp),
+                "-m", f"{mem_mb}M,slots={slots},maxmem={maxmem_mb}M",
+                "-kernel", str(bz), "-initrd", str(initrd),
+                "-append", f"console=ttyS0 panic=-1 {self.cmdline}".strip(),
+                "-display", "none", "-vga", "none", "-monitor", "none", "-no-reboot",
+                "-serial", f"file:{self.console}",
+                "-device", "vmcoreinfo",
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                "-qmp", f"unix:{self.ctl_path},server=on,wait=off",
+                "-virtfs", f"local,path={self.share},mount_tag=share,security_model=none,id=share"]
+        if host_root:
+            args += ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
+                     "readonly=on,multidevs=remap,id=hostroot"]
+        if numa > 1:
+            per = mem_mb // numa
+            for n in range(numa):
+                args += ["-object", f"memory-backend-ram,id=m{n},size={per}M",
+                         "-numa", f"node,nodeid={n},memdev=m{n}"
+                         + (f",cpus={n % smp}" if numa <= smp else "")]
+        self.qemu_args = args
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=open(self.dir / "qemu.out", "wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + boot_timeout
+        while not (self.share / "ready").exists():
+            if self.proc.poll() is not None:
+                raise VMError(f"QEMU exited ({self.proc.returncode}): {self._tail()}")
+            if time.time() > deadline:
+                self.close()
+                raise VMError(f"guest did not come up in {boot_timeout:.0f} s: {self._tail()}")
+            time.sleep(0.1)
+        self.boot_seconds = boot_timeout - (deadline - time.time())
+        self._qmp = QEMUMonitorProtocol(self.ctl_path)
+        self._qmp.connect()
+
+    def _tail(self, n: int = 15) -> str:
+        text = ""
+        for f in (self.dir / "qemu.out", self.console):
+            if f.exists():
+                text += f.read_text(errors="replace")
+        return " | ".join(text.strip().splitlines()[-n:])
+
+    def close(self) -> None:
+        if self._qmp is not None:
+            try:
+                self._qmp.cmd("quit")
+            except Exception:
+                pass
+            try:
+                self._qmp.close()
+            except Exception:
+                pass
+            self._qmp = None
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def __enter__(self) -> "TestVM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- QMP -------------------------------------------------------------
+    def qmp(self, cmd: str, **args):
+        assert self._qmp is not None
+        reply = self._qmp.cmd_raw(cmd, args or None)
+        if "error" in reply:
+            raise VMError(f"QMP {cmd}: {reply['error'].get('desc', reply['error'])}")
+        return reply.get("return")
+
+    def pause(self) -> None:
+        self.qmp("stop")
+
+    def resume(self) -> None:
+        self.qmp("cont")
+
+    def dump(self, path: str, fmt: str = "elf") -> str:
+        """dump-guest-memory to ``path``: fmt is elf or kdump-zlib."""
+        args = {"paging": False, "protocol": f"file:{os.path.abspath(path)}"}
+        if fmt != "elf":
+            args["format"] = fmt
+        self.qmp("dump-guest-memory", **args)
+        return path
+
+    def hot_add(self, dimm_id: str, size_mb: int, node: int = 0) -> None:
+        """Plug a pc-dimm; its blocks stay offline until onlined in the guest."""
+        self.qmp("object-add", **{"qom-type": "memory-backend-ram", "id": f"mem-{dimm_id}",
+                                  "size": size_mb << 20})
+        self.qmp("device_add", driver="pc-dimm", id=dimm_id, memdev=f"mem-{dimm_id}", node=node)
+
+    def dimm_address(self, dimm_id: str) -> tuple[int, int]:
+        """(physical address, size) of a plugged DIMM."""
+        for dev in self.qmp("query-memory-devices"):
+            data = dev.get("data", {})
+            if data.get("id") == dimm_id:
+                return data["addr"], data["size"]
+        raise VMError(f"no DIMM {dimm_id}")
+
+    def hot_remove(self, dimm_id: str, timeout: float = 120.0) -> None:
+        """device_del and wait for DEVICE_DELETED (the guest must let go)."""
+        assert self._qmp is not None
+        self._qmp.clear_events()
+        self.qmp("device_del", id=dimm_id)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                ev = self._qmp.pull_event(wait=1.0)
+            except (TimeoutError, asyncio.TimeoutError):
+                continue
+            if ev and ev.get("event") == "DEVICE_DELETED" and ev.get("data", {}).get("device") == dimm_id:
+                self.qmp("object-del", id=f"mem-{dimm_id}")
+                return
+        raise VMError(f"DIMM {dimm_id} was not released by the guest in {timeout:.0f} s")
+
+    # -- guest commands ---------------------------------------------------
+    def run(self, script: str, timeout: float = 600.0) -> Result:
+        """Run a shell script in the guest; output comes back whole over 9p."""
+        cid = uuid.uuid4().hex[:12]
+        cmd_dir, out_dir = self.share / "cmd", self.share / "out"
+        tmp = cmd_dir / f".{cid}.tmp"
+        tmp.write_text(script + "\n")
+        tmp.rename(cmd_dir / f"{cid}.sh")
+        rc_file = out_dir / f"{cid}.rc"
+        deadline = time.time() + timeout
+        while not rc_file.exists():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise VMError(f"QEMU exited while running {script!r}: {self._tail()}")
+            if time.time() > deadline:
+                raise VMError(f"guest command timed out after {timeout:.0f} s: {script!r}")
+            time.sleep(0.05)
+        res = Result(int(rc_file.read_text().strip() or 1),
+                     (out_dir / f"{cid}.out").read_text(errors="replace"),
+                     (out_dir / f"{cid}.err").read_text(errors="replace"))
+        for suffix in ("rc", "out", "err"):
+            (out_dir / f"{cid}.{suffix}").unlink(missing_ok=True)
+        return res
+
+    def memory_blocks(self) -> dict[int, str]:
+        """{block number: state} from /sys/devices/system/memory."""
+        out = self.run("cd /sys/devices/system/memory && for m in memory*; do "
+                       "echo ${m#memory} $(cat $m/state); done").check().out
+        return {int(a): b for a, b in (line.split() for line in out.splitlines())}
+
+    def block_nodes(self) -> dict[int, int]:
+        """{block number: node} from /sys/devices/system/node/nodeN/memoryM links."""
+        out = self.run("cd /sys/devices/system/node && for n in node*; do for m in $n/memory*; do "
+                       "[ -e $m ] && echo ${n#node} ${m##*/memory}; done; done").check().out
+        return {int(m): int(n) for n, m in (line.split() for line in out.splitlines())}
+
+    def set_blocks(self, blocks, state: str) -> Result:
+        """Write state (online, offline, online_movable) to each memory block."""
+        lines = [f"echo {state} > /sys/devices/system/memory/memory{b}/state" for b in blocks]
+        return self.run("\n".join(lines))
+
+    def online_all(self) -> list[int]:
+        offline = [b for b, s in self.memory_blocks().items() if s == "offline"]
+        self.set_blocks(offline, "online").check()
+        return offline
+
+    def dmesg(self) -> str:
+        return self.run("dmesg").check().out
+
+
+def _cli() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("boot", help="boot a kernel and keep it up until Ctrl-C")
+    b.add_argument("kernel_dir")
+    b.add_argument("--append", default="page_owner=on page_table_check=on")
+    b.add_argument("--host-root", action="store_true", help="share / read-only at /host in the guest")
+    b.add_argument("--workdir")
+    b.add_argument("--mem", type=int, default=1024, help="boot memory in MiB")
+    r = sub.add_parser("run", help="run a shell command in a booted VM")
+    r.add_argument("vm_dir")
+    r.add_argument("script")
+    h = sub.add_parser("hot-add", help="plug a DIMM")
+    h.add_argument("vm_dir"); h.add_argument("dimm_id"); h.add_argument("size_mb", type=int)
+    h.add_argument("--node", type=int, default=0)
+    d = sub.add_parser("hot-remove", help="unplug a DIMM")
+    d.add_argument("vm_dir"); d.add_argument("dimm_id")
+    m = sub.add_parser("dump", help="write a vmcore")
+    m.add_argument("vm_dir"); m.add_argument("path")
+    m.add_argument("--format", default="elf", choices=["elf", "kdump-zlib", "kdump-lzo", "kdump-snappy"])
+    args = ap.parse_args()
+    try:
+        if args.cmd == "boot":
+            vm = TestVM(args.kernel_dir, cmdline=args.append, host_root=args.host_root,
+                        workdir=args.workdir, mem_mb=args.mem)
+            print(f"booted in {vm.boot_seconds:.1f} s; VM dir {vm.dir}\n"
+                  f"  drgn:  pageext-inspect --qemu {vm.qmp_path} -s {args.kernel_dir}/vmlinux\n"
+                  f"  shell: {sys.argv[0]} run {vm.dir} 'dmesg | tail'", flush=True)
+            (vm.dir / "vm.json").write_text(json.dumps({"pid": vm.proc.pid}))
+            vm._qmp.close()  # ctl.sock takes one client: leave it to `testvm.py run/hot-add/...`
+            vm._qmp = None
+            try:
+                vm.proc.wait()
+            except KeyboardInterrupt:
+                vm.close()
+            return 0
+        vm = _attach(Path(args.vm_dir))
+        if args.cmd == "run":
+            res = vm.run(args.script)
+            sys.stdout.write(res.out)
+            sys.stderr.write(res.err)
+            return res.rc
+        if args.cmd == "hot-add":
+            vm.hot_add(args.dimm_id, args.size_mb, args.node)
+        elif args.cmd == "hot-remove":
+            vm.hot_remove(args.dimm_id)
+        elif args.cmd == "dump":
+            vm.dump(args.path, args.format)
+        vm._qmp.close()
+        return 0
+    except VMError as e:
+        print(f"testvm: {e}", file=sys.stderr)
+        return 2
+
+
+def _attach(vm_dir: Path) -> TestVM:
+    """A TestVM handle on a guest booted by another process (`testvm.py boot`)."""
+    vm = TestVM.__new__(TestVM)
+    vm.dir, vm.share, vm.proc = vm_dir, vm_dir / "share", None
+    vm.qmp_path, vm.ctl_path = str(vm_dir / "qmp.sock"), str(vm_dir / "ctl.sock")
+    vm.console = vm_dir / "console.log"
+    vm._qmp = QEMUMonitorProtocol(vm.ctl_path)
+    vm._qmp.connect()
+    return vm
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())
