@@ -18,15 +18,21 @@ import typer
 from .model import FAIL
 
 EXAMPLES = """
-Examples:
+The word "inspect" may be left out: pageext-inspect VMCORE is the same command.
 
+\b
+Examples:
   pageext-inspect                               # the running kernel (/proc/kcore, needs root)
   pageext-inspect /proc/kcore --sections        # ... with the per-table list
   pageext-inspect vmcore -s vmlinux             # a crash dump (ELF or kdump-compressed)
   pageext-inspect vmcore.kdump -s vmlinux --arch x86_64
   pageext-inspect --qemu /tmp/vm/qmp.sock -s vmlinux --json   # a live QEMU guest over QMP
 
-Exit status: 0 all checks passed (or page_ext is empty), 1 a check failed, 2 bad input.
+\b
+Exit status:
+  0  every check passed (or page_ext is empty)
+  1  a check failed
+  2  bad input (missing or corrupt core, wrong vmlinux, no page_ext)
 """
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
@@ -98,7 +104,27 @@ def inspect_cmd(
     raise typer.Exit(1 if any(c.status == FAIL for c in checks) else 0)
 
 
+# Subcommands live beside the stage they drive.  Each module below exposes
+# ``register(app, names)``, which adds its typer commands to ``app`` and their
+# names to ``names``; a module not written yet is simply not offered.
+SUBCOMMAND_MODULES = ["inspector.sim.cli", "inspector.trace", "inspector.clients.cli"]
+
+
+def _register_subcommands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in SUBCOMMAND_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            importlib.import_module(name).register(app, SUBCOMMANDS)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
+    _register_subcommands()
     argv = list(sys.argv[1:] if argv is None else argv)
     # The default command takes a path; anything not a subcommand is a target.
     if not argv or argv[0] not in SUBCOMMANDS | {"inspect"}:

@@ -71,15 +71,21 @@ make -s -C "$src" O="$build" tinyconfig >&2
 make -s -C "$src" O="$build" olddefconfig >> "$build/merge.log" 2>&1
 
 # merge_config.sh drops options whose dependencies are off: fail loudly.
+# Later fragments override earlier ones, so check each option's last word.
 missing=0
-for f in "${frags[@]}"; do
-    while IFS= read -r line; do
-        case "$line" in
-            CONFIG_*=*) grep -qxF "$line" "$build/.config" || { log "config lost: $line (got: $(grep -E "^(# )?${line%%=*}[= ]" "$build/.config" || echo unset))"; missing=1; } ;;
-            "# CONFIG_"*" is not set") grep -qE "^${line#\# }$|^# ${line#\# }" "$build/.config" || { opt=${line#\# }; opt=${opt%% *}; ! grep -q "^$opt=" "$build/.config" || { log "config not disabled: $opt"; missing=1; }; } ;;
-        esac
-    done < "$f"
-done
+while IFS= read -r line; do
+    case "$line" in
+        CONFIG_*=*)
+            grep -qxF "$line" "$build/.config" || {
+                log "config lost: $line (got: $(grep -E "^(# )?${line%%=*}[= ]" "$build/.config" || echo unset))"
+                missing=1; } ;;
+        "# CONFIG_"*" is not set")
+            opt=${line#\# }; opt=${opt%% *}
+            if grep -q "^$opt=" "$build/.config"; then log "config not disabled: $opt"; missing=1; fi ;;
+    esac
+done < <(cat "${frags[@]}" | grep -E '^(CONFIG_|# CONFIG_.* is not set)' \
+         | awk '{ key = ($1 == "#") ? $2 : substr($0, 1, index($0, "=") - 1); last[key] = $0; order[key] = NR }
+                END { for (k in last) print order[k] "\t" last[k] }' | sort -n | cut -f2-)
 [ $missing = 0 ] || { log "the fragment's dependencies are not met; fix the fragment"; exit 1; }
 
 log "building bzImage and vmlinux with $(nproc) jobs (about 10 minutes on 2 cores); log: $build/build.log"

@@ -1,0 +1,73 @@
+"""Shared fixtures: the test kernel (built or reused from the cache) and booted VMs.
+
+VM tests run against a real 6.1 kernel under QEMU/TCG; every expected number
+comes from what that kernel itself prints (dmesg, /sys), never from the tool.
+Set PAGEEXT_KERNEL_DIR to use an already built kernel directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from testvm import TestVM  # noqa: E402
+
+FRAGMENT = ROOT / "fixtures" / "kernel" / "pageext-6.1.config"
+NO_PAGE_EXT = ROOT / "fixtures" / "kernel" / "no-page-ext.config"
+CLIENTS_ON = "page_owner=on page_table_check=on"
+
+
+def build_kernel(*fragments: Path) -> Path:
+    args = [str(ROOT / "scripts" / "build-kernel.sh")]
+    for f in fragments:
+        args += ["-f", str(f)]
+    out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def kernel_dir() -> Path:
+    if os.environ.get("PAGEEXT_KERNEL_DIR"):
+        return Path(os.environ["PAGEEXT_KERNEL_DIR"])
+    return build_kernel(FRAGMENT)
+
+
+@pytest.fixture(scope="session")
+def vmlinux(kernel_dir: Path) -> str:
+    return str(kernel_dir / "vmlinux")
+
+
+def inspect(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    """Run the installed CLI exactly as a user would."""
+    exe = Path(sys.executable).parent / "pageext-inspect"
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, f"exit {proc.returncode}: {proc.stderr}{proc.stdout[-2000:]}"
+    return proc
+
+
+def inspect_json(*args: str, check_rc: int | None = 0) -> dict:
+    return json.loads(inspect(*args, "--json", "--no-progress", check_rc=check_rc).stdout)
+
+
+def dmesg_page_ext_bytes(vm: TestVM) -> int | None:
+    """N from the kernel's own boot line "allocated N bytes of page_ext"."""
+    m = re.search(r"allocated (\d+) bytes of page_ext", vm.dmesg())
+    return int(m.group(1)) if m else None
+
+
+@pytest.fixture(scope="module")
+def vm(kernel_dir: Path, tmp_path_factory):
+    """The test kernel with both clients on, 2 NUMA nodes, host root at /host."""
+    with TestVM(kernel_dir, cmdline=CLIENTS_ON, host_root=True,
+                workdir=str(tmp_path_factory.mktemp("vm"))) as machine:
+        yield machine

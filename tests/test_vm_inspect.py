@@ -1,0 +1,221 @@
+"""The inspector on a real 6.1 kernel under QEMU, checked against the kernel's own words.
+
+Oracles: the boot line "allocated N bytes of page_ext" (dmesg), the memory
+block states and node links in /sys/devices/system/{memory,node}, the DIMM
+addresses QEMU reports, and drgn's three ways into the same paused guest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CLIENTS_ON, NO_PAGE_EXT, FRAGMENT, build_kernel, dmesg_page_ext_bytes, inspect, inspect_json
+from testvm import TestVM
+
+pytestmark = pytest.mark.vm
+
+
+def block_bytes(vm: TestVM) -> int:
+    return int(vm.run("cat /sys/devices/system/memory/block_size_bytes").check().out.strip(), 16)
+
+
+def wait_blocks(vm: TestVM, blocks, present: bool, timeout: float = 60.0) -> dict[int, str]:
+    deadline = time.time() + timeout
+    while True:
+        states = vm.memory_blocks()
+        if all((b in states) == present for b in blocks):
+            return states
+        assert time.time() < deadline, f"blocks {list(blocks)} present={not present} after {timeout} s: {states}"
+        time.sleep(0.5)
+
+
+def dimm_blocks(vm: TestVM, dimm: str) -> list[int]:
+    addr, size = vm.dimm_address(dimm)
+    bb = block_bytes(vm)
+    return list(range(addr // bb, (addr + size) // bb))
+
+
+def sections_of_blocks(doc: dict, bb: int, blocks) -> set[int]:
+    per_block = bb // (doc["kernel"]["section_pages"] * doc["kernel"]["page_size"])
+    return {b * per_block + i for b in blocks for i in range(per_block)}
+
+
+def assert_all_ok(doc: dict) -> None:
+    bad = [c for c in doc["checks"] if c["status"] == "fail"]
+    assert not bad, bad
+
+
+def test_boot_layout_matches_the_kernel(vm, vmlinux):
+    doc = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    assert_all_ok(doc)
+    printed = dmesg_page_ext_bytes(vm)
+    assert printed, "the kernel printed no 'allocated N bytes of page_ext' line"
+    pe = doc["page_ext"]
+    assert pe["allocated"] is True
+    assert pe["total_bytes"] == printed == pe["kernel_total_usage"]
+
+    # Entry size from the kernel's own numbers: bytes printed / pages online.
+    bb = block_bytes(vm)
+    states, nodes = vm.memory_blocks(), vm.block_nodes()
+    online = [b for b, s in states.items() if s == "online"]
+    pages = len(online) * bb // doc["kernel"]["page_size"]
+    assert printed % pages == 0
+    assert pe["entry_size"] == printed // pages
+
+    # Per node: every online block of the node, in whole tables.
+    per_node = {n["node"]: n["bytes"] for n in doc["nodes"]}
+    for node in sorted(set(nodes.values())):
+        blocks = [b for b in online if nodes[b] == node]
+        assert per_node[node] == len(blocks) * bb // doc["kernel"]["page_size"] * pe["entry_size"], node
+    # Tables exactly where sections are online, each on its block's node.
+    assert {t["section"] for t in doc["tables"]} == sections_of_blocks(doc, bb, online)
+    per_block = bb // (doc["kernel"]["section_pages"] * doc["kernel"]["page_size"])
+    for t in doc["tables"]:
+        assert t["node"] == nodes[t["section"] // per_block]
+        assert t["bytes"] == doc["kernel"]["section_pages"] * pe["entry_size"]
+        assert t["state"] == "online"
+
+
+def test_clients_agree_with_the_kernel(vm, vmlinux):
+    doc = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    clients = {c["name"]: c for c in doc["page_ext"]["clients"]}
+    assert {"page_owner", "page_table_check"} <= set(clients)
+    # page_owner is active iff its debugfs file gives records (the kernel says
+    # -EINVAL when page_owner is off).
+    res = vm.run("head -c 200 /sys/kernel/debug/page_owner")
+    assert clients["page_owner"]["active"] == (res.rc == 0 and "Page allocated via order" in res.out)
+    assert clients["page_table_check"]["active"] is True  # booted with page_table_check=on
+    active = [c for c in clients.values() if c["active"]]
+    # The active clients' data plus the shared flags word make up the entry
+    # (v6.1: page_ext_size starts at sizeof(struct page_ext) = one long).
+    assert sum(c["size"] for c in active) + 8 == doc["page_ext"]["entry_size"]
+
+
+def test_live_elf_and_kdump_agree(vm, vmlinux, tmp_path):
+    vm.pause()
+    try:
+        live = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+        elf = vm.dump(str(tmp_path / "core.elf"), "elf")
+        kdump = vm.dump(str(tmp_path / "core.kdump"), "kdump-zlib")
+        from_elf = inspect_json(elf, "-s", vmlinux)
+        from_kdump = inspect_json(kdump, "-s", vmlinux)  # no architecture in QEMU's kdump
+    finally:
+        vm.resume()
+    assert live["target"]["kind"] == "qemu" and from_elf["target"]["kind"] == "vmcore"
+    for doc in (live, from_elf, from_kdump):
+        doc.pop("target")
+    assert from_elf == live
+    assert from_kdump == live
+    # A truncated core is refused with one line, not a traceback.
+    os.truncate(elf, os.path.getsize(elf) // 3)
+    proc = inspect(elf, "-s", vmlinux, check_rc=2)
+    assert "truncated" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    for path in (elf, kdump):
+        os.unlink(path)
+
+
+def test_hot_add_on_node1_adds_exactly_its_sections(vm, vmlinux):
+    before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    vm.hot_add("dimm1", 256, node=1)
+    blocks = dimm_blocks(vm, "dimm1")
+    states = wait_blocks(vm, blocks, present=True)
+    assert all(states[b] == "offline" for b in blocks)
+    # Tables come at MEM_GOING_ONLINE, not when the DIMM is plugged.
+    plugged = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    assert plugged["tables"] == before["tables"]
+
+    vm.set_blocks(blocks, "online").check()
+    assert all(vm.memory_blocks()[b] == "online" for b in blocks)
+    after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    assert_all_ok(after)
+    bb = block_bytes(vm)
+    entry = after["page_ext"]["entry_size"]
+    new = {t["section"]: t for t in after["tables"]} .keys() - {t["section"] for t in before["tables"]}
+    assert new == sections_of_blocks(after, bb, blocks)
+    nodes = vm.block_nodes()
+    assert all(nodes[b] == 1 for b in blocks)
+    assert all(t["node"] == 1 for t in after["tables"] if t["section"] in new)
+    grown = after["page_ext"]["total_bytes"] - before["page_ext"]["total_bytes"]
+    assert grown == len(blocks) * (bb // after["kernel"]["page_size"]) * entry == 2 * 32768 * entry
+    assert after["page_ext"]["kernel_total_usage"] == after["page_ext"]["total_bytes"]
+    # Any table of a new section placed in another new block is reported as
+    # a hot-remove dependency (on 6.1: section 33's table in block 32).
+    section_block = {s: b for b in blocks for s in sections_of_blocks(after, bb, [b])}
+    for t in after["tables"]:
+        if t["section"] in new and t["table_block"] in blocks and t["table_block"] != section_block[t["section"]]:
+            assert {"section": t["section"], "block": section_block[t["section"]],
+                    "table_block": t["table_block"]} in after["dependencies"]
+
+
+def test_hot_remove_frees_the_tables(vm, vmlinux):
+    before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    vm.hot_add("dimm2", 256, node=1)
+    blocks = dimm_blocks(vm, "dimm2")
+    wait_blocks(vm, blocks, present=True)
+    # online_movable: nothing unmovable (page tables, page_ext itself) may
+    # land in the DIMM, so the guest can give it back.
+    vm.set_blocks(blocks, "online_movable").check()
+    bb = block_bytes(vm)
+    added = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    sections = sections_of_blocks(added, bb, blocks)
+    assert sections <= {t["section"] for t in added["tables"]}
+    # Movable memory cannot hold GFP_KERNEL tables: they live elsewhere.
+    assert not [t for t in added["tables"] if t["section"] in sections and t["table_block"] in blocks]
+
+    vm.hot_remove("dimm2")  # ACPI eject: the guest offlines and removes the blocks
+    wait_blocks(vm, blocks, present=False)
+    after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    assert_all_ok(after)
+    assert not sections & {t["section"] for t in after["tables"]}
+    assert after["tables"] == before["tables"]
+    assert after["page_ext"]["total_bytes"] == before["page_ext"]["total_bytes"]
+    # total_usage never decreases: it still counts the freed tables.
+    freed = len(sections) * after["kernel"]["section_pages"] * after["page_ext"]["entry_size"]
+    assert after["page_ext"]["kernel_total_usage"] == before["page_ext"]["kernel_total_usage"] + freed
+    assert "freed by hot-remove" in {c["name"]: c for c in after["checks"]}["total-usage"]["detail"]
+
+
+def test_proc_kcore_inside_the_guest(vm, vmlinux):
+    """The same tool, run in the guest on /proc/kcore, sees what QMP sees."""
+    exe = Path(sys.executable).parent / "pageext-inspect"
+    res = vm.run(f"chroot /host {exe} /proc/kcore -s {vmlinux} --json --no-progress", timeout=900)
+    assert res.rc == 0, res.err
+    import json
+    inside = json.loads(res.out)
+    outside = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    assert inside["target"] == {"kind": "kcore", "path": "/proc/kcore"}
+    inside.pop("target"); outside.pop("target")
+    assert inside == outside
+
+
+def test_mismatched_vmlinux_is_refused(vm, kernel_dir):
+    proc = inspect("--qemu", vm.qmp_path, "-s", str(kernel_dir / "vmlinux-other"), check_rc=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not match" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_no_client_means_empty_page_ext(kernel_dir, vmlinux, tmp_path):
+    with TestVM(kernel_dir, cmdline="", workdir=str(tmp_path / "vm")) as bare:
+        assert dmesg_page_ext_bytes(bare) is None  # the kernel allocated nothing
+        proc = inspect("--qemu", bare.qmp_path, "-s", vmlinux, check_rc=0)
+        assert "but empty" in proc.stdout
+        assert "page_owner=on" in proc.stdout and "page_table_check=on" in proc.stdout
+        doc = inspect_json("--qemu", bare.qmp_path, "-s", vmlinux)
+    assert doc["page_ext"]["allocated"] is False
+    assert doc["tables"] == [] and doc["page_ext"]["total_bytes"] == 0
+    assert doc["page_ext"]["kernel_total_usage"] == 0
+    assert not any(c["active"] for c in doc["page_ext"]["clients"])
+
+
+def test_kernel_without_page_extension_is_refused(tmp_path):
+    kdir = build_kernel(FRAGMENT, NO_PAGE_EXT)
+    with TestVM(kdir, cmdline=CLIENTS_ON, workdir=str(tmp_path / "vm")) as bare:
+        proc = inspect("--qemu", bare.qmp_path, "-s", str(kdir / "vmlinux"), check_rc=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CONFIG_PAGE_EXTENSION" in lines[0], proc.stderr
