@@ -67,6 +67,8 @@ class Table:
             "bytes": self.bytes,
             "state": self.state,
             "table_block": self.table_block,
+            "table_mem": self.table_mem,
+            "table_pfn": self.table_pfn,
         }
 
 
@@ -81,6 +83,10 @@ class SectionInfo:
     early: bool
     stored: int  # raw mem_section.page_ext, INVALID bit included
     block: Optional[int] = None  # memory block (drivers/base/memory.c) it belongs to
+
+    def to_json(self) -> dict[str, Any]:
+        return {"section": self.nr, "node": self.node, "present": self.present, "online": self.online,
+                "early": self.early, "page_ext": self.stored, "block": self.block}
 
 
 @dataclass

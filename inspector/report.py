@@ -3,7 +3,9 @@
 The last stage of the data flow.  It takes a Layout and its checks and
 prints them; it never touches the kernel.  The JSON schema is the one in
 issue #2 (``target``, ``kernel``, ``page_ext``, ``tables``, ``checks``)
-plus two additive keys, ``nodes`` and ``dependencies``.  Every number in it
+plus additive keys: ``nodes``, ``dependencies``, ``sections`` (every
+present section or one with a page_ext pointer: flags, node, raw pointer)
+and, per table, ``table_mem`` (direct|vmalloc|null) and ``table_pfn``.  Every number in it
 is a JSON integer, addresses included.
 
 Strings that come from the target (the release, symbol names) go through
@@ -47,6 +49,7 @@ def to_json(target: Optional[dict], layout: Layout, checks: list[Check]) -> dict
         "nodes": [{"node": n, "tables": per_node_tables.get(n, 0), "bytes": per_node_bytes.get(n, 0)}
                   for n in sorted(per_node_bytes)],
         "dependencies": dependencies(layout),
+        "sections": [s.to_json() for s in layout.sections],
     }
 
 

@@ -51,6 +51,9 @@ def _check_core_file(path: str) -> bytes:
             if head[:4] == b"\x7fELF" and head[4] == 2 and size:
                 _check_elf_extent(f, head, size, path)
     except FileNotFoundError:
+        if path == "/proc/kcore":
+            raise TargetError("/proc/kcore: no such file (kernel without CONFIG_PROC_KCORE, or a container "
+                              "that hides it); use a vmcore or --qemu") from None
         raise TargetError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TargetError(f"{path}: is a directory, not a vmcore") from None

@@ -129,7 +129,7 @@ class TestVM:
     def __init__(self, kernel_dir: str | os.PathLike, *, mem_mb: int = 1024, numa: int = 2,
                  slots: int = 4, maxmem_mb: int = 4096, cmdline: str = "",
                  host_root: bool = False, workdir: Optional[str] = None, smp: int = 2,
-                 boot_timeout: float = 180.0):
+                 boot_timeout: float = 180.0, gdb_port: Optional[int] = None):
         self.kernel_dir = Path(kernel_dir)
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="testvm-"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +141,7 @@ class TestVM:
         self.cmdline = cmdline
         self.proc: Optional[subprocess.Popen] = None
         self._qmp: Optional[QEMUMonitorProtocol] = None
+        self.gdb_port = gdb_port  # QEMU's gdbstub on 127.0.0.1:gdb_port, to stop the guest mid-operation
         self._start(mem_mb, numa, slots, maxmem_mb, host_root, smp, boot_timeout)
 
     # -- lifecycle -------------------------------------------------------
@@ -162,6 +163,8 @@ class TestVM:
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-qmp", f"unix:{self.ctl_path},server=on,wait=off",
                 "-virtfs", f"local,path={self.share},mount_tag=share,security_model=none,id=share"]
+        if self.gdb_port:
+            args += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
         if host_root:
             args += ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
                      "readonly=on,multidevs=remap,id=hostroot"]

@@ -123,7 +123,7 @@ def test_json_is_all_integers_and_schema_keys():
     assert set(doc) >= {"target", "kernel", "page_ext", "tables", "checks"}
     assert all(isinstance(t["address"], int) for t in doc["tables"])
     assert set(doc["tables"][0]) == {"section", "node", "start_pfn", "nr_pages", "address", "bytes",
-                                     "state", "table_block"}
+                                     "state", "table_block", "table_mem", "table_pfn"}
 
 
 @pytest.mark.parametrize("raw,shown", [("6.1.0\x1b[31m", "6.1.0\\x1b[31m"), ("a\nb", "a\\nb"),

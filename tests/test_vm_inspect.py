@@ -219,3 +219,60 @@ def test_kernel_without_page_extension_is_refused(tmp_path):
         proc = inspect("--qemu", bare.qmp_path, "-s", str(kdir / "vmlinux"), check_rc=2)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "CONFIG_PAGE_EXTENSION" in lines[0], proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_invalid_bit_seen_mid_hot_remove(kernel_dir, vmlinux, tmp_path):
+    """Stop the guest inside offline_page_ext(), between __invalidate_page_ext()
+    and __free_page_ext() (v6.1, b1d5488a252d), and look at the table then."""
+    import json
+    import subprocess
+    port = _free_port()
+    exe = Path(sys.executable).parent / "pageext-inspect"
+    with TestVM(kernel_dir, cmdline=CLIENTS_ON, gdb_port=port, workdir=str(tmp_path / "vm")) as vm:
+        vm.hot_add("dimm3", 128, node=0)
+        blocks = dimm_blocks(vm, "dimm3")
+        wait_blocks(vm, blocks, present=True)
+        vm.set_blocks(blocks, "online_movable").check()
+        bb = block_bytes(vm)
+        before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+        sections = sections_of_blocks(before, bb, blocks)
+        assert {t["section"]: t["state"] for t in before["tables"] if t["section"] in sections} == \
+            {s: "online" for s in sections}
+        armed, mid = tmp_path / "armed", tmp_path / "mid.json"
+        script = tmp_path / "gdb.cmd"
+        script.write_text(f"""set pagination off
+set confirm off
+target remote 127.0.0.1:{port}
+hbreak __free_page_ext
+shell touch {armed}
+continue
+shell {exe} --qemu {vm.qmp_path} -s {vmlinux} --json --no-progress > {mid}; echo $? >> {mid}.rc
+delete
+detach
+quit
+""")
+        gdb = subprocess.Popen(["gdb", "-q", "-nx", "-batch", "-x", str(script), vmlinux],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 60
+        while not armed.exists():
+            assert gdb.poll() is None and time.time() < deadline, gdb.stdout.read() if gdb.poll() is not None else "gdb not armed"
+            time.sleep(0.2)
+        vm.set_blocks(blocks, "offline").check()  # returns once gdb lets the guest go
+        out, _ = gdb.communicate(timeout=120)
+        assert (tmp_path / "mid.json.rc").read_text().strip() == "0", out
+        during = json.loads(mid.read_text())
+        after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    states = {t["section"]: t["state"] for t in during["tables"] if t["section"] in sections}
+    assert states == {s: "invalid" for s in sections}
+    raw = {s["section"]: s["page_ext"] for s in during["sections"] if s["section"] in sections}
+    assert all(v & 1 for v in raw.values())  # PAGE_EXT_INVALID is the low bit
+    coverage = {c["name"]: c for c in during["checks"]}["coverage"]
+    assert coverage["status"] == "ok" and "PAGE_EXT_INVALID" in coverage["detail"]
+    assert not sections & {t["section"] for t in after["tables"]}
