@@ -114,6 +114,9 @@ class Layout:
     sections: list[SectionInfo] = field(default_factory=list)  # not in JSON "tables"
     block_sections: Optional[int] = None  # sections per memory block
     nodes: list[int] = field(default_factory=list)
+    # SPARSEMEM_EXTREME (mem_section is a pointer to root pointers) or the
+    # static two-level array; None for FLATMEM or when not known.
+    sparsemem_extreme: Optional[bool] = None
 
     @property
     def total_bytes(self) -> int:
@@ -141,6 +144,7 @@ class Layout:
             "memory_model": self.memory_model,
             "page_size": self.page_size,
             "section_pages": self.section_pages,
+            "sparsemem_extreme": self.sparsemem_extreme,
         }
 
     def page_ext_json(self) -> dict[str, Any]:

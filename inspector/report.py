@@ -65,7 +65,10 @@ def summary(target: Optional[dict], layout: Layout, checks: list[Check], entry_r
     lines = []
     if target:
         lines.append(f"target        {target['kind']} {escape(target['path'])}")
-    geom = f"{layout.memory_model}, {layout.page_size}-byte pages"
+    geom = layout.memory_model
+    if layout.sparsemem_extreme is not None:
+        geom += " (extreme)" if layout.sparsemem_extreme else " (static)"
+    geom += f", {layout.page_size}-byte pages"
     if layout.section_pages:
         geom += f", {layout.section_pages} pages per section"
     lines.append(f"kernel        {escape(layout.release)} ({geom})")

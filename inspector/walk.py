@@ -140,6 +140,9 @@ def _walk_sparse(prog: drgn.Program, geo: Geometry, progress: Optional[Progress]
     layout = Layout(geo.release, geo.memory_model, geo.page_size, geo.section_pages,
                     geo.entry_size, list(geo.clients), kernel_total_usage=geo.total_usage,
                     block_sections=geo.sections_per_block, nodes=sorted(n for n, _, _ in spans))
+    layout.sparsemem_extreme = (
+        prog["mem_section"].type_.unaliased().type.unaliased_kind() == drgn.TypeKind.POINTER
+        or prog["mem_section"].type_.unaliased_kind() == drgn.TypeKind.POINTER)
     unpack = struct.Struct("<Q").unpack_from
     roots = list(_mem_section_roots(prog, highest))
     for i, (root_nr, addr) in enumerate(roots):
