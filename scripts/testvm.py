@@ -61,7 +61,15 @@ if grep -q hostroot /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag 2>/dev/null
         mount -t proc proc /host/proc 2>/dev/null
         mount -t sysfs sys /host/sys 2>/dev/null
         mount -t devtmpfs dev /host/dev 2>/dev/null
+        # A tmpfs on /host/tmp gives chrooted programs a writable /tmp, but
+        # hides the host's /tmp: keep a view of it first, then bring back the
+        # host paths under /tmp the guest must see (a project cloned there,
+        # its venv).
+        mkdir -p /hosttmp && mount --bind /host/tmp /hosttmp
         mount -t tmpfs tmpfs /host/tmp 2>/dev/null
+        for p in @HOST_TMP_PATHS@; do
+            mkdir -p "/host$p" && mount --bind "/hosttmp${p#/tmp}" "/host$p"
+        done
         mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
     }
 fi
@@ -100,6 +108,13 @@ class Result:
         return self
 
 
+def host_tmp_paths() -> list[str]:
+    """Host paths under /tmp the guest needs in /host: this project and its venv."""
+    here = Path(__file__).resolve().parent.parent
+    paths = {str(here), os.path.realpath(sys.prefix)}
+    return sorted(p for p in paths if p.startswith("/tmp/"))
+
+
 def build_initramfs(path: Path) -> None:
     """A busybox initramfs whose /init is INIT (needs Debian's busybox-static)."""
     if not os.path.exists(BUSYBOX):
@@ -109,9 +124,10 @@ def build_initramfs(path: Path) -> None:
         (root / "bin").mkdir()
         shutil.copy(BUSYBOX, root / "bin" / "busybox")
         (root / "bin" / "sh").symlink_to("busybox")
-        (root / "init").write_text(INIT)
+        paths = " ".join(f"'{p}'" for p in host_tmp_paths())
+        (root / "init").write_text(INIT.replace("@HOST_TMP_PATHS@", paths))
         (root / "init").chmod(0o755)
-        for d in ("proc", "sys", "dev", "tmp", "share", "host"):
+        for d in ("proc", "sys", "dev", "tmp", "share", "host", "hosttmp"):
             (root / d).mkdir()
         files = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
         with open(path, "wb") as out:
