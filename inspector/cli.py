@@ -76,7 +76,7 @@ def inspect_cmd(
     vmlinux: Optional[str] = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info"),
     qemu: Optional[str] = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest"),
     arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a core that lacks one (x86_64)"),
-    sections: bool = typer.Option(False, "--sections", help="list every table"),
+    sections: bool = typer.Option(False, "--sections", help="list every section with its flags, page_ext pointer and table"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON document"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on long walks"),
 ) -> None:

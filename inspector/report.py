@@ -103,17 +103,30 @@ def checks_text(checks: list[Check]) -> str:
     return tabulate(rows, headers=["status", "check", "detail"], tablefmt="simple")
 
 
+def _table_memory(t) -> str:
+    if t.table_mem == "direct" and t.table_pfn is not None:
+        return f"pfn {t.table_pfn:#x}" + (f" block {t.table_block}" if t.table_block is not None else "")
+    return t.table_mem or "?"
+
+
 def sections_table(layout: Layout) -> str:
+    """Every section (SPARSEMEM) or node (FLATMEM) with its table, if any."""
+    headers = ["start_pfn", "end_pfn", "table", "bytes", "state", "table memory"]
+    if not layout.sections:  # FLATMEM: one table per node
+        rows = [[t.node, f"{t.start_pfn:#x}", f"{t.start_pfn + t.nr_pages:#x}", f"{t.address:#x}",
+                 t.bytes, t.state, _table_memory(t)] for t in layout.tables]
+        return tabulate(rows, headers=["node"] + headers, tablefmt="simple", disable_numparse=True)
+    tables = {t.section: t for t in layout.tables}
     rows = []
-    for t in layout.tables:
-        where = t.table_mem or "?"
-        if t.table_mem == "direct" and t.table_pfn is not None:
-            where = f"pfn {t.table_pfn:#x}" + (f" block {t.table_block}" if t.table_block is not None else "")
-        rows.append(["-" if t.section is None else t.section, t.node, f"{t.start_pfn:#x}",
-                     f"{t.start_pfn + t.nr_pages:#x}", t.nr_pages, f"{t.address:#x}", t.bytes, t.state, where])
-    return tabulate(rows, headers=["section", "node", "start_pfn", "end_pfn", "pages", "table",
-                                   "bytes", "state", "table memory"], tablefmt="simple",
-                    disable_numparse=True)
+    for s in layout.sections:
+        flags = "".join(c if on else "-" for c, on in (("P", s.present), ("O", s.online), ("E", s.early)))
+        start = s.nr * layout.section_pages
+        t = tables.get(s.nr)
+        cells = [f"{start:#x}", f"{start + layout.section_pages:#x}"]
+        cells += [f"{t.address:#x}", t.bytes, t.state, _table_memory(t)] if t else ["-", 0, "none", "-"]
+        rows.append([s.nr, "-" if s.node is None else s.node, flags, f"{s.stored:#x}"] + cells)
+    return tabulate(rows, headers=["section", "node", "flags", "page_ext"] + headers, tablefmt="simple",
+                    disable_numparse=True) + "\nflags: P present, O online, E early (boot memory)"
 
 
 def empty_message(layout: Layout) -> str:
