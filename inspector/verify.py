@@ -14,7 +14,8 @@ The checks and the kernel code they stand for (v6.1 names):
   span plus MAX_ORDER slack), and its last page is really allocated.
 * ``no-overlap``: tables do not overlap one another, nor the memmap.
 * ``coverage``: every online section has a table and no offline or absent
-  one does, except while PAGE_EXT_INVALID marks a hot-remove (v6.1+).
+  one does, except while PAGE_EXT_INVALID marks a hot-remove (v6.1+) --
+  which is only ever on a section that is offline but still present.
 * ``clients``: each active client's data fits in the entry, without overlap.
 * ``readable``: the first and last entry of every table can be read.
 * ``total-usage``: the tables add up to the kernel's ``total_usage``.
@@ -131,12 +132,20 @@ def check_coverage(layout: Layout, memory: Optional[Memory]) -> Check:
     tables = {t.section: t for t in layout.tables}
     missing = [s.nr for s in layout.sections if s.present and s.online and s.nr not in tables]
     stray = [t.section for t in layout.tables if t.state == OFFLINE]
+    # PAGE_EXT_INVALID is legitimate only inside offline_page_ext() (b1d5488a252d,
+    # v6.1), between __invalidate_page_ext() and __free_page_ext(): the section is
+    # offline by then (offline_mem_sections() runs before MEM_OFFLINE) and still
+    # present (sparse_remove_section() comes after offline_pages() returns).
+    sections = {s.nr: s for s in layout.sections}
+    stray += [t.section for t in layout.tables if t.state == INVALID and t.section in sections
+              and (sections[t.section].online or not sections[t.section].present)]
     if missing or stray:
         parts = []
         if missing:
             parts.append(f"online sections without a table: {_fmt_list(missing)}")
         if stray:
-            parts.append(f"offline or absent sections with a table: {_fmt_list(stray)}")
+            parts.append(f"offline or absent sections with a table (or PAGE_EXT_INVALID outside a "
+                         f"hot-remove): {_fmt_list(stray)}")
         return Check("coverage", FAIL, "; ".join(parts))
     online = sum(1 for s in layout.sections if s.present and s.online)
     invalid = [t.section for t in layout.tables if t.state == INVALID]
