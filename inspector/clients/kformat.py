@@ -1,0 +1,339 @@
+"""The target kernel's own names and printf, so our text is the kernel's text.
+
+Everything a page_owner record prints by name is read from the target, once:
+the gfp and page flag tables that ``%pGg``/``%pGp`` walk (``gfpflag_names``,
+``pageflag_names`` and ``pff`` in lib/vsprintf.c + mm/debug.c),
+``migratetype_names``, ``migrate_reason_names``, and the symbols ``%pS``
+prints, from the kernel's own kallsyms (so ``name+off/size`` uses kallsyms'
+size: the distance to the next symbol, not the ELF size).  Where the text
+itself changed between versions with no change in any type (e.g. the first
+line of a debugfs record), :func:`kernel_format` takes the format string out
+of the kernel image's .rodata and :func:`kprintf` applies it, so a newer
+kernel's wording is followed without a table of versions here.  Only the
+``%`` conversions the kernel uses in these strings are implemented.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Optional, Sequence
+
+import drgn
+
+from ..report import escape
+
+
+def _flag_table(prog: drgn.Program, name: str) -> list[tuple[int, str]]:
+    """A ``struct trace_print_flags[]`` up to its {0, NULL} terminator."""
+    out = []
+    try:
+        arr = prog[name]
+    except KeyError:
+        return out
+    n = arr.type_.length or 0
+    for i in range(n):
+        e = arr[i]
+        ptr = e.name.value_()
+        if not ptr:
+            break
+        out.append((e.mask.value_(), e.name.string_().decode("latin-1")))
+    return out
+
+
+def format_flags(flags: int, names: Sequence[tuple[int, str]]) -> str:
+    """lib/vsprintf.c format_flags(): names joined by '|', leftover bits in hex."""
+    out = []
+    for mask, name in names:
+        if not flags:
+            break
+        if flags & mask != mask:
+            continue
+        out.append(name)
+        flags &= ~mask
+    text = "|".join(out)
+    if flags:
+        text += ("|" if out else "") + hex(flags)
+    return text
+
+
+def _enum_value(prog: drgn.Program, name: str) -> Optional[int]:
+    try:
+        return prog.constant(name).value_()
+    except (LookupError, ValueError):
+        return None
+
+
+class KernelNames:
+    """Flag, migratetype and reason names, as the target kernel prints them."""
+
+    def __init__(self, prog: drgn.Program):
+        self.prog = prog
+        self.gfp_names = _flag_table(prog, "gfpflag_names")
+        if not self.gfp_names:
+            self.gfp_names = _gfp_enum_names(prog)
+        self.page_names = _flag_table(prog, "pageflag_names")
+        nr = _enum_value(prog, "__NR_PAGEFLAGS")
+        self.pageflags_mask = (1 << nr) - 1 if nr is not None else (1 << 64) - 1
+        self.pff = self._page_flags_fields()
+        self.migratetype_names = self._strings("migratetype_names")
+        self.migrate_reason_names = self._strings("migrate_reason_names")
+        self._gfp_cache: dict[int, str] = {}
+        self._pflags_cache: dict[int, str] = {}
+
+    def _strings(self, name: str) -> list[str]:
+        try:
+            arr = self.prog[name]
+        except KeyError:
+            return []
+        return [arr[i].string_().decode("latin-1") if arr[i].value_() else "(null)"
+                for i in range(arr.type_.length or 0)]
+
+    def _page_flags_fields(self) -> Optional[list[tuple[int, int, int, bool, str]]]:
+        # lib/vsprintf.c pff[]: the section/node/zone/lastcpupid/kasantag
+        # fields %pGp prints after the flag names, each with its width, shift,
+        # mask and decimal-or-hex spec, read from the target.  A kernel whose
+        # %pGp prints names only has no pff[]: then None (version not
+        # verified here; 6.1 and 6.12 both have pff[]).
+        try:
+            pff = self.prog["pff"]
+            dec = self.prog["default_dec_spec"].address_
+        except KeyError:
+            return None
+        out = []
+        for i in range(pff.type_.length or 0):
+            f = pff[i]
+            out.append((f.width.value_(), f.shift.value_(), f.mask.value_() & 0xFFFFFFFF,
+                        f.spec.value_() == dec, f.name.string_().decode("latin-1")))
+        return out
+
+    def gfp(self, mask: int) -> str:
+        """``%pGg``."""
+        text = self._gfp_cache.get(mask)
+        if text is None:
+            text = self._gfp_cache[mask] = format_flags(mask, self.gfp_names)
+        return text
+
+    def page_flags(self, flags: int) -> str:
+        """``%pGp`` (v5.14+ with fields): ``0x...(names|node=N|zone=N)``."""
+        text = self._pflags_cache.get(flags)
+        if text is not None:
+            return text
+        main = flags & self.pageflags_mask
+        parts = []
+        if main:
+            parts.append(format_flags(main, self.page_names))
+        if self.pff is None:
+            text = format_flags(main, self.page_names)
+        else:
+            for width, shift, mask, dec, name in self.pff:
+                if not width:
+                    continue
+                v = (flags >> shift) & mask
+                parts.append(f"{name}={v if dec else hex(v)}")
+            text = f"{hex(flags)}({'|'.join(parts)})"
+        if len(self._pflags_cache) < 65536:
+            self._pflags_cache[flags] = text
+        return text
+
+    def migratetype(self, mt: int) -> str:
+        return self.migratetype_names[mt] if 0 <= mt < len(self.migratetype_names) else f"<migratetype {mt}>"
+
+    def migrate_reason(self, r: int) -> str:
+        return self.migrate_reason_names[r] if 0 <= r < len(self.migrate_reason_names) else f"<reason {r}>"
+
+    def gfp_bit(self, name: str) -> Optional[int]:
+        """The mask of a single gfp flag, e.g. "__GFP_MOVABLE", from the target."""
+        for mask, n in self.gfp_names:
+            if n == name:
+                return mask
+        v = _enum_value(self.prog, "_" + name)  # ___GFP_MOVABLE (pre-v6.10 #define: absent)
+        if v is not None:
+            return v
+        bit = _enum_value(self.prog, "_" + name + "_BIT")  # v6.10+ enum ___GFP_*_BIT
+        return 1 << bit if bit is not None else None
+
+
+def _gfp_enum_names(prog: drgn.Program) -> list[tuple[int, str]]:
+    """Fallback when gfpflag_names is absent: single bits from ``___GFP_*_BIT``."""
+    out = []
+    try:
+        enum = prog.constant("___GFP_MOVABLE_BIT").type_
+    except LookupError:
+        return out
+    for name, value in enum.enumerators or ():
+        if name.startswith("___GFP_") and name.endswith("_BIT") and name != "___GFP_LAST_BIT":
+            out.append((1 << value, "__GFP_" + name[len("___GFP_"):-len("_BIT")]))
+    return out
+
+
+class Symbolizer:
+    """``%pS`` of a text address, with the target's kallsyms semantics.
+
+    kernel/kallsyms.c get_symbol_pos(): among symbols at one address the
+    first in kallsyms' order wins (e.g. ``rest_init``, not the linker's
+    ``__noinstr_text_end`` at the same address), and a symbol's size is the
+    distance to the next symbol with a higher address.  We read the target's
+    own kallsyms table once (drgn decodes it) and apply those two rules.
+    """
+
+    def __init__(self, prog: drgn.Program):
+        self.prog = prog
+        self._cache: dict[int, str] = {}
+        self._addrs: list[int] = []
+        self._names: list[str] = []
+        self._ends: list[int] = []
+        try:
+            from drgn.helpers.linux.kallsyms import _load_builtin_kallsyms
+            syms = _load_builtin_kallsyms(prog)(prog, None, None, False)
+        except Exception:
+            syms = []  # pre-6.0 VMCOREINFO without kallsyms symbols: ELF symbols below
+        for sym in syms:  # kallsyms order: sorted by address
+            if self._addrs and sym.address == self._addrs[-1]:
+                continue  # an alias: the first one is printed
+            if self._addrs:
+                self._ends.append(sym.address)
+            self._addrs.append(sym.address)
+            self._names.append(sym.name)
+            last = sym
+        if self._addrs:
+            self._ends.append(last.address + last.size)
+
+    def _lookup(self, pc: int) -> Optional[tuple[str, int, int, Optional[str]]]:
+        import bisect
+
+        i = bisect.bisect_right(self._addrs, pc) - 1
+        if 0 <= i and pc < self._ends[i]:
+            return self._names[i], self._addrs[i], self._ends[i] - self._addrs[i], None
+        try:
+            sym = self.prog.symbol(pc)  # a module's text: drgn's module symbols
+        except LookupError:
+            return None
+        return sym.name, sym.address, sym.size, self._module(pc)
+
+    def __call__(self, pc: int) -> str:
+        text = self._cache.get(pc)
+        if text is not None:
+            return text
+        found = self._lookup(pc)
+        if found is None:
+            text = hex(pc)  # kernel/kallsyms.c __sprint_symbol(): "0x%lx"
+        else:
+            name, addr, size, mod = found
+            text = f"{name}+{pc - addr:#x}/{size:#x}"
+            if mod:
+                text += f" [{mod}]"
+        self._cache[pc] = text
+        return text
+
+    def _module(self, pc: int) -> Optional[str]:
+        try:
+            from drgn.helpers.linux.module import address_to_module
+            mod = address_to_module(self.prog, pc)
+            return mod.name.string_().decode() if mod else None
+        except Exception:
+            return None
+
+
+# -- the kernel's own format strings ------------------------------------------------
+
+_CONV = re.compile(rb"%([-#0 +]*)(\d+|\*)?(?:\.(\d+))?(hh|h|ll|l|z|t)?([a-zA-Z%])")
+
+
+def _rodata(prog: drgn.Program) -> bytes:
+    try:
+        start = prog.symbol("__start_rodata").address
+        end = prog.symbol("__end_rodata").address
+        return prog.read(start, end - start)
+    except (LookupError, drgn.FaultError, ValueError):
+        return b""
+
+
+class KernelStrings:
+    """C string literals found in the target kernel's .rodata, read once."""
+
+    def __init__(self, prog: drgn.Program):
+        self._data: Optional[bytes] = None
+        self.prog = prog
+
+    def find(self, head: bytes, contains: bytes = b"") -> Optional[bytes]:
+        """The first literal starting with ``head`` (and containing ``contains``)."""
+        if self._data is None:
+            self._data = _rodata(self.prog)
+        data = self._data
+        pos = 0
+        while True:
+            i = data.find(head, pos)
+            if i < 0:
+                return None
+            pos = i + 1
+            if i and data[i - 1] != 0:
+                continue  # the tail of a longer string
+            end = data.find(b"\0", i)
+            s = data[i:end]
+            if contains in s:
+                return s
+
+
+def compile_format(fmt: bytes, ext: Callable[[bytes, Any], str], raw: bool = False) -> Callable[[Sequence[Any]], str]:
+    """Compile a kernel format string once into ``f(args) -> str``.
+
+    Integers are printed as C would print them at their declared width (the
+    caller passes them already signed/unsigned as the C type is); ``%p``
+    extensions are handed to ``ext(ext_letters, arg)``.  Strings pass through
+    :func:`escape` unless ``raw`` (then each character is one byte, latin-1).
+    """
+    parts: list[str] = []
+    convs: list[Callable[[Any], str]] = []
+    pos, n = 0, len(fmt)
+    while pos < n:
+        m = _CONV.search(fmt, pos)
+        if not m:
+            parts.append(fmt[pos:].decode("latin-1").replace("%", "%%"))
+            break
+        parts.append(fmt[pos:m.start()].decode("latin-1").replace("%", "%%"))
+        flags, width, _prec, _length, conv = m.groups()
+        pos = m.end()
+        if conv == b"%":
+            parts.append("%%")
+            continue
+        if conv == b"p":
+            j = pos
+            while j < n and fmt[j:j + 1].isalnum():
+                j += 1
+                if fmt[pos:pos + 1] == b"G" and j - pos == 2:
+                    break
+                if fmt[pos:pos + 1] in (b"S", b"s") and j - pos == 1:
+                    break
+            letters = fmt[pos:j]
+            convs.append(lambda v, letters=letters: ext(letters, v))
+            pos = j
+        elif conv in (b"d", b"i", b"u"):
+            convs.append(str)
+        elif conv == b"x":
+            convs.append(hex if b"#" in flags else (lambda v: format(v, "x")))
+        elif conv == b"X":
+            convs.append((lambda v: "0X" + format(v, "X")) if b"#" in flags else (lambda v: format(v, "X")))
+        elif conv == b"s":
+            convs.append((lambda v: v) if raw else escape)
+        else:
+            convs.append(str)
+        w = int(width) if width and width != b"*" else 0
+        parts.append(f"%{'-' if b'-' in flags else ''}{w or ''}s")
+    template = "".join(parts)
+    nconv = len(convs)
+
+    def apply(args: Sequence[Any]) -> str:
+        return template % tuple(c(a) for c, a in zip(convs, args[:nconv]))
+
+    apply.nconv = nconv  # type: ignore[attr-defined]
+    return apply
+
+
+def kprintf(fmt: bytes, args: Sequence[Any], ext: Callable[[bytes, Any], str], raw: bool = False) -> str:
+    """Apply a kernel format string to Python values (see :func:`compile_format`)."""
+    return compile_format(fmt, ext, raw)(args)
+
+
+def count_conversions(fmt: bytes) -> int:
+    return sum(1 for m in _CONV.finditer(fmt) if m.group(5) != b"%")
+

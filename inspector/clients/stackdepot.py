@@ -1,0 +1,172 @@
+"""Stack depot handles to stack text, each unique handle decoded once.
+
+page_owner stores its stacks in lib/stackdepot.c (since v4.8, f2ca0b557107)
+and keeps only a 32-bit handle per page.  A handle is a ``union
+handle_parts``: a pool (``slab`` before v6.3) index, an offset in
+``1 << STACK_ALLOC_ALIGN`` units and, on some versions, a valid bit and extra
+bits; its bitfield widths come from the target's DWARF.  Before trusting a
+handle we check it the way the kernel's stack_depot_fetch() does -- index
+within the pools allocated so far, pool present, offset inside the pool -- and
+then that the record there names the same handle and a sane frame count, so
+a corrupt record yields ``None`` (printed as ``<invalid handle 0x...>``)
+instead of garbage.  A valid handle's
+entries are read where drgn's
+:func:`drgn.helpers.linux.stackdepot.stack_depot_fetch` finds them, as one raw
+read (:meth:`StackDepot.fetch_pcs` goes through the helper itself; the VM test
+checks both agree for every handle); the text lines are cached by handle, so
+memory is O(unique stacks).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import drgn
+from drgn.helpers.linux.stackdepot import stack_depot_fetch
+
+# STACK_ALLOC_ALIGN / DEPOT_STACK_ALIGN: 4 since the depot's introduction
+# (cd11016e5f52, v4.6), as drgn's helper also assumes.
+DEPOT_STACK_ALIGN = 4
+MAX_FRAMES = 64  # CONFIG_STACKDEPOT_MAX_FRAMES default (v6.8); page_owner saves 16
+
+
+class StackDepot:
+    def __init__(self, prog: drgn.Program, symbolize: Callable[[int], str]):
+        self.prog = prog
+        self.symbolize = symbolize
+        self._lines: dict[int, Optional[tuple[str, ...]]] = {}
+        self._text: dict[int, Optional[str]] = {}
+        self.invalid: set[int] = set()
+        parts = prog.type("union handle_parts")
+        self._fields = {}
+        for m in _flatten(parts):
+            if m.name and m.bit_field_size:
+                self._fields[m.name] = (m.bit_offset, m.bit_field_size)
+        if "pool_index_plus_1" in self._fields:  # v6.9 a6c1d9cb9a68 (3ee34eabac2a, v6.9-rc1)
+            self._index_name, self._plus_one = "pool_index_plus_1", True
+        elif "pool_index" in self._fields:  # v6.3 961c949b012f (slab -> pool)
+            self._index_name, self._plus_one = "pool_index", False
+        else:  # v4.6..v6.2
+            self._index_name, self._plus_one = "slabindex", False
+        off_bits = self._fields["offset"][1]
+        self.pool_size = 1 << (off_bits + DEPOT_STACK_ALIGN)
+        try:
+            self._pools = prog["stack_pools"]
+        except KeyError:
+            self._pools = prog["stack_slabs"]
+        rec = prog.type("struct stack_record")
+        self._rec_size_off = drgn.offsetof(rec, "size")
+        self._rec_handle_off = drgn.offsetof(rec, "handle")
+        self._rec_entries_off = drgn.offsetof(rec, "entries")
+        self._pool_addr: dict[int, int] = {}
+
+    def _part(self, handle: int, name: str) -> int:
+        off, size = self._fields[name]
+        return (handle >> off) & ((1 << size) - 1)
+
+    def _max_index(self) -> int:
+        """Highest pool index in use (inclusive)."""
+        for name, inclusive in (("pools_num", False), ("pool_index", True), ("depot_index", True)):
+            try:
+                v = self.prog.object(name, drgn.FindObjectFlags.VARIABLE, "stackdepot.c").value_()
+            except (LookupError, ValueError):
+                continue
+            return v if inclusive else v - 1
+        return (self._pools.type_.length or 1) - 1
+
+    def check(self, handle: int) -> bool:
+        return self._locate(handle) is not None
+
+    def _locate(self, handle: int) -> Optional[tuple[int, int]]:
+        """(record address, frame count), or None: the kernel's own bounds
+        checks plus that the record there names this handle."""
+        idx = self._part(handle, self._index_name)
+        if self._plus_one:
+            if idx == 0:
+                return None
+            idx -= 1
+        if "valid" in self._fields and not self._part(handle, "valid"):
+            return None
+        if not hasattr(self, "_max"):
+            self._max = self._max_index()
+        if idx > self._max or (self._pools.type_.length and idx >= self._pools.type_.length):
+            return None
+        base = self._pool_addr.get(idx)
+        if base is None:
+            try:
+                base = self._pool_addr[idx] = self._pools[idx].value_()
+            except drgn.FaultError:
+                return None
+        if not base:
+            return None
+        offset = self._part(handle, "offset") << DEPOT_STACK_ALIGN
+        if offset + self._rec_handle_off + 4 > self.pool_size:
+            return None
+        try:
+            raw = self.prog.read(base + offset, self._rec_handle_off + 4)
+        except drgn.FaultError:
+            return None
+        size = int.from_bytes(raw[self._rec_size_off:self._rec_size_off + 4], "little")
+        stored = int.from_bytes(raw[self._rec_handle_off:self._rec_handle_off + 4], "little")
+        mask = ~self._extra_mask() & 0xFFFFFFFF
+        if stored & mask != handle & mask:
+            return None
+        if size > MAX_FRAMES:
+            return None
+        return base + offset, size
+
+    def _extra_mask(self) -> int:
+        if "extra" not in self._fields:
+            return 0
+        off, size = self._fields["extra"]
+        return ((1 << size) - 1) << off
+
+    def lines(self, handle: int) -> Optional[tuple[str, ...]]:
+        """``%pS`` of each frame, or None for an invalid handle."""
+        if handle in self._lines:
+            return self._lines[handle]
+        result: Optional[tuple[str, ...]] = None
+        where = self._locate(handle)
+        if where is not None:
+            try:
+                result = tuple(self.symbolize(pc) for pc in self.pcs_at(*where))
+            except drgn.FaultError:
+                result = None
+        if result is None:
+            self.invalid.add(handle)
+        self._lines[handle] = result
+        return result
+
+    def pcs_at(self, record: int, size: int) -> list[int]:
+        """The saved entries of the record: the address drgn's stack_depot_fetch()
+        computes, read as raw words (its StackTrace also expands inlined frames,
+        which the kernel does not print and which costs ~2 ms a stack)."""
+        raw = self.prog.read(record + self._rec_entries_off, size * 8)
+        return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+
+    def fetch_pcs(self, handle: int) -> Optional[list[int]]:
+        """pcs of a valid handle through drgn's own helper (non-inline frames)."""
+        trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
+        return None if trace is None else [f.pc for f in trace if not f.is_inline]
+
+    def text(self, handle: int) -> Optional[str]:
+        """stack_trace_snprint(..., spaces=0): ``" %pS\\n"`` per frame (cached)."""
+        text = self._text.get(handle)
+        if text is None and handle not in self._text:
+            lines = self.lines(handle)
+            text = self._text[handle] = None if lines is None else "".join(f" {line}\n" for line in lines)
+        return text
+
+
+def _flatten(t: drgn.Type):
+    for m in t.members:
+        if m.name is None and m.type.unqualified().kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION):
+            for sub in _flatten(m.type.unqualified()):
+                yield _Shifted(sub, m.bit_offset)
+        else:
+            yield m
+
+
+class _Shifted:
+    def __init__(self, m, base: int):
+        self.name, self.bit_field_size, self.bit_offset = m.name, m.bit_field_size, m.bit_offset + base

@@ -1,0 +1,428 @@
+"""page_owner decoded offline, checked against the kernel's own /sys/kernel/debug/page_owner.
+
+Runs on the 6.1 test kernel and on the same fragment built from Debian's
+linux-source-6.12 (a newer format: hex PFN, no free_ts, PGTY page types,
+pool_index_plus_1 stack handles), each booted with page_owner=on
+page_table_check=on.  The guest allocates (64 MiB written to tmpfs, a shell
+whose comm holds an escape byte, a process holding 2 MB of private anonymous
+memory), notes its clock, and writes its own debugfs text to the host through
+the 9p share.  Right after, the guest is paused and dumped.  Our ``owner
+--format debugfs`` on the dump must equal the kernel's text record by record
+(keyed by pfn and allocation timestamp).  A record on one side only must be
+explained by its timestamps (allocated, or freed/reallocated, after the read
+began) or, for a stale boot-time record of a page that is free in the dump
+(in a buddy block, or _refcount 0 on a per-cpu list), by the free lists
+(see ``stale_early``).  The only
+other difference allowed is the page's live ``page->flags`` word (e.g. the
+referenced bit set by the reading itself), which is not page_owner data and
+is counted separately.  The counts are printed (pytest -s) and asserted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from conftest import CLIENTS_ON, FRAGMENT, ROOT, inspect
+from testvm import TestVM
+
+pytestmark = pytest.mark.vm
+
+COMM = "ev\x1bil"  # set by the guest shell before it allocates
+
+
+def parse_debugfs(text: str) -> dict[tuple[int, int], str]:
+    """(pfn, ts) -> record text (with its trailing blank line)."""
+    recs = {}
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        m = re.match(r"Page allocated via order \d+, .*, ts (\d+) ns", block)
+        p = re.search(r"^PFN (0x[0-9a-f]+|\d+) ", block, re.M)
+        assert m and p, f"unparsable record: {block[:300]!r}"
+        key = (int(p.group(1), 0), int(m.group(1)))
+        assert key not in recs, key
+        recs[key] = block + "\n\n"
+    return recs
+
+
+def fields(block: str) -> dict:
+    first = block.split("\n", 1)[0]
+    m = re.match(r"Page allocated via order (\d+), mask (0x[0-9a-f]+)\((.*?)\), pid (-?\d+), "
+                 r"tgid (-?\d+) \((.*)\), ts", first, re.S)
+    assert m, first
+    pfnline = block.split("\n")[1]
+    return {"order": int(m.group(1)), "gfp": f"{m.group(2)}({m.group(3)})", "pid": int(m.group(4)),
+            "tgid": int(m.group(5)), "comm": m.group(6),
+            "migratetype": re.match(r"PFN \S+ type (\S+)", pfnline).group(1),
+            "stack": tuple(line[1:] for line in block.split("\n") if line.startswith(" "))}
+
+
+def without_flags(block: str) -> str:
+    return re.sub(r"Flags 0x[0-9a-f]+\([^)]*\)", "Flags -", block)
+
+
+def _kernel(version: str, main_dir: Path) -> Path:
+    if version == "6.1":
+        return main_dir
+    # The newer kernel: same fragment on Debian's linux-source-6.12 (built or cached).
+    out = subprocess.run([str(ROOT / "scripts" / "build-kernel.sh"), "-v", version, "-f", str(FRAGMENT)],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+# Our own directory, not pytest's tmp_path: other pytest sessions on this
+# machine prune old basetemps, which would delete a dump under our feet.
+# The last run's dumps stay here for inspection (about 25 MB each).
+WORK = Path(tempfile.gettempdir()) / "pageext-owner-tests"
+
+
+@pytest.fixture(scope="module", params=["6.1", "6.12"])
+def snap(request, kernel_dir):
+    """Boot, allocate, read debugfs in the guest, pause, dump; live output while paused."""
+    kernel_dir = _kernel(request.param, kernel_dir)
+    vmlinux = str(kernel_dir / "vmlinux")
+    work = WORK / request.param
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    with TestVM(kernel_dir, cmdline=CLIENTS_ON, workdir=str(work / "vm")) as vm:
+        vm.run("dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null").check()
+        # A shell with an escape byte in its comm allocates tmpfs pages itself (echo is a builtin).
+        vm.run("printf 'ev\\033il' > /proc/$$/comm; i=0; while [ $i -lt 300 ]; do "
+               "echo $i > /tmp/evil.$i; i=$((i+1)); done").check()
+        # A process that holds ~2 MB of private anonymous memory, blocked in a builtin.
+        vm.run("mkfifo /tmp/hold; sh -c 'x=$(head -c 2000000 /dev/zero | tr \"\\\\0\" a); "
+               "echo $$ > /tmp/holder.pid; read y < /tmp/hold' > /dev/null 2>&1 &").check()
+        res = vm.run("grep -m1 'now at' /proc/timer_list; "
+                     "cat /sys/kernel/debug/page_owner | dd bs=1M iflag=fullblock of=/share/page_owner.txt "
+                     "2>/dev/null; grep -m1 'now at' /proc/timer_list").check()
+        start, end = (int(x) for x in re.findall(r"now at (\d+) nsecs", res.out))
+        (work / "clock.txt").write_text(f"{start} {end}\n")
+        # The kernel's own view of the holder's mappings: /proc/PID/pagemap of its anonymous regions.
+        vm.run("while [ ! -s /tmp/holder.pid ]; do sleep 0.1; done; pid=$(cat /tmp/holder.pid); "
+               "grep 'rw-p 00000000 00:00 0' /proc/$pid/maps > /share/holder.maps; "
+               "while read range rest; do s=${range%-*}; e=${range#*-}; "
+               "dd if=/proc/$pid/pagemap bs=8 skip=$((0x$s/4096)) count=$(((0x$e-0x$s)/4096)) 2>/dev/null; "
+               "done < /share/holder.maps > /share/holder.pagemap").check()
+        vm.pause()
+        core = vm.dump(str(work / "core.kdump"), "kdump-zlib")
+        live = inspect("owner", "--qemu", vm.qmp_path, "-s", vmlinux, "--format", "debugfs").stdout
+        kernel_text = (vm.share / "page_owner.txt").read_bytes().decode("latin-1")
+        yield {"vm": vm, "vmlinux": vmlinux, "version": request.param, "core": core, "start": start,
+               "end": end, "kernel": kernel_text, "live": live, "work": work,
+               "pagemap": (vm.share / "holder.pagemap").read_bytes()}
+
+
+class FreeState:
+    """Which pages of the dump are free: inside a buddy block, or with _refcount 0."""
+
+    def __init__(self, snap):
+        from inspector.cli import open_and_walk
+        from inspector.clients.page_owner import PageOwner
+
+        tgt, geo, layout = open_and_walk(snap["core"], None, snap["vmlinux"], None, False)
+        self.prog = tgt.prog
+        po = PageOwner(tgt.prog, geo, layout)
+        self.in_buddy = {p for pfn, order in po.free_blocks() for p in range(pfn, pfn + (1 << order))}
+
+    def refcount(self, pfn: int) -> int:
+        from drgn.helpers.linux.mm import pfn_to_page
+        return pfn_to_page(self.prog, pfn)._refcount.counter.value_()
+
+
+def stale_early(block: str) -> bool:
+    """init_page_owner() marked every non-buddy page "allocated" at boot, free
+    pages on per-cpu lists included; such a page keeps that record while it
+    moves between pcp lists and buddy blocks.  read_page_owner() prints it
+    unless a buddy block covers it at that instant, so it can appear on
+    either side."""
+    return "mask 0x0()" in block and " init_page_owner+" in block
+
+
+@pytest.fixture(scope="module")
+def compared(snap):
+    """Our debugfs text vs the kernel's, classified."""
+    vmlinux = snap["vmlinux"]
+    ours_text = inspect("owner", snap["core"], "-s", vmlinux, "--format", "debugfs").stdout
+    kernel, ours = parse_debugfs(snap["kernel"]), parse_debugfs(ours_text)
+    # Every page with a record (tails and freed too), to explain one-sided records.
+    rows = csv.DictReader(io.StringIO(inspect("owner", snap["core"], "-s", vmlinux, "--all", "--tails",
+                                              "--format", "csv").stdout))
+    now = {int(r["pfn"]): r for r in rows}
+    free = FreeState(snap)
+    start = snap["start"]
+    out = {"identical": 0, "flags_only": 0, "explained": 0, "in_buddy": 0, "unexplained": [],
+           "kernel_only": [], "ours_only": []}
+    for key, block in kernel.items():
+        if key in ours:
+            if ours[key] == block:
+                out["identical"] += 1
+            elif without_flags(ours[key]) == without_flags(block):
+                out["flags_only"] += 1
+            else:
+                out["unexplained"].append(("differs", key, block, ours[key]))
+            continue
+        out["kernel_only"].append(key)
+        pfn, ts = key
+        r = now.get(pfn)
+        # Freed after the read began, or reallocated after it began.
+        if r and ((r["state"] == "freed" and int(r["free_ts_nsec"]) >= start) or int(r["ts_nsec"]) >= start):
+            out["explained"] += 1
+        elif pfn in free.in_buddy and stale_early(block):
+            out["in_buddy"] += 1  # the dump has the page inside a free buddy block
+        else:
+            out["unexplained"].append(("kernel only", key, block, r))
+    for key in ours:
+        if key not in kernel:
+            out["ours_only"].append(key)
+            if key[1] >= start:  # allocated after the read began
+                out["explained"] += 1
+            elif stale_early(ours[key]) and free.refcount(key[0]) == 0:
+                out["in_buddy"] += 1  # a free page (pcp list) with its stale boot record
+            else:
+                out["unexplained"].append(("ours only", key, ours[key], None))
+    out["kernel"], out["ours"], out["ours_text"] = kernel, ours, ours_text
+    print(f"\n[{snap['version']}] page_owner debugfs vs vmcore: kernel {len(kernel)} records, ours {len(ours)}; "
+          f"identical {out['identical']}, differing only in live page flags {out['flags_only']}, "
+          f"explained by timestamps {out['explained']} ({len(out['kernel_only'])} kernel-only, "
+          f"{len(out['ours_only'])} ours-only), stale boot records of free pages {out['in_buddy']}, "
+          f"unexplained {len(out['unexplained'])}; read took {(snap['end'] - start) / 1e9:.1f} s")
+    return out
+
+
+def test_debugfs_text_matches_the_kernel(compared):
+    assert not compared["unexplained"], compared["unexplained"][:3]
+    # The comparison must have substance: nearly every record is byte-identical.
+    assert compared["identical"] > 20000  # 64 MiB of tmpfs alone is 16384 pages
+    assert compared["identical"] >= 0.95 * len(compared["kernel"])
+    assert compared["flags_only"] <= 0.01 * len(compared["kernel"])
+
+
+def test_escaped_comm_is_the_kernels_bytes_in_debugfs_and_escaped_elsewhere(snap, compared):
+    vmlinux = snap["vmlinux"]
+    evil = [k for k, b in compared["kernel"].items() if f"({COMM})" in b]
+    assert len(evil) >= 100, "the guest shell's allocations are missing from the kernel's text"
+    both = [k for k in evil if k in compared["ours"]]
+    assert both and all(without_flags(compared["ours"][k]) == without_flags(compared["kernel"][k])
+                        for k in both)
+    assert any(compared["ours"][k] == compared["kernel"][k] for k in both)
+    pfn = evil[0][0]
+    text = inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(pfn)).stdout
+    assert "\x1b" not in text and "(ev\\x1bil)" in text
+    js = json.loads(inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(pfn), "--json").stdout)
+    assert js["comm"] == "ev\\x1bil"
+
+
+def test_live_qmp_equals_vmcore_of_the_paused_guest(snap, compared):
+    assert snap["live"] == compared["ours_text"]
+    assert len(snap["live"]) > 1_000_000
+
+
+def _aggregate(records: dict, by: str) -> dict:
+    pages, allocs = defaultdict(int), defaultdict(int)
+    for block in records.values():
+        f = fields(block)
+        k = f[by]
+        pages[k] += 1 << f["order"]
+        allocs[k] += 1
+    return {k: (pages[k], allocs[k]) for k in pages}
+
+
+@pytest.mark.parametrize("by", ["stack", "pid", "tgid", "comm", "gfp", "order", "migratetype"])
+def test_top_equals_the_aggregate_of_the_kernels_text(snap, compared, by):
+    vmlinux = snap["vmlinux"]
+    # The kernel's records, minus those explained as gone after the read
+    # began, plus those explained as new: the records the dump holds.
+    expected_recs = {k: b for k, b in compared["kernel"].items() if k not in set(compared["kernel_only"])}
+    expected_recs.update({k: compared["ours"][k] for k in compared["ours_only"]})
+    expected = _aggregate(expected_recs, by)
+    rows = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json").stdout)
+    got = {}
+    for r in rows:
+        k = tuple(r["key"]) if by == "stack" else r["key"]
+        if by == "comm":
+            k = k.encode().decode("unicode_escape") if "\\" in k else k
+        got[k] = (r["pages"], r["allocations"])
+    assert got == expected
+    # The same sums straight from the kernel's text differ only by the explained records.
+    raw = _aggregate(compared["kernel"], by)
+    assert sum(p for p, _ in raw.values()) > 20000
+    # --threshold and --limit cut the same sorted list.
+    top2 = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json", "--limit", "2",
+                              "--threshold", "2").stdout)
+    assert top2 == [r for r in rows if r["pages"] >= 2][:2]
+
+
+def test_bad_pfns_get_one_clear_line(snap):
+    vmlinux = snap["vmlinux"]
+    proc = inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(1 << 40), check_rc=2)
+    assert "outside memory" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = inspect("owner", snap["core"], "-s", vmlinux, "--range", "9-3", check_rc=2)
+    assert "bad --range" in proc.stderr
+
+
+def test_pfn_without_page_ext_on_an_offline_hot_added_block(snap):
+    vmlinux = snap["vmlinux"]
+    vm = snap["vm"]
+    vm.resume()
+    vm.hot_add("dimm9", 128, node=1)
+    addr, size = vm.dimm_address("dimm9")
+    pfn = addr // 4096
+    proc = inspect("owner", "--qemu", vm.qmp_path, "-s", vmlinux, "--pfn", hex(pfn), check_rc=2)
+    assert "has no page_ext" in proc.stderr and "offline" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_corrupt_handle_prints_invalid_and_the_rest_carry_on(snap):
+    """Corrupt one record's handle in our reader's view of the dump."""
+    vmlinux = snap["vmlinux"]
+    from inspector.cli import open_and_walk
+    from inspector.clients.page_owner import PageOwner
+
+    tgt, geo, layout = open_and_walk(snap["core"], None, vmlinux, None, False)
+    po = PageOwner(tgt.prog, geo, layout)
+    recs = list(itertools.islice(po.debugfs_records(), 50))
+    assert len(recs) > 10
+    good = po.debugfs_text(recs[1])
+    idx_bits = po.depot._fields[po.depot._index_name]
+    bad_handles = [recs[0].handle ^ (1 << (idx_bits[0] + idx_bits[1] - 1)),  # pool index out of range
+                   recs[0].handle ^ (1 << po.depot._fields["offset"][0])]  # record elsewhere in the pool
+    for bad in bad_handles:
+        recs[0].handle = bad
+        text = po.debugfs_text(recs[0])
+        assert f" <invalid handle {bad:#x}>\n" in text
+    assert po.debugfs_text(recs[1]) == good
+    assert po.invalid_records == 2 and len(po.depot.invalid) == 2
+
+
+def test_page_table_check_counts_agree_with_pagemap_and_rmap(snap):
+    """Oracles: the holder's pagemap (present, exclusively mapped, anonymous
+    pages must have anon_map_count 1 and file_map_count 0) and, page by page,
+    the rmap's own _mapcount (checked inside table-check)."""
+    vmlinux = snap["vmlinux"]
+    pm = snap["pagemap"]
+    exclusive_anon = set()
+    for (entry,) in struct.iter_unpack("<Q", pm):
+        if entry >> 63 & 1 and entry >> 56 & 1 and not entry >> 61 & 1:
+            exclusive_anon.add(entry & ((1 << 55) - 1))
+    assert len(exclusive_anon) >= 400, f"holder has only {len(exclusive_anon)} private anonymous pages"
+    rows = {int(r["pfn"]): r for r in csv.DictReader(io.StringIO(
+        inspect("table-check", snap["core"], "-s", vmlinux, "--list").stdout))}
+    wrong = [p for p in exclusive_anon
+             if p not in rows or (rows[p]["anon_map_count"], rows[p]["file_map_count"]) != ("1", "0")]
+    assert not wrong, [(hex(p), rows.get(p)) for p in wrong[:5]]
+    summary = json.loads(inspect("table-check", snap["core"], "-s", vmlinux, "--json").stdout)
+    assert summary["both"] == summary["negative"] == summary["not_anon"] == summary["anon_file"] == 0
+    assert summary["mapcount_mismatch"] == 0
+    assert summary["anon_mappings"] >= len(exclusive_anon)
+    assert summary["mapcount_checked"] > 0.9 * summary["pages"]
+    print(f"\n[{snap['version']}] page_table_check: {summary['anon_pages']} anon pages "
+          f"({summary['anon_mappings']} mappings), {summary['file_pages']} file pages "
+          f"({summary['file_mappings']} mappings); holder's {len(exclusive_anon)} exclusive anon pages all 1/0; "
+          f"{summary['mapcount_checked']} order-0 pages agree with _mapcount")
+
+
+@pytest.mark.parametrize("boot, off, command", [("page_owner=on", "page_table_check", "table-check"),
+                                                 ("page_table_check=on", "page_owner", "owner")])
+def test_inactive_client_is_reported_as_such(kernel_dir, tmp_path, boot, off, command):
+    vmlinux = str(kernel_dir / "vmlinux")
+    with TestVM(kernel_dir, cmdline=boot, workdir=str(tmp_path / "vm")) as vm:
+        rows = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)
+        state = {r["name"]: r["state"] for r in rows}
+        on = "page_owner" if off == "page_table_check" else "page_table_check"
+        assert state[on] == "active"
+        assert state[off].startswith("compiled in, inactive")
+        proc = inspect(command, "--qemu", vm.qmp_path, "-s", vmlinux, check_rc=2)
+        assert "inactive in this boot" in proc.stderr and f"{off}=on" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        if off == "page_owner":
+            # The kernel agrees: its debugfs file refuses to read (-EINVAL).
+            assert vm.run("cat /sys/kernel/debug/page_owner > /dev/null").rc != 0
+
+
+def test_a_corrupt_record_in_a_vmcore_is_reported_and_counted(snap):
+    """Overwrite one record's stack handle inside an ELF vmcore; the CLI prints
+    <invalid handle 0x...> for it, every other record as before, and the count."""
+    from drgn.helpers.linux.mm import follow_phys
+
+    from inspector.cli import open_and_walk
+    from inspector.clients.page_owner import PageOwner
+    from inspector.walk import entry_address
+
+    vm, vmlinux = snap["vm"], snap["vmlinux"]
+    vm.pause()
+    try:
+        elf = vm.dump(str(snap["work"] / "core.elf"), "elf")
+    finally:
+        vm.resume()
+    try:
+        tgt, geo, layout = open_and_walk(elf, None, vmlinux, None, False)
+        po = PageOwner(tgt.prog, geo, layout)
+        rec = list(itertools.islice(po.debugfs_records(), 200))[-1]
+        table = po.table_for(rec.pfn)
+        virt = entry_address(table, rec.pfn, geo.entry_size) + po.client.offset + \
+            drgn_offset(tgt.prog, "handle")
+        phys = follow_phys(tgt.prog["init_mm"].address_of_(), virt).value_()
+        lo, hi = rec.pfn - 3, rec.pfn + 3
+        before = inspect("owner", elf, "-s", vmlinux, "--format", "debugfs", "--range", f"{lo}-{hi}").stdout
+        bad = 0xFFFFFFFF  # pool index far beyond the pools allocated
+        with open(elf, "r+b") as f:
+            f.seek(elf_offset(f, phys))
+            assert struct.unpack("<I", f.read(4))[0] == rec.handle
+            f.seek(-4, 1)
+            f.write(struct.pack("<I", bad))
+        proc = inspect("owner", elf, "-s", vmlinux, "--format", "debugfs", "--range", f"{lo}-{hi}")
+        after = parse_debugfs(proc.stdout)
+        assert any(f" <invalid handle {bad:#x}>\n" in b for k, b in after.items() if k[0] == rec.pfn)
+        same = {k: b for k, b in parse_debugfs(before).items() if k[0] != rec.pfn}
+        assert same and all(after[k] == b for k, b in same.items())
+        assert "1 record(s) with invalid stack handles" in proc.stderr
+    finally:
+        os.unlink(elf)
+
+
+def drgn_offset(prog, member: str) -> int:
+    import drgn
+    return drgn.offsetof(prog.type("struct page_owner"), member)
+
+
+def elf_offset(f, phys: int) -> int:
+    """File offset of physical address ``phys`` in an ELF64 vmcore (PT_LOAD p_paddr)."""
+    f.seek(0)
+    head = f.read(64)
+    phoff, = struct.unpack_from("<Q", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    f.seek(phoff)
+    phdrs = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, _fl, p_offset, _va, p_paddr, p_filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
+        if p_type == 1 and p_paddr <= phys < p_paddr + p_filesz:
+            return p_offset + phys - p_paddr
+    raise AssertionError(f"physical address {phys:#x} is not in the vmcore")
+
+
+def test_stack_reads_agree_with_drgns_stack_depot_fetch(snap):
+    """Every handle in the dump: our one-read entries == drgn's helper's non-inline frames."""
+    from inspector.cli import open_and_walk
+    from inspector.clients.page_owner import PageOwner
+
+    tgt, geo, layout = open_and_walk(snap["core"], None, snap["vmlinux"], None, False)
+    po = PageOwner(tgt.prog, geo, layout)
+    handles = {r.handle for r in po.records("all")} | {r.free_handle for r in po.records("all") if r.free_handle}
+    assert len(handles) > 100
+    for h in handles:
+        where = po.depot._locate(h)
+        assert where is not None, hex(h)
+        assert po.depot.pcs_at(*where) == po.depot.fetch_pcs(h), hex(h)
