@@ -158,7 +158,16 @@ class TestVM:
         self.proc: Optional[subprocess.Popen] = None
         self._qmp: Optional[QEMUMonitorProtocol] = None
         self.gdb_port = gdb_port  # QEMU's gdbstub on 127.0.0.1:gdb_port, to stop the guest mid-operation
-        self._start(mem_mb, numa, slots, maxmem_mb, host_root, smp, boot_timeout)
+        # A reused workdir may hold the last guest's files: "ready" among them
+        # would make us talk to a guest that has not booted.
+        for stale in ("ready", "cmd", "out"):
+            p = self.share / stale
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        try:
+            self._start(mem_mb, numa, slots, maxmem_mb, host_root, smp, boot_timeout)
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle -------------------------------------------------------
     def _start(self, mem_mb, numa, slots, maxmem_mb, host_root, smp, boot_timeout) -> None:
@@ -213,9 +222,12 @@ class TestVM:
         return " | ".join(text.strip().splitlines()[-n:])
 
     def close(self) -> None:
+        """Quit QEMU (over QMP if connected), killing it if it does not go."""
+        asked = False
         if self._qmp is not None:
             try:
                 self._qmp.cmd("quit")
+                asked = True
             except Exception:
                 pass
             try:
@@ -225,7 +237,7 @@ class TestVM:
             self._qmp = None
         if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.wait(5)
+                self.proc.wait(5 if asked else 0.1)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
