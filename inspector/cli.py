@@ -139,8 +139,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as e:  # never a traceback for the user; PAGEEXT_DEBUG=1 shows it
         if os.environ.get("PAGEEXT_DEBUG"):
             raise
-        import drgn
-        what = "cannot read the target" if isinstance(e, drgn.FaultError) else "internal error"
+        fault = type(e).__name__ == "FaultError" and type(e).__module__.startswith("_drgn")
+        what = "cannot read the target" if fault else "internal error"
         typer.echo(f"pageext-inspect: error: {what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                    " (PAGEEXT_DEBUG=1 for details)", err=True)
         sys.exit(2)
