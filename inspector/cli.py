@@ -40,6 +40,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=
 
 SUBCOMMANDS: set[str] = set()
 
+# The target options every command shares (one definition, reused as defaults).
+TARGET = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)")
+VMLINUX = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info")
+QEMU = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest")
+ARCH = typer.Option(None, "--arch", help="architecture of a core that lacks one (x86_64)")
+
 
 @app.callback()
 def _group() -> None:
@@ -72,10 +78,10 @@ def open_and_walk(target: Optional[str], qemu: Optional[str], vmlinux: Optional[
 
 @app.command("inspect", help="Locate and verify every page_ext table of a kernel.\n" + EXAMPLES)
 def inspect_cmd(
-    target: Optional[str] = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)"),
-    vmlinux: Optional[str] = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info"),
-    qemu: Optional[str] = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a core that lacks one (x86_64)"),
+    target: Optional[str] = TARGET,
+    vmlinux: Optional[str] = VMLINUX,
+    qemu: Optional[str] = QEMU,
+    arch: Optional[str] = ARCH,
     sections: bool = typer.Option(False, "--sections", help="list every section with its flags, page_ext pointer and table"),
     as_json: bool = typer.Option(False, "--json", help="print the JSON document"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on long walks"),

@@ -325,7 +325,17 @@ def test_page_table_check_counts_agree_with_pagemap_and_rmap(snap):
     assert not wrong, [(hex(p), rows.get(p)) for p in wrong[:5]]
     summary = json.loads(inspect("table-check", snap["core"], "-s", vmlinux, "--json").stdout)
     assert summary["both"] == summary["negative"] == summary["not_anon"] == summary["anon_file"] == 0
-    assert summary["mapcount_mismatch"] == 0
+    # The dump is of a running guest, paused at an arbitrary instruction.  In
+    # 6.1 the rmap count and page_table_check's count change a few
+    # instructions apart (map: page_add_*_rmap() then set_pte_at(); unmap:
+    # ptep_get_and_clear() then page_remove_rmap()), so each vCPU can be
+    # caught inside one such window: at most one page per vCPU, off by one.
+    assert summary["mapcount_mismatch"] <= 2, summary["mapcount_mismatch_pfns"]
+    for pfn in summary["mapcount_mismatch_pfns"]:
+        if pfn in rows:
+            r = rows[pfn]
+            counted = int(r["anon_map_count"]) + int(r["file_map_count"])
+            assert abs(counted - (int(r["mapcount"]) + 1)) == 1, r
     assert summary["anon_mappings"] >= len(exclusive_anon)
     assert summary["mapcount_checked"] > 0.9 * summary["pages"]
     print(f"\n[{snap['version']}] page_table_check: {summary['anon_pages']} anon pages "

@@ -126,12 +126,13 @@ def _invalid_note(po) -> None:
 
 
 def register(app: typer.Typer, names: set[str]) -> None:
+    from .. import cli as _c
     @app.command("owner", help="Print page_owner records (offline /sys/kernel/debug/page_owner).")
     def owner_cmd(
-        target: Optional[str] = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)"),
-        vmlinux: Optional[str] = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info"),
-        qemu: Optional[str] = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest"),
-        arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a core that lacks one"),
+        target: Optional[str] = _c.TARGET,
+        vmlinux: Optional[str] = _c.VMLINUX,
+        qemu: Optional[str] = _c.QEMU,
+        arch: Optional[str] = _c.ARCH,
         pfn: Optional[str] = typer.Option(None, "--pfn", help="one page frame number (decimal or 0x hex)"),
         prange: Optional[str] = typer.Option(None, "--range", help="pfns A-B inclusive"),
         allocated: bool = typer.Option(False, "--allocated", help="currently allocated pages (default)"),
@@ -208,10 +209,10 @@ def register(app: typer.Typer, names: set[str]) -> None:
 
     @app.command("top", help="Pages and allocations per stack, pid, tgid, comm, gfp, order or migratetype.")
     def top_cmd(
-        target: Optional[str] = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)"),
-        vmlinux: Optional[str] = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info"),
-        qemu: Optional[str] = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest"),
-        arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a core that lacks one"),
+        target: Optional[str] = _c.TARGET,
+        vmlinux: Optional[str] = _c.VMLINUX,
+        qemu: Optional[str] = _c.QEMU,
+        arch: Optional[str] = _c.ARCH,
         by: str = typer.Option("stack", "--by", help="|".join(TOP_KEYS)),
         threshold: int = typer.Option(0, "--threshold", help="hide keys with fewer pages than this"),
         limit: int = typer.Option(0, "--limit", help="show at most this many keys (0: all)"),
@@ -242,10 +243,10 @@ def register(app: typer.Typer, names: set[str]) -> None:
 
     @app.command("table-check", help="Summarise page_table_check's per-page anon/file map counts.")
     def table_check_cmd(
-        target: Optional[str] = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)"),
-        vmlinux: Optional[str] = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info"),
-        qemu: Optional[str] = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest"),
-        arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a core that lacks one"),
+        target: Optional[str] = _c.TARGET,
+        vmlinux: Optional[str] = _c.VMLINUX,
+        qemu: Optional[str] = _c.QEMU,
+        arch: Optional[str] = _c.ARCH,
         prange: Optional[str] = typer.Option(None, "--range", help="pfns A-B inclusive"),
         list_: bool = typer.Option(False, "--list", help="CSV of every page with a non-zero count"),
         as_json: bool = typer.Option(False, "--json", help="the summary as JSON"),
@@ -282,10 +283,10 @@ def register(app: typer.Typer, names: set[str]) -> None:
 
     @app.command("clients", help="Which page_ext clients this kernel has, and whether each is active.")
     def clients_cmd(
-        target: Optional[str] = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)"),
-        vmlinux: Optional[str] = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info"),
-        qemu: Optional[str] = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest"),
-        arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a core that lacks one"),
+        target: Optional[str] = _c.TARGET,
+        vmlinux: Optional[str] = _c.VMLINUX,
+        qemu: Optional[str] = _c.QEMU,
+        arch: Optional[str] = _c.ARCH,
         as_json: bool = typer.Option(False, "--json", help="a JSON list"),
     ) -> None:
         from ..cli import open_and_walk

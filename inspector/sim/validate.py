@@ -278,15 +278,17 @@ def validate_program(prog, header: Optional[dict], events: Optional[list], varia
 def register_validate(app, names: set[str]) -> None:
     import typer
 
+    from .. import cli as _c
+
     from ..cli import fail
 
     @app.command("validate", help="Compare a kernel's page_ext with the reference simulator's prediction "
                                   "for its own memory map; exit 1 on any difference.")
     def validate_cmd(
-        target: Optional[str] = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)"),
-        vmlinux: Optional[str] = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info"),
-        qemu: Optional[str] = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest"),
-        arch: Optional[str] = typer.Option(None, "--arch", help="architecture of a core that lacks one"),
+        target: Optional[str] = _c.TARGET,
+        vmlinux: Optional[str] = _c.VMLINUX,
+        qemu: Optional[str] = _c.QEMU,
+        arch: Optional[str] = _c.ARCH,
         trace: Optional[str] = typer.Option(None, "--trace", help="replay this tracer record (JSON Lines)"),
         variant: Optional[str] = typer.Option(None, "--variant", help="force a variant (default: from the release)"),
     ) -> None:
