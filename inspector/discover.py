@@ -21,6 +21,7 @@ walks tables.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -62,6 +63,23 @@ class Geometry:
     @property
     def sparse(self) -> bool:
         return self.memory_model != "flatmem"
+
+
+def release_version(release: str) -> Optional[tuple[int, int]]:
+    """(major, minor) of a kernel release string such as "6.1.192-2", or None."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def require_client(geo: "Geometry", name: str, config: str) -> Client:
+    """The active client ``name``, or TargetError saying why it cannot be used."""
+    client = next((c for c in geo.clients if c.name == name), None)
+    if client is None:
+        raise TargetError(f"this kernel has no {name} ({config} is off)")
+    if not client.active:
+        raise TargetError(f"{name} is compiled in but inactive in this boot "
+                          f"({client.how_to_enable or f'boot with {name}=on'})")
+    return client
 
 
 def _obj(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[drgn.Object]:

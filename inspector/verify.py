@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .model import FAIL, INVALID, OFFLINE, OK, SKIP, ONLINE, Check, Layout, Table
+from .model import FAIL, INVALID, OFFLINE, OK, SKIP, Check, Layout, Table
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Optional
 import drgn
 from drgn.helpers.linux.mm import for_each_memory_block, pfn_to_page, virt_to_pfn
 
-from .discover import Geometry
+from .discover import Geometry, release_version
 from .model import INVALID, OFFLINE, ONLINE, Layout, SectionInfo, Table
 from .target import TargetError
 
@@ -183,9 +183,9 @@ def walk_flat(prog: drgn.Program, geo: Geometry, progress: Optional[Progress] = 
 
     layout = Layout(geo.release, geo.memory_model, geo.page_size, None, geo.entry_size,
                     list(geo.clients), kernel_total_usage=geo.total_usage)
-    major_minor = tuple(int(x) for x in geo.release.split("-")[0].split(".")[:2] if x.isdigit())
+    version = release_version(geo.release)
     align = geo.max_order_nr_pages or 1
-    if major_minor and major_minor <= (3, 19):
+    if version and version <= (3, 19):
         align = 1  # seed (eefa864b701d): indexed from node_start_pfn, no slack
     try:
         for pgdat in for_each_online_pgdat(prog):

@@ -29,7 +29,7 @@ from typing import Iterator, Optional
 
 import drgn
 
-from ..discover import Geometry
+from ..discover import Geometry, require_client
 from ..model import ONLINE, Layout, Table
 from ..target import TargetError
 from ..walk import entry_address
@@ -105,13 +105,7 @@ class PageOwner:
 
     def __init__(self, prog: drgn.Program, geo: Geometry, layout: Layout):
         self.prog, self.geo, self.layout = prog, geo, layout
-        client = next((c for c in geo.clients if c.name == "page_owner"), None)
-        if client is None:
-            raise TargetError("this kernel has no page_owner (CONFIG_PAGE_OWNER is off)")
-        if not client.active:
-            raise TargetError("page_owner is compiled in but inactive in this boot "
-                              f"({client.how_to_enable or 'boot with page_owner=on'})")
-        self.client = client
+        self.client = require_client(geo, "page_owner", "CONFIG_PAGE_OWNER")
         self.names = KernelNames(prog)
         self.symbolize = Symbolizer(prog)
         self.depot = StackDepot(prog, self.symbolize)

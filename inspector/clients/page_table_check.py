@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import drgn
 
-from ..discover import Geometry
+from ..discover import Geometry, require_client
 from ..model import ONLINE, Layout
 from ..target import TargetError
 from ..walk import entry_address
@@ -55,12 +55,7 @@ class PtcSummary:
 class PageTableCheck:
     def __init__(self, prog: drgn.Program, geo: Geometry, layout: Layout):
         self.prog, self.geo, self.layout = prog, geo, layout
-        client = next((c for c in geo.clients if c.name == "page_table_check"), None)
-        if client is None:
-            raise TargetError("this kernel has no page_table_check (CONFIG_PAGE_TABLE_CHECK is off)")
-        if not client.active:
-            raise TargetError("page_table_check is compiled in but inactive in this boot "
-                              f"({client.how_to_enable or 'boot with page_table_check=on'})")
+        client = require_client(geo, "page_table_check", "CONFIG_PAGE_TABLE_CHECK")
         t = prog.type("struct page_table_check")
         off = client.offset
         self.entry, enames = build_struct([("anon", off + drgn.offsetof(t, "anon_map_count"), "i"),

@@ -10,9 +10,9 @@ rather than taken from the reference notes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
-from typing import Optional
+
+from ..discover import release_version  # noqa: F401  (re-exported for the simulator)
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in
                                 (V3_19, SEED_AS_POSTED, V4_9, V5_4, V6_1, V6_3, V6_6, V6_17)}
 # Oldest first, for choosing by release; the seed is never chosen by release.
 BY_VERSION = [V3_19, V4_9, V5_4, V6_1, V6_3, V6_6, V6_17]
-
-
-def release_version(release: str) -> Optional[tuple[int, int]]:
-    m = re.match(r"(\d+)\.(\d+)", release)
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def variant_for_release(release: str) -> Variant:
