@@ -84,7 +84,13 @@ def record_dict(po, r) -> dict:
         "free_handle": r.free_handle,
         "alloc_stack": alloc_stack,
         "free_stack": free_stack,
+        "memcg": _memcg_name(po, r),
     }
+
+
+def _memcg_name(po, r) -> Optional[str]:
+    name = po.memcg.name(r.memcg_data) if po.memcg and r.memcg_data else None
+    return None if name is None else escape(name)
 
 
 def _text(po, r) -> str:
@@ -112,13 +118,13 @@ def _text(po, r) -> str:
 
 CSV_COLUMNS = ("pfn", "state", "order", "gfp_mask", "gfp_flags", "migratetype", "pageblock_migratetype",
                "pid", "tgid", "comm", "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid",
-               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack")
+               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack", "memcg")
 
 
 def _invalid_note(po) -> None:
-    if po.memcg_skipped:
-        typer.echo(f"pageext-inspect: warning: {po.memcg_skipped} record(s) lack the kernel's memcg lines "
-                   "(\"Charged ... memcg\", not decoded yet)", err=True)
+    if po.memcg and po.memcg.unreadable:
+        typer.echo(f"pageext-inspect: warning: {po.memcg.unreadable} memcg_data word(s) point at unreadable "
+                   "memory; their memcg lines are left out", err=True)
     n = len(po.depot.invalid)
     if n or po.invalid_records:
         typer.echo(f"pageext-inspect: {po.invalid_records} record(s) with invalid stack handles "

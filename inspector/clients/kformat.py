@@ -283,7 +283,10 @@ def compile_format(fmt: bytes, ext: Callable[[bytes, Any], str], raw: bool = Fal
     :func:`escape` unless ``raw`` (then each character is one byte, latin-1).
     """
     parts: list[str] = []
-    convs: list[Callable[[Any], str]] = []
+    # One converter per conversion; None where Python's own "%s" of the value
+    # already prints what C prints (decimal integers, raw strings), so most
+    # records are formatted by one C-level ``%`` with no Python call per field.
+    convs: list[Optional[Callable[[Any], str]]] = []
     pos, n = 0, len(fmt)
     while pos < n:
         m = _CONV.search(fmt, pos)
@@ -308,22 +311,27 @@ def compile_format(fmt: bytes, ext: Callable[[bytes, Any], str], raw: bool = Fal
             convs.append(lambda v, letters=letters: ext(letters, v))
             pos = j
         elif conv in (b"d", b"i", b"u"):
-            convs.append(str)
+            convs.append(None)
         elif conv == b"x":
+            # The kernel's number() prints "0x0" for %#x of 0 (glibc: "0").
             convs.append(hex if b"#" in flags else (lambda v: format(v, "x")))
         elif conv == b"X":
             convs.append((lambda v: "0X" + format(v, "X")) if b"#" in flags else (lambda v: format(v, "X")))
         elif conv == b"s":
-            convs.append((lambda v: v) if raw else escape)
+            convs.append(None if raw else escape)
         else:
             convs.append(str)
         w = int(width) if width and width != b"*" else 0
         parts.append(f"%{'-' if b'-' in flags else ''}{w or ''}s")
     template = "".join(parts)
     nconv = len(convs)
+    special = [(i, c) for i, c in enumerate(convs) if c is not None]
 
     def apply(args: Sequence[Any]) -> str:
-        return template % tuple(c(a) for c, a in zip(convs, args[:nconv]))
+        a = list(args[:nconv])
+        for i, c in special:
+            a[i] = c(a[i])
+        return template % tuple(a)
 
     apply.nconv = nconv  # type: ignore[attr-defined]
     return apply

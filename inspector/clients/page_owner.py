@@ -23,17 +23,19 @@ yielded one at a time; only the stack cache grows (O(unique stacks)).
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import drgn
 
-from ..discover import Geometry, require_client
+from ..discover import Geometry, release_version, require_client
 from ..model import ONLINE, Layout, Table
 from ..target import TargetError
 from ..walk import entry_address
 from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format
+from .memcg import MemcgNames
 from .stackdepot import StackDepot
 
 ALLOCATED, FREED, ALL = "allocated", "freed", "all"
@@ -71,13 +73,44 @@ def build_struct(fields: list[tuple[str, int, str]], size: int) -> tuple[struct.
     return struct.Struct(fmt), names
 
 
+def byte_preds(word_offset: int, mask: int, value: int, width: int) -> list[tuple[int, bytes]]:
+    """``(word & mask) == value`` for a little-endian word of ``width`` bytes at
+    ``word_offset``, as one (byte offset, 256-entry table) per byte it involves."""
+    preds = []
+    for i in range(width):
+        m, v = (mask >> (8 * i)) & 0xFF, (value >> (8 * i)) & 0xFF
+        if m:
+            preds.append((word_offset + i, bytes(1 if (b & m) == v else 0 for b in range(256))))
+    return preds
+
+
+def scan(buf: bytes, stride: int, preds: list[tuple[int, bytes]]) -> list[int]:
+    """Indices of the ``stride``-byte records in ``buf`` matching every predicate.
+
+    Each predicate looks at one byte column (``buf[off::stride]``, a C-level
+    slice) through a translate table, so a section's 32768 entries are
+    filtered without a Python step per entry; only the hits are unpacked."""
+    marked = None
+    for off, table in preds:
+        col = buf[off::stride].translate(table)
+        marked = col if marked is None else \
+            (int.from_bytes(marked, "little") & int.from_bytes(col, "little")).to_bytes(len(col), "little")
+    if marked is None:
+        return list(range(len(buf) // stride))
+    out, i = [], marked.find(1)
+    while i >= 0:
+        out.append(i)
+        i = marked.find(1, i + 1)
+    return out
+
+
 # Record's fields from struct page_owner, in Record's order.
 RECORD_FIELDS = ("order", "gfp_mask", "handle", "free_handle", "last_migrate_reason", "ts_nsec", "free_ts_nsec",
                  "pid", "tgid", "comm", "free_pid", "free_tgid")
 _COMM = RECORD_FIELDS.index("comm")
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One page_owner record (None: the field does not exist in this kernel)."""
 
@@ -113,9 +146,10 @@ class PageOwner:
         self._setup_entry()
         self._setup_page()
         self._setup_pageblock()
+        self.memcg = MemcgNames(prog, release_version(geo.release) or (0, 0)) if self.has_memcg else None
         self.invalid_records = 0
-        self.memcg_skipped = 0
         self._compiled_formats: dict = {}
+        self._gfp_mt_names: dict[int, str] = {}
 
     # -- layouts from DWARF ---------------------------------------------------
     def _setup_entry(self) -> None:
@@ -141,8 +175,14 @@ class PageOwner:
                 fields.append((m.name, base + m.bit_offset // 8, _fmt_char(m.type)))
                 self.owner_fields.append(m.name)
         self.entry_struct, self.entry_names = build_struct(fields, self.geo.entry_size)
+        both = self.bit_owner | self.bit_allocated
+        self.owner_preds = byte_preds(0, self.bit_owner, self.bit_owner, word)
+        self.allocated_preds = byte_preds(0, both, both, word)
         self._idx = {n: i for i, n in enumerate(self.entry_names)}
-        self._field_index = [self._idx.get(n) for n in RECORD_FIELDS]
+        # Record's owner fields out of an unpacked entry in one C call; a field
+        # this kernel lacks points at the None appended to the tuple.
+        absent = len(self.entry_names)
+        self._fields_of = operator.itemgetter(*(self._idx.get(n, absent) for n in RECORD_FIELDS))
 
     def _setup_page(self) -> None:
         pt = self.prog.type("struct page")
@@ -152,8 +192,7 @@ class PageOwner:
         fields.append(("page_type", drgn.offsetof(pt, "page_type" if pt.has_member("page_type")
                                                    else "_mapcount"), "I"))
         # print_page_owner_memcg() (v5.18, fcf8935832b8) adds "Slab cache page"
-        # / "Charged ... memcg" lines from page->memcg_data.  We do not print
-        # those yet; records that would have them are counted (memcg_skipped).
+        # / "Charged ... memcg" lines from page->memcg_data (CONFIG_MEMCG): .memcg.
         self.has_memcg = pt.has_member("memcg_data")
         if self.has_memcg:
             fields.append(("memcg_data", drgn.offsetof(pt, "memcg_data"), "Q"))
@@ -169,10 +208,13 @@ class PageOwner:
             pgty = self.prog.constant("PGTY_buddy").value_()
         except LookupError:
             pass
+        pt_off = drgn.offsetof(pt, "page_type" if pt.has_member("page_type") else "_mapcount")
         if pgty is not None:
             self.is_buddy = lambda t: (t >> 24) == pgty
+            self.buddy_preds = byte_preds(pt_off, 0xFF000000, pgty << 24, 4)
         else:
             self.is_buddy = lambda t: (t & 0xF0000080) == 0xF0000000
+            self.buddy_preds = byte_preds(pt_off, 0xF0000080, 0xF0000000, 4)
         zone = self.prog.type("struct zone")
         self.nr_orders = zone.member("free_area").type.length  # MAX_ORDER (<6.4) / MAX_PAGE_ORDER+1
         self.max_order_nr_pages = 1 << (self.nr_orders - 1)
@@ -276,7 +318,7 @@ class PageOwner:
         return (gfp & self.gfp_movable_mask) >> self.gfp_movable_shift
 
     def _record(self, pfn: int, e: tuple, page_flags: int, block_mt: Optional[int]) -> Record:
-        v = [None if i is None else e[i] for i in self._field_index]
+        v = list(self._fields_of(e + (None,)))
         comm = v[_COMM]
         if comm is not None:
             v[_COMM] = comm.split(b"\0", 1)[0].decode("latin-1")
@@ -297,25 +339,27 @@ class PageOwner:
         esz = self.entry_struct
         psz = self.page_struct
         i_order = self._idx["order"]
+        preds = self.allocated_preds if which == ALLOCATED else self.owner_preds
         for t in self.tables():
             a = max(t.start_pfn, lo if lo is not None else 0)
             b = min(t.start_pfn + t.nr_pages, hi if hi is not None else 1 << 64)
             if a >= b:
                 continue
             raw, memmap, usemap = self._read_table(t, a, b)
-            for k, e in enumerate(esz.iter_unpack(raw)):
-                f = e[0]
-                if not f & self.bit_owner:
-                    continue
-                alloc = bool(f & self.bit_allocated)
-                if (which == ALLOCATED and not alloc) or (which == FREED and alloc):
+            for k in scan(raw, esz.size, preds):
+                e = esz.unpack_from(raw, k * esz.size)
+                alloc = bool(e[0] & self.bit_allocated)
+                if which == FREED and alloc:
                     continue
                 pfn = a + k
                 order = e[i_order]
                 if heads_only and order < 64 and pfn & ((1 << order) - 1):
                     continue
-                pflags = psz.unpack_from(memmap, k * psz.size)[0] if memmap else 0
-                yield self._record(pfn, e, pflags, self._block_mt(usemap, t, pfn))
+                p = psz.unpack_from(memmap, k * psz.size) if memmap else None
+                rec = self._record(pfn, e, p[0] if p else 0, self._block_mt(usemap, t, pfn))
+                if p and self.has_memcg:
+                    rec.memcg_data = p[self._pidx["memcg_data"]]
+                yield rec
 
     def debugfs_records(self, lo: Optional[int] = None, hi: Optional[int] = None) -> Iterator[Record]:
         """The records read_page_owner() of the target returns, in its order."""
@@ -330,8 +374,8 @@ class PageOwner:
             last = min(last, hi)
         esz, psz = self.entry_struct, self.page_struct
         i_order, i_handle = self._idx["order"], self._idx["handle"]
-        p_type, p_private = self._pidx["page_type"], self._pidx["private"]
-        bit_owner, bit_alloc = self.bit_owner, self.bit_allocated
+        p_private = self._pidx["private"]
+        i_memcg = self._pidx.get("memcg_data")
         for t in self.tables():
             a, b = max(t.start_pfn, first), min(t.start_pfn + t.nr_pages, last)
             if a >= b:
@@ -339,30 +383,34 @@ class PageOwner:
             raw, memmap, usemap = self._read_table(t, a, b)
             if memmap is None:
                 continue  # pfn_valid() would be false
-            k, n = 0, b - a
-            while k < n:
-                p = psz.unpack_from(memmap, k * psz.size)
-                if self.is_buddy(p[p_type]):
-                    order = p[p_private]
-                    if order < self.nr_orders:
-                        k += 1 << order
-                    else:
-                        k += 1
+            # read_page_owner() walks pfn by pfn, skipping each free buddy
+            # block it meets (PageBuddy head: 1 << order pages, or one page if
+            # the order is out of range), and prints pages with OWNER and
+            # ALLOCATED set.  The same, with the per-page tests done by scan().
+            skips, until = [], 0
+            for k in scan(memmap, psz.size, self.buddy_preds):
+                if k < until:
+                    continue  # inside a block already skipped: never visited
+                order = psz.unpack_from(memmap, k * psz.size)[p_private]
+                until = k + (1 << order) if order < self.nr_orders else k + 1
+                skips.append((k, until))
+            j, nskips = 0, len(skips)
+            for k in scan(raw, esz.size, self.allocated_preds):
+                while j < nskips and skips[j][1] <= k:
+                    j += 1
+                if j < nskips and skips[j][0] <= k:
                     continue
                 e = esz.unpack_from(raw, k * esz.size)
-                f = e[0]
                 pfn = a + k
-                k += 1
-                if not f & bit_owner or not f & bit_alloc:
-                    continue
                 order = e[i_order]
                 if order >= 64 or pfn & ((1 << order) - 1):
                     continue
                 if not e[i_handle]:
                     continue
+                p = psz.unpack_from(memmap, k * psz.size)
                 rec = self._record(pfn, e, p[0], self._block_mt(usemap, t, pfn))
                 if self.has_memcg:
-                    rec.memcg_data = p[self._pidx["memcg_data"]]
+                    rec.memcg_data = p[i_memcg]
                 yield rec
 
     def free_blocks(self, lo: Optional[int] = None, hi: Optional[int] = None) -> Iterator[tuple[int, int]]:
@@ -396,8 +444,11 @@ class PageOwner:
         if not e[0] & self.bit_owner:
             raise TargetError(f"pfn {pfn:#x} has no page_owner record (never allocated since page_owner "
                               "was initialised)")
-        pflags = self.page_struct.unpack_from(memmap, 0)[0] if memmap else 0
-        return self._record(pfn, e, pflags, self._block_mt(usemap, t, pfn))
+        p = self.page_struct.unpack_from(memmap, 0) if memmap else None
+        rec = self._record(pfn, e, p[0] if p else 0, self._block_mt(usemap, t, pfn))
+        if p and self.has_memcg:
+            rec.memcg_data = p[self._pidx["memcg_data"]]
+        return rec
 
     def _no_page_ext(self, pfn: int) -> str:
         if self.geo.sparse:
@@ -467,13 +518,14 @@ class PageOwner:
         (for a terminal)."""
         first, pfn_line = self._compiled(raw)
         out = [first(self._first_line_args(r, first.nconv))]
-        page_mt = self.gfp_migratetype(r.gfp_mask)
+        page_mt = self._gfp_mt_names.get(r.gfp_mask)
+        if page_mt is None:
+            page_mt = self._gfp_mt_names[r.gfp_mask] = self.names.migratetype(self.gfp_migratetype(r.gfp_mask))
         block_mt = r.pageblock_mt if r.pageblock_mt is not None else 0
         # "... Flags %pGp" (one argument, &page->flags) in 6.1; "Flags
         # %#lx(%pGp)" (page->flags twice) in older kernels (v4.6 7cd12b4abfd2).
-        args = [r.pfn, self.names.migratetype(page_mt), r.pfn >> self.pageblock_order,
-                self.names.migratetype(block_mt)]
-        args += [r.page_flags] * max(1, pfn_line.nconv - len(args))
+        args = [r.pfn, page_mt, r.pfn >> self.pageblock_order, self.names.migratetype(block_mt)]
+        args += [r.page_flags] * max(1, pfn_line.nconv - 4)
         out.append(pfn_line(args))
         stack = self.depot.text(r.handle)
         if stack is None:
@@ -484,7 +536,7 @@ class PageOwner:
             out.append("Page has been migrated, last migrate reason: "
                        f"{self.names.migrate_reason(r.last_migrate_reason)}\n")
         if r.memcg_data:
-            self.memcg_skipped += 1
+            out.append(self.memcg.text(r.memcg_data))
         out.append("\n")
         return "".join(out)
 
