@@ -23,11 +23,17 @@ from testvm import TestVM  # noqa: E402
 
 FRAGMENT = ROOT / "fixtures" / "kernel" / "pageext-6.1.config"
 NO_PAGE_EXT = ROOT / "fixtures" / "kernel" / "no-page-ext.config"
+MEMCG = ROOT / "fixtures" / "kernel" / "memcg.config"
+ALLOC_TAGS = ROOT / "fixtures" / "kernel" / "alloc-tags.config"
+# The main test kernel (6.1, what scripts/build-kernel.sh builds by default)
+# and the newer one (6.12, with allocation profiling as a third client).
+MAIN_FRAGMENTS = (FRAGMENT, MEMCG)
+FRAGMENTS_612 = (FRAGMENT, MEMCG, ALLOC_TAGS)
 CLIENTS_ON = "page_owner=on page_table_check=on"
 
 
-def build_kernel(*fragments: Path) -> Path:
-    args = [str(ROOT / "scripts" / "build-kernel.sh")]
+def build_kernel(*fragments: Path, version: str = "6.1") -> Path:
+    args = [str(ROOT / "scripts" / "build-kernel.sh"), "-v", version]
     for f in fragments:
         args += ["-f", str(f)]
     out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -38,7 +44,13 @@ def build_kernel(*fragments: Path) -> Path:
 def kernel_dir() -> Path:
     if os.environ.get("PAGEEXT_KERNEL_DIR"):
         return Path(os.environ["PAGEEXT_KERNEL_DIR"])
-    return build_kernel(FRAGMENT)
+    return build_kernel(*MAIN_FRAGMENTS)
+
+
+@pytest.fixture(scope="session")
+def kernel612() -> Path:
+    """Debian's 6.12 built from the same fragments plus allocation profiling."""
+    return build_kernel(*FRAGMENTS_612, version="6.12")
 
 
 @pytest.fixture(scope="session")

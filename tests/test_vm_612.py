@@ -1,4 +1,5 @@
-"""The same inspector checks on Debian's 6.12 (linux-source-6.12), built from the same fragment.
+"""The same inspector checks on Debian's 6.12 (linux-source-6.12), built from the same fragments
+(plus fixtures/kernel/alloc-tags.config: allocation profiling, a third client).
 
 6.12 differs from 6.1 where the walker must not care: page_ext_size starts at
 0 and grows by sizeof(struct page_ext) only for need_shared_flags clients
@@ -13,20 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, FRAGMENT, ROOT
+from conftest import CLIENTS_ON
 from testvm import TestVM
-import subprocess
 
 import test_vm_inspect as core
 
 pytestmark = pytest.mark.vm
-
-
-@pytest.fixture(scope="module")
-def kernel612() -> Path:
-    out = subprocess.run([str(ROOT / "scripts" / "build-kernel.sh"), "-v", "6.12", "-f", str(FRAGMENT)],
-                         check=True, stdout=subprocess.PIPE, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, FRAGMENT, ROOT, inspect
+from conftest import CLIENTS_ON, FRAGMENTS_612, ROOT, build_kernel, inspect
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -77,10 +77,8 @@ def without_flags(block: str) -> str:
 def _kernel(version: str, main_dir: Path) -> Path:
     if version == "6.1":
         return main_dir
-    # The newer kernel: same fragment on Debian's linux-source-6.12 (built or cached).
-    out = subprocess.run([str(ROOT / "scripts" / "build-kernel.sh"), "-v", version, "-f", str(FRAGMENT)],
-                         check=True, stdout=subprocess.PIPE, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
+    # The newer kernel: Debian's linux-source-6.12 (built or cached).
+    return build_kernel(*FRAGMENTS_612, version=version)
 
 
 # Our own directory, not pytest's tmp_path: other pytest sessions on this
