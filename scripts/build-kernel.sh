@@ -12,23 +12,35 @@
 # use to check that a mismatched vmlinux is refused.
 #
 # Usage:
-#   scripts/build-kernel.sh                                   # 6.1 + fixtures/kernel/pageext-6.1.config
-#   scripts/build-kernel.sh -v 6.12 -f fixtures/kernel/pageext-6.1.config
+#   scripts/build-kernel.sh             # 6.1 + fixtures/kernel/pageext-6.1.config + memcg.config
+#   scripts/build-kernel.sh -v 6.12 -f fixtures/kernel/pageext-6.1.config \
+#       -f fixtures/kernel/memcg.config -f fixtures/kernel/alloc-tags.config
 #   scripts/build-kernel.sh -f A.config -f B.config           # B overrides A
+#   scripts/build-kernel.sh -a i386 -f fixtures/kernel/page-idle-i386.config  # 32-bit (ARCH=i386)
+#
+# -a ARCH is x86_64 (the default) or i386; a non-default ARCH is part of the
+# cache key and of the directory names (kernel-<version>-i386-<hash>).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 version=6.1
+arch=x86_64
 frags=()
-while getopts "v:f:h" opt; do
+while getopts "v:f:a:h" opt; do
     case $opt in
         v) version=$OPTARG ;;
+        a) arch=$OPTARG ;;
         f) frags+=("$(realpath "$OPTARG")") ;;
-        h) sed -n '2,20p' "$0"; exit 0 ;;
+        h) sed -n '2,25p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
-[ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/pageext-6.1.config")
+case $arch in
+    x86_64) karch=(); tag=$version; arch_key= ;;
+    i386) karch=(ARCH=i386); tag=$version-i386; arch_key=" arch i386" ;;
+    *) echo "build-kernel: unknown -a $arch (x86_64 or i386)" >&2; exit 2 ;;
+esac
+[ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/pageext-6.1.config" "$here/fixtures/kernel/memcg.config")
 cache=${PAGEEXT_CACHE:-/var/cache/pageext-inspect}
 mkdir -p "$cache"
 
@@ -46,9 +58,17 @@ pkgver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || stat -c %s "$tarbal
 
 # Bump RECIPE when the build steps below change what they produce.
 RECIPE=1
-hash=$( { echo "$pkgver recipe $RECIPE"; cat "${frags[@]}"; } | sha256sum | cut -c1-12)
-out=$cache/kernel-$version-$hash
-if [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-other" ]; then
+# The default arch adds nothing to the key, so x86_64 hashes stay as they were.
+hash=$( { echo "$pkgver recipe $RECIPE$arch_key"; cat "${frags[@]}"; } | sha256sum | cut -c1-12)
+out=$cache/kernel-$tag-$hash
+cached() { [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-other" ]; }
+if ! cached; then
+    # One build per kernel at a time: a second caller (another test module,
+    # a benchmark) waits here instead of building into the same tree.
+    exec 9>"$cache/.lock-$tag-$hash"
+    flock 9 || true
+fi
+if cached; then
     log "cached: $out"
     echo "$out"
     exit 0
@@ -62,13 +82,13 @@ if [ ! -f "$src/Makefile" ]; then
     mv "$src.tmp" "$src"
 fi
 
-build=$cache/build-$version-$hash
+build=$cache/build-$tag-$hash
 mkdir -p "$build"
 log "configuring in $build"
-make -s -C "$src" O="$build" tinyconfig >&2
+make -s -C "$src" O="$build" "${karch[@]}" tinyconfig >&2
 (cd "$build" && "$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "${frags[@]}" > "$build/merge.log" 2>&1) \
     || { cat "$build/merge.log" >&2; exit 1; }
-make -s -C "$src" O="$build" olddefconfig >> "$build/merge.log" 2>&1
+make -s -C "$src" O="$build" "${karch[@]}" olddefconfig >> "$build/merge.log" 2>&1
 
 # merge_config.sh drops options whose dependencies are off: fail loudly.
 # Later fragments override earlier ones, so check each option's last word.
@@ -90,7 +110,7 @@ done < <(cat "${frags[@]}" | grep -E '^(CONFIG_|# CONFIG_.* is not set)' \
 
 log "building bzImage and vmlinux with $(nproc) jobs (about 10 minutes on 2 cores); log: $build/build.log"
 start=$(date +%s)
-if ! make -C "$src" O="$build" -j"$(nproc)" bzImage vmlinux > "$build/build.log" 2>&1; then
+if ! make -C "$src" O="$build" "${karch[@]}" -j"$(nproc)" bzImage vmlinux > "$build/build.log" 2>&1; then
     tail -n 30 "$build/build.log" >&2
     log "kernel build failed"
     exit 1
@@ -100,7 +120,7 @@ cp "$build/arch/x86/boot/bzImage" "$build/vmlinux" "$out.tmp/"
 cp "$build/.config" "$out.tmp/config"
 cp "$build/build.log" "$out.tmp/build.log"
 log "re-linking with KBUILD_BUILD_VERSION=999 for vmlinux-other"
-make -C "$src" O="$build" -j"$(nproc)" KBUILD_BUILD_VERSION=999 vmlinux >> "$build/build.log" 2>&1
+make -C "$src" O="$build" "${karch[@]}" -j"$(nproc)" KBUILD_BUILD_VERSION=999 vmlinux >> "$build/build.log" 2>&1
 cp "$build/vmlinux" "$out.tmp/vmlinux-other"
 rm -rf "$out"; mv "$out.tmp" "$out"
 log "built in $(( $(date +%s) - start )) s: $out"

@@ -74,6 +74,14 @@ def without_flags(block: str) -> str:
     return re.sub(r"Flags 0x[0-9a-f]+\([^)]*\)", "Flags -", block)
 
 
+MEMCG_PAGES = (
+    "mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && "
+    "echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir /sys/fs/cgroup/pagecg /sys/fs/cgroup/gone && "
+    "sh -c 'echo $$ > /sys/fs/cgroup/pagecg/cgroup.procs; dd if=/dev/zero of=/tmp/cg bs=4k count=100 2>/dev/null' && "
+    "sh -c 'echo $$ > /sys/fs/cgroup/gone/cgroup.procs; dd if=/dev/zero of=/tmp/gone bs=4k count=50 2>/dev/null' && "
+    "rmdir /sys/fs/cgroup/gone")
+
+
 def _kernel(version: str, main_dir: Path) -> Path:
     if version == "6.1":
         return main_dir
@@ -92,7 +100,7 @@ def snap(request, kernel_dir):
     """Boot, allocate, read debugfs in the guest, pause, dump; live output while paused."""
     kernel_dir = _kernel(request.param, kernel_dir)
     vmlinux = str(kernel_dir / "vmlinux")
-    work = WORK / request.param
+    work = WORK / getattr(request.module, "SNAP_SUBDIR", "") / request.param
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     with TestVM(kernel_dir, cmdline=CLIENTS_ON, workdir=str(work / "vm")) as vm:
@@ -100,6 +108,10 @@ def snap(request, kernel_dir):
         # A shell with an escape byte in its comm allocates tmpfs pages itself (echo is a builtin).
         vm.run("printf 'ev\\033il' > /proc/$$/comm; i=0; while [ $i -lt 300 ]; do "
                "echo $i > /tmp/evil.$i; i=$((i+1)); done").check()
+        # tmpfs pages charged to a memory cgroup, and to one removed since (its
+        # pages keep the charge: an offline memcg), for the kernel's "Charged
+        # to [offline ]memcg NAME" lines (print_page_owner_memcg, CONFIG_MEMCG).
+        vm.run(MEMCG_PAGES).check()
         # A process that holds ~2 MB of private anonymous memory, blocked in a builtin.
         vm.run("mkfifo /tmp/hold; sh -c 'x=$(head -c 2000000 /dev/zero | tr \"\\\\0\" a); "
                "echo $$ > /tmp/holder.pid; read y < /tmp/hold' > /dev/null 2>&1 &").check()
@@ -114,13 +126,27 @@ def snap(request, kernel_dir):
                "while read range rest; do s=${range%-*}; e=${range#*-}; "
                "dd if=/proc/$pid/pagemap bs=8 skip=$((0x$s/4096)) count=$(((0x$e-0x$s)/4096)) 2>/dev/null; "
                "done < /share/holder.maps > /share/holder.pagemap").check()
+        # The kernel's own per-stack page counts (v6.9+), read last, right before the pause;
+        # a second read with count_threshold 10 (tests/test_vm_owner_sort.py).
+        res = vm.run("d=/sys/kernel/debug/page_owner_stacks; [ -e $d/show_stacks ] || exit 0; "
+                     "grep -m1 'now at' /proc/timer_list; cat $d/show_stacks > /share/show_stacks.txt; "
+                     "echo 10 > $d/count_threshold; cat $d/show_stacks > /share/show_stacks.10.txt; "
+                     "echo 0 > $d/count_threshold").check()
         vm.pause()
+        stacks = re.findall(r"now at (\d+) nsecs", res.out)
         core = vm.dump(str(work / "core.kdump"), "kdump-zlib")
         live = inspect("owner", "--qemu", vm.qmp_path, "-s", vmlinux, "--format", "debugfs").stdout
         kernel_text = (vm.share / "page_owner.txt").read_bytes().decode("latin-1")
         yield {"vm": vm, "vmlinux": vmlinux, "version": request.param, "core": core, "start": start,
                "end": end, "kernel": kernel_text, "live": live, "work": work,
-               "pagemap": (vm.share / "holder.pagemap").read_bytes()}
+               "pagemap": (vm.share / "holder.pagemap").read_bytes(),
+               "stacks_start": int(stacks[0]) if stacks else None,
+               "show_stacks": _read_or_none(vm.share / "show_stacks.txt"),
+               "show_stacks_10": _read_or_none(vm.share / "show_stacks.10.txt")}
+
+
+def _read_or_none(path: Path):
+    return path.read_bytes().decode("latin-1") if path.exists() else None
 
 
 class FreeState:
@@ -206,6 +232,19 @@ def test_debugfs_text_matches_the_kernel(compared):
     assert compared["identical"] > 20000  # 64 MiB of tmpfs alone is 16384 pages
     assert compared["identical"] >= 0.95 * len(compared["kernel"])
     assert compared["flags_only"] <= 0.01 * len(compared["kernel"])
+
+
+def test_memcg_lines_are_the_kernels(snap, compared):
+    """The "Charged ... memcg" lines: the guest's cgroup, an offline one, the root."""
+    kernel, ours = compared["kernel"], compared["ours"]
+    for line, least in (("Charged to memcg pagecg\n", 100), ("Charged to offline memcg gone\n", 50)):
+        keys = [k for k, b in kernel.items() if line in b]
+        assert len(keys) >= least, f"the kernel printed {len(keys)} records with {line!r}"
+        assert all(without_flags(ours[k]) == without_flags(kernel[k]) for k in keys if k in ours)
+        assert sum(k in ours for k in keys) >= least
+    js = json.loads(inspect("owner", snap["core"], "-s", snap["vmlinux"], "--pfn",
+                            str(next(k for k, b in kernel.items() if "memcg pagecg" in b)[0]), "--json").stdout)
+    assert js["memcg"] == "pagecg"
 
 
 def test_escaped_comm_is_the_kernels_bytes_in_debugfs_and_escaped_elsewhere(snap, compared):
