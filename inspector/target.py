@@ -129,9 +129,10 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
         kind = "kcore" if shown == "/proc/kcore" else "vmcore"
         head = _check_core_file(shown)
         if platform is None and (head[:8] == b"KDUMP   " or head[:12] == b"makedumpfile"):
-            # QEMU's dump-guest-memory kdump files carry no architecture;
-            # drgn opens them once one is set.  Assume the host's unless told.
-            platform = platform or drgn.host_platform
+            # drgn needs the architecture of a kdump file set first.  Its
+            # header's utsname.machine names it (QEMU's dump-guest-memory
+            # writes "x86_64" or "i686"); else assume the host's.
+            platform = _kdump_platform(shown) or drgn.host_platform
         prog = drgn.Program(platform) if platform else drgn.Program()
         try:
             prog.set_core_dump(shown)
@@ -143,7 +144,57 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
             raise TargetError(f"{shown}: a core dump, but not of a Linux kernel (no VMCOREINFO)")
 
     _load_debug_info(prog, vmlinux, shown)
+    _check_i386_translation(prog, kind)
     return Target(kind, shown, prog)
+
+
+# makedumpfile's disk_dump_header: signature[8], int header_version, then
+# struct new_utsname (six 65-byte strings; machine is the fifth).
+_KDUMP_MACHINE_OFFSET = 8 + 4 + 4 * 65
+_KDUMP_MACHINES = {"x86_64": "X86_64", "i386": "I386", "i486": "I386", "i586": "I386", "i686": "I386",
+                   "aarch64": "AARCH64", "ppc64le": "PPC64", "ppc64": "PPC64", "s390x": "S390X"}
+
+
+def _kdump_platform(path: str) -> Optional[drgn.Platform]:
+    try:
+        with open(path, "rb") as f:
+            start = 0
+            if f.read(12) == b"makedumpfile":
+                # Flattened format (QEMU 7.2 writes it): a 4096-byte header,
+                # then (big-endian offset, size) records; the first holds
+                # the disk_dump_header at offset 0.
+                f.seek(4096)
+                off, size = struct.unpack(">qq", f.read(16))
+                if off != 0 or size < _KDUMP_MACHINE_OFFSET + 65:
+                    return None
+                start = 4096 + 16
+            f.seek(start + _KDUMP_MACHINE_OFFSET)
+            machine = f.read(65).split(b"\0", 1)[0].decode("ascii", "replace")
+    except (OSError, struct.error):
+        return None
+    arch = _KDUMP_MACHINES.get(machine)
+    return drgn.Platform(drgn.Architecture[arch]) if arch else None
+
+
+def _check_i386_translation(prog: drgn.Program, kind: str) -> None:
+    """drgn has no i386 page-table walker: say what works instead of failing later.
+
+    Kernel virtual addresses are then readable only where the core itself
+    maps them: an ELF from dump-guest-memory with paging=true, or a kdump
+    file (libkdumpfile translates i386 addresses itself).  Live QMP and
+    paging=false ELF dumps give physical memory only.
+    """
+    if prog.platform is None or prog.platform.arch != drgn.Architecture.I386:
+        return
+    try:
+        prog["init_uts_ns"].name.release.string_()
+        return
+    except (drgn.FaultError, NotImplementedError, LookupError):
+        pass
+    how = "over QMP" if kind == "qemu" else "from this core (physical addresses only)"
+    raise TargetError(f"cannot read i386 kernel addresses {how}: drgn has no i386 page-table walker; "
+                      "dump the guest with dump-guest-memory paging=true (scripts/testvm.py dump --paging) "
+                      "or as kdump-zlib and open that")
 
 
 def _load_debug_info(prog: drgn.Program, vmlinux: Optional[str], shown: str) -> None:

@@ -212,7 +212,7 @@ def _locate_tables(prog: drgn.Program, geo: Geometry, layout: Layout) -> None:
     present = {s.nr for s in layout.sections if s.present}
     for t in layout.tables:
         try:
-            pfn = virt_to_pfn(prog, t.address).value_()
+            pfn = direct_map_pfn(prog, t.address)
         except (drgn.FaultError, ValueError, LookupError):
             pfn = None
         if pfn is not None and geo.sparse and pfn // geo.section_pages in present:
@@ -225,6 +225,27 @@ def _locate_tables(prog: drgn.Program, geo: Geometry, layout: Layout) -> None:
             continue
         if _is_vmalloc(prog, t.address):
             t.table_mem = "vmalloc"
+
+
+def direct_map_pfn(prog: drgn.Program, addr: int) -> int:
+    """The pfn behind a direct-map (lowmem) address, like virt_to_pfn().
+
+    drgn finds the direct map's offset by walking page tables, which it
+    cannot do on i386 (NotImplementedError).  There the kernel's own
+    ``high_memory = __va(max_low_pfn << PAGE_SHIFT)`` (mm/memory.c,
+    arch/x86/mm/init_32.c) gives PAGE_OFFSET; an address outside
+    [PAGE_OFFSET, high_memory) is not in the direct map (ValueError).
+    """
+    try:
+        return virt_to_pfn(prog, addr).value_()
+    except NotImplementedError:
+        pass
+    high = prog["high_memory"].value_()
+    shift = prog["PAGE_SHIFT"].value_()
+    offset = high - (prog["max_low_pfn"].value_() << shift)
+    if not offset <= addr < high:
+        raise ValueError(f"{addr:#x} is not in the direct map")
+    return (addr - offset) >> shift
 
 
 def _is_valid_pfn_flat(prog: drgn.Program, pfn: int) -> bool:

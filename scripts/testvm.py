@@ -46,6 +46,10 @@ from typing import Optional
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 BUSYBOX = "/bin/busybox"
+# qemu binary per guest architecture.  An i386 guest (the 32-bit page_idle
+# kernel) gets Debian's i386 busybox (scripts/busybox-i386.sh), no NUMA and
+# no DIMM slots: that kernel has neither.
+QEMU = {"x86_64": "qemu-system-x86_64", "i386": "qemu-system-i386"}
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -115,14 +119,26 @@ def host_tmp_paths() -> list[str]:
     return sorted(p for p in paths if p.startswith("/tmp/"))
 
 
-def build_initramfs(path: Path) -> None:
+def busybox_for(arch: str) -> str:
+    """The busybox binary for an ``arch`` guest."""
+    if arch == "x86_64":
+        if not os.path.exists(BUSYBOX):
+            raise VMError("busybox-static is not installed (apt-get install busybox-static)")
+        return BUSYBOX
+    script = Path(__file__).resolve().parent / "busybox-i386.sh"
+    proc = subprocess.run([str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise VMError(f"no i386 busybox: {proc.stderr.strip()[-500:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def build_initramfs(path: Path, arch: str = "x86_64") -> None:
     """A busybox initramfs whose /init is INIT (needs Debian's busybox-static)."""
-    if not os.path.exists(BUSYBOX):
-        raise VMError("busybox-static is not installed (apt-get install busybox-static)")
+    busybox = busybox_for(arch)
     root = Path(tempfile.mkdtemp(prefix="testvm-initramfs-"))
     try:
         (root / "bin").mkdir()
-        shutil.copy(BUSYBOX, root / "bin" / "busybox")
+        shutil.copy(busybox, root / "bin" / "busybox")
         (root / "bin" / "sh").symlink_to("busybox")
         paths = " ".join(f"'{p}'" for p in host_tmp_paths())
         (root / "init").write_text(INIT.replace("@HOST_TMP_PATHS@", paths))
@@ -145,7 +161,10 @@ class TestVM:
     def __init__(self, kernel_dir: str | os.PathLike, *, mem_mb: int = 1024, numa: int = 2,
                  slots: int = 4, maxmem_mb: int = 4096, cmdline: str = "",
                  host_root: bool = False, workdir: Optional[str] = None, smp: int = 2,
-                 boot_timeout: float = 180.0, gdb_port: Optional[int] = None):
+                 boot_timeout: float = 180.0, gdb_port: Optional[int] = None, arch: str = "x86_64"):
+        if arch not in QEMU:
+            raise VMError(f"unknown guest arch {arch!r} (one of: {', '.join(QEMU)})")
+        self.arch = arch
         self.kernel_dir = Path(kernel_dir)
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="testvm-"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -174,12 +193,14 @@ class TestVM:
         bz = self.kernel_dir / "bzImage"
         if not bz.exists():
             raise VMError(f"{bz}: no kernel (run scripts/build-kernel.sh)")
-        if not shutil.which("qemu-system-x86_64"):
-            raise VMError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+        qemu = QEMU[self.arch]
+        if not shutil.which(qemu):
+            raise VMError(f"{qemu} not found (apt-get install qemu-system-x86)")
         initrd = self.dir / "initramfs.cpio"
-        build_initramfs(initrd)
-        args = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", str(smp),
-                "-m", f"{mem_mb}M,slots={slots},maxmem={maxmem_mb}M",
+        build_initramfs(initrd, self.arch)
+        memory = f"{mem_mb}M,slots={slots},maxmem={maxmem_mb}M" if self.arch == "x86_64" else f"{mem_mb}M"
+        args = [qemu, "-accel", "tcg", "-cpu", "max", "-smp", str(smp),
+                "-m", memory,
                 "-kernel", str(bz), "-initrd", str(initrd),
                 "-append", f"console=ttyS0 panic=-1 {self.cmdline}".strip(),
                 "-display", "none", "-vga", "none", "-monitor", "none", "-no-reboot",
@@ -193,7 +214,7 @@ class TestVM:
         if host_root:
             args += ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
                      "readonly=on,multidevs=remap,id=hostroot"]
-        if numa > 1:
+        if numa > 1 and self.arch == "x86_64":
             per = mem_mb // numa
             for n in range(numa):
                 args += ["-object", f"memory-backend-ram,id=m{n},size={per}M",
@@ -262,9 +283,14 @@ class TestVM:
     def resume(self) -> None:
         self.qmp("cont")
 
-    def dump(self, path: str, fmt: str = "elf") -> str:
-        """dump-guest-memory to ``path``: fmt is elf or kdump-zlib."""
-        args = {"paging": False, "protocol": f"file:{os.path.abspath(path)}"}
+    def dump(self, path: str, fmt: str = "elf", paging: bool = False) -> str:
+        """dump-guest-memory to ``path``: fmt is elf or kdump-zlib.
+
+        ``paging=True`` (ELF only) has QEMU walk the guest's page tables and
+        give each segment its kernel virtual address: drgn needs that for a
+        guest whose page tables it cannot walk itself (i386).
+        """
+        args = {"paging": paging, "protocol": f"file:{os.path.abspath(path)}"}
         if fmt != "elf":
             args["format"] = fmt
         self.qmp("dump-guest-memory", **args)
@@ -358,6 +384,7 @@ def _cli() -> int:
     b.add_argument("--host-root", action="store_true", help="share / read-only at /host in the guest")
     b.add_argument("--workdir")
     b.add_argument("--mem", type=int, default=1024, help="boot memory in MiB")
+    b.add_argument("--arch", default="x86_64", choices=sorted(QEMU), help="guest architecture")
     r = sub.add_parser("run", help="run a shell command in a booted VM")
     r.add_argument("vm_dir")
     r.add_argument("script")
@@ -369,11 +396,12 @@ def _cli() -> int:
     m = sub.add_parser("dump", help="write a vmcore")
     m.add_argument("vm_dir"); m.add_argument("path")
     m.add_argument("--format", default="elf", choices=["elf", "kdump-zlib", "kdump-lzo", "kdump-snappy"])
+    m.add_argument("--paging", action="store_true", help="virtual addresses in the ELF (needed for i386)")
     args = ap.parse_args()
     try:
         if args.cmd == "boot":
             vm = TestVM(args.kernel_dir, cmdline=args.append, host_root=args.host_root,
-                        workdir=args.workdir, mem_mb=args.mem)
+                        workdir=args.workdir, mem_mb=args.mem, arch=args.arch)
             print(f"booted in {vm.boot_seconds:.1f} s; VM dir {vm.dir}\n"
                   f"  drgn:  pageext-inspect --qemu {vm.qmp_path} -s {args.kernel_dir}/vmlinux\n"
                   f"  shell: {sys.argv[0]} run {vm.dir} 'dmesg | tail'", flush=True)
@@ -396,7 +424,7 @@ def _cli() -> int:
         elif args.cmd == "hot-remove":
             vm.hot_remove(args.dimm_id)
         elif args.cmd == "dump":
-            vm.dump(args.path, args.format)
+            vm.dump(args.path, args.format, args.paging)
         vm._qmp.close()
         return 0
     except VMError as e:
