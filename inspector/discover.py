@@ -35,7 +35,9 @@ HOW_TO_ENABLE = {
     "page_owner": "boot with page_owner=on",
     "page_table_check": "boot with page_table_check=on",
     "page_idle": "always on when compiled in (32-bit idle page tracking)",
-    "page_alloc_tagging": "boot with sysctl.vm.mem_profiling=1",
+    # lib/alloc_tag.c setup_early_mem_profiling() (v6.10): 0|1 (kstrtobool) or
+    # never; from v6.13 (4835f747d3ed) "1,compressed" moves the tags out of page_ext.
+    "page_alloc_tagging": "boot with sysctl.vm.mem_profiling=1 (not =never, nor ',compressed' on 6.13+)",
     "page_iommu_debug": "boot with iommu.debug_pagealloc=1",
     "debug_guardpage": "boot with debug_pagealloc=on",
     "page_poisoning": "boot with page_poison=on",
@@ -167,6 +169,17 @@ def _client_active(prog: drgn.Program, name: str, offset: int, size: int,
         state = _static_key_enabled(prog, "page_table_check_disabled")
         if state is not None:
             return not state
+    if name == "page_alloc_tagging":
+        # lib/alloc_tag.c (v6.10, 22d407b164ff): pages are tagged only while
+        # the static key mem_alloc_profiling_key is on (sysctl.vm.mem_profiling
+        # at boot or run time).  Off with =0 the client still has its space
+        # (need() is mem_profiling_support); =never gives it none.  From v6.13
+        # (4835f747d3ed) mem_profiling_compressed keeps the tags in page->flags
+        # and need() returns false: nothing in page_ext either way.
+        if _static_key_enabled(prog, "mem_profiling_compressed"):
+            return False
+        if _static_key_enabled(prog, "mem_alloc_profiling_key") is False:
+            return False
     # Generic rule: invoke_need_callbacks() assigns an offset only to clients
     # whose need() returned true.  Before v6.3 every offset is at least
     # sizeof(struct page_ext); from v6.3 (6189eb82f0ae) a first client without
@@ -193,6 +206,8 @@ def find_clients(prog: drgn.Program, entry: int, allocated: bool) -> list[Client
         if obj is None or obj.type_.unqualified().type_name() != "struct page_ext_operations":
             continue
         name = symname[: -len("_ops")]
+        if name == "page_idle":
+            continue  # __initdata: placed below, after the clients it follows
         try:
             offset = obj.offset.value_() if has_offset else 0
             size = obj.size.value_() if has_offset else 0
@@ -201,8 +216,36 @@ def find_clients(prog: drgn.Program, entry: int, allocated: bool) -> list[Client
             raise TargetError(f"cannot read {symname}: {e}") from None
         active = _client_active(prog, name, offset, size, entry, allocated, has_shared_flags)
         clients.append(Client(name, offset, size, active, shared, HOW_TO_ENABLE.get(name, "")))
+    idle = _page_idle_client(prog, clients, has_offset, has_shared_flags, allocated)
+    if idle is not None:
+        clients.append(idle)
     clients.sort(key=lambda c: (not c.active, c.offset, c.name))
     return clients
+
+
+def _page_idle_client(prog: drgn.Program, clients: list[Client], has_offset: bool,
+                      has_shared_flags: bool, allocated: bool) -> Optional[Client]:
+    """page_idle_ops (32-bit idle page tracking), rebuilt rather than read.
+
+    mm/page_ext.c declares it ``static ... __initdata`` (v4.3, 33c3fc71c8cf,
+    to this day), so after boot its bytes are freed init memory, poisoned and
+    reused: reading .offset would give garbage.  Its facts are fixed instead:
+    need() always returns true, size is 0 (it only uses PAGE_EXT_YOUNG and
+    PAGE_EXT_IDLE in page_ext->flags, need_shared_flags from v6.3), and
+    invoke_need_callbacks() gives it page_ext_size as it stands after
+    page_owner, the only client before it in page_ext_ops[]: sizeof(struct
+    page_ext) plus page_owner's size when page_owner is on.
+    """
+    if _obj(prog, "page_idle_ops", "page_ext.c") is None:
+        return None  # 64-bit, or CONFIG_PAGE_IDLE_FLAG off: no such client
+    offset = 0
+    if has_offset:
+        offset = prog.type("struct page_ext").size
+        owner = next((c for c in clients if c.name == "page_owner"), None)
+        if owner is not None and owner.active:
+            offset += owner.size
+    return Client("page_idle", offset, 0, allocated, True if has_shared_flags else None,
+                  HOW_TO_ENABLE["page_idle"])
 
 
 def discover(prog: drgn.Program) -> Geometry:

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark: page_owner decode from a vmcore vs a naive drgn loop vs the kernel's own debugfs.
 
-For each guest size (default 1 GiB and 3 GiB) this boots the test kernel
-with page_owner=on, writes 64 MiB to tmpfs, times ``cat
+For each run ``MEM[:FILL]`` (default 1024, 3072 and 3072:2048: 1 GiB and
+3 GiB idle, and 3 GiB with 2 GiB of it in use) this boots the test kernel
+with page_owner=on, writes FILL MiB (default 64) to tmpfs, times ``cat
 /sys/kernel/debug/page_owner > /dev/null`` inside the guest (guest monotonic
 clock), pauses the guest and dumps it (kdump-zlib).  Then, on the host:
 
@@ -13,7 +14,11 @@ clock), pauses the guest and dumps it (kdump-zlib).  Then, on the host:
   and symbol lookup per record, no caching -- the obvious drgn script;
   ``--naive-pages N`` times the first N pages and extrapolates.
 
-Usage: scripts/bench_owner.py [KERNEL_DIR] [--mem 1024 --mem 3072] [--naive-pages N]
+The kernel's cost grows with its records (about 80 us each under TCG) and
+ours has a fixed part (start-up, debug info, reading every table) plus a few
+us per record, so the ratio is printed per run and per record.
+
+Usage: scripts/bench_owner.py [KERNEL_DIR] [--run 1024 --run 3072:2048] [--naive-pages N]
 """
 
 from __future__ import annotations
@@ -101,7 +106,8 @@ def guest_debugfs_seconds(vm: TestVM) -> tuple[float, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("kernel_dir", nargs="?", default=os.environ.get("PAGEEXT_KERNEL_DIR"))
-    ap.add_argument("--mem", type=int, action="append", help="guest MiB (repeatable; default 1024 and 3072)")
+    ap.add_argument("--run", action="append", metavar="MEM[:FILL]",
+                    help="guest MiB and MiB written to tmpfs (repeatable; default 1024, 3072, 3072:2048)")
     ap.add_argument("--naive-pages", type=int, default=None, help="time the naive loop on N pages only")
     ap.add_argument("--naive-all", action="store_true",
                     help="run the naive loop on every guest size (default: the first only; it takes minutes)")
@@ -111,11 +117,14 @@ def main() -> int:
     vmlinux = str(Path(kdir) / "vmlinux")
     exe = str(Path(sys.executable).parent / "pageext-inspect")
     rows = []
-    for mem in args.mem or [1024, 3072]:
+    for run in args.run or ["1024", "3072", "3072:2048"]:
+        mem, _, fill = run.partition(":")
+        mem, fill = int(mem), int(fill or 64)
         with tempfile.TemporaryDirectory(prefix="bench-owner-") as work:
             with TestVM(kdir, cmdline="page_owner=on page_table_check=on", mem_mb=mem,
                         workdir=os.path.join(work, "vm")) as vm:
-                vm.run("dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null").check()
+                vm.run(f"mount -o remount,size=90% /tmp; dd if=/dev/zero of=/tmp/fill bs=1M count={fill} "
+                       "2>/dev/null").check()
                 kernel_s, nrec = guest_debugfs_seconds(vm)
                 vm.pause()
                 core = vm.dump(os.path.join(work, "core.kdump"), "kdump-zlib")
@@ -128,18 +137,28 @@ def main() -> int:
             else:
                 naive_s, npages, nrecs = naive(core, vmlinux, args.naive_pages)
                 naive_full = naive_s * (total_pages / npages) if npages < total_pages else naive_s
-            rows.append((mem, nrec, kernel_s, full_s, rss_kib, top_s, top_rss, naive_s, npages, naive_full))
-            print(f"guest {mem} MiB: debugfs records {nrec}; guest cat {kernel_s:.2f} s; "
+            rows.append((f"{mem}:{fill}", nrec, kernel_s, full_s, rss_kib, top_s, top_rss, naive_s, npages,
+                         naive_full))
+            print(f"guest {mem} MiB, {fill} MiB in tmpfs: debugfs records {nrec}; guest cat {kernel_s:.2f} s; "
                   f"owner --format debugfs {full_s:.2f} s (peak RSS {rss_kib / 1024:.0f} MiB); "
                   f"top --by stack {top_s:.2f} s (peak RSS {top_rss / 1024:.0f} MiB); naive drgn loop "
                   f"{naive_s:.1f} s for {npages} pages ({nrecs} records) -> {naive_full:.1f} s for all "
                   f"{total_pages} pages", flush=True)
     print()
-    print(f"{'guest':>6} {'records':>8} {'guest cat':>10} {'owner':>8} {'x vs cat':>9} {'naive':>9} "
-          f"{'x vs naive':>10} {'peak RSS':>9}")
-    for mem, nrec, kernel_s, full_s, rss, top_s, top_rss, naive_s, npages, naive_full in rows:
-        print(f"{mem:>5}M {nrec:>8} {kernel_s:>9.2f}s {full_s:>7.2f}s {kernel_s / full_s:>8.1f}x "
-              f"{naive_full:>8.1f}s {naive_full / full_s:>9.1f}x {rss / 1024:>7.0f}MiB")
+    print(f"{'MEM:FILL':>10} {'records':>8} {'guest cat':>10} {'owner':>8} {'x vs cat':>9} {'us/rec cat':>10} "
+          f"{'naive':>9} {'x vs naive':>10} {'peak RSS':>9}")
+    for run, nrec, kernel_s, full_s, rss, top_s, top_rss, naive_s, npages, naive_full in rows:
+        print(f"{run:>10} {nrec:>8} {kernel_s:>9.2f}s {full_s:>7.2f}s {kernel_s / full_s:>8.1f}x "
+              f"{kernel_s / nrec * 1e6:>10.1f} {naive_full:>8.1f}s {naive_full / full_s:>9.1f}x "
+              f"{rss / 1024:>7.0f}MiB")
+    if len(rows) >= 2:
+        # Marginal cost per record between the smallest and largest run.
+        a, b = min(rows, key=lambda r: r[1]), max(rows, key=lambda r: r[1])
+        if b[1] > a[1]:
+            per_cat = (b[2] - a[2]) / (b[1] - a[1]) * 1e6
+            per_ours = (b[3] - a[3]) / (b[1] - a[1]) * 1e6
+            print(f"\nper extra record: guest cat {per_cat:.1f} us, owner {per_ours:.1f} us "
+                  f"({per_cat / per_ours:.1f}x)")
     return 0
 
 

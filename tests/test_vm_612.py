@@ -3,9 +3,11 @@
 
 6.12 differs from 6.1 where the walker must not care: page_ext_size starts at
 0 and grows by sizeof(struct page_ext) only for need_shared_flags clients
-(v6.3, 6189eb82f0ae), struct page_owner gained free_pid/free_tgid (v6.8), so
-the entry is 80 bytes instead of 72.  Nothing here is told that: the
-expected numbers come from the 6.12 kernel's own dmesg and sysfs.
+(v6.3, 6189eb82f0ae), struct page_owner gained free_pid/free_tgid (v6.8),
+and page_alloc_tagging's 8-byte tag reference sits between page_owner and
+page_table_check (page_ext_ops[] order), so the entry is 88 bytes (8 + 64 +
+8 + 8) instead of 6.1's 72.  Nothing here is told that: the expected numbers
+come from the 6.12 kernel's own dmesg and sysfs.
 """
 
 from __future__ import annotations

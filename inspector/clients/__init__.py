@@ -12,4 +12,6 @@ migratetypes, migrate reasons, symbols -- come from the target's own tables
   commands, and byte-identical ``/sys/kernel/debug/page_owner`` text;
 * :mod:`.stackdepot`: stack handles to text, each unique handle once;
 * :mod:`.page_table_check`: anon/file map counts and their consistency.
+* :mod:`.alloc_tag`: memory allocation profiling's per-page tag, per tag
+  beside the kernel's /proc/allocinfo counters (the ``alloc-tags`` command).
 """

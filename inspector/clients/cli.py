@@ -23,6 +23,7 @@ from ..target import TargetError
 
 FORMATS = ("text", "debugfs", "csv")
 TOP_KEYS = ("stack", "pid", "tgid", "comm", "gfp", "order", "migratetype")
+TOP_FORMATS = ("text", "page_owner_sort", "show_stacks")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -40,6 +41,27 @@ def parse_range(text: str) -> tuple[int, int]:
     if lo < 0 or hi < lo:
         raise TargetError(f"bad --range {text!r}: empty or negative")
     return lo, hi + 1
+
+
+PFN = typer.Option(None, "--pfn", help="one page frame number (decimal or 0x hex)")
+RANGE = typer.Option(None, "--range", help="pfns A-B inclusive")
+
+
+def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[int], int, int]:
+    """--pfn / --range -> (the one pfn or None, lo, hi) with [lo, hi) all pfns if neither."""
+    if pfn is not None and prange is not None:
+        raise TargetError("give either --pfn or --range, not both")
+    if pfn is not None:
+        try:
+            n = int(pfn, 0)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise TargetError(f"bad --pfn {pfn!r}")
+        return n, n, n + 1
+    if prange is not None:
+        return (None, *parse_range(prange))
+    return None, 0, 1 << 64
 
 
 def _open(target, qemu, vmlinux, arch):
@@ -107,6 +129,8 @@ def _text(po, r) -> str:
     if r.free_pid is not None:
         who.append(f"free_pid {r.free_pid} free_tgid {r.free_tgid}")
     lines = [head, "  " + ", ".join(who)] if who else [head]
+    if d["memcg"] is not None:
+        lines.append(f"  memcg: {d['memcg']}")
     if d["last_migrate_reason"]:
         lines.append(f"  last migrate reason: {d['last_migrate_reason']}")
     for name in ("alloc_stack", "free_stack"):
@@ -139,8 +163,8 @@ def register(app: typer.Typer, names: set[str]) -> None:
         vmlinux: Optional[str] = _c.VMLINUX,
         qemu: Optional[str] = _c.QEMU,
         arch: Optional[str] = _c.ARCH,
-        pfn: Optional[str] = typer.Option(None, "--pfn", help="one page frame number (decimal or 0x hex)"),
-        prange: Optional[str] = typer.Option(None, "--range", help="pfns A-B inclusive"),
+        pfn: Optional[str] = PFN,
+        prange: Optional[str] = RANGE,
         allocated: bool = typer.Option(False, "--allocated", help="currently allocated pages (default)"),
         freed: bool = typer.Option(False, "--freed", help="freed pages that keep a record"),
         all_: bool = typer.Option(False, "--all", help="allocated and freed"),
@@ -157,20 +181,8 @@ def register(app: typer.Typer, names: set[str]) -> None:
         which = FREED if freed else ALL if all_ else ALLOCATED
         if fmt == "debugfs" and which != ALLOCATED:
             raise _fail("--format debugfs prints what the kernel prints: allocated pages only")
-        if pfn is not None and prange is not None:
-            raise _fail("give either --pfn or --range, not both")
         try:
-            lo = hi = None
-            if pfn is not None:
-                try:
-                    lo = int(pfn, 0)
-                except ValueError:
-                    raise TargetError(f"bad --pfn {pfn!r}") from None
-                if lo < 0:
-                    raise TargetError(f"bad --pfn {pfn!r}")
-                hi = lo + 1
-            elif prange is not None:
-                lo, hi = parse_range(prange)
+            _, lo, hi = pfn_selection(pfn, prange)
             po = _open(target, qemu, vmlinux, arch)
             if pfn is not None:
                 rec = po.record_at(lo)  # a clear error for a pfn without a record
@@ -183,7 +195,7 @@ def register(app: typer.Typer, names: set[str]) -> None:
                     state = "allocated" if rec.allocated else "freed"
                     typer.echo(f"pageext-inspect: pfn {lo:#x} is {state}; --all shows it", err=True)
             else:
-                if lo is not None:
+                if prange is not None:
                     po.check_range(lo, hi)
                 records = po.debugfs_records(lo, hi) if fmt == "debugfs" else \
                     po.records(which, lo, hi, heads_only=not tails)
@@ -223,14 +235,45 @@ def register(app: typer.Typer, names: set[str]) -> None:
         threshold: int = typer.Option(0, "--threshold", help="hide keys with fewer pages than this"),
         limit: int = typer.Option(0, "--limit", help="show at most this many keys (0: all)"),
         as_json: bool = typer.Option(False, "--json", help="a JSON list"),
+        fmt: str = typer.Option("text", "--format", help="text | page_owner_sort (its --cull output, byte for "
+                                "byte; --by stack|pid|tgid|comm) | show_stacks (the kernel's own per-stack "
+                                "counts, v6.9+; --by stack)"),
     ) -> None:
+        from . import aggregators as agg
+
         if by not in TOP_KEYS:
             raise _fail(f"unknown --by {by!r} (one of: {', '.join(TOP_KEYS)})")
+        if fmt not in TOP_FORMATS:
+            raise _fail(f"unknown --format {fmt!r} (one of: {', '.join(TOP_FORMATS)})")
+        if fmt != "text" and as_json:
+            raise _fail(f"--format {fmt} prints the kernel tool's text; --json goes with --format text")
+        if fmt == "page_owner_sort" and by not in agg.CULL:
+            raise _fail(f"page_owner_sort culls by {', '.join(agg.CULL)} only, not {by!r}")
+        if fmt == "show_stacks" and by != "stack":
+            raise _fail("show_stacks counts pages per stack: use --by stack")
         try:
             po = _open(target, qemu, vmlinux, arch)
+            if fmt != "text":
+                if fmt == "page_owner_sort":
+                    rows = agg.page_owner_sort_rows(po, by)
+                else:
+                    rows = [dict(r, text=r["text"].encode("latin-1")) for r in agg.show_stacks(po, threshold)]
+                out = sys.stdout
+                tty = out.isatty()
+                for r in agg.limit_rows(rows, threshold, limit):
+                    if tty:  # the kernel's bytes to a file or pipe; escaped on a terminal
+                        out.write("".join(escape(line) + "\n"
+                                          for line in r["text"].decode("latin-1").split("\n")[:-1]))
+                    else:
+                        out.buffer.write(r["text"])
+                out.flush()
+                _invalid_note(po)
+                return
             rows = top(po, by)
         except TargetError as e:
             raise _fail(str(e))
+        except BrokenPipeError:
+            raise typer.Exit(0)
         rows = [r for r in rows if r["pages"] >= threshold]
         if limit:
             rows = rows[:limit]
@@ -253,7 +296,7 @@ def register(app: typer.Typer, names: set[str]) -> None:
         vmlinux: Optional[str] = _c.VMLINUX,
         qemu: Optional[str] = _c.QEMU,
         arch: Optional[str] = _c.ARCH,
-        prange: Optional[str] = typer.Option(None, "--range", help="pfns A-B inclusive"),
+        prange: Optional[str] = RANGE,
         list_: bool = typer.Option(False, "--list", help="CSV of every page with a non-zero count"),
         as_json: bool = typer.Option(False, "--json", help="the summary as JSON"),
     ) -> None:
@@ -261,7 +304,7 @@ def register(app: typer.Typer, names: set[str]) -> None:
         from .page_table_check import PageTableCheck
 
         try:
-            lo, hi = parse_range(prange) if prange else (0, 1 << 64)
+            _, lo, hi = pfn_selection(None, prange)
             tgt, geo, layout = open_and_walk(target, qemu, vmlinux, arch, False)
             ptc = PageTableCheck(tgt.prog, geo, layout)
             if list_:
@@ -312,6 +355,8 @@ def register(app: typer.Typer, names: set[str]) -> None:
                 typer.echo(f"{escape(r['name']):<20} {r['state']}{hint}")
 
     names.update({"owner", "top", "table-check", "clients"})
+    _register_page_idle(app, names)
+    _register_alloc_tags(app, names)
 
 
 def top_key(po, r, by: str):
@@ -339,3 +384,175 @@ def top(po, by: str) -> list[dict]:
             for k in pages]
     rows.sort(key=lambda d: (-d["pages"], -d["allocations"], str(d["key"])))
     return rows
+
+
+def _register_page_idle(app: typer.Typer, names: set[str]) -> None:
+    from .. import cli as _c
+
+    @app.command("page-idle", help="Idle page tracking's Young/Idle bits per page (32-bit kernels keep them "
+                                   "in page_ext).")
+    def page_idle_cmd(
+        target: Optional[str] = _c.TARGET,
+        vmlinux: Optional[str] = _c.VMLINUX,
+        qemu: Optional[str] = _c.QEMU,
+        arch: Optional[str] = _c.ARCH,
+        pfn: Optional[str] = PFN,
+        prange: Optional[str] = RANGE,
+        bitmap: Optional[str] = typer.Option(None, "--bitmap", help="also write /sys/kernel/mm/page_idle/bitmap "
+                                             "as a read would return it now, to this file"),
+        as_json: bool = typer.Option(False, "--json", help="the summary (or the --pfn entry) as JSON"),
+    ) -> None:
+        from ..cli import open_and_walk
+        from .page_idle import PageIdle
+
+        try:
+            n, lo, hi = pfn_selection(pfn, prange)
+            tgt, geo, layout = open_and_walk(target, qemu, vmlinux, arch, False)
+            pi = PageIdle(tgt.prog, geo, layout)
+            if n is not None:
+                e = pi.entry_at(n)
+                if as_json:
+                    typer.echo(json.dumps(e.to_json(), indent=1))
+                else:
+                    head = "" if e.head_pfn in (None, e.pfn) else f"  (tail of {e.head_pfn:#x}, whose bits count)"
+                    lru = "unknown" if e.lru is None else ("yes" if e.lru else "no")
+                    typer.echo(f"pfn {e.pfn:#x}  flags {e.flags:#x}  young {int(e.young)}  idle {int(e.idle)}  "
+                               f"lru {lru}  refcount {e.refcount}{head}")
+                return
+            s = pi.summary(lo, hi)
+            if bitmap:
+                data = pi.bitmap()
+                with open(bitmap, "wb") as f:
+                    f.write(data)
+        except TargetError as e:
+            raise _fail(str(e))
+        except OSError as e:
+            raise _fail(f"{bitmap}: {e.strerror}")
+        if as_json:
+            typer.echo(json.dumps(s.to_json() | {"flags_bytes": pi.word, "young_bit": pi.young_bit,
+                                                 "idle_bit": pi.idle_bit}, indent=1))
+            return
+        typer.echo(f"pages with page_ext   {s.pages}")
+        typer.echo(f"young                 {s.young}")
+        typer.echo(f"idle                  {s.idle}")
+        typer.echo(f"young and idle        {s.young_and_idle}")
+        typer.echo(f"LRU pages             {s.lru_pages}  (those the kernel's bitmap can report)")
+        typer.echo(f"idle LRU pages        {s.idle_lru_pages}  (bits set in page_idle/bitmap as read now)")
+
+    names.add("page-idle")
+
+
+def _register_alloc_tags(app: typer.Typer, names: set[str]) -> None:
+    from .. import cli as _c
+
+    @app.command("alloc-tags", help="Pages per allocation tag (memory allocation profiling, 6.10+), "
+                                    "beside the kernel's /proc/allocinfo counters.")
+    def alloc_tags_cmd(
+        target: Optional[str] = _c.TARGET,
+        vmlinux: Optional[str] = _c.VMLINUX,
+        qemu: Optional[str] = _c.QEMU,
+        arch: Optional[str] = _c.ARCH,
+        pfn: Optional[str] = PFN,
+        prange: Optional[str] = RANGE,
+        threshold: int = typer.Option(0, "--threshold", help="hide tags with fewer page_ext bytes than this"),
+        limit: int = typer.Option(0, "--limit", help="show at most this many tags (0: all)"),
+        all_tags: bool = typer.Option(False, "--all", help="also the kernel's tags that tag no page"),
+        as_json: bool = typer.Option(False, "--json", help="JSON"),
+    ) -> None:
+        from ..cli import open_and_walk
+        from .alloc_tag import AllocTags
+
+        try:
+            n, lo, hi = pfn_selection(pfn, prange)
+            tgt, geo, layout = open_and_walk(target, qemu, vmlinux, arch, False)
+            at = AllocTags(tgt.prog, geo, layout)
+            if n is not None:
+                d = at.at(n)
+                if as_json:
+                    typer.echo(json.dumps(d, indent=1))
+                    return
+                typer.echo(_alloc_tag_pfn_text(d))
+                return
+            s = at.scan(lo, hi)
+            kernel = at.kernel_counters()
+        except TargetError as e:
+            raise _fail(str(e))
+        rows = alloc_tag_rows(at, s, kernel, all_tags)
+        rows = [r for r in rows if r["bytes"] >= threshold]
+        if limit:
+            rows = rows[:limit]
+        summary = {"entries": s.entries, "tagged": s.tagged, "none": s.null, "empty": s.empty,
+                   "invalid": sum(s.invalid.values()), "invalid_tags": len(s.invalid),
+                   "pages": s.pages, "bytes": s.pages * geo.page_size, "tags": len(s.tags) - len(s.invalid),
+                   "order_source": dict(sorted(s.order_source.items())),
+                   "kernel": None if not kernel else {
+                       "tags": len(kernel), "bytes": sum(b for b, _ in kernel.values()),
+                       "calls": sum(c for _, c in kernel.values())},
+                   "tag_list": at.catalogue_note or "the kernel's"}
+        if as_json:
+            typer.echo(json.dumps({"summary": summary, "tags": rows}, indent=1))
+        else:
+            typer.echo(f"{'bytes':>12} {'pages':>8} {'allocs':>8} {'kernel bytes':>13} {'calls':>8}  tag")
+            for r in rows:
+                kb = "" if r["kernel_bytes"] is None else r["kernel_bytes"]
+                kc = "" if r["kernel_calls"] is None else r["kernel_calls"]
+                typer.echo(f"{r['bytes']:>12} {r['pages']:>8} {r['allocations']:>8} {kb:>13} {kc:>8}  "
+                           f"{escape(r['tag'])}{'  (inaccurate)' if r.get('inaccurate') else ''}")
+            src = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary["order_source"].items()) or "none"
+            typer.echo(f"page_ext entries  {s.entries}: {s.tagged} tagged ({summary['tags']} tags), "
+                       f"{s.null} without a tag, {s.empty} empty (CODETAG_EMPTY), "
+                       f"{summary['invalid']} invalid ({len(s.invalid)} distinct pointers)")
+            typer.echo(f"tagged pages      {s.pages} ({s.pages * geo.page_size} bytes); orders from: {src}")
+            if kernel:
+                k = summary["kernel"]
+                typer.echo(f"kernel counters   {k['bytes']} bytes, {k['calls']} calls in {k['tags']} tags "
+                           "(page, slab and percpu allocations: /proc/allocinfo)")
+        if s.invalid:
+            typer.echo(f"pageext-inspect: {summary['invalid']} page_ext entr{'y' if summary['invalid'] == 1 else 'ies'}"
+                       f" hold {len(s.invalid)} pointer(s) that are not allocation tags", err=True)
+
+    names.add("alloc-tags")
+
+
+def alloc_tag_rows(at, s, kernel: dict, all_tags: bool = False) -> list[dict]:
+    """One row per tag with page_ext refs (and, with all_tags, every kernel tag),
+    by page_ext bytes, then kernel bytes."""
+    from .alloc_tag import invalid_text
+
+    page = at.geo.page_size
+    index = {a: i for i, a in enumerate(at.catalogue())}  # the line of /proc/allocinfo, from 0
+    rows = []
+    addrs = list(s.tags)
+    if all_tags:
+        addrs += [a for a in at.catalogue() if a not in s.tags]
+    for addr in addrs:
+        tp = s.tags.get(addr)
+        tag = at.tag(addr)
+        kb, kc = kernel.get(addr, (None, None))
+        rows.append({"tag": tag.text() if tag else invalid_text(addr), "address": addr, "index": index.get(addr),
+                     "file": tag.filename if tag else None, "line": tag.lineno if tag else None,
+                     "function": tag.function if tag else None, "module": tag.modname if tag else None,
+                     "inaccurate": tag.inaccurate if tag else None,
+                     "allocations": tp.allocations if tp else 0, "pages": tp.pages if tp else 0,
+                     "orders_assumed": tp.assumed if tp else 0,
+                     "bytes": (tp.pages if tp else 0) * page, "kernel_bytes": kb, "kernel_calls": kc})
+    rows.sort(key=lambda r: (-r["bytes"], -(r["kernel_bytes"] or 0), r["tag"]))
+    return rows
+
+
+def _alloc_tag_pfn_text(d: dict) -> str:
+    if d["state"] == "none":
+        if d["head_pfn"] is not None and d["head_pfn"] != d["pfn"]:
+            return (f"pfn {d['pfn']:#x}: no tag of its own; tail page of compound page {d['head_pfn']:#x}"
+                    + (f", tagged {escape(d['tag'])}" if d["tag"] else ", which has no tag either"))
+        return (f"pfn {d['pfn']:#x}: no tag (free, a later page of a multi-page allocation, or allocated before "
+                "page_ext was set up or while profiling was off)")
+    if d["state"] == "empty":
+        return f"pfn {d['pfn']:#x}: CODETAG_EMPTY (deliberately untagged)"
+    from .alloc_tag import ASSUMED, COMPOUND, NEXT_TAGGED, PAGE_OWNER
+
+    why = {COMPOUND: "the compound page's folio order", PAGE_OWNER: "its page_owner record",
+           NEXT_TAGGED: "the next page starts another allocation"}
+    order = "order unknown (counted as 0)" if d["order_source"] == ASSUMED else \
+        f"order {d['order']} ({why.get(d['order_source'], d['order_source'])})"
+    return f"pfn {d['pfn']:#x}: {escape(d['tag'])}  {order}, {d['bytes']} bytes"
