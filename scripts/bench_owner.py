@@ -12,7 +12,8 @@ clock), pauses the guest and dumps it (kdump-zlib).  Then, on the host:
 * naive: one drgn Object per page over the same tables -- ``struct
   page_ext`` flags, then ``struct page_owner`` fields, stack_depot_fetch()
   and symbol lookup per record, no caching -- the obvious drgn script;
-  ``--naive-pages N`` times the first N pages and extrapolates.
+  ``--naive-pages N`` times the first N pages and extrapolates by pages: only
+  a rough figure, the low pages being denser in records (default: all pages).
 
 The kernel's cost grows with its records (about 80 us each under TCG) and
 ours has a fixed part (start-up, debug info, reading every table) plus a few
