@@ -28,14 +28,13 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, FRAGMENTS_612, ROOT, build_kernel, inspect
+from conftest import CLIENTS_ON, FRAGMENTS_612, build_kernel, inspect
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -72,6 +71,19 @@ def fields(block: str) -> dict:
 
 def without_flags(block: str) -> str:
     return re.sub(r"Flags 0x[0-9a-f]+\([^)]*\)", "Flags -", block)
+
+
+def local_clock(path: Path) -> int:
+    """A lower bound of the guest's local_clock() -- page_owner's timestamps --
+    when ``grep exec_start /proc/self/sched`` ran, less a margin.
+
+    /proc/timer_list's "now" is ktime, which drifts from local_clock() by tens
+    of ms under TCG (seen both ways); se.exec_start is rq_clock_task(), the
+    same sched_clock_cpu() clock, read at or before the grep ran.  local_clock()
+    of two CPUs may differ by up to a tick (HZ 250: 4 ms): 10 ms covers it."""
+    m = re.search(r"se\.exec_start\s*:\s*(\d+)\.(\d{6})\n", path.read_text())
+    assert m, path.read_text()
+    return int(m.group(1)) * 1_000_000 + int(m.group(2)) - 10_000_000
 
 
 MEMCG_PAGES = (
@@ -124,10 +136,12 @@ def snap(request, kernel_dir):
         # A process that holds ~2 MB of private anonymous memory, blocked in a builtin.
         vm.run("mkfifo /tmp/hold; sh -c 'x=$(head -c 2000000 /dev/zero | tr \"\\\\0\" a); "
                "echo $$ > /tmp/holder.pid; read y < /tmp/hold' > /dev/null 2>&1 &").check()
-        res = vm.run("grep -m1 'now at' /proc/timer_list; "
+        res = vm.run("grep -m1 'now at' /proc/timer_list; grep -m1 exec_start /proc/self/sched > /share/po.clock; "
                      "cat /sys/kernel/debug/page_owner | dd bs=1M iflag=fullblock of=/share/page_owner.txt "
                      "2>/dev/null; grep -m1 'now at' /proc/timer_list").check()
         start, end = (int(x) for x in re.findall(r"now at (\d+) nsecs", res.out))
+        # "Allocated or freed after the read began" is judged on page_owner's clock.
+        start = min(start, local_clock(vm.share / "po.clock"))
         (work / "clock.txt").write_text(f"{start} {end}\n")
         # The kernel's own view of the holder's mappings: /proc/PID/pagemap of its anonymous regions.
         vm.run("while [ ! -s /tmp/holder.pid ]; do sleep 0.1; done; pid=$(cat /tmp/holder.pid); "

@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 import pytest
 
 from conftest import inspect
-from test_vm_owner import compared, fields, snap  # noqa: F401  (module-scoped fixtures: a boot of our own)
+from test_vm_owner import compared, fields, local_clock, snap  # noqa: F401  (module-scoped fixtures: a boot of our own)
 
 pytestmark = pytest.mark.vm
 
@@ -272,19 +271,6 @@ echo END > /tmp/stacks.end
 sleep 120 | {{ grep -m1 exec_start /proc/self/sched > /share/stacks.clock2; sleep 2
     cat - /tmp/stacks.end /proc/self/fd/5 5<&0 < {STACKS}/show_stacks; }} > /share/show_stacks.txt
 """
-
-
-def local_clock(path: Path) -> int:
-    """A lower bound of the guest's local_clock() -- page_owner's timestamps --
-    when ``grep exec_start /proc/self/sched`` ran, less a margin.
-
-    /proc/timer_list's "now" is ktime, which drifts from local_clock() by tens
-    of ms under TCG (seen both ways); se.exec_start is rq_clock_task(), the
-    same sched_clock_cpu() clock, read at or before the grep ran.  local_clock()
-    of two CPUs may differ by up to a tick (HZ 250: 4 ms): 10 ms covers it."""
-    m = re.search(r"se\.exec_start\s*:\s*(\d+)\.(\d{6})\n", path.read_text())
-    assert m, path.read_text()
-    return int(m.group(1)) * 1_000_000 + int(m.group(2)) - 10_000_000
 
 
 def before_pause(vm) -> dict:
