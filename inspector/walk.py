@@ -21,7 +21,7 @@ verifier and the client decoders use it too.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import drgn
 from drgn.helpers.linux.mm import for_each_memory_block, pfn_to_page, virt_to_pfn
@@ -51,6 +51,28 @@ def entry_address(table: Table, pfn: int, entry_size: int) -> int:
     if not 0 <= index < table.nr_pages:
         raise ValueError(f"pfn {pfn:#x} is outside the table starting at pfn {table.start_pfn:#x}")
     return table.address + entry_size * index
+
+
+def online_spans(layout: Layout, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[Table, int, int]]:
+    """(table, a, b) for each online table overlapping pfns [lo, hi), clipped
+    to [a, b), in pfn order: the pages whose entries the clients can decode."""
+    for t in sorted((t for t in layout.tables if t.state == ONLINE), key=lambda t: t.start_pfn):
+        a, b = max(t.start_pfn, lo), min(t.start_pfn + t.nr_pages, hi)
+        if a < b:
+            yield t, a, b
+
+
+def online_table_for(layout: Layout, pfn: int) -> Optional[Table]:
+    """The online table holding pfn's entry, or None (no table, or offline/invalid)."""
+    return next((t for t, _, _ in online_spans(layout, pfn, pfn + 1)), None)
+
+
+def read_entries(prog: drgn.Program, table: Table, lo: int, hi: int, entry_size: int) -> bytes:
+    """The entries of pfns [lo, hi) of ``table`` in one read (TargetError if unreadable)."""
+    try:
+        return prog.read(entry_address(table, lo, entry_size), (hi - lo) * entry_size)
+    except drgn.FaultError as e:
+        raise TargetError(f"cannot read the page_ext table of pfns {lo:#x}-{hi:#x}: {e}") from None
 
 
 def _section_flag_bits(prog: drgn.Program) -> dict[str, int]:

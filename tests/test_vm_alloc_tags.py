@@ -246,7 +246,7 @@ def test_garbage_refs_are_counted_and_shown_invalid(snap):
 
     from inspector.cli import open_and_walk
     from inspector.clients.alloc_tag import AllocTags
-    from inspector.walk import entry_address
+    from inspector.walk import entry_address, online_table_for
     from test_vm_owner import elf_offset
 
     elf, vmlinux = snap["elf"], snap["vmlinux"]
@@ -257,7 +257,7 @@ def test_garbage_refs_are_counted_and_shown_invalid(snap):
     wild, inside = 0xDEAD000000001000, shmem["address"] + 8
     with open(elf, "r+b") as f:
         for pfn, bad in zip(pfns, (wild, inside)):
-            t = at.table_for(pfn)
+            t = online_table_for(layout, pfn)
             virt = entry_address(t, pfn, geo.entry_size) + at.client.offset
             f.seek(elf_offset(f, follow_phys(tgt.prog["init_mm"].address_of_(), virt).value_()))
             assert struct.unpack("<Q", f.read(8))[0] == shmem["address"]

@@ -58,9 +58,9 @@ from typing import Iterator, Optional
 import drgn
 
 from ..discover import Geometry, require_client
-from ..model import ONLINE, Layout, Table
+from ..model import Layout, Table
 from ..target import TargetError
-from ..walk import entry_address
+from ..walk import entry_address, online_spans, online_table_for, read_entries
 from .page_owner import read_memmap
 
 CLIENT = "page_alloc_tagging"
@@ -408,9 +408,6 @@ class AllocTags:
         return out
 
     # -- page_ext ------------------------------------------------------------------
-    def tables(self) -> list[Table]:
-        return sorted((t for t in self.layout.tables if t.state == ONLINE), key=lambda t: t.start_pfn)
-
     def _order(self, k: int, raw: bytes, memmap: Optional[bytes], pfn: int,
                next_tagged: bool) -> tuple[int, str]:
         """The order of the allocation whose first page is entry k of raw."""
@@ -447,14 +444,8 @@ class AllocTags:
         esz = self.geo.entry_size
         off = self.client.offset
         unpack = struct.Struct(self.ptr_fmt).unpack_from
-        for t in self.tables():
-            a, b = max(t.start_pfn, lo), min(t.start_pfn + t.nr_pages, hi)
-            if a >= b:
-                continue
-            try:
-                raw = self.prog.read(entry_address(t, a, esz), (b - a) * esz)
-            except drgn.FaultError as e:
-                raise TargetError(f"cannot read the page_ext table of pfns {a:#x}-{b:#x}: {e}") from None
+        for t, a, b in online_spans(self.layout, lo, hi):
+            raw = read_entries(self.prog, t, a, b, esz)
             hits = nonzero_indices(raw, esz, off, self.ptr_size)
             memmap = read_memmap(self.prog, a, b - a, self.page_struct_size) if hits else None
             out = []
@@ -490,22 +481,13 @@ class AllocTags:
         return s
 
     # -- one page ------------------------------------------------------------------
-    def table_for(self, pfn: int) -> Optional[Table]:
-        for t in self.layout.tables:
-            if t.start_pfn <= pfn < t.start_pfn + t.nr_pages:
-                return t if t.state == ONLINE else None
-        return None
-
     def at(self, pfn: int) -> dict:
         """What page_ext says about one pfn (tail pages: their head's tag too)."""
-        t = self.table_for(pfn)
+        t = online_table_for(self.layout, pfn)
         if t is None:
             raise TargetError(f"pfn {pfn:#x} has no page_ext (outside memory, or its section is offline)")
         esz = self.geo.entry_size
-        try:
-            raw = self.prog.read(entry_address(t, pfn, esz), esz)
-        except drgn.FaultError as e:
-            raise TargetError(f"cannot read the page_ext entry of pfn {pfn:#x}: {e}") from None
+        raw = read_entries(self.prog, t, pfn, pfn + 1, esz)
         ref = struct.unpack_from(self.ptr_fmt, raw, self.client.offset)[0]
         memmap = read_memmap(self.prog, pfn, 1, self.page_struct_size)
         out = {"pfn": pfn, "ref": ref, "state": None, "tag": None, "order": None, "order_source": None,
@@ -515,7 +497,7 @@ class AllocTags:
             head = self._compound_head(memmap)
             if head is not None:
                 out["head_pfn"] = head
-                if self.table_for(head) is not None and head != pfn:
+                if online_table_for(self.layout, head) is not None and head != pfn:
                     h = self.at(head)
                     out["tag"] = h["tag"]
             return out

@@ -39,9 +39,9 @@ from typing import Iterator, Optional
 import drgn
 
 from ..discover import Geometry
-from ..model import ONLINE, Layout
+from ..model import Layout
 from ..target import TargetError
-from ..walk import entry_address
+from ..walk import online_spans, read_entries
 from .page_owner import build_struct, read_memmap
 
 
@@ -120,12 +120,6 @@ class PageIdle:
         except (LookupError, drgn.FaultError):
             self.max_pfn = None
 
-    def _tables(self, lo: int, hi: int):
-        for t in sorted((t for t in self.layout.tables if t.state == ONLINE), key=lambda t: t.start_pfn):
-            a, b = max(t.start_pfn, lo), min(t.start_pfn + t.nr_pages, hi)
-            if a < b:
-                yield t, a, b
-
     def _head_pfn(self, compound_head: int, pfn: int) -> int:
         """pfn of the head page a tail's ``compound_head`` (bit 0 set) points to."""
         if not compound_head & 1:
@@ -137,11 +131,8 @@ class PageIdle:
     def entries(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[IdleEntry]:
         """Every page with page_ext in [lo, hi), with its struct page's LRU state."""
         ybit, ibit = 1 << self.young_bit, 1 << self.idle_bit
-        for t, a, b in self._tables(lo, hi):
-            try:
-                raw = self.prog.read(entry_address(t, a, self.geo.entry_size), (b - a) * self.geo.entry_size)
-            except drgn.FaultError as e:
-                raise TargetError(f"cannot read the page_ext table of pfns {a:#x}-{b:#x}: {e}") from None
+        for t, a, b in online_spans(self.layout, lo, hi):
+            raw = read_entries(self.prog, t, a, b, self.geo.entry_size)
             # FLATMEM tables carry up to MAX_ORDER_NR_PAGES of slack past the
             # node: those entries have no struct page.
             mb = min(b, self.max_pfn) if self.max_pfn is not None else b

@@ -31,9 +31,9 @@ from typing import Iterator, Optional
 import drgn
 
 from ..discover import Geometry, release_version, require_client
-from ..model import ONLINE, Layout, Table
+from ..model import Layout, Table
 from ..target import TargetError
-from ..walk import entry_address
+from ..walk import online_spans, online_table_for, read_entries
 from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format
 from .memcg import MemcgNames
 from .stackdepot import StackDepot
@@ -278,15 +278,6 @@ class PageOwner:
         return order, "pageblock-flags.h rule"
 
     # -- reading ----------------------------------------------------------------
-    def tables(self) -> list[Table]:
-        return sorted((t for t in self.layout.tables if t.state == ONLINE), key=lambda t: t.start_pfn)
-
-    def table_for(self, pfn: int) -> Optional[Table]:
-        for t in self.layout.tables:
-            if t.start_pfn <= pfn < t.start_pfn + t.nr_pages:
-                return t if t.state == ONLINE else None
-        return None
-
     def _memmap(self, start_pfn: int, n: int) -> Optional[bytes]:
         return read_memmap(self.prog, start_pfn, n, self.page_size_struct)
 
@@ -326,12 +317,8 @@ class PageOwner:
 
     def _read_table(self, t: Table, lo: int, hi: int):
         """(entries bytes, memmap bytes, usemap) for pfns [lo, hi) of table t."""
-        n = hi - lo
-        try:
-            raw = self.prog.read(entry_address(t, lo, self.geo.entry_size), n * self.geo.entry_size)
-        except drgn.FaultError as e:
-            raise TargetError(f"cannot read the page_ext table of pfns {lo:#x}-{hi:#x}: {e}") from None
-        return raw, self._memmap(lo, n), self._usemap(t)
+        raw = read_entries(self.prog, t, lo, hi, self.geo.entry_size)
+        return raw, self._memmap(lo, hi - lo), self._usemap(t)
 
     def records(self, which: str = ALLOCATED, lo: Optional[int] = None, hi: Optional[int] = None,
                 heads_only: bool = True) -> Iterator[Record]:
@@ -340,11 +327,7 @@ class PageOwner:
         psz = self.page_struct
         i_order = self._idx["order"]
         preds = self.allocated_preds if which == ALLOCATED else self.owner_preds
-        for t in self.tables():
-            a = max(t.start_pfn, lo if lo is not None else 0)
-            b = min(t.start_pfn + t.nr_pages, hi if hi is not None else 1 << 64)
-            if a >= b:
-                continue
+        for t, a, b in online_spans(self.layout, lo or 0, 1 << 64 if hi is None else hi):
             raw, memmap, usemap = self._read_table(t, a, b)
             for k in scan(raw, esz.size, preds):
                 e = esz.unpack_from(raw, k * esz.size)
@@ -376,10 +359,7 @@ class PageOwner:
         i_order, i_handle = self._idx["order"], self._idx["handle"]
         p_private = self._pidx["private"]
         i_memcg = self._pidx.get("memcg_data")
-        for t in self.tables():
-            a, b = max(t.start_pfn, first), min(t.start_pfn + t.nr_pages, last)
-            if a >= b:
-                continue
+        for t, a, b in online_spans(self.layout, first, last):
             raw, memmap, usemap = self._read_table(t, a, b)
             if memmap is None:
                 continue  # pfn_valid() would be false
@@ -417,11 +397,7 @@ class PageOwner:
         """(pfn, order) of every free buddy block head (PageBuddy) in the tables."""
         psz = self.page_struct
         p_type, p_private = self._pidx["page_type"], self._pidx["private"]
-        for t in self.tables():
-            a = max(t.start_pfn, lo if lo is not None else 0)
-            b = min(t.start_pfn + t.nr_pages, hi if hi is not None else 1 << 64)
-            if a >= b:
-                continue
+        for t, a, b in online_spans(self.layout, lo or 0, 1 << 64 if hi is None else hi):
             memmap = self._memmap(a, b - a)
             if memmap is None:
                 continue
@@ -436,7 +412,7 @@ class PageOwner:
 
     def record_at(self, pfn: int) -> Record:
         """The record of one pfn (tail pages included), or TargetError."""
-        t = self.table_for(pfn)
+        t = online_table_for(self.layout, pfn)
         if t is None:
             raise TargetError(self._no_page_ext(pfn))
         raw, memmap, usemap = self._read_table(t, pfn, pfn + 1)
@@ -467,7 +443,7 @@ class PageOwner:
         return f"pfn {pfn:#x} has no page_ext"
 
     def check_range(self, lo: int, hi: int) -> None:
-        if not any(t.start_pfn < hi and lo < t.start_pfn + t.nr_pages for t in self.tables()):
+        if not any(online_spans(self.layout, lo, hi)):
             raise TargetError(self._no_page_ext(lo) + f"; no page_ext anywhere in {lo:#x}-{hi:#x}")
 
     # -- the kernel's text ---------------------------------------------------------

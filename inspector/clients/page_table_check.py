@@ -24,9 +24,8 @@ from typing import Iterator, Optional
 import drgn
 
 from ..discover import Geometry, require_client
-from ..model import ONLINE, Layout
-from ..target import TargetError
-from ..walk import entry_address
+from ..model import Layout
+from ..walk import online_spans, read_entries
 from .page_owner import build_struct, read_memmap
 
 PAGE_MAPPING_ANON = 0x1  # include/linux/page-flags.h, unchanged since v2.6
@@ -84,14 +83,8 @@ class PageTableCheck:
 
     def entries(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[int, int, int, Optional[tuple]]]:
         """(pfn, anon, file, page fields or None) for every page with page_ext."""
-        for t in sorted((t for t in self.layout.tables if t.state == ONLINE), key=lambda t: t.start_pfn):
-            a, b = max(t.start_pfn, lo), min(t.start_pfn + t.nr_pages, hi)
-            if a >= b:
-                continue
-            try:
-                raw = self.prog.read(entry_address(t, a, self.geo.entry_size), (b - a) * self.geo.entry_size)
-            except drgn.FaultError as e:
-                raise TargetError(f"cannot read the page_ext table of pfns {a:#x}-{b:#x}: {e}") from None
+        for t, a, b in online_spans(self.layout, lo, hi):
+            raw = read_entries(self.prog, t, a, b, self.geo.entry_size)
             memmap = read_memmap(self.prog, a, b - a, self.page.size)
             pages = self.page.iter_unpack(memmap) if memmap else None
             o = self._order
