@@ -34,7 +34,7 @@ from ..discover import Geometry, release_version, require_client
 from ..model import Layout, Table
 from ..target import TargetError
 from ..walk import online_spans, online_table_for, read_entries
-from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format
+from .kformat import KernelNames, KernelStrings, Symbolizer, _enum_value, compile_format
 from .memcg import MemcgNames
 from .stackdepot import StackDepot
 
@@ -222,7 +222,7 @@ class PageOwner:
     def _setup_pageblock(self) -> None:
         prog = self.prog
         enum = dict(prog.constant("NR_PAGEBLOCK_BITS").type_.enumerators) \
-            if _has_constant(prog, "NR_PAGEBLOCK_BITS") else {}
+            if _enum_value(prog, "NR_PAGEBLOCK_BITS") is not None else {}
         if "PB_migrate_end" in enum:  # v2.6.24 .. v6.14: PB_migrate..PB_migrate_end
             self.mt_mask = (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1
             self.nr_pageblock_bits = enum["NR_PAGEBLOCK_BITS"]
@@ -527,14 +527,6 @@ def read_memmap(prog: drgn.Program, start_pfn: int, n: int, page_struct_size: in
         return prog.read(pfn_to_page(prog, start_pfn).value_(), n * page_struct_size)
     except (drgn.FaultError, LookupError, ValueError):
         return None
-
-
-def _has_constant(prog: drgn.Program, name: str) -> bool:
-    try:
-        prog.constant(name)
-        return True
-    except LookupError:
-        return False
 
 
 def _has_symbol(prog: drgn.Program, name: str) -> bool:
