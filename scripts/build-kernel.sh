@@ -12,9 +12,9 @@
 # use to check that a mismatched vmlinux is refused.
 #
 # Usage:
-#   scripts/build-kernel.sh             # 6.1 + fixtures/kernel/pageext-6.1.config + memcg.config
+#   scripts/build-kernel.sh             # 6.1 + fixtures/kernel/{pageext-6.1,memcg,kdump}.config
 #   scripts/build-kernel.sh -v 6.12 -f fixtures/kernel/pageext-6.1.config \
-#       -f fixtures/kernel/memcg.config -f fixtures/kernel/alloc-tags.config
+#       -f fixtures/kernel/memcg.config -f fixtures/kernel/kdump.config -f fixtures/kernel/alloc-tags.config
 #   scripts/build-kernel.sh -f A.config -f B.config           # B overrides A
 #   scripts/build-kernel.sh -a i386 -f fixtures/kernel/page-idle-i386.config  # 32-bit (ARCH=i386)
 #
@@ -40,7 +40,8 @@ case $arch in
     i386) karch=(ARCH=i386); tag=$version-i386; arch_key=" arch i386" ;;
     *) echo "build-kernel: unknown -a $arch (x86_64 or i386)" >&2; exit 2 ;;
 esac
-[ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/pageext-6.1.config" "$here/fixtures/kernel/memcg.config")
+[ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/pageext-6.1.config" "$here/fixtures/kernel/memcg.config"
+                                   "$here/fixtures/kernel/kdump.config")
 cache=${PAGEEXT_CACHE:-/var/cache/pageext-inspect}
 mkdir -p "$cache"
 

@@ -25,10 +25,11 @@ FRAGMENT = ROOT / "fixtures" / "kernel" / "pageext-6.1.config"
 NO_PAGE_EXT = ROOT / "fixtures" / "kernel" / "no-page-ext.config"
 MEMCG = ROOT / "fixtures" / "kernel" / "memcg.config"
 ALLOC_TAGS = ROOT / "fixtures" / "kernel" / "alloc-tags.config"
+KDUMP = ROOT / "fixtures" / "kernel" / "kdump.config"
 # The main test kernel (6.1, what scripts/build-kernel.sh builds by default)
 # and the newer one (6.12, with allocation profiling as a third client).
-MAIN_FRAGMENTS = (FRAGMENT, MEMCG)
-FRAGMENTS_612 = (FRAGMENT, MEMCG, ALLOC_TAGS)
+MAIN_FRAGMENTS = (FRAGMENT, MEMCG, KDUMP)
+FRAGMENTS_612 = (FRAGMENT, MEMCG, KDUMP, ALLOC_TAGS)
 CLIENTS_ON = "page_owner=on page_table_check=on"
 
 
