@@ -1,155 +1,224 @@
-"""Command line: ``pageext-inspect [TARGET]`` and its subcommands.
+"""Command line: ``pageext-inspect [COMMAND] [TARGET] [OPTIONS]``.
 
-The default command runs the whole pipeline -- open the target, discover
-the layout, walk, verify, report -- and exits 0 when every check passes,
-1 when one fails and 2 on bad input (one line on stderr, no traceback).
-Subcommands (``simulate``, ``validate``, ...) are added beside it; any first
-argument that is not a subcommand name is taken as the target.
+A thin front end over :mod:`inspector.commands`: each command defined there
+becomes a typer command here, with the target options (TARGET, -s/--vmlinux,
+--qemu, --arch, --force, --progress) added once for all.  This module opens
+the session, runs the command, and turns what the library raises into exit
+statuses with one line on stderr:
+
+  0  complete, and every check passed (or page_ext is compiled in but empty)
+  1  a check failed, or records are corrupt
+  2  bad input: missing or corrupt core, wrong vmlinux, no page_ext, a bad option
+  3  partial: data the answer needs is missing from the target (listed on stderr)
+
+The default command is ``inspect``: any first argument that is not a
+command name is taken as its target.
 """
 
 from __future__ import annotations
 
+import inspect as _inspect
 import os
 import sys
-from typing import Optional
+import time
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
 
 import typer
 
-from .model import FAIL
+from .commands import EXIT_FAIL, EXIT_USAGE, Command, Context, Opt, all_commands, finish
 
-EXAMPLES = """
-The word "inspect" may be left out: pageext-inspect VMCORE is the same command.
-
-\b
-Examples:
-  pageext-inspect                               # the running kernel (/proc/kcore, needs root)
-  pageext-inspect /proc/kcore --sections        # ... with the per-table list
-  pageext-inspect vmcore -s vmlinux             # a crash dump (ELF or kdump-compressed)
-  pageext-inspect vmcore.kdump -s vmlinux --arch x86_64
-  pageext-inspect --qemu /tmp/vm/qmp.sock -s vmlinux --json   # a live QEMU guest over QMP
-
-\b
+EXIT_TEXT = """\b
 Exit status:
-  0  every check passed (or page_ext is empty)
-  1  a check failed
-  2  bad input (missing or corrupt core, wrong vmlinux, no page_ext)
-"""
+  0  complete, and every check passed (or page_ext is compiled in but empty)
+  1  a check failed, or records are corrupt
+  2  bad input (missing or corrupt core, wrong vmlinux, no page_ext, a bad option)
+  3  partial: data the answer needs is missing from the target (listed on stderr)"""
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """\b
+Examples:
+  pageext-inspect                                   # the running kernel (/proc/kcore, needs root)
+  pageext-inspect vmcore -s vmlinux --sections      # a crash dump, every table listed
+  pageext-inspect --qemu /tmp/vm/qmp.sock -s vmlinux --json   # a live QEMU guest
+  pageext-inspect top vmcore -s vmlinux --limit 10  # what holds the memory, per stack
+  pageext-inspect owner vmcore -s vmlinux --format debugfs > page_owner.txt
+  pageext-inspect help owner                        # one command's options and examples"""
 
-SUBCOMMANDS: set[str] = set()
+# The target options of every command that reads a kernel (one definition).
+TARGET_OPTS = (
+    Opt(("target",), "target", "vmcore or /proc/kcore (default: the running kernel)", positional=True),
+    Opt(("-s", "--vmlinux"), "vmlinux", "vmlinux with debug info", metavar="VMLINUX"),
+    Opt(("--qemu",), "qemu", "QMP socket of a live QEMU guest", metavar="SOCKET"),
+    Opt(("--arch",), "arch", "architecture of a core that lacks one (x86_64)", metavar="ARCH"),
+)
+FORCE = Opt(("--force",), "force", "decode even where a check the decode relies on failed (bias, extent, "
+            "clients); suspect tables are marked", bool, False)
+PROGRESS = Opt(("--progress/--no-progress",), "progress", "a progress bar on stderr for long reads "
+               "(only on a terminal)", bool, True)
 
-# The target options every command shares (one definition, reused as defaults).
-TARGET = typer.Argument(None, help="vmcore or /proc/kcore (default: the running kernel)")
-VMLINUX = typer.Option(None, "-s", "--vmlinux", help="vmlinux with debug info")
-QEMU = typer.Option(None, "--qemu", help="QMP socket of a live QEMU guest")
-ARCH = typer.Option(None, "--arch", help="architecture of a core that lacks one (x86_64)")
 
-
-@app.callback()
-def _group() -> None:
-    """pageext-inspect: see and check the kernel's page_ext memory."""
-
-
-def fail(message: str, code: int = 2) -> "typer.Exit":
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"pageext-inspect: error: {message}", err=True)
     return typer.Exit(code)
 
 
-def open_and_walk(target: Optional[str], qemu: Optional[str], vmlinux: Optional[str],
-                  arch: Optional[str], progress: bool):
-    """Target -> geometry -> layout; raises TargetError on bad input."""
-    from .discover import discover
-    from .target import open_target
-    from .walk import walk
+class _Progress:
+    """Progress bars on stderr (rich), shown only for work that outlasts a moment."""
 
-    tgt = open_target(target, qemu, vmlinux, arch)
-    geo = discover(tgt.prog)
-    if progress and sys.stderr.isatty():
-        from rich.progress import Progress
-        with Progress(transient=True) as bar:
-            task = bar.add_task("walking mem_section", total=None)
-            layout = walk(tgt.prog, geo, lambda done, total: bar.update(task, completed=done, total=total))
+    def __init__(self) -> None:
+        self.bar = None
+        self.started = time.monotonic()
+
+    def __call__(self, label: str, total: int) -> Callable[[int], None]:
+        state: dict[str, Any] = {"task": None, "done": 0}
+
+        def advance(n: int) -> None:
+            state["done"] += n
+            if state["task"] is None:
+                if time.monotonic() - self.started < 0.5:
+                    return
+                if self.bar is None:
+                    from rich.console import Console
+                    from rich.progress import Progress
+                    self.bar = Progress(console=Console(stderr=True), transient=True)
+                    self.bar.start()
+                state["task"] = self.bar.add_task(label, total=total or None)
+            self.bar.update(state["task"], completed=state["done"])
+        return advance
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _param(opt: Opt) -> _inspect.Parameter:
+    kind = _inspect.Parameter.KEYWORD_ONLY
+    if opt.positional:
+        default = typer.Argument(... if opt.required else opt.default, help=opt.help,
+                                 metavar=(opt.metavar or opt.dest).upper(), show_default=False)
     else:
-        layout = walk(tgt.prog, geo)
-    return tgt, geo, layout
+        extra = {"min": opt.minimum} if opt.type is int and opt.minimum is not None else {}
+        default = typer.Option(opt.default, *opt.flags, help=opt.help, metavar=opt.metavar,
+                               show_default=opt.type is not bool and opt.default not in (None, "", 0), **extra)
+    annotation = {bool: bool, int: Optional[int] if opt.default is None else int}.get(
+        opt.type, str if opt.required else Optional[str])
+    return _inspect.Parameter(opt.dest, kind, default=default, annotation=annotation)
 
 
-@app.command("inspect", help="Locate and verify every page_ext table of a kernel.\n" + EXAMPLES)
-def inspect_cmd(
-    target: Optional[str] = TARGET,
-    vmlinux: Optional[str] = VMLINUX,
-    qemu: Optional[str] = QEMU,
-    arch: Optional[str] = ARCH,
-    sections: bool = typer.Option(False, "--sections", help="list every section with its flags, page_ext pointer and table"),
-    as_json: bool = typer.Option(False, "--json", help="print the JSON document"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on long walks"),
-) -> None:
-    from .report import dumps, empty_message, sections_table, summary, to_json
-    from .target import TargetError
-    from .verify import verify
-    from .walk import memory_probe
+def _register(app: typer.Typer, cmd: Command) -> None:
+    opts = list(cmd.options)
+    if cmd.target:
+        opts = list(TARGET_OPTS) + opts + ([FORCE] if cmd.force else []) + [PROGRESS]
 
+    def handler(**kw: Any) -> None:
+        raise typer.Exit(run(cmd, kw))
+
+    handler.__signature__ = _inspect.Signature([_param(o) for o in opts])  # type: ignore[attr-defined]
+    handler.__name__ = cmd.name.replace("-", "_")
+    text = cmd.summary + ("\n\n" + cmd.description if cmd.description else "") + "\n\n" + EXIT_TEXT
+    app.command(cmd.name, help=text, short_help=cmd.summary)(handler)
+
+
+def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
+    """Open the target, run ``cmd``, and return its exit status (printing errors)."""
+    from .errors import PageExtError, VerificationError
+
+    args = SimpleNamespace(**kw)
+    progress = _Progress() if kw.get("progress") and sys.stderr.isatty() else None
+    ctx = Context(cmd, args, None, out, err)
     try:
-        tgt, geo, layout = open_and_walk(target, qemu, vmlinux, arch, progress)
-        checks = verify(layout, memory_probe(tgt.prog, geo, layout))
-    except TargetError as e:
-        raise fail(str(e))
-    if as_json:
-        typer.echo(dumps(to_json(tgt.to_json(), layout, checks)))
-    elif not layout.allocated:
-        typer.echo(summary(tgt.to_json(), layout, checks, geo.entry_size_source))
-        typer.echo("")
-        typer.echo(empty_message(layout))
-    else:
-        typer.echo(summary(tgt.to_json(), layout, checks, geo.entry_size_source))
-        if sections:
-            typer.echo("")
-            typer.echo(sections_table(layout))
-    raise typer.Exit(1 if any(c.status == FAIL for c in checks) else 0)
+        if cmd.prepare is not None:
+            cmd.prepare(args)
+        if cmd.target:
+            from .session import PageExt
+            ctx.session = PageExt.open(args.target, qemu=args.qemu, vmlinux=args.vmlinux, arch=args.arch,
+                                       force=bool(getattr(args, "force", False)), progress=progress)
+        status = cmd.run(ctx)
+        if progress is not None:
+            progress.close()
+        sys.stdout.flush()
+        return finish(ctx, status)
+    except VerificationError as e:
+        _close(progress)
+        ctx.err.write(f"pageext-inspect: error: {e}\n")
+        return EXIT_FAIL
+    except PageExtError as e:
+        _close(progress)
+        ctx.err.write(f"pageext-inspect: error: {e}\n")
+        return EXIT_USAGE
+    except BrokenPipeError:
+        _close(progress)
+        _quiet_stdout()
+        return 0
 
 
-# Subcommands live beside the stage they drive.  Each module below exposes
-# ``register(app, names)``, which adds its typer commands to ``app`` and their
-# names to ``names``; a module not written yet is simply not offered.
-SUBCOMMAND_MODULES = ["inspector.sim.cli", "inspector.trace", "inspector.clients.cli"]
+def _close(progress: Optional[_Progress]) -> None:
+    if progress is not None:
+        progress.close()
 
 
-def _register_subcommands() -> None:
-    import importlib
-    import importlib.util
+def _quiet_stdout() -> None:
+    """After EPIPE (``... | head``) drop what is still buffered, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
-    for name in SUBCOMMAND_MODULES:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            importlib.import_module(name).register(app, SUBCOMMANDS)
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                      context_settings={"help_option_names": ["-h", "--help"]},
+                      help="pageext-inspect: see and check the Linux kernel's page_ext memory (page_owner, "
+                           "page_table_check, allocation tags, ...) in a running kernel, a vmcore or a live "
+                           "QEMU guest.\n\nWithout a command, the target is inspected: pageext-inspect VMCORE "
+                           "-s VMLINUX.  'pageext-inspect help COMMAND' shows a command's options and "
+                           "examples.\n\n" + EXAMPLES + "\n\n" + EXIT_TEXT)
+    for cmd in all_commands().values():
+        _register(app, cmd)
+    return app
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    _register_subcommands()
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The default command takes a path; anything not a subcommand is a target.
-    if not argv or argv[0] not in SUBCOMMANDS | {"inspect"}:
+    names = set(all_commands())
+    if argv and argv[0] == "help":
+        argv = ([argv[1]] if len(argv) > 1 else []) + ["--help"]
+    if not argv:
+        argv = ["inspect"]
+    elif argv[0] not in names and argv[0] not in ("-h", "--help"):
         argv.insert(0, "inspect")
     try:
-        app(argv, prog_name="pageext-inspect", standalone_mode=True)
-    except SystemExit:
-        raise
+        code = build_app()(argv, prog_name="pageext-inspect", standalone_mode=False)
+    except typer.TyperException as e:  # a usage error: one line, not the usage block
+        ctx = getattr(e, "ctx", None)
+        where = f"pageext-inspect {ctx.info_name} --help" if ctx is not None and ctx.info_name and \
+            ctx.info_name != "pageext-inspect" else "pageext-inspect --help"
+        first = (e.format_message() or str(e)).splitlines()[0] if (e.format_message() or str(e)) else "usage error"
+        typer.echo(f"pageext-inspect: error: {first} (try '{where}')", err=True)
+        code = EXIT_USAGE
+    except typer.Abort:
+        typer.echo("pageext-inspect: interrupted", err=True)
+        code = 130
     except KeyboardInterrupt:
         typer.echo("pageext-inspect: interrupted", err=True)
-        sys.exit(130)
+        code = 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        code = 0
     except Exception as e:  # never a traceback for the user; PAGEEXT_DEBUG=1 shows it
         if os.environ.get("PAGEEXT_DEBUG"):
             raise
         fault = type(e).__name__ == "FaultError" and type(e).__module__.startswith("_drgn")
         what = "cannot read the target" if fault else "internal error"
-        typer.echo(f"pageext-inspect: error: {what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                   " (PAGEEXT_DEBUG=1 for details)", err=True)
-        sys.exit(2)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        typer.echo(f"pageext-inspect: error: {what}: {first} (PAGEEXT_DEBUG=1 for details)", err=True)
+        code = EXIT_USAGE
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

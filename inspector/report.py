@@ -1,16 +1,20 @@
 """Report: the readable summary, the per-table list and the JSON document.
 
 The last stage of the data flow.  It takes a Layout and its checks and
-prints them; it never touches the kernel.  The JSON schema is the one in
-issue #2 (``target``, ``kernel``, ``page_ext``, ``tables``, ``checks``)
-plus additive keys: ``nodes``, ``dependencies``, ``sections`` (every
-present section or one with a page_ext pointer: flags, node, raw pointer)
-and, per table, ``table_mem`` (direct|vmalloc|null) and ``table_pfn``.  Every number in it
-is a JSON integer, addresses included.
+prints them; it never touches the kernel.  The JSON schema is the one other
+tools parse (``target``, ``kernel``, ``page_ext``, ``tables``, ``checks``)
+plus additive keys: ``nodes``, ``dependencies``, ``sections`` (every present
+section or one with a page_ext pointer: flags, node, raw pointer), per table
+``table_mem`` (direct|vmalloc|null) and ``table_pfn``, ``kernel.rules`` (the
+version rules discovery detected) and ``missing`` (what could not be read).
+Every number in it is a JSON integer, addresses included.
 
 Strings that come from the target (the release, symbol names) go through
-:func:`escape`, so a corrupt dump cannot put control characters on a
-user's terminal.
+:func:`~inspector.text.escape`, so a corrupt dump cannot put control
+characters on a user's terminal.
+
+The ``inspect`` and ``clients`` commands live here: they print a session's
+layout and checks.
 """
 
 from __future__ import annotations
@@ -20,24 +24,14 @@ from typing import Any, Optional
 
 from tabulate import tabulate
 
-from .model import FAIL, Check, Layout
+from .commands import JSON, Command, Context, Opt, missing_json
+from .model import FAIL, UNKNOWN, Check, Layout
+from .text import escape
 from .verify import dependencies
 
 
-def escape(text: str) -> str:
-    """Printable form of a string read from a dump (control bytes escaped)."""
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-    return "".join(out)
-
-
-def to_json(target: Optional[dict], layout: Layout, checks: list[Check]) -> dict[str, Any]:
+def to_json(target: Optional[dict], layout: Layout, checks: list[Check],
+            missing: Optional[dict] = None) -> dict[str, Any]:
     per_node_bytes = layout.bytes_per_node()
     per_node_tables = layout.tables_per_node()
     return {
@@ -50,6 +44,8 @@ def to_json(target: Optional[dict], layout: Layout, checks: list[Check]) -> dict
                   for n in sorted(per_node_bytes)],
         "dependencies": dependencies(layout),
         "sections": [s.to_json() for s in layout.sections],
+        "missing": missing if missing is not None else
+        {"page_ext": [], "memmap": [], "stack_handles": [], "records_hidden": 0, "other": []},
     }
 
 
@@ -61,7 +57,7 @@ def _yes(b: bool) -> str:
     return "yes" if b else "no"
 
 
-def summary(target: Optional[dict], layout: Layout, checks: list[Check], entry_rule: str = "") -> str:
+def summary(target: Optional[dict], layout: Layout, checks: list[Check]) -> str:
     lines = []
     if target:
         lines.append(f"target        {target['kind']} {escape(target['path'])}")
@@ -72,9 +68,9 @@ def summary(target: Optional[dict], layout: Layout, checks: list[Check], entry_r
     if layout.section_pages:
         geom += f", {layout.section_pages} pages per section"
     lines.append(f"kernel        {escape(layout.release)} ({geom})")
-    rule = f" ({entry_rule})" if entry_rule else ""
+    rule = f" ({layout.entry_size_source})" if layout.entry_size_source else ""
     lines.append(f"entry size    {layout.entry_size} bytes{rule}")
-    usage = "unknown" if layout.kernel_total_usage is None else f"{layout.kernel_total_usage} bytes"
+    usage = "unknown (optimized out)" if layout.total_usage is None else f"{layout.total_usage} bytes"
     lines.append(f"page_ext      {layout.total_bytes} bytes in {len(layout.tables)} tables; "
                  f"kernel total_usage {usage}")
     lines.append("")
@@ -99,7 +95,7 @@ def summary(target: Optional[dict], layout: Layout, checks: list[Check], entry_r
 
 
 def checks_text(checks: list[Check]) -> str:
-    rows = [[c.status.upper() if c.status == FAIL else c.status, c.name, c.detail] for c in checks]
+    rows = [[c.status.upper() if c.status in (FAIL, UNKNOWN) else c.status, c.name, c.detail] for c in checks]
     return tabulate(rows, headers=["status", "check", "detail"], tablefmt="simple")
 
 
@@ -131,11 +127,90 @@ def sections_table(layout: Layout) -> str:
 
 def empty_message(layout: Layout) -> str:
     """page_ext compiled in but nothing allocated: say who could have used it."""
-    could = [c for c in layout.clients]
-    if could:
-        names = "; ".join(f"{escape(c.name)} ({c.how_to_enable or 'see its documentation'})" for c in could)
+    if layout.clients:
+        names = "; ".join(f"{escape(c.name)} ({c.how_to_enable or 'see its documentation'})" for c in layout.clients)
         hint = f"clients built into this kernel: {names}"
     else:
         hint = "no client is built into this kernel (e.g. CONFIG_PAGE_OWNER, CONFIG_PAGE_TABLE_CHECK)"
     return ("page_ext is compiled in (CONFIG_PAGE_EXTENSION=y) but empty: no client needed it in this boot, "
             f"so nothing was allocated. {hint}")
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def run_inspect(ctx: Context) -> int:
+    pe = ctx.session
+    target = pe.target.to_json() if pe.target is not None else None
+    for attempt in range(ctx.args.retries + 1):
+        before = pe.fingerprint() if _live(pe) else None
+        layout, checks = pe.layout, pe.checks
+        if before is None or pe.fingerprint() == before:
+            break
+        if attempt == ctx.args.retries:
+            pe.missing.note("the target changed while it was read (memory hotplug?): this answer may mix the "
+                            "states before and after; --retries N reads it again")
+            break
+        pe.reset()
+    if ctx.args.as_json:
+        ctx.echo(dumps(to_json(target, layout, checks, missing_json(ctx))))
+    else:
+        ctx.echo(summary(target, layout, checks))
+        if not layout.allocated:
+            ctx.echo("")
+            ctx.echo(empty_message(layout))
+        elif ctx.args.sections:
+            ctx.echo("")
+            ctx.echo(sections_table(layout))
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def _live(pe) -> bool:
+    return pe.target is not None and pe.target.kind in ("kcore", "qemu")
+
+
+def run_clients(ctx: Context) -> int:
+    from .clients import registry
+    layout = ctx.session.layout
+    known = registry()
+    rows = [{"name": c.name, "offset": c.offset, "size": c.size,
+             "state": "active" if c.active else "compiled in, inactive in this boot",
+             "how_to_enable": c.how_to_enable,
+             "decoded_by": list(known[c.name].commands) if c.name in known else []} for c in layout.clients]
+    if ctx.args.as_json:
+        ctx.echo(json.dumps({"clients": rows, "allocated": layout.allocated}, indent=1))
+        return 0
+    if not rows:
+        ctx.echo("no page_ext client is built into this kernel (e.g. CONFIG_PAGE_OWNER, "
+                 "CONFIG_PAGE_TABLE_CHECK, CONFIG_MEM_ALLOC_PROFILING): page_ext stays empty")
+        return 0
+    for r in rows:
+        hint = "" if r["state"] == "active" else f" ({r['how_to_enable']})"
+        cmds = f"  [pageext-inspect {', '.join(r['decoded_by'])}]" if r["decoded_by"] else ""
+        ctx.echo(f"{escape(r['name']):<20} {r['state']}{hint}{cmds}")
+    if not layout.allocated:
+        ctx.echo("page_ext is empty in this boot: nothing was allocated")
+    return 0
+
+
+COMMANDS = [
+    Command("inspect", "Locate and verify every page_ext table of a kernel (the default command).", run_inspect, (
+        Opt(("--sections",), "sections", "list every section with its flags, page_ext pointer and table",
+            bool, False),
+        JSON,
+        Opt(("--retries",), "retries", "on a live target, read again up to N times when memory hotplug changes "
+            "it meanwhile", int, 2, metavar="N", minimum=0),
+    ), description="""The word "inspect" may be left out: pageext-inspect VMCORE is the same command.
+
+\b
+Examples:
+  pageext-inspect                               # the running kernel (/proc/kcore, needs root)
+  pageext-inspect /proc/kcore --sections        # ... with the per-table list
+  pageext-inspect vmcore -s vmlinux             # a crash dump (ELF or kdump-compressed)
+  pageext-inspect vmcore.kdump -s vmlinux --arch x86_64
+  pageext-inspect --qemu /tmp/vm/qmp.sock -s vmlinux --json   # a live QEMU guest over QMP""", drgn="pageext"),
+    Command("clients", "Which page_ext clients this kernel has, and whether each is active.", run_clients,
+            (JSON,), description="""\b
+Examples:
+  pageext-inspect clients vmcore -s vmlinux
+  pageext-inspect clients --qemu SOCKET -s vmlinux --json""", drgn="pageext_clients"),
+]

@@ -1,32 +1,41 @@
 """Opening a kernel: the running one, a vmcore, or a live QEMU guest.
 
-This is the first stage of the data flow (target -> layout discovery -> walk
--> verify -> clients -> report).  It turns what the user named on the command
-line into a :class:`drgn.Program` with debug info loaded, or raises
-:class:`TargetError` with one line a user can act on.  Nothing here writes to
-the target: drgn only ever reads /proc/kcore, a core file, or guest memory
-over QMP (``pmemsave``-free reads through the QEMU process).
+This is the first stage of the data flow (target -> discover -> walk ->
+verify -> clients -> report).  It turns what the user named into a
+:class:`drgn.Program` with debug info loaded, or raises
+:class:`~inspector.errors.TargetError` with one line a user can act on.
+Nothing here writes to the target: drgn only ever reads /proc/kcore, a core
+file, or guest memory over QMP.
 
-Following drgn's conventions, debug info comes from ``-s/--vmlinux`` when
-given; otherwise from drgn's default search.  drgn matches a vmlinux to the
-kernel by build ID and silently ignores one that does not match, so a
-mismatch shows up as "no debug info": we tell the user which it was.
+Every input is bounded before drgn sees it: a core must be a regular file
+(or /proc/kcore) and is opened without blocking; its ELF or kdump header is
+checked against its own size; a QMP socket must greet us within
+:data:`QMP_TIMEOUT` seconds.  Following drgn's conventions, debug info comes
+from ``-s/--vmlinux`` when given, otherwise from drgn's default search; drgn
+matches a vmlinux to the kernel by build ID and silently ignores one that
+does not match, so a mismatch shows up as "no debug info", and we say which.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import mmap
 import os
+import re
+import socket
+import stat
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import drgn
 
+from .errors import TargetError
+from .kernel import vmcoreinfo_release
 
-class TargetError(Exception):
-    """Bad input: reported as one line, exit status 2."""
+QMP_TIMEOUT = 10.0  # seconds for a QMP socket to accept and greet
 
 
 @dataclass
@@ -34,6 +43,7 @@ class Target:
     kind: str  # kcore | vmcore | qemu
     path: str
     prog: drgn.Program
+    presence: Any = None  # inspector.reader.Presence of an ELF core, else None
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "path": self.path}
@@ -42,57 +52,162 @@ class Target:
 KDUMP_SIGNATURES = (b"KDUMP   ", b"makedumpfile")
 
 
-def _check_core_file(path: str) -> bytes:
-    """Fail early and clearly on a missing, unreadable or truncated core."""
+def _regular_file(path: str, what: str, missing: Optional[str] = None) -> os.stat_result:
+    """stat() a path the user named, refusing what cannot be a file of data."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            size = os.fstat(f.fileno()).st_size
-            if head[:4] == b"\x7fELF" and head[4] == 2 and size:
-                _check_elf_extent(f, head, size, path)
+        st = os.stat(path)
     except FileNotFoundError:
+        if missing:
+            raise TargetError(missing) from None
         if path == "/proc/kcore":
             raise TargetError("/proc/kcore: no such file (kernel without CONFIG_PROC_KCORE, or a container "
                               "that hides it); use a vmcore or --qemu") from None
         raise TargetError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise TargetError(f"{path}: is a directory, not a vmcore") from None
+    except PermissionError:
+        raise TargetError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise TargetError(f"{path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise TargetError(f"{path}: is a directory, not {what}")
+    if not stat.S_ISREG(st.st_mode) and path != "/proc/kcore":
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
+        raise TargetError(f"{path}: {kind}, not {what} (give a regular file)")
+    return st
+
+
+def _open_nonblocking(path: str):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    return os.fdopen(fd, "rb")
+
+
+def _check_core_file(path: str) -> bytes:
+    """Fail early and clearly on a missing, unreadable or truncated core."""
+    st = _regular_file(path, "a vmcore")
+    try:
+        with _open_nonblocking(path) as f:
+            head = f.read(64)
+            size = st.st_size
+            if head[:4] == b"\x7fELF" and path != "/proc/kcore":
+                _check_elf(f, head, size, path)
     except PermissionError:
         raise TargetError(f"{path}: permission denied (reading a live kernel needs root)") from None
     except OSError as e:
-        raise TargetError(f"{path}: {e.strerror}") from None
+        raise TargetError(f"{path}: {e.strerror or e}") from None
     if path != "/proc/kcore" and len(head) < 64:
         raise TargetError(f"{path}: too short to be a vmcore ({len(head)} bytes)")
     return head
 
 
-def _check_elf_extent(f, head: bytes, size: int, path: str) -> None:
-    """An ELF vmcore whose segments run past the end of the file is truncated."""
-    if path == "/proc/kcore":
-        return  # kcore reports a huge virtual size; it is never truncated
-    phoff, = struct.unpack_from("<Q", head, 32)
-    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+def _check_elf(f, head: bytes, size: int, path: str) -> None:
+    """An ELF core's headers must fit in the file, and its segments too."""
+    need = 64 if head[4:5] == b"\x02" else 52
+    if len(head) < need:
+        raise TargetError(f"{path}: truncated ELF header ({len(head)} bytes, an ELF header is {need})")
+    cls, data = head[4], head[5]
+    if cls not in (1, 2) or data not in (1, 2):
+        raise TargetError(f"{path}: not a valid ELF file (class {cls}, data encoding {data})")
+    end = "<" if data == 1 else ">"
+    if cls == 2:
+        phoff, = struct.unpack_from(end + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
+        want, fmt = 56, end + "IIQQQQQQ"
+    else:
+        phoff, = struct.unpack_from(end + "I", head, 28)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
+        want, fmt = 32, end + "IIIIIIII"
+    if phnum == 0:
+        raise TargetError(f"{path}: an ELF file without program headers is not a vmcore")
+    if phentsize != want:
+        raise TargetError(f"{path}: corrupt ELF header: program header size {phentsize}, expected {want}")
+    if phoff + phnum * phentsize > size:
+        raise TargetError(f"{path}: truncated vmcore (program headers cut off: {phnum} at offset {phoff}, "
+                          f"file has {size} bytes)")
     f.seek(phoff)
     phdrs = f.read(phentsize * phnum)
     if len(phdrs) < phentsize * phnum:
         raise TargetError(f"{path}: truncated vmcore (program headers cut off)")
-    end = 0
+    last = 0
     for i in range(phnum):
-        p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
+        fields = struct.unpack_from(fmt, phdrs, i * phentsize)
+        if cls == 2:
+            p_type, p_offset, p_filesz = fields[0], fields[2], fields[5]
+        else:
+            p_type, p_offset, p_filesz = fields[0], fields[1], fields[4]
         if p_type in (1, 4):  # PT_LOAD, PT_NOTE
-            end = max(end, p_offset + p_filesz)
-    if end > size:
-        raise TargetError(f"{path}: truncated vmcore: segments need {end} bytes, file has {size}")
+            last = max(last, p_offset + p_filesz)
+    if last > size:
+        raise TargetError(f"{path}: truncated vmcore: segments need {last} bytes, file has {size}")
 
 
-def _platform(arch: Optional[str]) -> Optional[drgn.Platform]:
+def platform_for(arch: Optional[str]) -> Optional[drgn.Platform]:
     if not arch:
         return None
+    names = {a.name.lower(): a for a in drgn.Architecture if a.name != "UNKNOWN"}
+    a = names.get(arch.lower().replace("-", "_"))
+    if a is None and arch.lower() in ("i686", "i586", "x86"):
+        a = drgn.Architecture.I386
+    if a is None:
+        raise TargetError(f"unknown architecture {arch!r} (one of: {', '.join(sorted(names))})")
+    return drgn.Platform(a)
+
+
+def _check_vmlinux(vmlinux: str) -> None:
+    _regular_file(vmlinux, "a vmlinux", missing=f"{vmlinux}: no such vmlinux")
     try:
-        return drgn.Platform(drgn.Architecture[arch.upper()])
-    except KeyError:
-        names = ", ".join(a.name.lower() for a in drgn.Architecture if a.name != "UNKNOWN")
-        raise TargetError(f"unknown architecture {arch!r} (one of: {names})") from None
+        with _open_nonblocking(vmlinux) as f:
+            if f.read(4) != b"\x7fELF":
+                raise TargetError(f"{vmlinux}: not an ELF file")
+    except PermissionError:
+        raise TargetError(f"{vmlinux}: permission denied") from None
+    except OSError as e:
+        raise TargetError(f"{vmlinux}: {e.strerror or e}") from None
+
+
+def qmp_greeting(path: str, timeout: float = QMP_TIMEOUT) -> None:
+    """Connect to a QMP socket and read its greeting, or TargetError within ``timeout``.
+
+    drgn's own connection blocks forever on a socket that accepts but never
+    speaks; this probe makes that a clear error.  The probe disconnects
+    before drgn connects (a QMP socket serves one client at a time)."""
+    if ":" in path and not os.path.exists(path):
+        host, _, port = path.rpartition(":")
+        family, addr = socket.AF_INET, (host or "127.0.0.1", int(port) if port.isdigit() else -1)
+        if addr[1] < 0:
+            raise TargetError(f"{path}: not a QMP socket path nor HOST:PORT")
+    else:
+        if not os.path.exists(path):
+            raise TargetError(f"{path}: no such QMP socket")
+        st = os.stat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise TargetError(f"{path}: not a socket (give QEMU's -qmp unix:PATH,server=on socket)")
+        family, addr = socket.AF_UNIX, path
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+        data = b""
+        while b"\n" not in data:
+            got = s.recv(4096)
+            if not got:
+                raise TargetError(f"{path}: QEMU closed the QMP connection before greeting us "
+                                  "(another client may be connected: a QMP socket serves one at a time)")
+            data += got
+            if len(data) > 65536:
+                break
+        try:
+            greeting = json.loads(data.split(b"\n", 1)[0])
+        except ValueError:
+            greeting = None
+        if not isinstance(greeting, dict) or "QMP" not in greeting:
+            raise TargetError(f"{path}: not a QMP socket (its first line is not a QMP greeting)")
+    except socket.timeout:
+        raise TargetError(f"{path}: no QMP greeting within {timeout:.0f} s (is it QEMU's QMP socket, "
+                          "and is no other client connected?)") from None
+    except OSError as e:
+        raise TargetError(f"cannot connect to QMP socket {path}: {e.strerror or e}") from None
+    finally:
+        s.close()
 
 
 def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str],
@@ -105,20 +220,12 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
     if qemu and path:
         raise TargetError("give either a core (or /proc/kcore) or --qemu SOCKET, not both")
     if vmlinux is not None:
-        if not os.path.isfile(vmlinux):
-            raise TargetError(f"{vmlinux}: no such vmlinux")
-        try:
-            with open(vmlinux, "rb") as f:
-                if f.read(4) != b"\x7fELF":
-                    raise TargetError(f"{vmlinux}: not an ELF file")
-        except PermissionError:
-            raise TargetError(f"{vmlinux}: permission denied") from None
-
-    platform = _platform(arch)
+        _check_vmlinux(vmlinux)
+    platform = platform_for(arch)
+    presence = None
     if qemu:
         kind, shown = "qemu", qemu
-        if not os.path.exists(qemu) and ":" not in qemu:
-            raise TargetError(f"{qemu}: no such QMP socket")
+        qmp_greeting(qemu)
         prog = drgn.Program(platform) if platform else drgn.Program()
         try:
             prog.set_qemu_qmp(qemu)
@@ -128,24 +235,46 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
         shown = path or "/proc/kcore"
         kind = "kcore" if shown == "/proc/kcore" else "vmcore"
         head = _check_core_file(shown)
-        if platform is None and (head[:8] == b"KDUMP   " or head[:12] == b"makedumpfile"):
-            # drgn needs the architecture of a kdump file set first.  Its
-            # header's utsname.machine names it (QEMU's dump-guest-memory
-            # writes "x86_64" or "i686"); else assume the host's.
-            platform = _kdump_platform(shown) or drgn.host_platform
+        if head[:8] == b"KDUMP   " or head[:12] == b"makedumpfile":
+            if platform is None:
+                # drgn needs the architecture of a kdump file set first.  Its
+                # header's utsname.machine names it (QEMU's dump-guest-memory
+                # writes "x86_64" or "i686"); else assume the host's.
+                platform = _kdump_platform(shown) or drgn.host_platform
+        elif head[:4] != b"\x7fELF":
+            raise TargetError(f"{shown}: not a usable vmcore: neither ELF nor kdump-compressed "
+                              f"(starts with {head[:8]!r})")
         prog = drgn.Program(platform) if platform else drgn.Program()
         try:
             prog.set_core_dump(shown)
         except PermissionError:
             raise TargetError(f"{shown}: permission denied (reading a live kernel needs root)") from None
         except Exception as e:
-            raise TargetError(f"{shown}: not a usable vmcore: {_short(e)}") from None
+            raise TargetError(f"{shown}: not a usable vmcore: {_short(e)}{_format_hint(head, e)}") from None
         if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
             raise TargetError(f"{shown}: a core dump, but not of a Linux kernel (no VMCOREINFO)")
-
+        if head[:4] == b"\x7fELF" and kind == "vmcore":
+            from .reader import elf_presence
+            presence = elf_presence(shown, prog["PAGE_SIZE"].value_() if _has(prog, "PAGE_SIZE") else 4096)
     _load_debug_info(prog, vmlinux, shown)
     _check_i386_translation(prog, kind)
-    return Target(kind, shown, prog)
+    return Target(kind, shown, prog, presence)
+
+
+def _has(prog: drgn.Program, name: str) -> bool:
+    try:
+        prog[name]
+        return True
+    except (LookupError, ValueError):
+        return False
+
+
+def _format_hint(head: bytes, e: BaseException) -> str:
+    """How to convert a dump drgn cannot read, if we know."""
+    if head[:12] == b"makedumpfile":
+        return ("; this is makedumpfile's flattened format: convert it with "
+                "'makedumpfile -R OUT < FILE' and open OUT")
+    return ""
 
 
 # makedumpfile's disk_dump_header: signature[8], int header_version, then
@@ -157,12 +286,12 @@ _KDUMP_MACHINES = {"x86_64": "X86_64", "i386": "I386", "i486": "I386", "i586": "
 
 def _kdump_platform(path: str) -> Optional[drgn.Platform]:
     try:
-        with open(path, "rb") as f:
+        with _open_nonblocking(path) as f:
             start = 0
             if f.read(12) == b"makedumpfile":
-                # Flattened format (QEMU 7.2 writes it): a 4096-byte header,
-                # then (big-endian offset, size) records; the first holds
-                # the disk_dump_header at offset 0.
+                # Flattened format: a 4096-byte header, then (big-endian
+                # offset, size) records; the first holds the
+                # disk_dump_header at offset 0.
                 f.seek(4096)
                 off, size = struct.unpack(">qq", f.read(16))
                 if off != 0 or size < _KDUMP_MACHINE_OFFSET + 65:
@@ -193,7 +322,7 @@ def _check_i386_translation(prog: drgn.Program, kind: str) -> None:
         pass
     how = "over QMP" if kind == "qemu" else "from this core (physical addresses only)"
     raise TargetError(f"cannot read i386 kernel addresses {how}: drgn has no i386 page-table walker; "
-                      "dump the guest with dump-guest-memory paging=true (scripts/testvm.py dump --paging) "
+                      "dump the guest with QMP dump-guest-memory paging=true "
                       "or as kdump-zlib and open that")
 
 
@@ -210,22 +339,44 @@ def _load_debug_info(prog: drgn.Program, vmlinux: Optional[str], shown: str) -> 
     try:
         prog.type("struct page")
     except LookupError:
-        release = _vmcoreinfo_release(prog)
+        release = vmcoreinfo_release(prog) or "(release unknown)"
         if vmlinux:
-            raise TargetError(
-                f"{vmlinux} does not match the kernel in {shown} (build ID differs; kernel is {release})")
+            raise TargetError(f"{vmlinux} does not match the kernel in {shown} ({_mismatch(prog, vmlinux, release)})")
         raise TargetError(
             f"no debug info found for kernel {release}: pass -s/--vmlinux with its vmlinux") from None
 
 
-def _vmcoreinfo_release(prog: drgn.Program) -> str:
+def _mismatch(prog: drgn.Program, vmlinux: str, release: str) -> str:
+    """Why drgn refused a vmlinux: which build IDs or releases differ."""
+    core_id = None
     try:
         for line in prog["VMCOREINFO"].string_().decode(errors="replace").splitlines():
-            if line.startswith("OSRELEASE="):
-                return line.split("=", 1)[1]
-    except Exception:
+            if line.startswith("BUILD-ID="):
+                core_id = line.split("=", 1)[1].strip()
+    except (LookupError, drgn.FaultError, ValueError):
         pass
-    return "(release unknown)"
+    theirs = vmlinux_release(vmlinux)
+    if theirs and theirs != release:
+        return f"the kernel is {release}, the vmlinux is {theirs}"
+    if core_id:
+        return f"build ID differs; kernel is {release}, its build ID {core_id[:16]}..."
+    return (f"the kernel is {release}; the core carries no build ID to match by, and drgn found no usable "
+            "debug info in this file")
+
+
+def vmlinux_release(path: str) -> Optional[str]:
+    """The release in a vmlinux's "Linux version X ..." banner, or None."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            i = m.find(b"Linux version ")
+            if i < 0:
+                return None
+            m.seek(i)
+            banner = m.read(200)
+    except (OSError, ValueError):
+        return None
+    mt = re.match(rb"Linux version (\S+)", banner)
+    return mt.group(1).decode(errors="replace") if mt else None
 
 
 def _short(e: BaseException) -> str:

@@ -1,9 +1,10 @@
 """Verify: check a Layout against what mm/page_ext.c itself relies on.
 
-Each check is named, returns ok, fail or skip with one detail line, and
-reads only the Layout plus, where memory must be touched, a small
-:class:`Memory` probe.  The same checks therefore run on a walked kernel,
-a synthetic kernel, or (with ``memory=None``) a simulated layout.
+Each check is named and returns ok, fail, skip (with the reason) or unknown
+(the data it needs could not be read: never counted as a pass), with one
+detail line.  It reads only the Layout plus, where memory must be touched,
+a :class:`Memory` probe, so the same checks run on a walked kernel, a
+synthetic kernel, or (with ``memory=None``) a simulated layout.
 
 The checks and the kernel code they stand for (v6.1 names):
 
@@ -11,18 +12,24 @@ The checks and the kernel code they stand for (v6.1 names):
   unbiased, every base must be page aligned (alloc_pages_exact_nid() and
   vzalloc_node() both return whole pages) and point at kernel memory.
 * ``extent``: each table is PAGES_PER_SECTION entries (FLATMEM: the node
-  span plus MAX_ORDER slack), and its last page is really allocated.
+  span plus MAX_ORDER slack, within max_pfn), and its last page is really
+  allocated.
 * ``no-overlap``: tables do not overlap one another, nor the memmap.
 * ``coverage``: every online section has a table and no offline or absent
   one does, except while PAGE_EXT_INVALID marks a hot-remove (v6.1+) --
   which is only ever on a section that is offline but still present.
 * ``clients``: each active client's data fits in the entry, without overlap.
-* ``readable``: the first and last entry of every table can be read.
+* ``readable``: every page of every table is in the target (sampled in
+  bulk: the core's own list of pages where it has one, else one read per
+  table, bisected only where it fails).
 * ``total-usage``: the tables add up to the kernel's ``total_usage``.
   total_usage only ever grows (__free_page_ext() never subtracts), so a
-  shortfall of whole tables is explained by sections removed since boot.
+  shortfall of whole tables is explained by sections hot-removed since
+  boot -- but only as many as memory hotplug could ever have added.
 * ``hot-remove-deps``: informational; a table living in another memory
   block pins that block until this section is offlined first.
+
+:func:`memory_probe` builds the Memory of a real (or synthetic) kernel.
 """
 
 from __future__ import annotations
@@ -30,16 +37,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .model import FAIL, INVALID, OFFLINE, OK, SKIP, Check, Layout, Table
+import drgn
+
+from .model import FAIL, INVALID, OFFLINE, OK, ONLINE, SKIP, UNKNOWN, Check, Layout, PfnRanges, Table
+
+# The checks a client decoder depends on: without them its entries are garbage.
+DECODE_CHECKS = ("bias", "extent", "clients")
 
 
 @dataclass
 class Memory:
     """What the verifier may ask of a real (or synthetic) kernel's memory."""
 
-    readable: Callable[[int, int], bool]  # (address, size) -> can it be read?
-    memmap: list[tuple[int, int]]  # physical ranges backing struct pages
-    page_allocated: Callable[[int], Optional[bool]]  # pfn -> refcount > 0?
+    # pfn -> is the page allocated (refcount > 0)?  None: its struct page is unreadable.
+    page_allocated: Callable[[int], Optional[bool]]
+    # Physical ranges backing struct pages.
+    memmap: list[tuple[int, int]]
+    # The pfns of a table whose entries cannot be read.
+    unreadable: Callable[[Table], PfnRanges]
+    # Sections memory hotplug could ever have added (non-boot sections up to
+    # max_possible_pfn); None: unknown.
+    hotplug_capacity: Optional[int] = None
 
 
 def _fmt_list(items: list, limit: int = 6) -> str:
@@ -51,15 +69,21 @@ def _where(t: Table) -> str:
     return f"section {t.section}" if t.section is not None else f"node {t.node}"
 
 
+def _keys(tables: list[Table]) -> tuple:
+    return tuple(t.key for t in tables)
+
+
 def check_bias(layout: Layout, memory: Optional[Memory]) -> Check:
     if not layout.tables:
         return Check("bias", SKIP, "no tables")
-    bad = [f"{_where(t)} base {t.address:#x}" for t in layout.tables if t.address % layout.page_size]
+    bad = [t for t in layout.tables if t.address % layout.page_size]
     if bad:
-        return Check("bias", FAIL, f"unbiased base not page aligned: {_fmt_list(bad)}")
-    lost = [_where(t) for t in layout.tables if memory is not None and t.table_mem is None]
+        return Check("bias", FAIL, "unbiased base not page aligned: "
+                     + _fmt_list([f"{_where(t)} base {t.address:#x}" for t in bad]), _keys(bad))
+    lost = [t for t in layout.tables if memory is not None and t.table_mem is None]
     if lost:
-        return Check("bias", FAIL, f"unbiased base is neither direct-mapped RAM nor vmalloc: {_fmt_list(lost)}")
+        return Check("bias", FAIL, "unbiased base is neither direct-mapped RAM nor vmalloc: "
+                     + _fmt_list([_where(t) for t in lost]), _keys(lost))
     return Check("bias", OK, f"{len(layout.tables)} bases page-aligned"
                  + ("" if memory is None else ", each in the direct map or vmalloc"))
 
@@ -70,29 +94,45 @@ def expected_table_pages(layout: Layout, t: Table) -> int:
     return t.nr_pages  # FLATMEM: derived from the node span by the walker
 
 
-def check_extent(layout: Layout, memory: Optional[Memory]) -> Check:
+def check_extent(layout: Layout, memory: Optional[Memory], max_pfn: Optional[int] = None) -> Check:
     if not layout.tables:
         return Check("extent", SKIP, "no tables")
-    bad = []
+    bad, suspects = [], []
     for t in layout.tables:
         want = expected_table_pages(layout, t) * layout.entry_size
         if t.nr_pages * layout.entry_size != t.bytes or t.bytes != want:
             bad.append(f"{_where(t)}: {t.bytes} bytes, expected {want}")
+            suspects.append(t)
+    if max_pfn is not None and layout.section_pages is None:
+        # FLATMEM: a node spans at most max_pfn, plus one MAX_ORDER block of slack.
+        slack = (layout.max_order_nr_pages or 1) * 2
+        for t in layout.tables:
+            if t.end_pfn > max_pfn + slack:
+                bad.append(f"node {t.node}: {t.nr_pages} entries from pfn {t.start_pfn:#x} run past "
+                           f"max_pfn {max_pfn:#x}")
+                suspects.append(t)
     if bad:
-        return Check("extent", FAIL, _fmt_list(bad))
-    unallocated = []
+        return Check("extent", FAIL, _fmt_list(bad), _keys(suspects))
+    unallocated, unknown = [], []
     if memory is not None:
         for t in layout.tables:
             if t.table_mem != "direct" or t.table_pfn is None:
                 continue
             last = t.table_pfn + (t.bytes - 1) // layout.page_size
-            if memory.page_allocated(last) is False:
-                unallocated.append(f"{_where(t)} (pfn {last:#x})")
+            state = memory.page_allocated(last)
+            if state is False:
+                unallocated.append((t, f"{_where(t)} (pfn {last:#x})"))
+            elif state is None:
+                unknown.append(_where(t))
     if unallocated:
-        return Check("extent", FAIL, "table runs into free pages: " + _fmt_list(unallocated))
+        return Check("extent", FAIL, "table runs into free pages: " + _fmt_list([w for _, w in unallocated]),
+                     _keys([t for t, _ in unallocated]))
     sizes = sorted({t.bytes for t in layout.tables})
-    return Check("extent", OK, f"{len(layout.tables)} tables of {_fmt_list(sizes)} bytes"
-                 + ("" if memory is None else ", last pages allocated"))
+    detail = f"{len(layout.tables)} tables of {_fmt_list(sizes)} bytes"
+    if unknown:
+        return Check("extent", UNKNOWN, detail + "; whether the last page is allocated is unknown "
+                     f"(struct page unreadable) for {_fmt_list(unknown)}")
+    return Check("extent", OK, detail + ("" if memory is None else ", last pages allocated"))
 
 
 def check_overlap(layout: Layout, memory: Optional[Memory]) -> Check:
@@ -104,15 +144,19 @@ def check_overlap(layout: Layout, memory: Optional[Memory]) -> Check:
         if a.address + a.bytes > b.address:
             clashes.append(f"{_where(a)} and {_where(b)}")
     if memory is not None and memory.memmap:
+        import bisect
+        starts = [m0 for m0, _ in memory.memmap]
         for t in layout.tables:
             if t.table_pfn is None:
                 continue
             start = t.table_pfn * layout.page_size
             end = start + t.bytes
-            for m0, m1 in memory.memmap:
-                if start < m1 and m0 < end:
-                    clashes.append(f"{_where(t)} and the memmap at {m0:#x}")
+            i = bisect.bisect_right(starts, end) - 1
+            while i >= 0 and memory.memmap[i][1] > start:
+                if memory.memmap[i][0] < end:
+                    clashes.append(f"{_where(t)} and the memmap at {memory.memmap[i][0]:#x}")
                     break
+                i -= 1
     if clashes:
         return Check("no-overlap", FAIL, "overlapping: " + _fmt_list(clashes))
     what = "neither one another" + (" nor the memmap" if memory is not None and memory.memmap else "")
@@ -174,27 +218,34 @@ def check_readable(layout: Layout, memory: Optional[Memory]) -> Check:
         return Check("readable", SKIP, "no memory to read (simulated layout)")
     if not layout.tables:
         return Check("readable", SKIP, "no tables")
-    bad = []
+    lost = PfnRanges()
+    where = []
     for t in layout.tables:
-        last = t.address + t.bytes - layout.entry_size
-        for what, addr in (("first", t.address), ("last", last)):
-            if not memory.readable(addr, max(layout.entry_size, 1)):
-                bad.append(f"{_where(t)} {what} entry at {addr:#x}")
-    if bad:
-        return Check("readable", FAIL, "unreadable: " + _fmt_list(bad))
-    return Check("readable", OK, f"first and last entry of {len(layout.tables)} tables read")
+        bad = memory.unreadable(t)
+        if bad:
+            where.append(_where(t))
+            for a, b in bad:
+                lost.add(a, b)
+    if lost:
+        return Check("readable", UNKNOWN, f"entries of {lost.pages} pages unreadable in {_fmt_list(where)} "
+                     f"(pfns {lost.text()})")
+    return Check("readable", OK, f"every page of {len(layout.tables)} tables is in the target")
 
 
 def check_total(layout: Layout, memory: Optional[Memory]) -> Check:
-    usage = layout.kernel_total_usage
+    usage = layout.total_usage
     if usage is None:
-        return Check("total-usage", SKIP, "the kernel's total_usage is not in the debug info")
+        return Check("total-usage", SKIP, "the kernel's total_usage is not in the debug info (optimized out)")
     total = layout.total_bytes
     if total == usage:
         return Check("total-usage", OK, f"tables sum to {total} bytes = total_usage")
     per_table = (layout.section_pages or 0) * layout.entry_size
     if layout.section_pages and total < usage and per_table and (usage - total) % per_table == 0:
         n = (usage - total) // per_table
+        capacity = None if memory is None else memory.hotplug_capacity
+        if capacity is not None and n > capacity:
+            return Check("total-usage", FAIL, f"tables sum to {total} bytes but total_usage is {usage}: "
+                         f"{n} freed tables, more than the {capacity} sections memory hotplug could have added")
         return Check("total-usage", OK,
                      f"tables sum to {total} bytes; total_usage {usage} also counts {n} table(s) "
                      "freed by hot-remove since boot (total_usage never decreases)")
@@ -228,10 +279,133 @@ def check_dependencies(layout: Layout, memory: Optional[Memory]) -> Check:
          f"which cannot be offlined before block {d['block']}" for d in deps], 3))
 
 
-CHECKS = [check_bias, check_extent, check_overlap, check_coverage, check_clients,
-          check_readable, check_total, check_dependencies]
+CHECKS = {"bias": check_bias, "extent": check_extent, "no-overlap": check_overlap, "coverage": check_coverage,
+          "clients": check_clients, "readable": check_readable, "total-usage": check_total,
+          "hot-remove-deps": check_dependencies}
 
 
-def verify(layout: Layout, memory: Optional[Memory] = None) -> list[Check]:
-    """Run every check on ``layout``; ``memory`` None skips the memory checks."""
-    return [check(layout, memory) for check in CHECKS]
+def verify(layout: Layout, memory: Optional[Memory] = None, only: Optional[tuple[str, ...]] = None,
+           max_pfn: Optional[int] = None) -> list[Check]:
+    """Run every check (or the ``only`` ones) on ``layout``; ``memory`` None
+    skips the memory checks."""
+    out = []
+    for name, check in CHECKS.items():
+        if only is not None and name not in only:
+            continue
+        out.append(check(layout, memory, max_pfn) if check is check_extent else check(layout, memory))
+    return out
+
+
+def suspect_tables(layout: Layout, checks: list[Check]) -> set[tuple[str, int]]:
+    """Keys of the tables a failed decode check (DECODE_CHECKS) is about;
+    every table when the failure is not about particular tables."""
+    out: set[tuple[str, int]] = set()
+    for c in checks:
+        if c.status == FAIL and c.name in DECODE_CHECKS:
+            out |= set(c.suspects) if c.suspects else {t.key for t in layout.tables}
+    return out
+
+
+# -- the probe of a real (or synthetic) kernel -------------------------------------------------------
+
+def memory_probe(prog: drgn.Program, layout: Layout, presence=None) -> Memory:
+    """A Memory that reads the target (reads only, never writes).
+
+    ``presence`` (a :class:`inspector.reader.Presence`) answers the
+    ``readable`` check from the core's own page list where the core has one."""
+    from drgn.helpers.linux.mm import pfn_to_page
+
+    from . import kernel as k
+    from .reader import read_or_holes, unknown_items
+
+    def page_allocated(pfn: int) -> Optional[bool]:
+        try:
+            return pfn_to_page(prog, pfn)._refcount.counter.value_() > 0
+        except (drgn.FaultError, LookupError, AttributeError, ValueError):
+            return None
+
+    def unreadable(t: Table) -> PfnRanges:
+        if presence is not None and t.table_mem == "direct" and t.table_pfn is not None:
+            first = t.table_pfn
+            end = t.table_pfn + -(-t.bytes // layout.page_size)
+            out = PfnRanges()
+            for a, b in presence.missing(first, end):
+                # table pages [a, b) hold entries [ (a-first)*page/esz, ... )
+                lo = (a - first) * layout.page_size // layout.entry_size
+                hi = -(-((b - first) * layout.page_size) // layout.entry_size)
+                out.add(t.start_pfn + lo, t.start_pfn + min(hi, t.nr_pages))
+            return out
+        out = PfnRanges()
+        chunk = 1 << 15
+        for i in range(0, t.nr_pages, chunk):
+            n = min(chunk, t.nr_pages - i)
+            _, holes = read_or_holes(prog, t.address + i * layout.entry_size, n * layout.entry_size)
+            for a, b in unknown_items(holes, layout.entry_size, n):
+                out.add(t.start_pfn + i + a, t.start_pfn + i + b)
+        return out
+
+    capacity = None
+    max_possible = k.value(prog, "max_possible_pfn")
+    if layout.section_pages and max_possible is not None:
+        early = sum(1 for s in layout.sections if s.early)
+        capacity = max(0, -(-max_possible // layout.section_pages) - early)
+    return Memory(page_allocated, memmap_phys_ranges(prog, layout), unreadable, capacity)
+
+
+def memmap_phys_ranges(prog: drgn.Program, layout: Layout) -> list[tuple[int, int]]:
+    """Physical [start, end) ranges backing the memmap of every present section.
+
+    With SPARSEMEM_VMEMMAP the memmap is virtually contiguous but backed by
+    pages from anywhere; we translate it through init_mm's page tables in
+    2 MiB steps (one PMD mapping each on x86-64), falling back to 4 KiB
+    steps where a step is not physically contiguous.
+    """
+    from drgn.helpers.linux.mm import follow_phys, pfn_to_page
+
+    if not layout.sparse:
+        return []
+    try:
+        mm = prog["init_mm"].address_of_()
+        page_struct = prog.type("struct page").size
+    except (LookupError, drgn.FaultError):
+        return []
+    step = 2 << 20
+    ranges: list[tuple[int, int]] = []
+    for sec in layout.sections:
+        if not sec.present:
+            continue
+        try:
+            virt = pfn_to_page(prog, sec.nr * layout.section_pages).value_()
+        except (drgn.FaultError, LookupError, ValueError):
+            continue
+        length = layout.section_pages * page_struct
+        pos = virt
+        while pos < virt + length:
+            n = min(step, virt + length - pos)
+            try:
+                a = follow_phys(mm, pos).value_()
+                b = follow_phys(mm, pos + n - 1).value_()
+            except (drgn.FaultError, ValueError):
+                pos += n
+                continue
+            if b - a == n - 1:
+                ranges.append((a, a + n))
+            else:
+                for p in range(pos, pos + n, layout.page_size):
+                    try:
+                        a = follow_phys(mm, p).value_()
+                        ranges.append((a, a + layout.page_size))
+                    except (drgn.FaultError, ValueError):
+                        pass
+            pos += n
+    return _merge(ranges)
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

@@ -5,39 +5,54 @@ mem_section`` holds ``page_ext``, a *biased* pointer: the table's base minus
 ``entry_size * section_start_pfn``, so that ``stored + entry_size * pfn`` is
 pfn's entry for any pfn in the section.  From v6.1 (b1d5488a252d) the low
 bit, PAGE_EXT_INVALID, marks a table whose section is being hot-removed.
-We read each ``mem_section`` root with one read and decode the sections in
-Python, so the walk costs one drgn read per 128 (or more) sections.
+We read the root pointers with one read and each ``mem_section`` root with
+one more, and decode the sections in Python, so the walk costs one drgn read
+per 128 (or more) sections.
 
 FLATMEM (alloc_node_page_ext()): ``pglist_data.node_page_ext`` points at
 the node's table itself; index 0 is the node's first pfn rounded down to
 MAX_ORDER_NR_PAGES, and one extra MAX_ORDER_NR_PAGES block of entries is
-allocated when either end of the node is unaligned.  (The seed, v3.19,
-indexed from node_start_pfn exactly; the rounding is present by v4.19.)
+allocated when either end of the node is unaligned (the rule
+``flatmem_max_order_slack``; the seed, v3.19, indexed from node_start_pfn
+exactly).
+
+Everything the kernel counts is bounded by what the kernel itself allows:
+section numbers by NR_MEM_SECTIONS, memory blocks by the sections they can
+hold (and the device list by a cycle guard), nodes by nr_node_ids.  What
+cannot be read is recorded in a :class:`~inspector.model.Missing`, never
+taken as "no table".
 
 :func:`entry_address` is the one place that maps a pfn to its entry; the
-verifier and the client decoders use it too.
+verifier, the helpers and the client decoders use it too.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import drgn
-from drgn.helpers.linux.mm import for_each_memory_block, pfn_to_page, virt_to_pfn
+from drgn.helpers.linux.mm import virt_to_pfn
 
-from .discover import Geometry, release_version
-from .model import INVALID, OFFLINE, ONLINE, Layout, SectionInfo, Table
-from .target import TargetError
+from . import kernel as k
+from .errors import TargetError
+from .model import INVALID, OFFLINE, ONLINE, Geometry, Layout, Missing, SectionInfo, Table
 
 PAGE_EXT_INVALID = 0x1  # include/linux/page_ext.h, v6.1+ (b1d5488a252d)
 
 Progress = Callable[[int, int], None]  # (done, total)
 
+# The section flag bits, unchanged since they were introduced: PRESENT and
+# HAS_MEM_MAP in 29751f6991e8 (v2.6.13), IS_ONLINE in 2d070eab2e82 (v4.13),
+# IS_EARLY in 326e1b8f83a4 (v5.3).  From ed7802dd48f7 (v6.0) they are an
+# anonymous enum of *_BIT numbers, which we prefer when the DWARF has it.
+SECTION_FLAGS = {"SECTION_MARKED_PRESENT": 0x1, "SECTION_HAS_MEM_MAP": 0x2,
+                 "SECTION_IS_ONLINE": 0x4, "SECTION_IS_EARLY": 0x8}
 
-def unbias(stored: int, section_start_pfn: int, entry_size: int, has_invalid_bit: bool) -> int:
+
+def unbias(stored: int, section_start_pfn: int, entry_size: int, invalid_bit: bool) -> int:
     """The base address of a section's table from ``mem_section.page_ext``."""
-    if has_invalid_bit:
+    if invalid_bit:
         stored &= ~PAGE_EXT_INVALID
     return (stored + entry_size * section_start_pfn) & 0xFFFFFFFFFFFFFFFF
 
@@ -45,66 +60,133 @@ def unbias(stored: int, section_start_pfn: int, entry_size: int, has_invalid_bit
 def entry_address(table: Table, pfn: int, entry_size: int) -> int:
     """Address of pfn's ``struct page_ext`` within ``table`` (get_entry()).
 
-    Works for both models because Table.start_pfn is the pfn of index 0.
-    """
+    Works for both models because Table.start_pfn is the pfn of index 0."""
     index = pfn - table.start_pfn
     if not 0 <= index < table.nr_pages:
         raise ValueError(f"pfn {pfn:#x} is outside the table starting at pfn {table.start_pfn:#x}")
-    return table.address + entry_size * index
+    return (table.address + entry_size * index) & 0xFFFFFFFFFFFFFFFF
 
 
-def online_spans(layout: Layout, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[Table, int, int]]:
-    """(table, a, b) for each online table overlapping pfns [lo, hi), clipped
-    to [a, b), in pfn order: the pages whose entries the clients can decode."""
-    for t in sorted((t for t in layout.tables if t.state == ONLINE), key=lambda t: t.start_pfn):
-        a, b = max(t.start_pfn, lo), min(t.start_pfn + t.nr_pages, hi)
-        if a < b:
-            yield t, a, b
-
-
-def online_table_for(layout: Layout, pfn: int) -> Optional[Table]:
-    """The online table holding pfn's entry, or None (no table, or offline/invalid)."""
-    return next((t for t, _, _ in online_spans(layout, pfn, pfn + 1)), None)
-
-
-def read_entries(prog: drgn.Program, table: Table, lo: int, hi: int, entry_size: int) -> bytes:
-    """The entries of pfns [lo, hi) of ``table`` in one read (TargetError if unreadable)."""
-    try:
-        return prog.read(entry_address(table, lo, entry_size), (hi - lo) * entry_size)
-    except drgn.FaultError as e:
-        raise TargetError(f"cannot read the page_ext table of pfns {lo:#x}-{hi:#x}: {e}") from None
-
-
-def _section_flag_bits(prog: drgn.Program) -> dict[str, int]:
-    # drgn knows each version's section flag values (the enum since v5.x,
-    # constants before); reuse its table rather than keep a second one.
-    try:
-        from drgn.helpers.linux.mmzone import _section_flags
-        return dict(_section_flags(prog))
-    except Exception:
-        return {"SECTION_MARKED_PRESENT": 0x1, "SECTION_HAS_MEM_MAP": 0x2,
-                "SECTION_IS_ONLINE": 0x4, "SECTION_IS_EARLY": 0x8}
-
-
-def _memory_blocks(prog: drgn.Program) -> dict[int, tuple[int, str]]:
-    """memory block number -> (nid, state name), from drivers/base/memory.c."""
-    from drgn.helpers.linux.mm import decode_memory_block_state
-    out = {}
-    try:
-        spb = prog.object("sections_per_block", drgn.FindObjectFlags.ANY, "memory.c").value_()
-        for mem in for_each_memory_block(prog):
-            out[mem.start_section_nr.value_() // spb] = (mem.nid.value_(), decode_memory_block_state(mem))
-    except (LookupError, drgn.FaultError, ZeroDivisionError, AttributeError):
-        return {}
+def section_flag_bits(prog: drgn.Program) -> dict[str, int]:
+    """SECTION_* flag name -> mask, from the DWARF enum (v6.0+) or the fixed values."""
+    out = dict(SECTION_FLAGS)
+    for name in SECTION_FLAGS:
+        bit = k.constant(prog, name + "_BIT")
+        if bit is not None:
+            out[name] = 1 << bit
     return out
 
 
-def _node_spans(prog: drgn.Program) -> list[tuple[int, int, int]]:
+def nr_mem_sections(prog: drgn.Program) -> int:
+    """NR_MEM_SECTIONS = 1 << (MAX_PHYSMEM_BITS - SECTION_SIZE_BITS): the most
+    sections this kernel can address."""
+    bits = prog["MAX_PHYSMEM_BITS"].value_() - prog["SECTION_SIZE_BITS"].value_()
+    return 1 << max(0, bits)
+
+
+def highest_present_section_nr(prog: drgn.Program) -> tuple[int, Optional[str]]:
+    """(highest section number worth visiting, a note if the kernel's own value
+    was out of range).  ``__highest_present_section_nr`` exists from
+    c4e1be9ec113 (v4.13); before, every section may be present."""
+    limit = nr_mem_sections(prog) - 1
+    value = k.value(prog, "__highest_present_section_nr")
+    if value is None:
+        return limit, None
+    if not 0 <= value <= limit:
+        return limit, (f"__highest_present_section_nr is {value}, beyond NR_MEM_SECTIONS - 1 = {limit}: "
+                       "ignored, every section visited")
+    return value, None
+
+
+def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
+                    section_pages: int, spr: int) -> Iterator[tuple[int, int]]:
+    """(root number, address of its first struct mem_section) of allocated roots."""
+    ms = prog["mem_section"]
+    t = ms.type_.unaliased()
+    if t.kind == drgn.TypeKind.ARRAY and t.type.unaliased_kind() == drgn.TypeKind.ARRAY:
+        # Static SPARSEMEM: struct mem_section mem_section[NR_SECTION_ROOTS][SECTIONS_PER_ROOT].
+        step = drgn.sizeof(t.type)
+        for r in range(min(nr_roots, t.length or nr_roots)):
+            yield r, ms.address_ + r * step
+        return
+    # SPARSEMEM_EXTREME: an array of root pointers, or (v4.15+, 83e3c48729d9)
+    # a pointer to a dynamically allocated one.
+    if t.kind == drgn.TypeKind.POINTER:
+        try:
+            base = ms.value_()
+        except drgn.FaultError as e:
+            raise TargetError(f"cannot read mem_section: {e}") from None
+        if not base:
+            return
+    else:
+        base = ms.address_
+        nr_roots = min(nr_roots, t.length or nr_roots)
+    ptr = k.pointer_size(prog)
+    raw, holes = _read(prog, base, nr_roots * ptr)
+    bad = {off // ptr for off, n in holes for off in range(off, off + n, ptr)}
+    fmt = "<Q" if ptr == 8 else "<I"
+    for r in range(nr_roots):
+        if r in bad:
+            missing.page_ext.add(r * spr * section_pages, (r + 1) * spr * section_pages)
+            missing.note(f"mem_section root pointer {r} unreadable")
+            continue
+        addr, = struct.unpack_from(fmt, raw, r * ptr)
+        if addr:
+            yield r, addr
+
+
+def _read(prog: drgn.Program, addr: int, size: int) -> tuple[bytes, list]:
+    from .reader import read_or_holes
+    return read_or_holes(prog, addr, size)
+
+
+def memory_blocks(prog: drgn.Program, bound: int, missing: Optional[Missing] = None) -> dict[int, tuple[int, str]]:
+    """memory block number -> (nid, state name), from drivers/base/memory.c.
+
+    At most ``bound`` blocks are visited, each once (a cycle in the device
+    list ends the walk, noted in ``missing``)."""
+    from drgn.helpers.linux.mm import decode_memory_block_state, for_each_memory_block
+
+    out: dict[int, tuple[int, str]] = {}
+    spb = k.value(prog, "sections_per_block", "memory.c")
+    if not spb:
+        return out
+    seen: set[int] = set()
+    try:
+        for mem in for_each_memory_block(prog):
+            addr = mem.value_()
+            if addr in seen or len(seen) >= bound:
+                if missing is not None:
+                    missing.note("the memory block list loops or is longer than the kernel allows: "
+                                 f"stopped after {len(seen)} blocks")
+                break
+            seen.add(addr)
+            nr = mem.start_section_nr.value_()
+            out[nr // spb] = (mem.nid.value_(), decode_memory_block_state(mem))
+    except (LookupError, drgn.FaultError, AttributeError, ValueError) as e:
+        if missing is not None and seen:
+            missing.note(f"memory block list unreadable after {len(seen)} blocks ({e})")
+    return out
+
+
+def node_spans(prog: drgn.Program, missing: Optional[Missing] = None) -> list[tuple[int, int, int]]:
+    """(nid, start_pfn, end_pfn) of each online node."""
     from drgn.helpers.linux.mmzone import for_each_online_pgdat
+
     spans = []
-    for pgdat in for_each_online_pgdat(prog):
-        start = pgdat.node_start_pfn.value_()
-        spans.append((pgdat.node_id.value_(), start, start + pgdat.node_spanned_pages.value_()))
+    try:
+        for pgdat in for_each_online_pgdat(prog):
+            try:
+                start = pgdat.node_start_pfn.value_()
+                spans.append((pgdat.node_id.value_(), start, start + pgdat.node_spanned_pages.value_()))
+            except drgn.FaultError as e:
+                if missing is not None:
+                    missing.note(f"a pglist_data is unreadable ({e})")
+            if len(spans) > k.MAX_NUMNODES_LIMIT:
+                break
+    except (drgn.FaultError, LookupError) as e:
+        if missing is not None:
+            missing.note(f"the online nodes are unreadable ({e})")
     return spans
 
 
@@ -115,134 +197,130 @@ def _nid_for_pfn(spans: list[tuple[int, int, int]], pfn: int) -> Optional[int]:
     return None
 
 
-def _mem_section_roots(prog: drgn.Program, highest_nr: int) -> Iterable[tuple[int, int]]:
-    """(root number, address of its first struct mem_section) for allocated roots."""
-    spr = prog["SECTIONS_PER_ROOT"].value_()
-    mem_section = prog["mem_section"]
-    t = mem_section.type_.unaliased()
-    if t.kind == drgn.TypeKind.POINTER:  # SPARSEMEM_EXTREME (v4.15+: a pointer to roots)
-        mem_section = mem_section.read_()
-        if not mem_section:
-            return
-    root_is_ptr = mem_section.type_.unaliased().type.unaliased_kind() == drgn.TypeKind.POINTER
-    for root_nr in range(highest_nr // spr + 1):
-        root = mem_section[root_nr]
-        if root_is_ptr:
-            addr = root.value_()
-            if not addr:
-                continue
-        else:
-            addr = root.address_
-        yield root_nr, addr
-
-
-def walk_sparse(prog: drgn.Program, geo: Geometry, progress: Optional[Progress] = None) -> Layout:
-    try:
-        return _walk_sparse(prog, geo, progress)
-    except drgn.FaultError as e:
-        raise TargetError(f"cannot read mem_section: {e} (corrupt dump or wrong vmlinux?)") from None
-
-
-def _walk_sparse(prog: drgn.Program, geo: Geometry, progress: Optional[Progress]) -> Layout:
-    from drgn.helpers.linux.mmzone import _highest_present_section_nr
-
+def walk_sparse(prog: drgn.Program, geo: Geometry, missing: Missing,
+                progress: Optional[Progress] = None) -> Layout:
     ms_type = prog.type("struct mem_section")
     ms_size = ms_type.size
     off_map = drgn.offsetof(ms_type, "section_mem_map")
     off_ext = drgn.offsetof(ms_type, "page_ext")
     spr = prog["SECTIONS_PER_ROOT"].value_()
-    flags = _section_flag_bits(prog)
+    flags = section_flag_bits(prog)
     present_bit = flags["SECTION_MARKED_PRESENT"]
-    online_bit = flags.get("SECTION_IS_ONLINE", 0)
-    early_bit = flags.get("SECTION_IS_EARLY", 0)
-    highest = _highest_present_section_nr(prog)
-    blocks = _memory_blocks(prog)
-    spb = geo.sections_per_block or 1
-    spans = _node_spans(prog)
-    layout = Layout(geo.release, geo.memory_model, geo.page_size, geo.section_pages,
-                    geo.entry_size, list(geo.clients), kernel_total_usage=geo.total_usage,
-                    block_sections=geo.sections_per_block, nodes=sorted(n for n, _, _ in spans))
-    layout.sparsemem_extreme = (
-        prog["mem_section"].type_.unaliased().type.unaliased_kind() == drgn.TypeKind.POINTER
-        or prog["mem_section"].type_.unaliased_kind() == drgn.TypeKind.POINTER)
-    unpack = struct.Struct("<Q").unpack_from
-    roots = list(_mem_section_roots(prog, highest))
+    # SECTION_IS_ONLINE is set by online_mem_sections() (2d070eab2e82, v4.13);
+    # before that a present section is online.
+    has_online = k.constant(prog, "SECTION_IS_ONLINE_BIT") is not None or \
+        k.obj(prog, "online_mem_sections") is not None
+    online_bit = flags["SECTION_IS_ONLINE"] if has_online else 0
+    early_bit = flags["SECTION_IS_EARLY"]
+    highest, note = highest_present_section_nr(prog)
+    if note:
+        missing.note(note)
+    pps = geo.section_pages
+    spb = geo.sections_per_block
+    blocks = memory_blocks(prog, nr_mem_sections(prog) // (spb or 1) + 1, missing) if spb else {}
+    spans = node_spans(prog, missing)
+    layout = Layout.of(geo, nodes=sorted(n for n, _, _ in spans))
+    ptr = k.pointer_size(prog)
+    unpack = struct.Struct("<Q" if ptr == 8 else "<I").unpack_from
+    invalid_bit = geo.rules.invalid_bit
+    roots = list(_root_addresses(prog, highest // spr + 1, missing, pps, spr))
     for i, (root_nr, addr) in enumerate(roots):
-        raw = prog.read(addr, ms_size * spr)
+        raw, holes = _read(prog, addr, ms_size * spr)
+        lost = {j for off, n in holes for j in range(off // ms_size, -(-(off + n) // ms_size))}
         for j in range(spr):
             nr = root_nr * spr + j
             if nr > highest:
                 break
+            if j in lost:
+                missing.page_ext.add(nr * pps, (nr + 1) * pps)
+                continue
             mem_map, = unpack(raw, j * ms_size + off_map)
             stored, = unpack(raw, j * ms_size + off_ext)
             present = bool(mem_map & present_bit)
             if not present and not stored:
                 continue
-            start_pfn = nr * geo.section_pages
-            block = nr // spb if geo.sections_per_block else None
+            start_pfn = nr * pps
+            block = nr // spb if spb else None
             node = blocks.get(block, (None, ""))[0] if block is not None else None
             if node is None:
                 node = _nid_for_pfn(spans, start_pfn)
             online = bool(mem_map & online_bit) if online_bit else present
-            sec = SectionInfo(nr, node, present, online, bool(mem_map & early_bit), stored, block)
-            layout.sections.append(sec)
+            layout.sections.append(SectionInfo(nr, node, present, online, bool(mem_map & early_bit), stored, block))
             if not stored:
                 continue
-            invalid = geo.has_invalid_bit and bool(stored & PAGE_EXT_INVALID)
-            base = unbias(stored, start_pfn, geo.entry_size, geo.has_invalid_bit)
+            invalid = invalid_bit and bool(stored & PAGE_EXT_INVALID)
+            base = unbias(stored, start_pfn, geo.entry_size, invalid_bit)
             state = INVALID if invalid else (ONLINE if online else OFFLINE)
-            layout.tables.append(Table(nr, node if node is not None else -1, start_pfn,
-                                       geo.section_pages, base,
-                                       geo.entry_size * geo.section_pages, state, stored=stored))
+            layout.tables.append(Table(nr, node if node is not None else -1, start_pfn, pps, base,
+                                       geo.entry_size * pps, state, stored=stored))
         if progress:
             progress(i + 1, len(roots))
-    _locate_tables(prog, geo, layout)
     return layout
 
 
-def walk_flat(prog: drgn.Program, geo: Geometry, progress: Optional[Progress] = None) -> Layout:
-    from drgn.helpers.linux.mmzone import for_each_online_pgdat
+def flat_table_span(start: int, spanned: int, align: int, slack: bool) -> tuple[int, int]:
+    """(first pfn, entries) of a FLATMEM node table (alloc_node_page_ext())."""
+    if not slack or align <= 1:
+        return start, spanned
+    nr = spanned
+    if start % align or (start + spanned) % align:
+        nr += align
+    return start - start % align, nr
 
-    layout = Layout(geo.release, geo.memory_model, geo.page_size, None, geo.entry_size,
-                    list(geo.clients), kernel_total_usage=geo.total_usage)
-    version = release_version(geo.release)
+
+def walk_flat(prog: drgn.Program, geo: Geometry, missing: Missing,
+              progress: Optional[Progress] = None) -> Layout:
+    from drgn.helpers.linux.mmzone import NODE_DATA
+
+    spans = node_spans(prog, missing)
+    layout = Layout.of(geo, nodes=sorted(n for n, _, _ in spans))
+    found = []
+    for i, (nid, start, end) in enumerate(spans):
+        try:
+            base = NODE_DATA(prog, nid).node_page_ext.value_()
+        except drgn.FaultError as e:
+            missing.note(f"node {nid}'s node_page_ext is unreadable ({e})")
+            missing.page_ext.add(start, end)
+            continue
+        if base and end > start:
+            found.append((nid, start, end, base))
+        if progress:
+            progress(i + 1, len(spans))
+    slack = geo.rules.flatmem_max_order_slack
     align = geo.max_order_nr_pages or 1
-    if version and version <= (3, 19):
-        align = 1  # seed (eefa864b701d): indexed from node_start_pfn, no slack
-    try:
-        for pgdat in for_each_online_pgdat(prog):
-            nid = pgdat.node_id.value_()
-            layout.nodes.append(nid)
-            base = pgdat.node_page_ext.value_()
-            start = pgdat.node_start_pfn.value_()
-            spanned = pgdat.node_spanned_pages.value_()
-            if not base or not spanned:
-                continue
-            nr = spanned
-            if align > 1 and (start % align or (start + spanned) % align):
-                nr += align
-            layout.tables.append(Table(None, nid, start - start % align, nr, base,
-                                       nr * geo.entry_size, ONLINE, stored=base))
-    except drgn.FaultError as e:
-        raise TargetError(f"cannot read pglist_data: {e} (corrupt dump or wrong vmlinux?)") from None
-    _locate_tables(prog, geo, layout)
+    if geo.total_usage is not None and found:
+        # The kernel's own total says which rule made the tables: every merged
+        # kernel rounds and pads; the seed as posted indexed from the node start.
+        padded = sum(flat_table_span(s, e - s, align, True)[1] for _, s, e, _ in found) * geo.entry_size
+        exact = sum(e - s for _, s, e, _ in found) * geo.entry_size
+        if geo.total_usage == exact != padded:
+            slack = False
+        elif geo.total_usage == padded != exact:
+            slack = True
+    if slack != geo.rules.flatmem_max_order_slack:
+        from dataclasses import replace
+        layout.rules = replace(geo.rules, flatmem_max_order_slack=slack)
+    for nid, start, end, base in found:
+        first, nr = flat_table_span(start, end - start, align, slack)
+        layout.tables.append(Table(None, nid, first, nr, base, nr * geo.entry_size, ONLINE, stored=base))
     return layout
 
 
-def _locate_tables(prog: drgn.Program, geo: Geometry, layout: Layout) -> None:
+def locate_tables(prog: drgn.Program, layout: Layout) -> None:
     """Fill in where each table's own memory lives: direct map or vmalloc."""
     present = {s.nr for s in layout.sections if s.present}
+    max_pfn = k.value(prog, "max_pfn")
     for t in layout.tables:
         try:
             pfn = direct_map_pfn(prog, t.address)
-        except (drgn.FaultError, ValueError, LookupError):
+        except (drgn.FaultError, ValueError, LookupError, OverflowError):
             pfn = None
-        if pfn is not None and geo.sparse and pfn // geo.section_pages in present:
+        if pfn is not None and layout.sparse and pfn // layout.section_pages in present:
             t.table_mem, t.table_pfn = "direct", pfn
-            if geo.sections_per_block:
-                t.table_block = pfn // geo.section_pages // geo.sections_per_block
+            if layout.sections_per_block:
+                t.table_block = pfn // layout.section_pages // layout.sections_per_block
             continue
-        if pfn is not None and not geo.sparse and _is_valid_pfn_flat(prog, pfn):
+        if pfn is not None and not layout.sparse and max_pfn is not None and pfn < max_pfn:
             t.table_mem, t.table_pfn = "direct", pfn
             continue
         if _is_vmalloc(prog, t.address):
@@ -270,99 +348,50 @@ def direct_map_pfn(prog: drgn.Program, addr: int) -> int:
     return (addr - offset) >> shift
 
 
-def _is_valid_pfn_flat(prog: drgn.Program, pfn: int) -> bool:
-    try:
-        return pfn < prog["max_pfn"].value_()
-    except (LookupError, drgn.FaultError):
-        return False
-
-
 def _is_vmalloc(prog: drgn.Program, addr: int) -> bool:
     try:
         from drgn.helpers.linux.mm import find_vmap_area
         return bool(find_vmap_area(prog, addr))
-    except Exception:
+    except Exception:  # no vmap_area tree in this kernel or dump: unknown counts as no
         return False
 
 
-def memmap_phys_ranges(prog: drgn.Program, geo: Geometry, layout: Layout) -> list[tuple[int, int]]:
-    """Physical [start, end) ranges backing the memmap of every present section.
+def walk(prog: drgn.Program, geo: Geometry, missing: Optional[Missing] = None,
+         progress: Optional[Progress] = None) -> Layout:
+    """Walk every page_ext table of the kernel ``prog``, described by ``geo``.
 
-    With SPARSEMEM_VMEMMAP the memmap is virtually contiguous but backed by
-    pages from anywhere; we translate it through init_mm's page tables in
-    2 MiB steps (one PMD mapping each on x86-64), falling back to 4 KiB
-    steps where a step is not physically contiguous.
+    What cannot be read goes to ``missing``.  When the kernel's total_usage is
+    unknown (optimized out) and no table exists, page_ext is taken as never
+    allocated, and no client as active.
     """
-    from drgn.helpers.linux.mm import follow_phys
+    missing = missing if missing is not None else Missing()
+    try:
+        layout = walk_sparse(prog, geo, missing, progress) if geo.sparse else \
+            walk_flat(prog, geo, missing, progress)
+    except drgn.FaultError as e:
+        raise TargetError(f"cannot read the memory model's tables: {e} (corrupt dump or wrong vmlinux?)") from None
+    locate_tables(prog, layout)
+    if layout.total_usage is None and not layout.tables and not missing.page_ext:
+        for c in layout.clients:
+            c.active = False
+    return layout
 
-    if not geo.sparse:
-        return []
-    mm = prog["init_mm"].address_of_()
-    page_struct = prog.type("struct page").size
-    step = 2 << 20
-    ranges: list[tuple[int, int]] = []
-    for sec in layout.sections:
-        if not sec.present:
+
+def table_for(layout: Layout, pfn: int) -> Optional[Table]:
+    """The online table holding pfn's entry, or None (no table, or offline/invalid)."""
+    for t in layout.tables:
+        if t.state == ONLINE and t.start_pfn <= pfn < t.end_pfn:
+            return t
+    return None
+
+
+def spans(layout: Layout, lo: int = 0, hi: int = 1 << 64,
+          node: Optional[int] = None) -> Iterator[tuple[Table, int, int]]:
+    """(table, a, b) for each online table overlapping pfns [lo, hi) (and on
+    ``node``), clipped to [a, b), in pfn order."""
+    for t in layout.online_tables():
+        if node is not None and t.node != node:
             continue
-        try:
-            virt = pfn_to_page(prog, sec.nr * geo.section_pages).value_()
-        except (drgn.FaultError, LookupError):
-            continue
-        length = geo.section_pages * page_struct
-        pos = virt
-        while pos < virt + length:
-            n = min(step, virt + length - pos)
-            try:
-                a = follow_phys(mm, pos).value_()
-                b = follow_phys(mm, pos + n - 1).value_()
-            except drgn.FaultError:
-                pos += n
-                continue
-            if b - a == n - 1:
-                ranges.append((a, a + n))
-            else:
-                for p in range(pos, pos + n, geo.page_size):
-                    try:
-                        a = follow_phys(mm, p).value_()
-                        ranges.append((a, a + geo.page_size))
-                    except drgn.FaultError:
-                        pass
-            pos += n
-    return _merge(ranges)
-
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def walk(prog: drgn.Program, geo: Geometry, progress: Optional[Progress] = None) -> Layout:
-    """Walk every page_ext table of the kernel ``prog``."""
-    if geo.sparse:
-        return walk_sparse(prog, geo, progress)
-    return walk_flat(prog, geo, progress)
-
-
-def memory_probe(prog: drgn.Program, geo: Geometry, layout: Layout):
-    """A verify.Memory that reads the target (reads only, never writes)."""
-    from .verify import Memory
-
-    def readable(addr: int, size: int) -> bool:
-        try:
-            prog.read(addr, size)
-            return True
-        except (drgn.FaultError, ValueError):
-            return False
-
-    def page_allocated(pfn: int) -> Optional[bool]:
-        try:
-            return pfn_to_page(prog, pfn)._refcount.counter.value_() > 0
-        except (drgn.FaultError, LookupError, AttributeError):
-            return None
-
-    return Memory(readable, memmap_phys_ranges(prog, geo, layout), page_allocated)
+        a, b = max(t.start_pfn, lo), min(t.end_pfn, hi)
+        if a < b:
+            yield t, a, b

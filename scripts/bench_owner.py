@@ -55,10 +55,10 @@ def naive(core: str, vmlinux: str, limit: int | None) -> tuple[float, int, int]:
     import drgn
     from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
-    from inspector.cli import open_and_walk
+    from inspector import PageExt
 
-    tgt, geo, layout = open_and_walk(core, None, vmlinux, None, False)
-    prog = tgt.prog
+    pe = PageExt.open(core, vmlinux=vmlinux)
+    prog, geo, layout = pe.prog, pe.layout, pe.layout
     off = next(c.offset for c in geo.clients if c.name == "page_owner")
     owner_bit = 1 << prog.constant("PAGE_EXT_OWNER").value_()
     alloc_bit = 1 << prog.constant("PAGE_EXT_OWNER_ALLOCATED").value_()

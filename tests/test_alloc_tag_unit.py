@@ -17,11 +17,9 @@ import struct
 import drgn
 import pytest
 
-from inspector.clients.alloc_tag import (ASSUMED, CODETAG_EMPTY, COMPOUND, NEXT_TAGGED, PAGE_OWNER, AllocTags,
-                                         nonzero_indices)
-from inspector.discover import Geometry
+from inspector import ClientError, NoPageExtError, PageExt
+from inspector.clients.alloc_tag import ASSUMED, CODETAG_EMPTY, COMPOUND, NEXT_TAGGED, PAGE_OWNER
 from inspector.model import Client, Layout, Table
-from inspector.target import TargetError
 
 DATA = 0xFFFFFFFF82000000
 TABLE = 0xFFFF888010000000
@@ -177,24 +175,19 @@ def build(*, compressed: bool = False, key_on: bool = True):
                Client("page_alloc_tagging", REF_OFF, 8, key_on and not compressed, False,
                       "boot with sysctl.vm.mem_profiling=1"),
                Client("page_table_check", 80, 8, True, False)]
-    geo = Geometry("6.12.0", "sparsemem-vmemmap", PAGE_SIZE, 12, 32768, ESZ, "page_ext_size", True, clients)
-    layout = Layout("6.12.0", "sparsemem-vmemmap", PAGE_SIZE, 32768, ESZ, clients,
-                    [Table(1, 0, START_PFN, N, TABLE, ESZ * N)])
-    return prog, geo, layout, addrs
+    layout = Layout(release="6.12.0", memory_model="sparsemem-vmemmap", page_size=PAGE_SIZE, section_pages=N,
+                    entry_size=ESZ, clients=clients, total_usage=ESZ * N, sections_per_block=1, nodes=[0],
+                    tables=[Table(1, 0, START_PFN, N, TABLE, ESZ * N, table_mem="direct", table_pfn=0x10000)])
+    return PageExt(prog, layout=layout), addrs
 
 
-def test_nonzero_indices():
-    buf = bytearray(16 * 5)
-    buf[16 * 1 + 8] = 1
-    buf[16 * 3 + 15] = 0x80
-    buf[16 * 4 + 7] = 1  # outside the field
-    assert nonzero_indices(bytes(buf), 16, 8, 8) == [1, 3]
-    assert nonzero_indices(b"", 16, 8, 8) == []
+def tags(**kw):
+    pe, addrs = build(**kw)
+    return pe.client("page_alloc_tagging"), addrs
 
 
 def test_scan_counts_every_case():
-    prog, geo, layout, addrs = build()
-    at = AllocTags(prog, geo, layout)
+    at, addrs = tags()
     s = at.scan()
     assert s.entries == N
     assert s.empty == 1
@@ -213,16 +206,15 @@ def test_scan_counts_every_case():
 
 
 def test_kernel_counters_sum_cpus_like_alloc_tag_read():
-    prog, geo, layout, addrs = build()
-    k = AllocTags(prog, geo, layout).kernel_counters()
+    at, addrs = tags()
+    k = at.kernel_counters()
     assert k[addrs[0]] == (4 * PAGE_SIZE, 3)
     assert k[addrs[1]] == (8 * PAGE_SIZE, 2)  # -1 page on CPU0 wraps, the sum does not
     assert k[addrs[2]] == (0, 0)
 
 
 def test_one_pfn():
-    prog, geo, layout, addrs = build()
-    at = AllocTags(prog, geo, layout)
+    at, addrs = tags()
     d = at.at(START_PFN + 4)
     assert (d["state"], d["order"], d["order_source"], d["bytes"]) == ("tagged", 2, COMPOUND, 4 * PAGE_SIZE)
     assert d["tag"] == "mm/slub.c:2478 func:alloc_slab_page"
@@ -230,12 +222,12 @@ def test_one_pfn():
     assert tail["state"] == "none" and tail["head_pfn"] == START_PFN + 4 and tail["tag"] == d["tag"]
     assert at.at(START_PFN + 20)["tag"] == "<invalid tag 0xdeadbeef00>"
     assert at.at(START_PFN + 2)["state"] == "empty"
-    with pytest.raises(TargetError, match="no page_ext"):
+    with pytest.raises(NoPageExtError, match="outside memory"):
         at.at(START_PFN + N)
 
 
 def test_inactive_and_compressed_are_refused():
-    with pytest.raises(TargetError, match="inactive in this boot: memory allocation profiling is off"):
-        AllocTags(*build(key_on=False)[:3])
-    with pytest.raises(TargetError, match="compressed"):
-        AllocTags(*build(compressed=True)[:3])
+    with pytest.raises(ClientError, match="inactive in this boot: memory allocation profiling is off"):
+        tags(key_on=False)
+    with pytest.raises(ClientError, match="compressed"):
+        tags(compressed=True)

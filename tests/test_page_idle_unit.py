@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.clients.page_idle import PageIdle
-from inspector.discover import discover
+from inspector import ClientError, PageExt
 from inspector.sim import scenarios
 from inspector.sim.synthetic import build, picture
 from inspector.sim.variants import get
-from inspector.target import TargetError
-from inspector.walk import walk
 
 
 def test_64bit_kernel_is_refused_with_one_clear_line():
     res = scenarios.run(scenarios.load("boot-2-nodes"), "v6.1")
-    prog = build(picture(res, get("v6.1")))
-    geo = discover(prog)
-    assert "page_idle" not in [c.name for c in geo.clients]
-    with pytest.raises(TargetError) as e:
-        PageIdle(prog, geo, walk(prog, geo))
+    pe = PageExt(build(picture(res, get("v6.1"))))
+    assert "page_idle" not in [c.name for c in pe.layout.clients]
+    with pytest.raises(ClientError) as e:
+        pe.client("page_idle")
     msg = str(e.value)
     assert "page->flags" in msg and "64-bit" in msg and "\n" not in msg

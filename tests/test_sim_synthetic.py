@@ -9,6 +9,8 @@ the check it is aimed at.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from inspector.sim import scenarios
@@ -67,7 +69,9 @@ def test_each_corruption_is_caught_by_its_check(name, variant, corruption):
     assert before[intended] == "ok", before
     _, _, checks = inspect_program(build(pic))
     after = {c.name: c for c in checks}
-    assert after[intended].status == "fail", (intended, after[intended])
+    # A hole in the dump is missing data, not a kernel fault: "unknown" (exit 3).
+    want = "unknown" if intended == "readable" else "fail"
+    assert after[intended].status == want, (intended, after[intended])
 
 
 def test_corruptions_that_do_not_apply_are_few():
@@ -105,7 +109,8 @@ def test_diff_explains_total_usage_of_freed_tables_only_without_trace():
     assert diffs and diffs[0].startswith("total_usage")
 
 
-TRACE = scenarios.FIXTURES / "traces" / "dimm-node1-online-offline.jsonl"
+TRACES = Path(__file__).resolve().parent.parent / "fixtures" / "sim" / "traces"
+TRACE = TRACES / "dimm-node1-online-offline.jsonl"
 
 
 def _same_hotplug_as_the_trace():
@@ -172,7 +177,7 @@ def test_invalid_bit_on_an_online_section_fails_coverage_but_not_during_hot_remo
 
 def test_recorded_trace_replays_with_invalidations_left_out():
     from inspector.sim.validate import read_trace
-    header, events = read_trace(str(scenarios.FIXTURES / "traces" / "recorded-6.1-dimm-node1.jsonl"))
+    header, events = read_trace(str(TRACES / "recorded-6.1-dimm-node1.jsonl"))
     assert header["probes"] == "direct" and not [e for e in events if e["event"] == "invalidate"]
     res = _same_hotplug_as_the_trace()
     header = dict(header, release=res.layout.release)

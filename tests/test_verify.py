@@ -10,8 +10,9 @@ import copy
 
 import pytest
 
-from inspector.model import Client, Layout, SectionInfo, Table
-from inspector.report import escape, to_json
+from inspector.model import Client, Layout, PfnRanges, SectionInfo, Table
+from inspector.report import to_json
+from inspector.text import escape
 from inspector.verify import Memory, verify
 
 PAGES = 32768
@@ -19,9 +20,10 @@ ENTRY = 72
 
 
 def clean_layout(nr_sections: int = 4) -> Layout:
-    lay = Layout("6.1.192", "sparsemem-vmemmap", 4096, PAGES, ENTRY,
-                 [Client("page_owner", 8, 56, True), Client("page_table_check", 64, 8, True)],
-                 kernel_total_usage=nr_sections * PAGES * ENTRY, block_sections=1, nodes=[0])
+    lay = Layout(release="6.1.192", memory_model="sparsemem-vmemmap", page_size=4096, section_pages=PAGES,
+                 entry_size=ENTRY,
+                 clients=[Client("page_owner", 8, 56, True), Client("page_table_check", 64, 8, True)],
+                 total_usage=nr_sections * PAGES * ENTRY, sections_per_block=1, nodes=[0])
     base = 0xFFFF888000400000
     for nr in range(nr_sections):
         addr = base + nr * 0x400000
@@ -31,8 +33,8 @@ def clean_layout(nr_sections: int = 4) -> Layout:
     return lay
 
 
-def memory(readable=lambda a, n: True, allocated=lambda pfn: True) -> Memory:
-    return Memory(readable, [(0x100000000, 0x100200000)], allocated)
+def memory(unreadable=lambda t: PfnRanges(), allocated=lambda pfn: True, capacity=None) -> Memory:
+    return Memory(allocated, [(0x100000000, 0x100200000)], unreadable, capacity)
 
 
 def statuses(lay: Layout, mem=None) -> dict[str, str]:
@@ -66,7 +68,7 @@ def test_table_on_the_memmap_fails_no_overlap():
 def test_missing_table_fails_coverage():
     lay = clean_layout()
     del lay.tables[3]
-    lay.kernel_total_usage -= PAGES * ENTRY
+    lay.total_usage -= PAGES * ENTRY
     st = statuses(lay)
     assert st["coverage"] == "fail" and st["total-usage"] == "ok"
 
@@ -82,9 +84,9 @@ def test_table_on_offline_section_fails_coverage_unless_invalid():
 
 def test_total_usage_mismatch_fails_total():
     lay = clean_layout()
-    lay.kernel_total_usage += 4096
+    lay.total_usage += 4096
     assert statuses(lay)["total-usage"] == "fail"
-    lay.kernel_total_usage = lay.total_bytes + 2 * PAGES * ENTRY  # two tables freed since boot
+    lay.total_usage = lay.total_bytes + 2 * PAGES * ENTRY  # two tables freed since boot
     assert statuses(lay)["total-usage"] == "ok"
 
 
@@ -97,11 +99,28 @@ def test_client_past_entry_fails_clients():
     assert statuses(lay)["clients"] == "fail"
 
 
-def test_unreadable_table_fails_readable():
+def test_unreadable_table_page_is_unknown_not_ok():
     lay = clean_layout()
-    bad = lay.tables[1].address + lay.tables[1].bytes - ENTRY
-    st = statuses(lay, memory(readable=lambda a, n: a != bad))
-    assert st["readable"] == "fail"
+    # One 4 KiB page inside table 1 missing from the dump: its entries are unknown.
+    t1 = lay.tables[1]
+    hole = PfnRanges([(t1.start_pfn + 4096 // ENTRY, t1.start_pfn + 2 * 4096 // ENTRY + 1)])
+    st = statuses(lay, memory(unreadable=lambda t: hole if t is t1 else PfnRanges()))
+    assert st["readable"] == "unknown"
+
+
+def test_unknown_last_page_is_not_a_pass():
+    lay = clean_layout()
+    last0 = 0x400 + (PAGES * ENTRY - 1) // 4096
+    st = statuses(lay, memory(allocated=lambda pfn: None if pfn == last0 else True))
+    assert st["extent"] == "unknown"
+
+
+def test_freed_tables_beyond_what_hotplug_could_add_fail_total():
+    lay = clean_layout()
+    lay.total_usage = lay.total_bytes + 2 * PAGES * ENTRY
+    assert statuses(lay, memory(capacity=2))["total-usage"] == "ok"
+    lay.total_usage = lay.total_bytes + 3 * PAGES * ENTRY
+    assert statuses(lay, memory(capacity=2))["total-usage"] == "fail"
 
 
 def test_wrong_extent_fails_extent():
@@ -120,7 +139,7 @@ def test_simulated_layout_skips_memory_checks():
 
 def test_json_is_all_integers_and_schema_keys():
     doc = to_json({"kind": "vmcore", "path": "x"}, clean_layout(), verify(clean_layout(), memory()))
-    assert set(doc) >= {"target", "kernel", "page_ext", "tables", "checks"}
+    assert set(doc) >= {"target", "kernel", "page_ext", "tables", "checks", "missing"}
     assert all(isinstance(t["address"], int) for t in doc["tables"])
     assert set(doc["tables"][0]) == {"section", "node", "start_pfn", "nr_pages", "address", "bytes",
                                      "state", "table_block", "table_mem", "table_pfn"}

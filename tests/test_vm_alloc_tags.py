@@ -200,14 +200,15 @@ def test_tmpfs_fill_is_tagged_at_shmem(snap):
 
 
 def test_tagged_pages_are_page_owner_allocations(snap):
-    from inspector.cli import open_and_walk
-    from inspector.clients.alloc_tag import AllocTags
-    from inspector.clients.page_owner import ALLOCATED, PageOwner
+    from inspector import PageExt
+    from inspector.clients.alloc_tag import SOURCES
+    from inspector.clients.page_owner import ALLOCATED
 
-    tgt, geo, layout = open_and_walk(snap["core"], None, snap["vmlinux"], None, False)
-    po = {r.pfn: r.order for r in PageOwner(tgt.prog, geo, layout).records(ALLOCATED)}
-    at = AllocTags(tgt.prog, geo, layout)
-    tagged = {pfn: (order, src) for _a, _n, hits in at.chunks() for pfn, ref, order, src in hits}
+    pe = PageExt.open(snap["core"], vmlinux=snap["vmlinux"])
+    po = {r.pfn: r.order for r in pe.client("page_owner").records(ALLOCATED)}
+    at = pe.client("page_alloc_tagging")
+    tagged = {pfn: (order, SOURCES[src]) for _a, _n, pfns, _refs, orders, srcs in at.chunks()
+              for pfn, order, src in zip(pfns.tolist(), orders.tolist(), srcs.tolist())}
     not_owned = [p for p in tagged if p not in po]
     order_differs = [(p, tagged[p], po[p]) for p in tagged if p in po and po[p] != tagged[p][0]]
     untagged = [p for p in po if p not in tagged]
@@ -224,12 +225,11 @@ def test_live_guest_agrees_with_its_dump(snap):
 
 def test_one_pfn(snap):
     r = next(r for r in snap["doc"]["tags"] if r["file"] == "mm/shmem.c" and r["pages"] >= 16384)
-    from inspector.cli import open_and_walk
-    from inspector.clients.alloc_tag import AllocTags
+    from inspector import PageExt
 
-    tgt, geo, layout = open_and_walk(snap["core"], None, snap["vmlinux"], None, False)
-    at = AllocTags(tgt.prog, geo, layout)
-    pfn = next(p for _a, _n, hits in at.chunks() for p, ref, _o, _s in hits if ref == r["address"])
+    at = PageExt.open(snap["core"], vmlinux=snap["vmlinux"]).client("page_alloc_tagging")
+    pfn = next(p for _a, _n, pfns, refs, _o, _s in at.chunks() for p, ref in zip(pfns.tolist(), refs.tolist())
+               if ref == r["address"])
     d = json.loads(inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", hex(pfn), "--json").stdout)
     assert d["state"] == "tagged" and d["tag"] == r["tag"]
     text = inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", str(pfn)).stdout
@@ -244,26 +244,24 @@ def test_garbage_refs_are_counted_and_shown_invalid(snap):
     shown as <invalid tag 0x...>, exit 0, and every other tag is unchanged."""
     from drgn.helpers.linux.mm import follow_phys
 
-    from inspector.cli import open_and_walk
-    from inspector.clients.alloc_tag import AllocTags
-    from inspector.walk import entry_address, online_table_for
+    from inspector import PageExt
     from test_vm_owner import elf_offset
 
     elf, vmlinux = snap["elf"], snap["vmlinux"]
-    tgt, geo, layout = open_and_walk(elf, None, vmlinux, None, False)
-    at = AllocTags(tgt.prog, geo, layout)
+    pe = PageExt.open(elf, vmlinux=vmlinux)
+    at = pe.client("page_alloc_tagging")
     shmem = next(r for r in snap["doc"]["tags"] if r["file"] == "mm/shmem.c" and r["pages"] >= 16384)
-    pfns = [p for _a, _n, hits in at.chunks() for p, ref, _o, _s in hits if ref == shmem["address"]][100:102]
+    pfns = [p for _a, _n, ps, refs, _o, _s in at.chunks() for p, ref in zip(ps.tolist(), refs.tolist())
+            if ref == shmem["address"]][100:102]
     wild, inside = 0xDEAD000000001000, shmem["address"] + 8
     with open(elf, "r+b") as f:
         for pfn, bad in zip(pfns, (wild, inside)):
-            t = online_table_for(layout, pfn)
-            virt = entry_address(t, pfn, geo.entry_size) + at.client.offset
-            f.seek(elf_offset(f, follow_phys(tgt.prog["init_mm"].address_of_(), virt).value_()))
+            virt = pe.entry_address(pfn) + at.client.offset
+            f.seek(elf_offset(f, follow_phys(pe.prog["init_mm"].address_of_(), virt).value_()))
             assert struct.unpack("<Q", f.read(8))[0] == shmem["address"]
             f.seek(-8, 1)
             f.write(struct.pack("<Q", bad))
-    proc = inspect("alloc-tags", elf, "-s", vmlinux, "--json")
+    proc = inspect("alloc-tags", elf, "-s", vmlinux, "--json", check_rc=1)  # corrupt refs: exit 1
     doc = json.loads(proc.stdout)
     rows = {r["tag"]: r for r in doc["tags"]}
     assert rows[f"<invalid tag {wild:#x}>"]["allocations"] == 1
@@ -277,7 +275,7 @@ def test_garbage_refs_are_counted_and_shown_invalid(snap):
     assert proc.stderr.strip() == "pageext-inspect: 2 page_ext entries hold 2 pointer(s) that are not allocation tags"
     text = inspect("alloc-tags", elf, "-s", vmlinux, "--pfn", hex(pfns[0])).stdout
     assert f"<invalid tag {wild:#x}>" in text
-    table = inspect("alloc-tags", elf, "-s", vmlinux).stdout
+    table = inspect("alloc-tags", elf, "-s", vmlinux, check_rc=1).stdout
     assert f"<invalid tag {inside:#x}>" in table and "2 invalid (2 distinct pointers)" in table
 
 
@@ -289,7 +287,7 @@ def test_profiling_off_at_boot_is_refused(kernel612, setting, tmp_path):
         assert vm.run("cat /proc/sys/vm/mem_profiling").check().out.strip() == "0"
         proc = inspect("alloc-tags", "--qemu", vm.qmp_path, "-s", vmlinux, check_rc=2)
         assert "inactive in this boot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-        clients = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)
+        clients = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
         row = next(c for c in clients if c["name"] == "page_alloc_tagging")
         assert row["state"] != "active"
         doc = json.loads(inspect("--qemu", vm.qmp_path, "-s", vmlinux, "--json", "--no-progress").stdout)

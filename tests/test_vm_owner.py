@@ -32,6 +32,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import CLIENTS_ON, FRAGMENTS_612, build_kernel, inspect
@@ -55,6 +56,13 @@ def parse_debugfs(text: str) -> dict[tuple[int, int], str]:
         assert key not in recs, key
         recs[key] = block + "\n\n"
     return recs
+
+
+def json_lines(text: str) -> list[dict]:
+    """``owner --json``: one record a line, then the line with the key "missing" (nothing missing here)."""
+    docs = [json.loads(line) for line in text.splitlines()]
+    assert docs and docs[-1]["missing"]["page_ext"] == [] and docs[-1]["missing"]["stack_handles"] == []
+    return docs[:-1]
 
 
 def fields(block: str) -> dict:
@@ -166,12 +174,11 @@ class FreeState:
     """Which pages of the dump are free: inside a buddy block, or with _refcount 0."""
 
     def __init__(self, snap):
-        from inspector.cli import open_and_walk
-        from inspector.clients.page_owner import PageOwner
+        from inspector import PageExt
 
-        tgt, geo, layout = open_and_walk(snap["core"], None, snap["vmlinux"], None, False)
-        self.prog = tgt.prog
-        po = PageOwner(tgt.prog, geo, layout)
+        pe = PageExt.open(snap["core"], vmlinux=snap["vmlinux"])
+        self.prog = pe.prog
+        po = pe.client("page_owner")
         self.in_buddy = {p for pfn, order in po.free_blocks() for p in range(pfn, pfn + (1 << order))}
 
     def refcount(self, pfn: int) -> int:
@@ -261,8 +268,8 @@ def test_memcg_lines_are_the_kernels(snap, compared):
         assert len(keys) >= least, f"the kernel printed {len(keys)} records with {line!r}"
         assert all(without_flags(ours[k]) == without_flags(kernel[k]) for k in keys if k in ours)
         assert sum(k in ours for k in keys) >= least
-    js = json.loads(inspect("owner", snap["core"], "-s", snap["vmlinux"], "--pfn",
-                            str(next(k for k, b in kernel.items() if "memcg pagecg" in b)[0]), "--json").stdout)
+    js = json_lines(inspect("owner", snap["core"], "-s", snap["vmlinux"], "--pfn",
+                            str(next(k for k, b in kernel.items() if "memcg pagecg" in b)[0]), "--json").stdout)[0]
     assert js["memcg"] == "pagecg"
 
 
@@ -301,7 +308,7 @@ def test_escaped_comm_is_the_kernels_bytes_in_debugfs_and_escaped_elsewhere(snap
     pfn = evil[0][0]
     text = inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(pfn)).stdout
     assert "\x1b" not in text and "(ev\\x1bil)" in text
-    js = json.loads(inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(pfn), "--json").stdout)
+    js = json_lines(inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(pfn), "--json").stdout)[0]
     assert js["comm"] == "ev\\x1bil"
 
 
@@ -328,7 +335,7 @@ def test_top_equals_the_aggregate_of_the_kernels_text(snap, compared, by):
     expected_recs = {k: b for k, b in compared["kernel"].items() if k not in set(compared["kernel_only"])}
     expected_recs.update({k: compared["ours"][k] for k in compared["ours_only"]})
     expected = _aggregate(expected_recs, by)
-    rows = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json").stdout)
+    rows = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json").stdout)["rows"]
     got = {}
     for r in rows:
         k = tuple(r["key"]) if by == "stack" else r["key"]
@@ -341,7 +348,7 @@ def test_top_equals_the_aggregate_of_the_kernels_text(snap, compared, by):
     assert sum(p for p, _ in raw.values()) > 20000
     # --threshold and --limit cut the same sorted list.
     top2 = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json", "--limit", "2",
-                              "--threshold", "2").stdout)
+                              "--threshold", "2").stdout)["rows"]
     assert top2 == [r for r in rows if r["pages"] >= 2][:2]
 
 
@@ -367,23 +374,23 @@ def test_pfn_without_page_ext_on_an_offline_hot_added_block(snap):
 
 def test_a_corrupt_handle_prints_invalid_and_the_rest_carry_on(snap):
     """Corrupt one record's handle in our reader's view of the dump."""
-    vmlinux = snap["vmlinux"]
-    from inspector.cli import open_and_walk
-    from inspector.clients.page_owner import PageOwner
+    from inspector import PageExt
 
-    tgt, geo, layout = open_and_walk(snap["core"], None, vmlinux, None, False)
-    po = PageOwner(tgt.prog, geo, layout)
-    recs = list(itertools.islice(po.debugfs_records(), 50))
-    assert len(recs) > 10
-    good = po.debugfs_text(recs[1])
+    pe = PageExt.open(snap["core"], vmlinux=snap["vmlinux"])
+    po = pe.client("page_owner")
+    batch = next(po.batches(debugfs=True))
+    assert len(batch) > 10
+    good = po.debugfs_bytes(batch.take(np.array([1])))
     idx_bits = po.depot._fields[po.depot._index_name]
-    bad_handles = [recs[0].handle ^ (1 << (idx_bits[0] + idx_bits[1] - 1)),  # pool index out of range
-                   recs[0].handle ^ (1 << po.depot._fields["offset"][0])]  # record elsewhere in the pool
+    handle = int(batch.e["handle"][0])
+    bad_handles = [handle ^ (1 << (idx_bits[0] + idx_bits[1] - 1)),  # pool index out of range
+                   handle ^ (1 << po.depot._fields["offset"][0])]  # record elsewhere in the pool
     for bad in bad_handles:
-        recs[0].handle = bad
-        text = po.debugfs_text(recs[0])
+        one = batch.take(np.array([0]))
+        one.e["handle"][0] = bad
+        text = po.debugfs_bytes(one).decode("latin-1")
         assert f" <invalid handle {bad:#x}>\n" in text
-    assert po.debugfs_text(recs[1]) == good
+    assert po.debugfs_bytes(batch.take(np.array([1]))) == good
     assert po.invalid_records == 2 and len(po.depot.invalid) == 2
 
 
@@ -429,7 +436,7 @@ def test_page_table_check_counts_agree_with_pagemap_and_rmap(snap):
 def test_inactive_client_is_reported_as_such(kernel_dir, tmp_path, boot, off, command):
     vmlinux = str(kernel_dir / "vmlinux")
     with TestVM(kernel_dir, cmdline=boot, workdir=str(tmp_path / "vm")) as vm:
-        rows = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)
+        rows = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
         state = {r["name"]: r["state"] for r in rows}
         on = "page_owner" if off == "page_table_check" else "page_table_check"
         assert state[on] == "active"
@@ -447,9 +454,7 @@ def test_a_corrupt_record_in_a_vmcore_is_reported_and_counted(snap):
     <invalid handle 0x...> for it, every other record as before, and the count."""
     from drgn.helpers.linux.mm import follow_phys
 
-    from inspector.cli import open_and_walk
-    from inspector.clients.page_owner import PageOwner
-    from inspector.walk import entry_address, online_table_for
+    from inspector import PageExt
 
     vm, vmlinux = snap["vm"], snap["vmlinux"]
     vm.pause()
@@ -458,13 +463,11 @@ def test_a_corrupt_record_in_a_vmcore_is_reported_and_counted(snap):
     finally:
         vm.resume()
     try:
-        tgt, geo, layout = open_and_walk(elf, None, vmlinux, None, False)
-        po = PageOwner(tgt.prog, geo, layout)
-        rec = list(itertools.islice(po.debugfs_records(), 200))[-1]
-        table = online_table_for(layout, rec.pfn)
-        virt = entry_address(table, rec.pfn, geo.entry_size) + po.client.offset + \
-            drgn_offset(tgt.prog, "handle")
-        phys = follow_phys(tgt.prog["init_mm"].address_of_(), virt).value_()
+        pe = PageExt.open(elf, vmlinux=vmlinux)
+        po = pe.client("page_owner")
+        rec = list(itertools.islice(po.records(debugfs=True), 200))[-1]
+        virt = pe.entry_address(rec.pfn) + po.client.offset + drgn_offset(pe.prog, "handle")
+        phys = follow_phys(pe.prog["init_mm"].address_of_(), virt).value_()
         lo, hi = rec.pfn - 3, rec.pfn + 3
         before = inspect("owner", elf, "-s", vmlinux, "--format", "debugfs", "--range", f"{lo}-{hi}").stdout
         bad = 0xFFFFFFFF  # pool index far beyond the pools allocated
@@ -473,7 +476,7 @@ def test_a_corrupt_record_in_a_vmcore_is_reported_and_counted(snap):
             assert struct.unpack("<I", f.read(4))[0] == rec.handle
             f.seek(-4, 1)
             f.write(struct.pack("<I", bad))
-        proc = inspect("owner", elf, "-s", vmlinux, "--format", "debugfs", "--range", f"{lo}-{hi}")
+        proc = inspect("owner", elf, "-s", vmlinux, "--format", "debugfs", "--range", f"{lo}-{hi}", check_rc=1)
         after = parse_debugfs(proc.stdout)
         assert any(f" <invalid handle {bad:#x}>\n" in b for k, b in after.items() if k[0] == rec.pfn)
         same = {k: b for k, b in parse_debugfs(before).items() if k[0] != rec.pfn}
@@ -505,14 +508,12 @@ def elf_offset(f, phys: int) -> int:
 
 def test_stack_reads_agree_with_drgns_stack_depot_fetch(snap):
     """Every handle in the dump: our one-read entries == drgn's helper's non-inline frames."""
-    from inspector.cli import open_and_walk
-    from inspector.clients.page_owner import PageOwner
+    from inspector import PageExt
 
-    tgt, geo, layout = open_and_walk(snap["core"], None, snap["vmlinux"], None, False)
-    po = PageOwner(tgt.prog, geo, layout)
+    po = PageExt.open(snap["core"], vmlinux=snap["vmlinux"]).client("page_owner")
     handles = {r.handle for r in po.records("all")} | {r.free_handle for r in po.records("all") if r.free_handle}
     assert len(handles) > 100
     for h in handles:
-        where = po.depot._locate(h)
-        assert where is not None, hex(h)
+        where = po.depot.locate(h)
+        assert isinstance(where, tuple), hex(h)
         assert po.depot.pcs_at(*where) == po.depot.fetch_pcs(h), hex(h)

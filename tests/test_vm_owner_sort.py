@@ -213,7 +213,7 @@ def test_top_json_groups_are_the_tools(snap, compared, sorted_outputs, by):
     """``top --by KEY --json`` == page_owner_sort --cull on the kernel's text,
     give or take the explained records; for stacks the tool's groups are
     merged by their stack lines (it also splits them by memcg and migrate lines)."""
-    rows = json.loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", by, "--json").stdout)
+    rows = json.loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", by, "--json").stdout)["rows"]
 
     def group(key):
         if by == "stack":
@@ -396,7 +396,7 @@ def test_show_stacks_counts_are_top_by_stack(snap, since):
     debugfs records.  They agree stack by stack, except the stack of pages
     allocated before page_owner started (init_page_owner() gives them
     early_handle, which is never counted, so show_stacks never lists it)."""
-    rows = json.loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", "stack", "--json").stdout)
+    rows = json.loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", "stack", "--json").stdout)["rows"]
     top = {tuple(r["key"]): r["pages"] for r in rows}
     early = [s for s in top if s[0].startswith("register_early_stack+")]
     assert len(early) == 1, "no boot-time stack in top"
@@ -426,3 +426,33 @@ def test_show_stacks_needs_a_kernel_that_has_it(snap):
         pytest.skip("this kernel has show_stacks")
     proc = inspect("top", snap["core"], "-s", snap["vmlinux"], "--format", "show_stacks", check_rc=2)
     assert "v6.9+" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_handles_format_joined_by_handle_is_the_kernels_show_stacks(snap, since):
+    """``top --format handles`` prints page_owner_stacks/show_handles as v6.19 does
+    ("handle: %d", "nr_base_pages: %d", a blank line) and ``--stacks``
+    show_stacks_handles (frames, "handle: %d", a blank line, every stack, no
+    threshold).  Joined by handle they must give the kernel's own show_stacks
+    (read in the guest before the pause), up to what the dump shows changed."""
+    handles = inspect_bytes("top", snap["core"], "-s", snap["vmlinux"], "--format", "handles").decode("latin-1")
+    stacks = inspect_bytes("top", snap["core"], "-s", snap["vmlinux"], "--format", "handles",
+                           "--stacks").decode("latin-1")
+    pages = {}
+    for block in handles.split("\n\n")[:-1]:
+        h, n = block.split("\n")
+        assert h.startswith("handle: ") and n.startswith("nr_base_pages: "), block
+        pages[int(h.split()[1])] = int(n.split()[1])
+    frames = {}
+    for block in stacks.split("\n\n")[:-1]:
+        lines = block.split("\n")
+        assert lines[-1].startswith("handle: ") and all(ln.startswith(" ") for ln in lines[:-1]), block
+        frames[int(lines[-1].split()[1])] = tuple(ln[1:] for ln in lines[:-1])
+    assert handles.endswith("\n\n") and stacks.endswith("\n\n")
+    assert set(pages) <= set(frames) and len(frames) > len(pages)  # every stack, not only those holding pages
+    joined = {frames[h]: n for h, n in pages.items()}
+    kernel = dict(parse_show_stacks(snap["show_stacks"]))
+    res = classify(kernel, joined, since(snap["stacks_start"]))
+    print(f"\n[{snap['version']}] show_handles joined with show_stacks_handles: {len(pages)} handles, "
+          f"{len(frames)} stacks; against the kernel's show_stacks: {_summary(res)}")
+    assert not res["unexplained"], res["unexplained"][:3]
+    assert res["identical"] >= 0.8 * len(kernel)

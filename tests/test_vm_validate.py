@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import dmesg_page_ext_bytes, inspect
-from inspector.sim.scenarios import FIXTURES
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sim"
 from test_vm_inspect import block_bytes, dimm_blocks, wait_blocks
 
 pytestmark = pytest.mark.vm

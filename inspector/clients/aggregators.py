@@ -28,7 +28,7 @@ We feed it the debugfs text our decoder prints for the target
 write for the same records.
 
 ``show_stacks`` -- /sys/kernel/debug/page_owner_stacks/show_stacks (v6.9,
-4bedfb314bdd "mm,page_owner: display all stacks and their count").  The kernel
+765973a09803 "mm,page_owner: display all stacks and their count").  The kernel
 keeps, per stack depot record used by an allocation, ``stack_record->count``:
 set to 1 when the stack is first added to the ``stack_list`` (newest first,
 after the dummy and failure stacks set up in init_page_owner()), plus
@@ -48,7 +48,7 @@ from typing import Iterable, Iterator, Optional
 
 import drgn
 
-from ..target import TargetError
+from ..errors import ClientError, CorruptError, TargetError, UsageError
 
 # top --by KEY -> page_owner_sort --cull KEY
 CULL = {"stack": "stacktrace", "pid": "pid", "tgid": "tgid", "comm": "name"}
@@ -103,7 +103,7 @@ def page_owner_sort(texts: Iterable[str], by: str) -> list[dict]:
     Each row: ``key`` (bytes for stack and comm, int for pid and tgid),
     ``times``, ``pages`` and ``text`` (the group's output bytes)."""
     if by not in CULL:
-        raise TargetError(f"page_owner_sort has no cull for {by!r} (it culls by: {', '.join(CULL)})")
+        raise UsageError(f"page_owner_sort has no cull for {by!r} (it culls by: {', '.join(CULL)})")
     times: dict = defaultdict(int)
     pages: dict = defaultdict(int)
     for block in _blocks(texts):
@@ -142,13 +142,13 @@ def _c_int(n: int) -> int:
     return n - (1 << 32) if n > _INT_MAX else n
 
 
-def stack_list(prog: drgn.Program) -> Iterator[tuple[int, int, list[int]]]:
-    """(stack_record address, refcount, frames) of each entry of page_owner's
-    ``stack_list``, in list order (what show_stacks walks)."""
+def stack_list(prog: drgn.Program) -> Iterator[tuple[int, int, list[int], int]]:
+    """(stack_record address, refcount, frames, handle) of each entry of
+    page_owner's ``stack_list``, in list order (what show_stacks walks)."""
     try:
         head = prog.object("stack_list", drgn.FindObjectFlags.VARIABLE, "page_owner.c")
     except (LookupError, ValueError):
-        raise TargetError("this kernel keeps no per-stack page counts (page_owner_stacks/show_stacks "
+        raise ClientError("this kernel keeps no per-stack page counts (page_owner_stacks/show_stacks "
                           "is v6.9+)") from None
     try:
         stack = head.read_()
@@ -156,17 +156,19 @@ def stack_list(prog: drgn.Program) -> Iterator[tuple[int, int, list[int]]]:
         while stack.value_():
             addr = stack.value_()
             if addr in seen:
-                raise TargetError(f"page_owner's stack_list loops at {addr:#x}")
+                raise CorruptError(f"page_owner's stack_list loops at {addr:#x}")
             seen.add(addr)
             rec = stack.stack_record.read_()
             if rec.value_():
                 size = rec.size.value_()
                 count = rec.count.refs.counter.value_()
                 if size > rec.entries.type_.length:
-                    raise TargetError(f"stack_record {rec.value_():#x} claims {size} frames")
+                    raise CorruptError(f"stack_record {rec.value_():#x} claims {size} frames")
                 raw = prog.read(rec.entries.address_of_().value_(), size * 8)
                 pcs = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
-                yield rec.value_(), count, pcs
+                handle = rec.handle.handle.value_() if rec.handle.type_.unaliased_kind() == drgn.TypeKind.UNION \
+                    else rec.handle.value_()
+                yield rec.value_(), count, pcs, handle
             stack = stack.next.read_()
     except drgn.FaultError as e:
         raise TargetError(f"cannot read page_owner's stack_list: {e}") from None
@@ -175,7 +177,7 @@ def stack_list(prog: drgn.Program) -> Iterator[tuple[int, int, list[int]]]:
 def show_stacks(po, threshold: int = 0) -> Iterator[dict]:
     """stack_print() of each stack_list entry it would print: ``key`` (frames as
     %pS), ``pages`` (nr_base_pages) and ``text`` (its bytes as latin-1 str)."""
-    for _rec, count, pcs in stack_list(po.prog):
+    for _rec, count, pcs, _handle in stack_list(po.prog):
         nr = _c_int(count - 1)
         if nr < 1 or nr < threshold:
             continue
@@ -184,9 +186,28 @@ def show_stacks(po, threshold: int = 0) -> Iterator[dict]:
         yield {"key": lines, "pages": nr, "text": text}
 
 
-def page_owner_sort_rows(po, by: str) -> list[dict]:
-    """page_owner_sort over the target's own debugfs text."""
-    return page_owner_sort((po.debugfs_text(r) for r in po.debugfs_records()), by)
+def show_handles(po, threshold: int = 0, with_stacks: bool = False) -> Iterator[dict]:
+    """page_owner_stacks/show_handles, or with ``with_stacks`` show_stacks_handles.
+
+    Added in v6.19 (Mauricio Faria de Oliveira, "mm/page_owner: add debugfs
+    file 'show_handles'" and "... 'show_stacks_handles'"): stack_print()
+    walks the same stack_list as show_stacks, and prints per entry either
+    ``handle: %d`` and ``nr_base_pages: %d`` (show_handles: entries with
+    count - 1 >= 1 and >= count_threshold), or every frame as ``" %pS"`` then
+    ``handle: %d`` (show_stacks_handles: every entry with a stack record, no
+    threshold), each entry closed by a blank line.  The handle is
+    ``stack_record->handle.handle``, printed with %d.  A kernel older than
+    6.19 keeps the same list (from 6.9), so the same text is produced for it."""
+    for _rec, count, pcs, handle in stack_list(po.prog):
+        nr = _c_int(count - 1)
+        if not with_stacks and (nr < 1 or nr < threshold):
+            continue
+        h = handle - (1 << 32) if handle >= 1 << 31 else handle
+        if with_stacks:
+            text = "".join(f" {po.symbolize(pc)}\n" for pc in pcs) + f"handle: {h}\n\n"
+        else:
+            text = f"handle: {h}\nnr_base_pages: {nr}\n\n"
+        yield {"key": handle, "pages": nr, "text": text.encode("latin-1")}
 
 
 def limit_rows(rows: Iterable[dict], threshold: int, limit: Optional[int]) -> list[dict]:

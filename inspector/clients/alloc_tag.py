@@ -39,38 +39,69 @@ for page allocation tag compression") ``sysctl.vm.mem_profiling=1,compressed``
 keeps a tag *index* in spare page->flags bits instead and again asks page_ext
 for nothing; we say so rather than decode page flags.
 
-Each page_ext table is read with one ``prog.read`` (and its memmap with one
-more); non-NULL refs are found by byte columns, as in page_owner's scan, and
-only they are unpacked.  Each distinct tag address is checked against the
+Each chunk of a page_ext table and of its memmap is one numpy array (see
+:mod:`.engine`); the non-NULL refs are found by one mask and only they are
+looked at.  Each distinct tag address is checked against the
 kernel's own list of tags (the codetag type's modules, as /proc/allocinfo
 walks them) and decoded once; anything else is an invalid tag, counted and
 shown as ``<invalid tag 0x...>``.  The kernel's counters of every tag are
-summed over the possible CPUs with one read per CPU and cluster of counters.
+summed over the possible CPUs with one read per CPU and cluster of counters;
+a CPU's counters that are not in the dump are counted as missing, never as 0.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import drgn
+import numpy as np
 
-from ..discover import Geometry, require_client
-from ..model import Layout, Table
-from ..target import TargetError
-from ..walk import entry_address, online_spans, online_table_for, read_entries
-from .page_owner import read_memmap
+from .. import kernel as k
+from ..commands import LIMIT, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
+from ..errors import ClientError
+from ..model import Table
+from ..reader import read_or_holes, unknown_items
+from ..text import escape
+from . import ClientSpec, static_key_probe
+from .engine import columns, known_mask, page_fields, record_dtype
 
-CLIENT = "page_alloc_tagging"
+CLIENT_NAME = "page_alloc_tagging"
 CONFIG = "CONFIG_MEM_ALLOC_PROFILING"
 CODETAG_EMPTY = 1  # include/linux/alloc_tag.h, CONFIG_MEM_ALLOC_PROFILING_DEBUG (v6.10+)
 CODETAG_FLAG_INACCURATE = 1  # include/linux/codetag.h (b9e2f58ffb84, 6.17 merge window): "accurate:no"
 MAX_LINENO = 10_000_000  # a sanity bound for tags read without the kernel's list
+MAX_TAG_BYTES = 64 << 20  # a tag range (or counter cluster) larger than this is not believed
+TAG_READ = 1 << 20  # tags are read this many bytes at a time
 
 # Where a tagged page's order came from.
 COMPOUND, PAGE_OWNER, NEXT_TAGGED, ASSUMED = "compound", "page_owner", "next_page_tagged", "assumed_order_0"
+
+
+def _active(prog: drgn.Program) -> Optional[bool]:
+    # lib/alloc_tag.c (v6.10, 22d407b164ff): pages are tagged only while the
+    # static key mem_alloc_profiling_key is on (sysctl.vm.mem_profiling at boot
+    # or run time).  Off with =0 the client still has its space (need() is
+    # mem_profiling_support); =never gives it none.  From v6.13 (4835f747d3ed)
+    # mem_profiling_compressed keeps the tags in page->flags and need() returns
+    # false: nothing in page_ext either way.
+    if static_key_probe("mem_profiling_compressed")(prog):
+        return False
+    if static_key_probe("mem_alloc_profiling_key")(prog) is False:
+        return False
+    return None  # the generic rule on its offset decides
+
+
+CLIENT = ClientSpec(
+    CLIENT_NAME, CONFIG,
+    # lib/alloc_tag.c setup_early_mem_profiling() (v6.10): 0|1 (kstrtobool) or
+    # never; from v6.13 (4835f747d3ed) "1,compressed" moves the tags out of page_ext.
+    "boot with sysctl.vm.mem_profiling=1 (not =never, nor ',compressed' on 6.13+)",
+    "the allocation call site (struct alloc_tag) of each live page allocation",
+    active=_active, decoder="inspector.clients.alloc_tag:AllocTags", commands=("alloc-tags",))
 
 
 @dataclass(frozen=True)
@@ -127,66 +158,35 @@ class Scan:
         return sum(t.pages for t in self.tags.values())
 
 
-def nonzero_indices(buf: bytes, stride: int, offset: int, width: int) -> list[int]:
-    """Indices of the ``stride``-byte records in ``buf`` whose ``width`` bytes at
-    ``offset`` are not all zero; byte columns OR-ed at C speed, no Python step
-    per record."""
-    n = len(buf) // stride
-    if n == 0:
-        return []
-    nz = bytes([0]) + bytes([1]) * 255
-    acc = 0
-    for i in range(width):
-        acc |= int.from_bytes(buf[offset + i::stride][:n].translate(nz), "little")
-    marked = acc.to_bytes(n, "little")
-    out, i = [], marked.find(1)
-    while i >= 0:
-        out.append(i)
-        i = marked.find(1, i + 1)
-    return out
-
-
-def _member_offset(t: drgn.Type, name: str) -> int:
-    return drgn.offsetof(t, name)
-
-
-def require_alloc_tagging(prog: drgn.Program, geo: Geometry):
-    """The active page_alloc_tagging client, or TargetError saying why not."""
-    if not any(c.name == CLIENT for c in geo.clients):
-        raise TargetError(f"this kernel has no {CLIENT} ({CONFIG} is off, or the kernel is older "
+def require_alloc_tagging(session):
+    """The active page_alloc_tagging client, or ClientError saying why not."""
+    prog, lay = session.prog, session.layout
+    if lay.client(CLIENT_NAME) is None:
+        raise ClientError(f"this kernel has no {CLIENT_NAME} ({CONFIG} is off, or the kernel is older "
                           "than 6.10)")
     # v6.13, 4835f747d3ed: with "sysctl.vm.mem_profiling=1,compressed" the
     # references live in page->flags and page_ext holds none.
-    if _key_on(prog, "mem_profiling_compressed"):
-        raise TargetError(f"{CLIENT} keeps its tag references in page flags in this boot "
+    if static_key_probe("mem_profiling_compressed")(prog):
+        raise ClientError(f"{CLIENT_NAME} keeps its tag references in page flags in this boot "
                           "(sysctl.vm.mem_profiling=...,compressed, v6.13+), not in page_ext; "
                           "boot without ',compressed' to use page_ext")
-    client = next(c for c in geo.clients if c.name == CLIENT)
-    if not client.active and _key_on(prog, "mem_alloc_profiling_key") is False:
-        raise TargetError(f"{CLIENT} is compiled in but inactive in this boot: memory allocation "
+    client = lay.client(CLIENT_NAME)
+    if not client.active and static_key_probe("mem_alloc_profiling_key")(prog) is False:
+        raise ClientError(f"{CLIENT_NAME} is compiled in but inactive in this boot: memory allocation "
                           "profiling is off (booted with sysctl.vm.mem_profiling=0 or never, or "
                           "switched off with the vm.mem_profiling sysctl); "
                           f"{client.how_to_enable or 'boot with sysctl.vm.mem_profiling=1'}")
-    return require_client(geo, CLIENT, CONFIG)
-
-
-def _key_on(prog: drgn.Program, name: str) -> Optional[bool]:
-    try:
-        key = prog[name]
-    except KeyError:
-        return None
-    try:
-        return key.key.enabled.counter.value_() > 0
-    except (AttributeError, LookupError, drgn.FaultError):
-        return None
+    return session.require_client(CLIENT_NAME, CONFIG, CLIENT.enable)
 
 
 class AllocTags:
-    """The page_alloc_tagging decoder for one target."""
+    """The page_alloc_tagging decoder of one :class:`~inspector.session.PageExt` session."""
 
-    def __init__(self, prog: drgn.Program, geo: Geometry, layout: Layout):
-        self.prog, self.geo, self.layout = prog, geo, layout
-        self.client = require_alloc_tagging(prog, geo)
+    def __init__(self, session):
+        self.session = session
+        self.prog = prog = session.prog
+        self.layout = session.layout
+        self.client = require_alloc_tagging(session)
         self.ptr_size = prog.type("union codetag_ref").size
         self.ptr_fmt = "<Q" if self.ptr_size == 8 else "<I"
         self._setup_tag_struct()
@@ -204,15 +204,15 @@ class AllocTags:
         prog = self.prog
         at = prog.type("struct alloc_tag")
         ct = prog.type("struct codetag")
-        self.ct_off = _member_offset(at, "ct")  # 0: ref->ct == &tag->ct == tag
+        self.ct_off = drgn.offsetof(at, "ct")  # 0: ref->ct == &tag->ct == tag
         base = self.ct_off
         p = "Q" if self.ptr_size == 8 else "I"
-        fields = [("flags", base + _member_offset(ct, "flags"), "I"),
-                  ("lineno", base + _member_offset(ct, "lineno"), "I"),
-                  ("modname", base + _member_offset(ct, "modname"), p),
-                  ("function", base + _member_offset(ct, "function"), p),
-                  ("filename", base + _member_offset(ct, "filename"), p),
-                  ("counters", _member_offset(at, "counters"), p)]
+        fields = [("flags", base + drgn.offsetof(ct, "flags"), "I"),
+                  ("lineno", base + drgn.offsetof(ct, "lineno"), "I"),
+                  ("modname", base + drgn.offsetof(ct, "modname"), p),
+                  ("function", base + drgn.offsetof(ct, "function"), p),
+                  ("filename", base + drgn.offsetof(ct, "filename"), p),
+                  ("counters", drgn.offsetof(at, "counters"), p)]
         fields.sort(key=lambda f: f[1])
         fmt, pos = "<", 0
         for _name, off, ch in fields:
@@ -227,17 +227,14 @@ class AllocTags:
                                                        "filename", "counters"))
         ctr = prog.type("struct alloc_tag_counters")
         self.ctr_size = ctr.size
-        self.ctr_bytes_off = _member_offset(ctr, "bytes")
-        self.ctr_calls_off = _member_offset(ctr, "calls")
+        self.ctr_bytes_off = drgn.offsetof(ctr, "bytes")
+        self.ctr_calls_off = drgn.offsetof(ctr, "calls")
 
     def _setup_page(self) -> None:
         prog = self.prog
-        pt = prog.type("struct page")
-        self.page_struct_size = pt.size
-        try:
-            self.head_bit = 1 << prog.constant("PG_head").value_()
-        except LookupError:
-            self.head_bit = 0
+        self.pf = page_fields(prog, "flags", "compound_head")
+        self.page_struct_size = self.pf.size
+        self.head_bit = self.pf.head_bit
         # folio_order(): folio->_flags_1 & 0xff, the first tail page's flags
         # word (v6.6, ebc1baf5c9b4 "mm: free up a word in the first tail
         # page"), every kernel that has alloc tags.
@@ -249,7 +246,7 @@ class AllocTags:
     def _setup_owner(self) -> None:
         """page_owner's order and PAGE_EXT_OWNER_ALLOCATED, from the same entries."""
         self.owner = None
-        owner = next((c for c in self.geo.clients if c.name == "page_owner" and c.active), None)
+        owner = next((c for c in self.layout.clients if c.name == "page_owner" and c.active), None)
         if owner is None:
             return
         try:
@@ -281,15 +278,24 @@ class AllocTags:
         if self._catalogue is None:
             self._catalogue = []
             for start, stop, size in self._ranges():
-                try:
-                    raw = self.prog.read(start, stop - start)
-                except drgn.FaultError:
-                    self.catalogue_note = f"cannot read the tags at {start:#x}-{stop:#x}"
+                if stop - start > MAX_TAG_BYTES or size <= 0:
+                    self.catalogue_note = f"the tag range {start:#x}-{stop:#x} is implausible; not read"
                     continue
-                for off in range(0, stop - start - size + 1, size):
-                    addr = start + off
-                    self._raw[addr + self.ct_off] = self.tag_struct.unpack_from(raw, off)
-                    self._catalogue.append(addr + self.ct_off)
+                for piece in range(start, stop, TAG_READ):
+                    end = min(stop, piece + TAG_READ)
+                    end -= (end - start) % size if end < stop else 0
+                    raw, holes = read_or_holes(self.prog, piece, end - piece)
+                    lost = unknown_items(holes, size, (end - piece) // size)
+                    if lost:
+                        self.session.missing.note(f"{sum(b - a for a, b in lost)} allocation tag(s) at "
+                                                  f"{piece:#x}-{end:#x} are not in the dump")
+                    bad = {i for a, b in lost for i in range(a, b)}
+                    for i, off in enumerate(range(0, end - piece - size + 1, size)):
+                        if i in bad:
+                            continue
+                        addr = piece + off
+                        self._raw[addr + self.ct_off] = self.tag_struct.unpack_from(raw, off)
+                        self._catalogue.append(addr + self.ct_off)
         return self._catalogue
 
     def _ranges(self) -> list[tuple[int, int, int]]:
@@ -389,17 +395,25 @@ class AllocTags:
         clusters.append(cur)
         sums: dict[int, list[int]] = {p: [0, 0] for p in ptrs}
         ub, uc = struct.Struct("<Q").unpack_from, struct.Struct("<Q").unpack_from
+        unread = 0
         for off in offsets:
             for cl in clusters:
                 lo, hi = cl[0], cl[-1] + self.ctr_size
+                if hi - lo > MAX_TAG_BYTES:
+                    unread += len(cl)
+                    continue
                 try:
                     buf = self.prog.read((lo + off) & 0xFFFFFFFFFFFFFFFF, hi - lo)
                 except drgn.FaultError:
+                    unread += len(cl)
                     continue
                 for p in cl:
                     s = sums[p]
                     s[0] += ub(buf, p - lo + self.ctr_bytes_off)[0]
                     s[1] += uc(buf, p - lo + self.ctr_calls_off)[0]
+        if unread:
+            self.session.missing.note(f"{unread} per-CPU allocation tag counter(s) are not in the dump: the "
+                                      "kernel's bytes and calls of those tags are too low")
         out = {}
         for addr, c in tags:
             b, n = sums[c]
@@ -408,98 +422,131 @@ class AllocTags:
         return out
 
     # -- page_ext ------------------------------------------------------------------
-    def _order(self, k: int, raw: bytes, memmap: Optional[bytes], pfn: int,
-               next_tagged: bool) -> tuple[int, str]:
-        """The order of the allocation whose first page is entry k of raw."""
-        psz = self.page_struct_size
-        if memmap is not None and self.head_bit:
-            flags = int.from_bytes(memmap[k * psz: k * psz + 8], "little")
-            if flags & self.head_bit and self.flags1_off is not None:
-                # _flags_1 lies in the first tail page: past this chunk when
-                # the head is its last page (a one-pfn read, or a gigantic page).
-                off = k * psz + self.flags1_off
-                if off < len(memmap):
-                    return memmap[off], COMPOUND
-                pair = read_memmap(self.prog, pfn, 2, psz)
-                if pair is not None:
-                    return pair[self.flags1_off], COMPOUND
+    def _entry_dtype(self) -> np.dtype:
+        fields = [("ref", self.client.offset, f"<u{self.ptr_size}")]
         if self.owner is not None:
-            word, bit, order_off, order_st, handle_off, handle_st, early = self.owner
-            esz = self.geo.entry_size
-            if word.unpack_from(raw, k * esz)[0] & bit and \
-                    handle_st.unpack_from(raw, k * esz + handle_off)[0] != early:
-                order = order_st.unpack_from(raw, k * esz + order_off)[0]
-                if order < 64:
-                    return order, PAGE_OWNER
+            word, bit, order_off, order_st, handle_off, handle_st, _early = self.owner
+            fields += [("ext_flags", 0, f"<u{word.size}"), ("order", order_off, f"<u{order_st.size}"),
+                       ("handle", handle_off, f"<u{handle_st.size}")]
+        return record_dtype(fields, self.layout.entry_size)
+
+    def _orders(self, e: np.ndarray, p: Optional[np.ndarray], memmap: Optional[bytes], pknown: np.ndarray,
+                hits: np.ndarray, nxt: np.ndarray, lo: int) -> tuple[np.ndarray, np.ndarray]:
+        """(order, source index into SOURCES) of the allocation starting at each hit."""
+        n = len(hits)
+        order = np.zeros(n, dtype=np.int64)
+        src = np.full(n, 3, dtype=np.int64)  # ASSUMED
+        done = np.zeros(n, dtype=bool)
+        if p is not None and self.head_bit and self.flags1_off is not None:
+            head = ((p["flags"][hits].astype(np.uint64) & np.uint64(self.head_bit)) != 0) & pknown[hits]
+            psz = self.page_struct_size
+            # _flags_1 lies in the first tail page: past this chunk when the head is
+            # its last page (a one-pfn read, or a gigantic page).
+            off = hits.astype(np.int64) * psz + self.flags1_off
+            inside = head & (off < len(memmap))
+            buf = np.frombuffer(memmap, dtype=np.uint8)
+            order[inside] = buf[off[inside]]
+            for i in np.flatnonzero(head & ~inside).tolist():
+                pair, lost = self.session.read_memmap(lo + int(hits[i]), lo + int(hits[i]) + 2)
+                if pair is not None and not lost:
+                    order[i] = pair[self.flags1_off]
+                    inside[i] = True
+            src[inside] = 0
+            done |= inside
+        if self.owner is not None:
+            _word, bit, *_rest, early = self.owner
+            real = ((e["ext_flags"][hits] & bit) != 0) & (e["order"][hits] < 64) & ~done
+            if early is not None:
+                real &= e["handle"][hits] != early
+            order[real] = e["order"][hits][real]
+            src[real] = 1
+            done |= real
         # Only an allocation's first page is tagged: a tagged next page starts
         # another one (or another split piece), so this one is a single page.
-        if next_tagged:
-            return 0, NEXT_TAGGED
-        return 0, ASSUMED
+        single = nxt & ~done
+        src[single] = 2
+        return order, src
 
-    def chunks(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[int, int, list[tuple[int, int, int, str]]]]:
-        """(first pfn, entries read, [(pfn, ref, order, order source)]) per
-        table: every non-NULL ref in [lo, hi), one read of the table and one
-        of its memmap."""
-        esz = self.geo.entry_size
-        off = self.client.offset
-        unpack = struct.Struct(self.ptr_fmt).unpack_from
-        for t, a, b in online_spans(self.layout, lo, hi):
-            raw = read_entries(self.prog, t, a, b, esz)
-            hits = nonzero_indices(raw, esz, off, self.ptr_size)
-            memmap = read_memmap(self.prog, a, b - a, self.page_struct_size) if hits else None
-            out = []
-            for i, k in enumerate(hits):
-                nxt = i + 1 < len(hits) and hits[i + 1] == k + 1
-                if not nxt and k + 1 == b - a and b < t.start_pfn + t.nr_pages:
-                    nxt = self._ref_at(t, b) != 0  # the next page is past the range asked for
-                order, src = self._order(k, raw, memmap, a + k, nxt)
-                out.append((a + k, unpack(raw, k * esz + off)[0], order, src))
-            yield a, b - a, out
+    def chunks(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) \
+            -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """(first pfn, entries read, pfns, refs, orders, order sources) per chunk:
+        every non-NULL ref in [lo, hi)."""
+        dtype = self._entry_dtype()
+        for ch in self.session.chunks(lo, hi, node=node, label="reading allocation tags"):
+            e = columns(ch.entries, dtype, ch.n)
+            known = known_mask(ch.n, ch.unknown)
+            ref = e["ref"].astype(np.uint64)
+            hits = np.flatnonzero((ref != 0) & known)
+            if not len(hits):
+                yield ch.lo, int(known.sum()), hits, ref[hits], hits, hits
+                continue
+            tagged = (ref != 0) & known
+            nxt = np.zeros(len(hits), dtype=bool)
+            inner = hits + 1 < ch.n
+            nxt[inner] = tagged[hits[inner] + 1]
+            last = hits[-1]
+            if last + 1 == ch.n and ch.hi < ch.table.end_pfn:
+                nxt[-1] = self._ref_at(ch.table, ch.hi) != 0  # the next page is past the chunk
+            p = columns(ch.memmap, self.pf.dtype, ch.n) if ch.memmap is not None else None
+            pknown = known_mask(ch.n, ch.memmap_unknown) if p is not None else np.zeros(ch.n, bool)
+            order, src = self._orders(e, p, ch.memmap, pknown, hits, nxt, ch.lo)
+            yield ch.lo, int(known.sum()), hits + ch.lo, ref[hits], order, src
 
-    def scan(self, lo: int = 0, hi: int = 1 << 64) -> Scan:
+    def scan(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Scan:
         s = Scan()
-        tags = s.tags
-        for _a, n, hits in self.chunks(lo, hi):
+        for _a, n, pfns, refs, orders, srcs in self.chunks(lo, hi, node):
             s.entries += n
-            for _pfn, ref, order, src in hits:
-                if ref == CODETAG_EMPTY:
-                    s.empty += 1
-                    continue
-                tp = tags.get(ref)
+            if not len(pfns):
+                continue
+            empty = refs == CODETAG_EMPTY
+            s.empty += int(empty.sum())
+            keep = ~empty
+            refs, orders, srcs = refs[keep], orders[keep], srcs[keep]
+            for i, name in enumerate(SOURCES):
+                c = int((srcs == i).sum())
+                if c:
+                    s.order_source[name] += c
+            uniq, inv = np.unique(refs, return_inverse=True)
+            inv = inv.reshape(-1)
+            allocs = np.bincount(inv, minlength=len(uniq))
+            pages = np.bincount(inv, weights=(np.int64(1) << orders).astype(np.float64), minlength=len(uniq))
+            assumed = np.bincount(inv, weights=(srcs == 3).astype(np.float64), minlength=len(uniq))
+            for ref, al, pg, asm in zip(uniq.tolist(), allocs.tolist(), pages.tolist(), assumed.tolist()):
+                tp = s.tags.get(ref)
                 if tp is None:
-                    tp = tags[ref] = TagPages()
+                    tp = s.tags[ref] = TagPages()
                     if self.tag(ref) is None:
                         s.invalid[ref] = 0
-                tp.allocations += 1
-                tp.pages += 1 << order
-                tp.assumed += src == ASSUMED
-                s.order_source[src] += 1
+                tp.allocations += al
+                tp.pages += int(pg)
+                tp.assumed += int(asm)
                 if ref in s.invalid:
-                    s.invalid[ref] += 1
+                    s.invalid[ref] += al
         s.null = s.entries - s.empty - s.tagged
         return s
 
     # -- one page ------------------------------------------------------------------
-    def at(self, pfn: int) -> dict:
-        """What page_ext says about one pfn (tail pages: their head's tag too)."""
-        t = online_table_for(self.layout, pfn)
-        if t is None:
-            raise TargetError(f"pfn {pfn:#x} has no page_ext (outside memory, or its section is offline)")
-        esz = self.geo.entry_size
-        raw = read_entries(self.prog, t, pfn, pfn + 1, esz)
-        ref = struct.unpack_from(self.ptr_fmt, raw, self.client.offset)[0]
-        memmap = read_memmap(self.prog, pfn, 1, self.page_struct_size)
+    def at(self, pfn: int, _follow: bool = True) -> dict:
+        """What page_ext says about one pfn (a tail page: its head's tag too)."""
+        raw = self.session.entry(pfn)
+        t = self.session.table_for(pfn)
+        e = columns(raw, self._entry_dtype(), 1)
+        ref = int(e["ref"][0])
+        memmap, mm_lost = self.session.read_memmap(pfn, pfn + 1)
+        p = columns(memmap, self.pf.dtype, 1) if memmap is not None and not mm_lost else None
         out = {"pfn": pfn, "ref": ref, "state": None, "tag": None, "order": None, "order_source": None,
                "bytes": None, "head_pfn": None}
         if ref == 0:
             out["state"] = "none"
-            head = self._compound_head(memmap)
-            if head is not None:
+            if p is not None and int(p["compound_head"][0]) & 1:
+                from .engine import head_pfns
+                head = int(head_pfns(self.prog, self.pf, p["compound_head"].astype(np.uint64),
+                                     np.array([pfn], dtype=np.int64))[0])
                 out["head_pfn"] = head
-                if online_table_for(self.layout, head) is not None and head != pfn:
-                    h = self.at(head)
-                    out["tag"] = h["tag"]
+                # One step only: a head that is itself a tail (a loop in a damaged
+                # memmap) is not followed further.
+                if _follow and head != pfn and self.session.table_for(head) is not None:
+                    out["tag"] = self.at(head, _follow=False)["tag"]
             return out
         if ref == CODETAG_EMPTY:
             out["state"] = "empty"
@@ -507,32 +554,126 @@ class AllocTags:
         tag = self.tag(ref)
         out["state"] = "tagged" if tag is not None else "invalid"
         out["tag"] = tag.text() if tag is not None else invalid_text(ref)
-        nxt = pfn + 1 < t.start_pfn + t.nr_pages and self._ref_at(t, pfn + 1) != 0
-        order, src = self._order(0, raw, memmap, pfn, nxt)
-        out.update(order=order, order_source=src, bytes=self.geo.page_size << order)
+        nxt = np.array([pfn + 1 < t.end_pfn and self._ref_at(t, pfn + 1) != 0])
+        order, src = self._orders(e, p, memmap, np.array([p is not None]), np.array([0]), nxt, pfn)
+        o = int(order[0])
+        out.update(order=o, order_source=SOURCES[int(src[0])], bytes=self.layout.page_size << o)
         return out
 
     def _ref_at(self, t: Table, pfn: int) -> int:
+        from ..walk import entry_address
         try:
-            raw = self.prog.read(entry_address(t, pfn, self.geo.entry_size) + self.client.offset, self.ptr_size)
+            raw = self.prog.read(entry_address(t, pfn, self.layout.entry_size) + self.client.offset, self.ptr_size)
         except drgn.FaultError:
             return 0
         return struct.unpack(self.ptr_fmt, raw)[0]
 
-    def _compound_head(self, memmap: Optional[bytes]) -> Optional[int]:
-        """The head pfn of a compound tail page (page->compound_head bit 0)."""
-        if memmap is None:
-            return None
-        try:
-            off = drgn.offsetof(self.prog.type("struct page"), "compound_head")
-        except (LookupError, ValueError):
-            return None
-        word = int.from_bytes(memmap[off: off + 8], "little")
-        if not word & 1:
-            return None
-        from drgn.helpers.linux.mm import page_to_pfn
-        try:
-            page = drgn.Object(self.prog, self.prog.pointer_type(self.prog.type("struct page")), word - 1)
-            return page_to_pfn(page).value_()
-        except (drgn.FaultError, LookupError, ValueError):
-            return None
+
+SOURCES = (COMPOUND, PAGE_OWNER, NEXT_TAGGED, ASSUMED)
+
+
+def alloc_tag_rows(at: AllocTags, s: Scan, kernel: dict, all_tags: bool = False) -> list[dict]:
+    """One row per tag with page_ext refs (and, with all_tags, every kernel tag),
+    by page_ext bytes, then kernel bytes."""
+    page = at.layout.page_size
+    index = {a: i for i, a in enumerate(at.catalogue())}  # the line of /proc/allocinfo, from 0
+    rows = []
+    addrs = list(s.tags)
+    if all_tags:
+        addrs += [a for a in at.catalogue() if a not in s.tags]
+    for addr in addrs:
+        tp = s.tags.get(addr)
+        tag = at.tag(addr)
+        kb, kc = kernel.get(addr, (None, None))
+        rows.append({"tag": tag.text() if tag else invalid_text(addr), "address": addr, "index": index.get(addr),
+                     "file": tag.filename if tag else None, "line": tag.lineno if tag else None,
+                     "function": tag.function if tag else None, "module": tag.modname if tag else None,
+                     "inaccurate": tag.inaccurate if tag else None,
+                     "allocations": tp.allocations if tp else 0, "pages": tp.pages if tp else 0,
+                     "orders_assumed": tp.assumed if tp else 0,
+                     "bytes": (tp.pages if tp else 0) * page, "kernel_bytes": kb, "kernel_calls": kc})
+    rows.sort(key=lambda r: (-r["bytes"], -(r["kernel_bytes"] or 0), r["tag"]))
+    return rows
+
+
+def pfn_text(d: dict) -> str:
+    if d["state"] == "none":
+        if d["head_pfn"] is not None and d["head_pfn"] != d["pfn"]:
+            return (f"pfn {d['pfn']:#x}: no tag of its own; tail page of compound page {d['head_pfn']:#x}"
+                    + (f", tagged {escape(d['tag'])}" if d["tag"] else ", which has no tag either"))
+        return (f"pfn {d['pfn']:#x}: no tag (free, a later page of a multi-page allocation, or allocated before "
+                "page_ext was set up or while profiling was off)")
+    if d["state"] == "empty":
+        return f"pfn {d['pfn']:#x}: CODETAG_EMPTY (deliberately untagged)"
+    why = {COMPOUND: "the compound page's folio order", PAGE_OWNER: "its page_owner record",
+           NEXT_TAGGED: "the next page starts another allocation"}
+    order = "order unknown (counted as 0)" if d["order_source"] == ASSUMED else \
+        f"order {d['order']} ({why.get(d['order_source'], d['order_source'])})"
+    return f"pfn {d['pfn']:#x}: {escape(d['tag'])}  {order}, {d['bytes']} bytes"
+
+
+def run_alloc_tags(ctx: Context) -> int:
+    a = ctx.args
+    n, lo, hi = pfn_selection(a.pfn, a.prange)
+    pe = ctx.session
+    if a.prange is not None or a.node is not None:
+        pe.check_range(lo, hi, a.node)
+    at = pe.client(CLIENT_NAME)
+    if n is not None:
+        d = at.at(n)
+        ctx.echo(json.dumps(d, indent=1) if a.as_json else pfn_text(d))
+        return 0
+    s = at.scan(lo, hi, a.node)
+    kernel = at.kernel_counters()
+    rows = alloc_tag_rows(at, s, kernel, a.all_tags)
+    rows = [r for r in rows if r["bytes"] >= a.threshold]
+    if a.limit:
+        rows = rows[:a.limit]
+    page = at.layout.page_size
+    summary = {"entries": s.entries, "tagged": s.tagged, "none": s.null, "empty": s.empty,
+               "invalid": sum(s.invalid.values()), "invalid_tags": len(s.invalid),
+               "pages": s.pages, "bytes": s.pages * page, "tags": len(s.tags) - len(s.invalid),
+               "order_source": dict(sorted(s.order_source.items())),
+               "kernel": None if not kernel else {
+                   "tags": len(kernel), "bytes": sum(b for b, _ in kernel.values()),
+                   "calls": sum(c for _, c in kernel.values())},
+               "tag_list": at.catalogue_note or "the kernel's"}
+    if a.as_json:
+        ctx.echo(json.dumps({"summary": summary, "tags": rows, "missing": missing_json(ctx)}, indent=1))
+    else:
+        ctx.echo(f"{'bytes':>12} {'pages':>8} {'allocs':>8} {'kernel bytes':>13} {'calls':>8}  tag")
+        for r in rows:
+            kb = "" if r["kernel_bytes"] is None else r["kernel_bytes"]
+            kc = "" if r["kernel_calls"] is None else r["kernel_calls"]
+            ctx.echo(f"{r['bytes']:>12} {r['pages']:>8} {r['allocations']:>8} {kb:>13} {kc:>8}  "
+                     f"{escape(r['tag'])}{'  (inaccurate)' if r.get('inaccurate') else ''}")
+        src = ", ".join(f"{v} {k_.replace('_', ' ')}" for k_, v in summary["order_source"].items()) or "none"
+        ctx.echo(f"page_ext entries  {s.entries}: {s.tagged} tagged ({summary['tags']} tags), "
+                 f"{s.null} without a tag, {s.empty} empty (CODETAG_EMPTY), "
+                 f"{summary['invalid']} invalid ({len(s.invalid)} distinct pointers)")
+        ctx.echo(f"tagged pages      {s.pages} ({s.pages * page} bytes); orders from: {src}")
+        if kernel:
+            kk = summary["kernel"]
+            ctx.echo(f"kernel counters   {kk['bytes']} bytes, {kk['calls']} calls in {kk['tags']} tags "
+                     "(page, slab and percpu allocations: /proc/allocinfo)")
+    if s.invalid:
+        ctx.note(f"{summary['invalid']} page_ext entr{'y' if summary['invalid'] == 1 else 'ies'} hold "
+                 f"{len(s.invalid)} pointer(s) that are not allocation tags")
+        ctx.corrupt += summary["invalid"]
+    return 0
+
+
+COMMANDS = [
+    Command("alloc-tags", "Pages per allocation tag (memory allocation profiling, 6.10+), beside the kernel's "
+            "/proc/allocinfo counters.", run_alloc_tags, (
+                PFN, RANGE, NODE,
+                Opt(("--threshold",), "threshold", "hide tags with fewer page_ext bytes than this", int, 0,
+                    metavar="BYTES", minimum=0),
+                LIMIT,
+                Opt(("--all",), "all_tags", "also the kernel's tags that tag no page", bool, False),
+                Opt(("--json",), "as_json", "JSON", bool, False),
+            ), description="""\b
+Examples:
+  pageext-inspect alloc-tags vmcore -s vmlinux --limit 20
+  pageext-inspect alloc-tags vmcore -s vmlinux --pfn 0x1234""", drgn="alloc_tags", force=True),
+]

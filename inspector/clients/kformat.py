@@ -20,47 +20,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import drgn
 
-from ..report import escape
-
-
-def _flag_table(prog: drgn.Program, name: str) -> list[tuple[int, str]]:
-    """A ``struct trace_print_flags[]`` up to its {0, NULL} terminator."""
-    out = []
-    try:
-        arr = prog[name]
-    except KeyError:
-        return out
-    n = arr.type_.length or 0
-    for i in range(n):
-        e = arr[i]
-        ptr = e.name.value_()
-        if not ptr:
-            break
-        out.append((e.mask.value_(), e.name.string_().decode("latin-1")))
-    return out
-
-
-def format_flags(flags: int, names: Sequence[tuple[int, str]]) -> str:
-    """lib/vsprintf.c format_flags(): names joined by '|', leftover bits in hex."""
-    out = []
-    for mask, name in names:
-        if not flags:
-            break
-        if flags & mask != mask:
-            continue
-        out.append(name)
-        flags &= ~mask
-    text = "|".join(out)
-    if flags:
-        text += ("|" if out else "") + hex(flags)
-    return text
-
-
-def _enum_value(prog: drgn.Program, name: str) -> Optional[int]:
-    try:
-        return prog.constant(name).value_()
-    except (LookupError, ValueError):
-        return None
+from ..helpers import _flag_table, format_flags, gfp_flag_names
+from ..kernel import constant as _enum_value
+from ..text import escape
 
 
 class KernelNames:
@@ -68,9 +30,7 @@ class KernelNames:
 
     def __init__(self, prog: drgn.Program):
         self.prog = prog
-        self.gfp_names = _flag_table(prog, "gfpflag_names")
-        if not self.gfp_names:
-            self.gfp_names = _gfp_enum_names(prog)
+        self.gfp_names = gfp_flag_names(prog)
         self.page_names = _flag_table(prog, "pageflag_names")
         nr = _enum_value(prog, "__NR_PAGEFLAGS")
         self.pageflags_mask = (1 << nr) - 1 if nr is not None else (1 << 64) - 1
@@ -153,17 +113,17 @@ class KernelNames:
         return 1 << bit if bit is not None else None
 
 
-def _gfp_enum_names(prog: drgn.Program) -> list[tuple[int, str]]:
-    """Fallback when gfpflag_names is absent: single bits from ``___GFP_*_BIT``."""
-    out = []
+def kallsyms_in_order(prog: drgn.Program) -> list:
+    """The kernel's own kallsyms symbols, in kallsyms' order (by address, ties
+    in table order), through drgn's public :func:`load_vmlinux_kallsyms`
+    (/proc/kallsyms live as root; else the table VMCOREINFO points at, 6.0+).
+    [] where neither is available; the caller then uses the ELF symbols."""
+    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
     try:
-        enum = prog.constant("___GFP_MOVABLE_BIT").type_
-    except LookupError:
-        return out
-    for name, value in enum.enumerators or ():
-        if name.startswith("___GFP_") and name.endswith("_BIT") and name != "___GFP_LAST_BIT":
-            out.append((1 << value, "__GFP_" + name[len("___GFP_"):-len("_BIT")]))
-    return out
+        index = load_vmlinux_kallsyms(prog)
+        return list(index(prog, None, None, False))
+    except Exception:  # no kallsyms symbols in VMCOREINFO (pre-6.0), no permission, a custom Program
+        return []
 
 
 class Symbolizer:
@@ -182,11 +142,7 @@ class Symbolizer:
         self._addrs: list[int] = []
         self._names: list[str] = []
         self._ends: list[int] = []
-        try:
-            from drgn.helpers.linux.kallsyms import _load_builtin_kallsyms
-            syms = _load_builtin_kallsyms(prog)(prog, None, None, False)
-        except Exception:
-            syms = []  # pre-6.0 VMCOREINFO without kallsyms symbols: ELF symbols below
+        syms = kallsyms_in_order(prog)
         for sym in syms:  # kallsyms order: sorted by address
             if self._addrs and sym.address == self._addrs[-1]:
                 continue  # an alias: the first one is printed
@@ -274,6 +230,19 @@ class KernelStrings:
                 return s
 
 
+def _p_extension_end(fmt: bytes, pos: int) -> int:
+    """End of the letters of a ``%p`` extension starting at ``pos`` (``Gg``,
+    ``Gp``: two letters; ``S``/``s``: one; others: all alphanumerics)."""
+    j, n = pos, len(fmt)
+    while j < n and fmt[j:j + 1].isalnum():
+        j += 1
+        if fmt[pos:pos + 1] == b"G" and j - pos == 2:
+            break
+        if fmt[pos:pos + 1] in (b"S", b"s") and j - pos == 1:
+            break
+    return j
+
+
 def compile_format(fmt: bytes, ext: Callable[[bytes, Any], str], raw: bool = False) -> Callable[[Sequence[Any]], str]:
     """Compile a kernel format string once into ``f(args) -> str``.
 
@@ -300,13 +269,7 @@ def compile_format(fmt: bytes, ext: Callable[[bytes, Any], str], raw: bool = Fal
             parts.append("%%")
             continue
         if conv == b"p":
-            j = pos
-            while j < n and fmt[j:j + 1].isalnum():
-                j += 1
-                if fmt[pos:pos + 1] == b"G" and j - pos == 2:
-                    break
-                if fmt[pos:pos + 1] in (b"S", b"s") and j - pos == 1:
-                    break
+            j = _p_extension_end(fmt, pos)
             letters = fmt[pos:j]
             convs.append(lambda v, letters=letters: ext(letters, v))
             pos = j
@@ -345,3 +308,47 @@ def kprintf(fmt: bytes, args: Sequence[Any], ext: Callable[[bytes, Any], str], r
 def count_conversions(fmt: bytes) -> int:
     return sum(1 for m in _CONV.finditer(fmt) if m.group(5) != b"%")
 
+
+
+def format_pieces(fmt: bytes, args: Sequence[Any]) -> Optional[list]:
+    """A kernel format string as :mod:`inspector.vprintf` pieces over columns.
+
+    Each argument is a numpy array for an integer conversion, or an
+    ``(index, table)`` pair for ``%s`` and ``%p<ext>`` (the text of each
+    record is ``table[index[i]]``, bytes).  None when the format uses a
+    width, precision or conversion the vectorised printf does not do (the
+    caller then formats record by record with :func:`compile_format`)."""
+    from ..vprintf import Dec, Hex, Str
+
+    pieces: list = []
+    pos, n, i = 0, len(fmt), 0
+    while pos < n:
+        m = _CONV.search(fmt, pos)
+        if not m:
+            pieces.append(fmt[pos:])
+            break
+        if m.start() > pos:
+            pieces.append(fmt[pos:m.start()])
+        flags, width, prec, _length, conv = m.groups()
+        pos = m.end()
+        if conv == b"%":
+            pieces.append(b"%")
+            continue
+        if width or prec or flags.replace(b"#", b""):
+            return None
+        if i >= len(args):
+            return None
+        arg = args[i]
+        i += 1
+        if conv == b"p":
+            pos = _p_extension_end(fmt, pos)
+            pieces.append(Str(*arg))
+        elif conv == b"s":
+            pieces.append(Str(*arg))
+        elif conv in (b"d", b"i", b"u"):
+            pieces.append(Dec(arg))
+        elif conv == b"x":
+            pieces.append(Hex(arg, b"#" in flags))
+        else:
+            return None
+    return pieces

@@ -15,12 +15,14 @@ Two resolutions exist, and we follow the target's:
 * ``page_memcg_check()`` (v5.18 .. v6.11, and mainline again by v6.17):
   after the slab line nothing more for a slab page; a kmem page goes
   through its objcg; any other page's word is the memcg itself.
-* Debian's 6.12.117 tree (the 6.12 test kernel) prints "Slab cache page" and
-  stops, and otherwise treats *every* word as an objcg and prints
-  ``objcg->memcg`` -- for a user page that reads a field of the mem_cgroup
-  itself, not a memcg.  We repeat that read, so our text is still the
-  kernel's; the 6.12 VM test shows what it yields.  The code carries no type
-  or symbol of its own, so the choice is by release: 6.12.y.
+* 90f095b816e2 (v7.3-rc1, backported to 7.2.4 and 6.12.115; Debian's
+  6.12.117 test kernel has it) prints "Slab cache page" and stops, and
+  otherwise treats *every* word as an objcg and prints ``objcg->memcg`` --
+  for a user page of 6.12, whose word still holds a mem_cgroup, that reads a
+  field of the mem_cgroup itself, not a memcg.  We repeat that read, so our
+  text is still the kernel's; the 6.12 VM test shows what it yields.  The
+  code carries no type or symbol of its own, so the choice is by version
+  (:func:`reads_every_word_as_objcg`).
 
 Every pointer comes from the dump and may be garbage: a read that faults
 gives no line (the kernel would have oopsed), counted in ``unreadable``.
@@ -32,15 +34,40 @@ from typing import Optional
 
 import drgn
 
-from .kformat import _enum_value
+from ..kernel import constant as _enum_value
+import re
+
+from ..kernel import release
 
 CGROUP_NAME_MAX = 80  # char name[80] in print_page_owner_memcg()
+
+
+def reads_every_word_as_objcg(prog: drgn.Program) -> bool:
+    """Whether the target's print_page_owner_memcg() takes every non-slab
+    memcg_data word for an obj_cgroup (``objcg = memcg_data & ~OBJEXTS_FLAGS_MASK;
+    memcg = obj_cgroup_memcg(objcg)``) instead of calling page_memcg_check().
+
+    That form is 90f095b816e2 ("mm/page_owner: use memcg_data snapshot to avoid
+    TOCTOU in print_page_owner_memcg()", CVE-2026-93216), first in v7.3-rc1 and
+    backported to 7.2.4 (46761406e143) and to 6.12.115 (Debian's 6.12.115-1
+    changelog).  The function is inlined and adds no type, symbol or
+    enumerator (OBJEXTS_FLAGS_MASK is a macro; page_memcg_check() stays as an
+    inline), so only the version tells: these releases and later ones on the
+    same lines.  A 6.18.y backport exists (e15a034d2783) whose first release
+    is not pinned: 6.18.y is read the old way."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release(prog))
+    if not m:
+        return False
+    major, minor, sub = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if (major, minor) >= (7, 3):
+        return True
+    return (major, minor) == (7, 2) and sub >= 4 or (major, minor) == (6, 12) and sub >= 115
 
 
 class MemcgNames:
     """page->memcg_data -> the text print_page_owner_memcg() adds."""
 
-    def __init__(self, prog: drgn.Program, release: tuple[int, ...]):
+    def __init__(self, prog: drgn.Program):
         self.prog = prog
         self.slab_bit = _enum_value(prog, "MEMCG_DATA_OBJEXTS")  # v6.10+
         if self.slab_bit is None:
@@ -51,7 +78,7 @@ class MemcgNames:
             nr = _enum_value(prog, "__NR_MEMCG_DATA_FLAGS")  # MEMCG_DATA_FLAGS_MASK
         self.flags_mask = (nr or 4) - 1
         self.css_online = _enum_value(prog, "CSS_ONLINE") or 2
-        self.objcg_variant = release[:2] == (6, 12)
+        self.objcg_variant = reads_every_word_as_objcg(prog)
         self.available = self.slab_bit is not None
         if self.available:
             objcg = prog.type("struct obj_cgroup")

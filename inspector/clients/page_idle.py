@@ -4,8 +4,8 @@ Idle page tracking (v4.3, 33c3fc71c8cf; Documentation/admin-guide/mm/
 idle_page_tracking.rst) gives every user page two bits.  Writing 1s to
 /sys/kernel/mm/page_idle/bitmap sets Idle on LRU pages (after clearing the
 Accessed bit of every pte mapping them); any access clears it again --
-folio_mark_accessed() directly, a pte access at the next rmap walk --
-and Young records "I cleared an Accessed bit" so reclaim still sees the
+folio_mark_accessed() directly, a pte access at the next rmap walk -- and
+Young records "I cleared an Accessed bit" so reclaim still sees the
 reference.  Where the bits live depends on the word size:
 
 * 64-bit: PG_young and PG_idle in ``page->flags`` -- page_ext is not used;
@@ -21,28 +21,57 @@ reports a pfn idle only if the page is online, on an LRU list, has a
 reference count above zero and is Idle *after* its ptes' Accessed bits were
 cleared -- which clears Idle (and sets Young) on a referenced page.  Right
 after such a read, therefore, an LRU page's Idle bit in page_ext is exactly
-what the read returned; :meth:`PageIdle.bitmap` rebuilds that view from
-page_ext and the memmap (without touching any pte: a page accessed after
-the last read still shows Idle until the kernel next looks).
+what the read returned; :meth:`PageIdle.bitmap_chunks` rebuilds that view
+from page_ext and the memmap (without touching any pte: a page accessed
+after the last read still shows Idle until the kernel next looks).
 
-Each table is read with one ``prog.read`` and unpacked with one Struct whose
-flags word has the target's size (4 bytes on i386); bit numbers come from
-the target's ``enum page_ext_flags``.
+Each chunk is a numpy array whose flags word has the target's size (4 bytes
+on i386); bit numbers come from the target's ``enum page_ext_flags``.  The
+bitmap is produced a chunk at a time, never ``max_pfn / 64`` words at once.
 """
 
 from __future__ import annotations
 
-import struct
+import json
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import drgn
+import numpy as np
 
-from ..discover import Geometry
-from ..model import Layout
-from ..target import TargetError
-from ..walk import online_spans, read_entries
-from .page_owner import build_struct, read_memmap
+from .. import kernel as k
+from ..commands import JSON, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
+from ..errors import ClientError, UsageError
+from ..model import Client, Rules
+from . import ClientSpec
+from .engine import columns, head_pfns, known_mask, member_field, page_fields, record_dtype
+
+
+def _rebuild(prog: drgn.Program, clients: list[Client], rules: Rules, allocated: bool) -> Optional[Client]:
+    """page_idle_ops (32-bit idle page tracking), rebuilt rather than read.
+
+    mm/page_ext.c declares it ``static ... __initdata`` (v4.3, 33c3fc71c8cf,
+    to this day), so after boot its bytes are freed init memory, poisoned and
+    reused: reading .offset would give garbage.  Its facts are fixed instead:
+    need() always returns true, size is 0 (it only uses PAGE_EXT_YOUNG and
+    PAGE_EXT_IDLE in page_ext->flags, need_shared_flags from v6.3), and
+    invoke_need_callbacks() gives it page_ext_size as it stands after
+    page_owner, the only client before it in page_ext_ops[]: sizeof(struct
+    page_ext) plus page_owner's size when page_owner is on.
+    """
+    offset = 0
+    if rules.ops_has_offset:
+        offset = prog.type("struct page_ext").size
+        owner = next((c for c in clients if c.name == "page_owner"), None)
+        if owner is not None and owner.active:
+            offset += owner.size
+    return Client("page_idle", offset, 0, allocated, True if rules.ops_has_shared_flags else None, CLIENT.enable)
+
+
+CLIENT = ClientSpec("page_idle", "CONFIG_PAGE_IDLE_FLAG (32-bit)",
+                    "always on when compiled in (32-bit idle page tracking)",
+                    "idle page tracking's Young and Idle bits (32-bit kernels only)",
+                    rebuild=_rebuild, decoder="inspector.clients.page_idle:PageIdle", commands=("page-idle",))
 
 
 @dataclass
@@ -74,12 +103,8 @@ class IdleEntry:
 
 def no_page_idle_reason(prog: drgn.Program) -> str:
     """Why this kernel keeps no page_idle data in page_ext (one line)."""
-    is64 = bool(prog.platform.flags & drgn.PlatformFlags.IS_64_BIT) if prog.platform else True
-    try:
-        prog.constant("PG_idle")
-        has_pg_idle = True
-    except LookupError:
-        has_pg_idle = False
+    is64 = k.pointer_size(prog) == 8
+    has_pg_idle = k.constant(prog, "PG_idle") is not None
     if is64 or has_pg_idle:
         state = "on" if has_pg_idle else "off"
         return ("page_idle keeps its Young/Idle bits in page->flags (PG_young, PG_idle) on 64-bit kernels, "
@@ -87,106 +112,104 @@ def no_page_idle_reason(prog: drgn.Program) -> str:
     return "this kernel has no page_idle client (CONFIG_IDLE_PAGE_TRACKING / CONFIG_PAGE_IDLE_FLAG is off)"
 
 
+@dataclass
+class IdleChunk:
+    pfn: np.ndarray
+    young: np.ndarray
+    idle: np.ndarray
+    flags: np.ndarray
+    reportable: np.ndarray  # bool: the bitmap can report it (head on LRU, refcount > 0)
+    idle_view: np.ndarray  # bool: the bit a bitmap read returns now
+    lru: Optional[np.ndarray]
+    refcount: Optional[np.ndarray]
+    head: Optional[np.ndarray]
+
+
 class PageIdle:
-    def __init__(self, prog: drgn.Program, geo: Geometry, layout: Layout):
-        self.prog, self.geo, self.layout = prog, geo, layout
-        client = next((c for c in geo.clients if c.name == "page_idle"), None)
+    def __init__(self, session):
+        self.session = session
+        prog = self.prog = session.prog
+        lay = session.layout
+        client = lay.client("page_idle")
         if client is None:
-            raise TargetError(no_page_idle_reason(prog))
+            raise ClientError(no_page_idle_reason(prog))
         if not client.active:
-            raise TargetError("page_idle is compiled in but inactive in this boot "
+            raise ClientError("page_idle is compiled in but inactive in this boot "
                               "(page_ext was never allocated: total_usage is 0)")
-        try:
-            self.young_bit = prog.constant("PAGE_EXT_YOUNG").value_()
-            self.idle_bit = prog.constant("PAGE_EXT_IDLE").value_()
-        except LookupError:
-            raise TargetError("enum page_ext_flags has no PAGE_EXT_YOUNG/PAGE_EXT_IDLE in this kernel's "
-                              "debug info") from None
+        self.young_bit = k.constant(prog, "PAGE_EXT_YOUNG")
+        self.idle_bit = k.constant(prog, "PAGE_EXT_IDLE")
+        if self.young_bit is None or self.idle_bit is None:
+            raise ClientError("enum page_ext_flags has no PAGE_EXT_YOUNG/PAGE_EXT_IDLE in this kernel's "
+                              "debug info")
         pe = prog.type("struct page_ext")
-        flags_member = pe.member("flags")
-        self.word = flags_member.type.size
-        ch = {4: "I", 8: "Q"}[self.word]
-        self.entry, _ = build_struct([("flags", drgn.offsetof(pe, "flags"), ch)], geo.entry_size)
-        pt = prog.type("struct page")
-        fields = [("flags", drgn.offsetof(pt, "flags"), ch),
-                  ("compound_head", drgn.offsetof(pt, "compound_head"), ch),
-                  ("refcount", drgn.offsetof(pt, "_refcount"), "i")]
-        self.page, names = build_struct(fields, pt.size)
-        self._order = [names.index(n) for n in ("flags", "compound_head", "refcount")]
-        self.lru_bit = 1 << prog.constant("PG_lru").value_()
-        self.page_struct_size = pt.size
-        try:
-            self.max_pfn = prog["max_pfn"].value_()
-        except (LookupError, drgn.FaultError):
-            self.max_pfn = None
+        self.word = pe.member("flags").type.size
+        self.dtype = record_dtype([member_field(pe, "flags")], lay.entry_size)
+        self.pf = page_fields(prog, "flags", "compound_head", "_refcount")
+        self.max_pfn = k.value(prog, "max_pfn")
 
-    def _head_pfn(self, compound_head: int, pfn: int) -> int:
-        """pfn of the head page a tail's ``compound_head`` (bit 0 set) points to."""
-        if not compound_head & 1:
-            return pfn
-        from drgn.helpers.linux.mm import page_to_pfn
-        head = drgn.Object(self.prog, "struct page *", value=compound_head - 1)
-        return page_to_pfn(head).value_()
-
-    def entries(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[IdleEntry]:
-        """Every page with page_ext in [lo, hi), with its struct page's LRU state."""
+    def chunks(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Iterator[IdleChunk]:
         ybit, ibit = 1 << self.young_bit, 1 << self.idle_bit
-        for t, a, b in online_spans(self.layout, lo, hi):
-            raw = read_entries(self.prog, t, a, b, self.geo.entry_size)
+        for ch in self.session.chunks(lo, hi, node=node, label="reading page_idle"):
+            e = columns(ch.entries, self.dtype, ch.n)
+            keep = np.flatnonzero(known_mask(ch.n, ch.unknown))
+            pfn = np.arange(ch.lo, ch.hi, dtype=np.int64)
+            flags = e["flags"].astype(np.uint64)
+            young, idle = (flags & ybit) != 0, (flags & ibit) != 0
             # FLATMEM tables carry up to MAX_ORDER_NR_PAGES of slack past the
             # node: those entries have no struct page.
-            mb = min(b, self.max_pfn) if self.max_pfn is not None else b
-            memmap = read_memmap(self.prog, a, mb - a, self.page.size) if mb > a else None
-            pages = list(self.page.iter_unpack(memmap)) if memmap else []
-            o = self._order
-            for k, (flags,) in enumerate(self.entry.iter_unpack(raw)):
-                pfn = a + k
-                if k < len(pages):
-                    p = pages[k]
-                    pflags, chead, ref = (p[i] for i in o)
-                    yield IdleEntry(pfn, flags, bool(flags & ybit), bool(flags & ibit),
-                                    bool(pflags & self.lru_bit), ref, self._head_pfn(chead, pfn))
-                else:
-                    yield IdleEntry(pfn, flags, bool(flags & ybit), bool(flags & ibit), None, None, None)
+            has_page = pfn < self.max_pfn if self.max_pfn is not None else np.ones(ch.n, bool)
+            if ch.memmap is not None:
+                p = columns(ch.memmap, self.pf.dtype, ch.n)
+                has_page &= known_mask(ch.n, ch.memmap_unknown)
+                lru = (p["flags"].astype(np.uint64) & np.uint64(self.pf.lru_bit)) != 0
+                ref = p["_refcount"].astype(np.int64)
+                head = head_pfns(self.prog, self.pf, p["compound_head"].astype(np.uint64), pfn)
+                # page_idle_get_page(): PageLRU and get_page_unless_zero() act on the head.
+                hidx = head - ch.lo
+                inside = (hidx >= 0) & (hidx < ch.n)
+                h_lru, h_ref, h_idle = lru.copy(), ref.copy(), idle.copy()
+                h_lru[inside] = lru[hidx[inside]]
+                h_ref[inside] = ref[hidx[inside]]
+                h_idle[inside] = idle[hidx[inside]]
+                for i in np.flatnonzero(~inside & has_page).tolist():  # a head in another chunk
+                    hh = self.entry_at(int(head[i]))
+                    h_lru[i], h_ref[i], h_idle[i] = bool(hh.lru), hh.refcount or 0, hh.idle
+                reportable = has_page & h_lru & (h_ref > 0)
+                view = reportable & h_idle
+            else:
+                lru = ref = head = None
+                reportable = view = np.zeros(ch.n, bool)
+            sel = keep
+            yield IdleChunk(pfn[sel], young[sel], idle[sel], flags[sel], reportable[sel], view[sel],
+                            None if lru is None else np.where(has_page, lru, False)[sel],
+                            None if ref is None else ref[sel], None if head is None else head[sel])
 
     def entry_at(self, pfn: int) -> IdleEntry:
-        for e in self.entries(pfn, pfn + 1):
-            return e
-        raise TargetError(f"pfn {pfn:#x} has no page_ext entry (outside every table)")
+        flags = int(columns(self.session.entry(pfn), self.dtype, 1)["flags"][0])
+        mm, mm_lost = self.session.read_memmap(pfn, pfn + 1) if self.max_pfn is None or pfn < self.max_pfn \
+            else (None, [(0, 1)])
+        young, idle = bool(flags >> self.young_bit & 1), bool(flags >> self.idle_bit & 1)
+        if mm is None or mm_lost:
+            return IdleEntry(pfn, flags, young, idle, None, None, None)
+        p = columns(mm, self.pf.dtype, 1)
+        head = int(head_pfns(self.prog, self.pf, p["compound_head"].astype(np.uint64),
+                             np.array([pfn], dtype=np.int64))[0])
+        return IdleEntry(pfn, flags, young, idle, bool(int(p["flags"][0]) & self.pf.lru_bit),
+                         int(p["_refcount"][0]), head)
 
-    def _folio_view(self, lo: int, hi: int) -> Iterator[tuple[IdleEntry, bool, bool]]:
-        """(entry, reportable, idle as the kernel reads it) -- see bitmap()."""
-        # Heads' bits (and LRU flags / refcounts) for tails; tails follow
-        # their head within a table, but look a head up when they do not.
-        heads: dict[int, IdleEntry] = {}
-        for e in self.entries(lo, hi):
-            if e.lru is None:
-                yield e, False, False
-                continue
-            if e.head_pfn == e.pfn:
-                heads = {e.pfn: e}
-                head = e
-            else:
-                head = heads.get(e.head_pfn) or self.entry_at(e.head_pfn)
-                heads[e.head_pfn] = head
-            # page_idle_get_page(): PageLRU and get_page_unless_zero() act on
-            # the head (PF_HEAD / folio refcount).
-            reportable = bool(head.lru) and (head.refcount or 0) > 0
-            yield e, reportable, reportable and head.idle
-
-    def summary(self, lo: int = 0, hi: int = 1 << 64) -> IdleSummary:
+    def summary(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> IdleSummary:
         s = IdleSummary()
-        for e, reportable, idle in self._folio_view(lo, hi):
-            s.pages += 1
-            s.young += e.young
-            s.idle += e.idle
-            s.young_and_idle += e.young and e.idle
-            s.lru_pages += reportable
-            s.idle_lru_pages += idle
+        for c in self.chunks(lo, hi, node):
+            s.pages += len(c.pfn)
+            s.young += int(c.young.sum())
+            s.idle += int(c.idle.sum())
+            s.young_and_idle += int((c.young & c.idle).sum())
+            s.lru_pages += int(c.reportable.sum())
+            s.idle_lru_pages += int(c.idle_view.sum())
         return s
 
-    def bitmap(self, lo: int = 0, hi: Optional[int] = None) -> bytes:
-        """/sys/kernel/mm/page_idle/bitmap as a read would return it for [lo, hi).
+    def bitmap_chunks(self, lo: int = 0, hi: Optional[int] = None) -> Iterator[bytes]:
+        """/sys/kernel/mm/page_idle/bitmap as a read would return it for [lo, hi), in pieces.
 
         One bit per pfn in u64 chunks (BITMAP_CHUNK_SIZE, little-endian on
         x86), bit set when the page is on an LRU list with a reference and
@@ -196,13 +219,79 @@ class PageIdle:
         """
         if hi is None:
             if self.max_pfn is None:
-                raise TargetError("max_pfn is unreadable: give the bitmap's end pfn")
+                raise UsageError("max_pfn is unreadable: give the bitmap's end pfn")
             hi = self.max_pfn
         if lo % 64:
-            raise TargetError("the bitmap starts at a multiple of 64 pfns")
-        nwords = (hi - lo) // 64
-        words = [0] * nwords
-        for e, _reportable, idle in self._folio_view(lo, lo + 64 * nwords):
-            if idle:
-                words[(e.pfn - lo) // 64] |= 1 << ((e.pfn - lo) % 64)
-        return struct.pack(f"<{nwords}Q", *words)
+            raise UsageError("the bitmap starts at a multiple of 64 pfns")
+        end = lo + 64 * ((hi - lo) // 64)
+        pos = lo
+        for c in self.chunks(lo, end):
+            if not len(c.pfn):
+                continue
+            first = int(c.pfn[0]) - int(c.pfn[0]) % 64
+            if first > pos:
+                yield bytes((first - pos) // 8)
+                pos = first
+            last = int(c.pfn[-1]) + 1
+            span = -(-(last - pos) // 64) * 64
+            bits = np.zeros(span, dtype=bool)
+            bits[c.pfn[c.idle_view] - pos] = True
+            words = np.packbits(bits.reshape(-1, 8), axis=1, bitorder="little").reshape(-1)
+            yield words.tobytes()
+            pos += span
+        if end > pos:
+            yield bytes((end - pos) // 8)
+
+    def bitmap(self, lo: int = 0, hi: Optional[int] = None) -> bytes:
+        return b"".join(self.bitmap_chunks(lo, hi))
+
+
+def run_page_idle(ctx: Context) -> int:
+    a = ctx.args
+    n, lo, hi = pfn_selection(a.pfn, a.prange)
+    if a.prange is not None or a.node is not None:
+        ctx.session.check_range(lo, hi, a.node)
+    pi = ctx.session.client("page_idle")
+    if n is not None:
+        e = pi.entry_at(n)
+        if a.as_json:
+            ctx.echo(json.dumps(e.to_json(), indent=1))
+        else:
+            head = "" if e.head_pfn in (None, e.pfn) else f"  (tail of {e.head_pfn:#x}, whose bits count)"
+            lru = "unknown" if e.lru is None else ("yes" if e.lru else "no")
+            ctx.echo(f"pfn {e.pfn:#x}  flags {e.flags:#x}  young {int(e.young)}  idle {int(e.idle)}  "
+                     f"lru {lru}  refcount {e.refcount}{head}")
+        return 0
+    if a.bitmap:
+        try:
+            with open(a.bitmap, "wb") as f:
+                for piece in pi.bitmap_chunks():
+                    f.write(piece)
+        except OSError as e:
+            raise UsageError(f"{a.bitmap}: {e.strerror}") from None
+    s = pi.summary(lo, hi, a.node)
+    if a.as_json:
+        ctx.echo(json.dumps(s.to_json() | {"flags_bytes": pi.word, "young_bit": pi.young_bit,
+                                           "idle_bit": pi.idle_bit, "missing": missing_json(ctx)}, indent=1))
+        return 0
+    ctx.echo(f"pages with page_ext   {s.pages}")
+    ctx.echo(f"young                 {s.young}")
+    ctx.echo(f"idle                  {s.idle}")
+    ctx.echo(f"young and idle        {s.young_and_idle}")
+    ctx.echo(f"LRU pages             {s.lru_pages}  (those the kernel's bitmap can report)")
+    ctx.echo(f"idle LRU pages        {s.idle_lru_pages}  (bits set in page_idle/bitmap as read now)")
+    return 0
+
+
+COMMANDS = [
+    Command("page-idle", "Idle page tracking's Young/Idle bits per page (32-bit kernels keep them in page_ext).",
+            run_page_idle, (
+                PFN, RANGE, NODE,
+                Opt(("--bitmap",), "bitmap", "also write /sys/kernel/mm/page_idle/bitmap as a read would return "
+                    "it now, to this file", metavar="FILE", cli_only=True),
+                JSON,
+            ), description="""\b
+Examples:
+  pageext-inspect page-idle core.elf -s vmlinux --bitmap bm
+  pageext-inspect page-idle core.elf -s vmlinux --pfn 0x1234""", drgn="page_idle", force=True),
+]

@@ -4,39 +4,57 @@ mm/page_owner.c keeps a ``struct page_owner`` in each page_ext entry at
 ``page_owner_ops.offset`` (v4.9+, 980ac1672e7e/9300d8dfd282) and two bits in
 the entry's flags word: ``PAGE_EXT_OWNER`` (ever allocated) and, from v5.4,
 ``PAGE_EXT_OWNER_ACTIVE`` (37389167a281), renamed ``PAGE_EXT_OWNER_ALLOCATED``
-in v5.5 (currently allocated).  For each page_ext table the walker found we
-read the table and the section's memmap with one ``prog.read`` each and
-unpack every entry with one precompiled :class:`struct.Struct` whose field
-offsets and C types come from the target's DWARF, so whichever fields this
-version's ``struct page_owner`` has (pid/ts v5.11, free_ts v5.13, tgid/comm
-v5.18, free_pid/free_tgid v6.8) are decoded and absent ones are None.
+before the v5.4 release (currently allocated).  Each chunk of a table and of the memmap is
+one numpy structured array (:mod:`.engine`) whose fields -- whichever this
+version's ``struct page_owner`` has: pid/ts v5.11, free_ts v5.13, tgid/comm
+v5.18, free_pid/free_tgid v6.8 -- come from the target's DWARF; absent
+fields are None.
 
-Two selections exist.  :meth:`PageOwner.records` applies ours (``allocated``,
-``freed`` or ``all`` head pages).  :meth:`PageOwner.debugfs_records` repeats
-read_page_owner() of the target version step by step (start at min_low_pfn,
-skip invalid MAX_ORDER blocks and buddy pages by their order, need OWNER and
-ALLOCATED, skip pages not aligned to their order, skip handle 0), and
-:meth:`PageOwner.debugfs_text` prints print_page_owner()'s text with the
-format strings taken from the kernel image (:mod:`.kformat`).  Records are
-yielded one at a time; only the stack cache grows (O(unique stacks)).
+Two selections exist.  Ours (``allocated``, ``freed`` or ``all`` head pages)
+and the kernel's own: read_page_owner() of the target version (start at
+min_low_pfn, skip buddy pages by their order, need OWNER and ALLOCATED,
+skip pages not aligned to their order, skip handle 0), done as whole-array
+masks, the buddy skips included.  A selected chunk is a :class:`Batch`;
+:meth:`PageOwner.debugfs_bytes` prints print_page_owner()'s text for a whole
+batch at once with the format strings taken from the kernel image
+(:mod:`.kformat`) through :mod:`inspector.vprintf`, stacks symbolized once
+per handle.  Values no kernel can hold -- an order above MAX_ORDER, a pid
+above PID_MAX_LIMIT, a time after the dump's own clock -- mark a record
+corrupt: it is shown as such, and left out of the kernel's text and of every
+sum.  Memory holds one chunk and the unique stacks.
 """
 
 from __future__ import annotations
 
-import operator
-import struct
+import csv
+import io
+import json
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import drgn
+import numpy as np
 
-from ..discover import Geometry, release_version, require_client
-from ..model import Layout, Table
-from ..target import TargetError
-from ..walk import online_spans, online_table_for, read_entries
-from .kformat import KernelNames, KernelStrings, Symbolizer, _enum_value, compile_format
+from .. import kernel as k
+from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, THRESHOLD, Command, Context, Opt, missing_json,
+                        pfn_selection)
+from ..errors import ClientError, NoPageExtError, TargetError, UsageError
+from ..model import Table
+from ..text import escape, escape_lines
+from ..vprintf import Dec, Str, render
+from . import ClientSpec, static_key_probe
+from .engine import columns, known_mask, lookup_table, member_field, page_fields, record_dtype
+from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format, format_pieces
 from .memcg import MemcgNames
-from .stackdepot import StackDepot
+from .stackdepot import INVALID, MISSING, StackDepot
+
+CLIENT = ClientSpec(
+    "page_owner", "CONFIG_PAGE_OWNER", "boot with page_owner=on",
+    "who allocated each page: order, gfp, pid/tgid/comm, time and stack (and who freed it)",
+    # DEFINE_STATIC_KEY_FALSE(page_owner_inited), mm/page_owner.c (v4.4+).
+    active=static_key_probe("page_owner_inited"),
+    decoder="inspector.clients.page_owner:PageOwner", commands=("owner", "top"))
 
 ALLOCATED, FREED, ALL = "allocated", "freed", "all"
 
@@ -44,73 +62,32 @@ ALLOCATED, FREED, ALL = "allocated", "freed", "all"
 OWNER_FIELDS = ("order", "last_migrate_reason", "gfp_mask", "handle", "free_handle", "ts_nsec",
                 "free_ts_nsec", "comm", "pid", "tgid", "free_pid", "free_tgid")
 
-
-def _fmt_char(t: drgn.Type) -> str:
-    t = t.unaliased()
-    if t.kind == drgn.TypeKind.ARRAY:
-        return f"{t.length}s"
-    if t.kind == drgn.TypeKind.ENUM:
-        t = t.type
-    if t.kind == drgn.TypeKind.BOOL:
-        return "?"
-    signed = t.is_signed if t.kind == drgn.TypeKind.INT else False
-    return {1: "b", 2: "h", 4: "i", 8: "q"}[t.size] if signed else {1: "B", 2: "H", 4: "I", 8: "Q"}[t.size]
+# Why a record is corrupt (bits of Batch.corrupt).
+C_ORDER, C_PID, C_TS, C_REASON = 1, 2, 4, 8
+CORRUPT_NAMES = {C_ORDER: "order", C_PID: "pid", C_TS: "ts_nsec", C_REASON: "last_migrate_reason"}
 
 
-def build_struct(fields: list[tuple[str, int, str]], size: int) -> tuple[struct.Struct, list[str]]:
-    """A little-endian Struct of ``size`` bytes with each (name, offset, fmt)."""
-    fmt, pos, names = "<", 0, []
-    for name, off, ch in sorted(fields, key=lambda f: f[1]):
-        if off < pos:
-            continue  # overlapping union member: keep the first
-        if off > pos:
-            fmt += f"{off - pos}x"
-        fmt += ch
-        pos = off + struct.calcsize("<" + ch)
-        names.append(name)
-    if size > pos:
-        fmt += f"{size - pos}x"
-    return struct.Struct(fmt), names
+@dataclass
+class Batch:
+    """The selected records of one chunk, as columns."""
+
+    table: Table
+    pfn: np.ndarray  # int64
+    e: np.ndarray  # structured entries (ext_flags + struct page_owner fields)
+    p: Optional[np.ndarray]  # structured struct pages, None where the memmap is unread
+    block_mt: np.ndarray  # pageblock migratetype, -1 unknown
+    corrupt: np.ndarray  # C_* bits
+    suspect: bool = False  # a decode check failed on this table (decoded with --force)
+
+    def __len__(self) -> int:
+        return len(self.pfn)
+
+    def take(self, idx: np.ndarray) -> "Batch":
+        return Batch(self.table, self.pfn[idx], self.e[idx], None if self.p is None else self.p[idx],
+                     self.block_mt[idx], self.corrupt[idx], self.suspect)
 
 
-def byte_preds(word_offset: int, mask: int, value: int, width: int) -> list[tuple[int, bytes]]:
-    """``(word & mask) == value`` for a little-endian word of ``width`` bytes at
-    ``word_offset``, as one (byte offset, 256-entry table) per byte it involves."""
-    preds = []
-    for i in range(width):
-        m, v = (mask >> (8 * i)) & 0xFF, (value >> (8 * i)) & 0xFF
-        if m:
-            preds.append((word_offset + i, bytes(1 if (b & m) == v else 0 for b in range(256))))
-    return preds
-
-
-def scan(buf: bytes, stride: int, preds: list[tuple[int, bytes]]) -> list[int]:
-    """Indices of the ``stride``-byte records in ``buf`` matching every predicate.
-
-    Each predicate looks at one byte column (``buf[off::stride]``, a C-level
-    slice) through a translate table, so a section's 32768 entries are
-    filtered without a Python step per entry; only the hits are unpacked."""
-    marked = None
-    for off, table in preds:
-        col = buf[off::stride].translate(table)
-        marked = col if marked is None else \
-            (int.from_bytes(marked, "little") & int.from_bytes(col, "little")).to_bytes(len(col), "little")
-    if marked is None:
-        return list(range(len(buf) // stride))
-    out, i = [], marked.find(1)
-    while i >= 0:
-        out.append(i)
-        i = marked.find(1, i + 1)
-    return out
-
-
-# Record's fields from struct page_owner, in Record's order.
-RECORD_FIELDS = ("order", "gfp_mask", "handle", "free_handle", "last_migrate_reason", "ts_nsec", "free_ts_nsec",
-                 "pid", "tgid", "comm", "free_pid", "free_tgid")
-_COMM = RECORD_FIELDS.index("comm")
-
-
-@dataclass(slots=True)
+@dataclass
 class Record:
     """One page_owner record (None: the field does not exist in this kernel)."""
 
@@ -128,101 +105,75 @@ class Record:
     comm: Optional[str]
     free_pid: Optional[int]
     free_tgid: Optional[int]
-    page_flags: int
+    page_flags: Optional[int]
     pageblock_mt: Optional[int]
     memcg_data: int = 0
+    corrupt: tuple = ()
 
 
 class PageOwner:
-    """The page_owner decoder for one target."""
+    """The page_owner decoder of one :class:`~inspector.session.PageExt` session."""
 
-    def __init__(self, prog: drgn.Program, geo: Geometry, layout: Layout):
-        self.prog, self.geo, self.layout = prog, geo, layout
-        self.client = require_client(geo, "page_owner", "CONFIG_PAGE_OWNER")
+    def __init__(self, session):
+        self.session = session
+        self.prog = prog = session.prog
+        self.layout = session.layout
+        self.client = session.require_client("page_owner", CLIENT.config, CLIENT.enable)
         self.names = KernelNames(prog)
         self.symbolize = Symbolizer(prog)
-        self.depot = StackDepot(prog, self.symbolize)
+        self.depot = StackDepot(prog, self.symbolize, session.missing)
         self.strings = KernelStrings(prog)
         self._setup_entry()
         self._setup_page()
         self._setup_pageblock()
-        self.memcg = MemcgNames(prog, release_version(geo.release) or (0, 0)) if self.has_memcg else None
+        self.memcg = MemcgNames(prog) if "memcg_data" in self.pf.dtype.names else None
+        self.pid_max = k.pid_max_limit(prog)
+        self._clock: Optional[int] = None
+        self._compiled: dict = {}
         self.invalid_records = 0
-        self._compiled_formats: dict = {}
-        self._gfp_mt_names: dict[int, str] = {}
 
-    # -- layouts from DWARF ---------------------------------------------------
+    # -- layouts from DWARF -----------------------------------------------------------
     def _setup_entry(self) -> None:
         prog = self.prog
-        try:
-            po = prog.type("struct page_owner")
-        except LookupError:
-            raise TargetError("no struct page_owner in the debug info (pre-v4.9 layout is not supported)") \
-                from None
-        flags = prog.constant("PAGE_EXT_OWNER").type_
-        bits = dict(flags.enumerators)
+        po = k.type_or_none(prog, "struct page_owner")
+        if po is None:
+            raise ClientError("no struct page_owner in the debug info (the pre-v4.9 layout is not supported)")
+        bits = k.enumerators(prog, "PAGE_EXT_OWNER")
         self.bit_owner = 1 << bits["PAGE_EXT_OWNER"]
-        # v5.5 PAGE_EXT_OWNER_ALLOCATED; v5.4 PAGE_EXT_OWNER_ACTIVE (37389167a281);
+        # PAGE_EXT_OWNER_ACTIVE (37389167a281, v5.4-rc1), renamed PAGE_EXT_OWNER_ALLOCATED in v5.4-rc4;
         # before v5.4 PAGE_EXT_OWNER itself was cleared on free.
         alloc = bits.get("PAGE_EXT_OWNER_ALLOCATED", bits.get("PAGE_EXT_OWNER_ACTIVE"))
         self.bit_allocated = 1 << alloc if alloc is not None else self.bit_owner
-        word = prog.type("struct page_ext").member("flags").type.size
-        base = self.client.offset
-        fields = [("ext_flags", 0, "Q" if word == 8 else "I")]
+        pe = prog.type("struct page_ext")
+        fields = [member_field(pe, "flags")]
+        fields[0] = ("ext_flags", fields[0][1], fields[0][2])
         self.owner_fields = []
         for m in po.members:
             if m.name in OWNER_FIELDS:
-                fields.append((m.name, base + m.bit_offset // 8, _fmt_char(m.type)))
+                fields.append(member_field(po, m.name, self.client.offset))
                 self.owner_fields.append(m.name)
-        self.entry_struct, self.entry_names = build_struct(fields, self.geo.entry_size)
-        both = self.bit_owner | self.bit_allocated
-        self.owner_preds = byte_preds(0, self.bit_owner, self.bit_owner, word)
-        self.allocated_preds = byte_preds(0, both, both, word)
-        self._idx = {n: i for i, n in enumerate(self.entry_names)}
-        # Record's owner fields out of an unpacked entry in one C call; a field
-        # this kernel lacks points at the None appended to the tuple.
-        absent = len(self.entry_names)
-        self._fields_of = operator.itemgetter(*(self._idx.get(n, absent) for n in RECORD_FIELDS))
+        self.dtype = record_dtype(fields, self.layout.entry_size)
+        self.has = set(self.dtype.names)
 
     def _setup_page(self) -> None:
-        pt = self.prog.type("struct page")
-        self.page_size_struct = pt.size
-        fields = [("flags", 0, "Q")]
-        fields.append(("private", drgn.offsetof(pt, "private"), "Q"))
-        fields.append(("page_type", drgn.offsetof(pt, "page_type" if pt.has_member("page_type")
-                                                   else "_mapcount"), "I"))
         # print_page_owner_memcg() (v5.18, fcf8935832b8) adds "Slab cache page"
-        # / "Charged ... memcg" lines from page->memcg_data (CONFIG_MEMCG): .memcg.
-        self.has_memcg = pt.has_member("memcg_data")
-        if self.has_memcg:
-            fields.append(("memcg_data", drgn.offsetof(pt, "memcg_data"), "Q"))
-        self.page_struct, pnames = build_struct(fields, pt.size)
-        self._pidx = {n: i for i, n in enumerate(pnames)}
+        # / "Charged ... memcg" lines from page->memcg_data (CONFIG_MEMCG).
+        self.pf = page_fields(self.prog, "flags", "private", "page_type|_mapcount", "memcg_data")
         # PageBuddy(): from v4.18 (6e292b9be7f4, "mm: split page_type out from
         # _mapcount") page_type with PAGE_TYPE_BASE 0xf0000000 and PG_buddy 0x80
         # (a *cleared* bit marks the type; #defines, so not in DWARF); from
         # v6.12 (4ffca5a96678, "mm: support only one page_type per page") the
         # top byte equals PGTY_buddy, an enumerator we read from the DWARF.
-        pgty = None
-        try:
-            pgty = self.prog.constant("PGTY_buddy").value_()
-        except LookupError:
-            pass
-        pt_off = drgn.offsetof(pt, "page_type" if pt.has_member("page_type") else "_mapcount")
+        pgty = k.constant(self.prog, "PGTY_buddy")
         if pgty is not None:
-            self.is_buddy = lambda t: (t >> 24) == pgty
-            self.buddy_preds = byte_preds(pt_off, 0xFF000000, pgty << 24, 4)
+            self.is_buddy = lambda t: (t >> np.uint32(24)) == np.uint32(pgty)
         else:
-            self.is_buddy = lambda t: (t & 0xF0000080) == 0xF0000000
-            self.buddy_preds = byte_preds(pt_off, 0xF0000080, 0xF0000000, 4)
-        zone = self.prog.type("struct zone")
-        self.nr_orders = zone.member("free_area").type.length  # MAX_ORDER (<6.4) / MAX_PAGE_ORDER+1
-        self.max_order_nr_pages = 1 << (self.nr_orders - 1)
+            self.is_buddy = lambda t: (t & np.uint32(0xF0000080)) == np.uint32(0xF0000000)
+        self.nr_orders = k.nr_orders(self.prog)  # MAX_ORDER (<6.4) / MAX_PAGE_ORDER + 1
 
     def _setup_pageblock(self) -> None:
         prog = self.prog
-        enum = dict(prog.constant("NR_PAGEBLOCK_BITS").type_.enumerators) \
-            if _enum_value(prog, "NR_PAGEBLOCK_BITS") is not None else {}
+        enum = k.enumerators(prog, "NR_PAGEBLOCK_BITS")
         if "PB_migrate_end" in enum:  # v2.6.24 .. v6.14: PB_migrate..PB_migrate_end
             self.mt_mask = (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1
             self.nr_pageblock_bits = enum["NR_PAGEBLOCK_BITS"]
@@ -230,60 +181,57 @@ class PageOwner:
             self.mt_mask = 7
             self.nr_pageblock_bits = enum.get("NR_PAGEBLOCK_BITS", 4)
         self.pageblock_order, self.pageblock_order_source = self._pageblock_order()
-        try:
-            self.mobility_disabled = bool(prog["page_group_by_mobility_disabled"].value_())
-        except KeyError:
-            self.mobility_disabled = False
+        self.mobility_disabled = bool(k.value(prog, "page_group_by_mobility_disabled"))
         movable = self.names.gfp_bit("__GFP_MOVABLE")
         reclaimable = self.names.gfp_bit("__GFP_RECLAIMABLE")
         if movable is None or reclaimable is None:
             raise TargetError("cannot find __GFP_MOVABLE/__GFP_RECLAIMABLE in the target's gfp names")
         self.gfp_movable_mask = movable | reclaimable
         self.gfp_movable_shift = min(movable, reclaimable).bit_length() - 1
-        ms = prog.type("struct mem_section")
-        self.ms_usage_off = drgn.offsetof(ms, "usage")
-        self.usage_bitmap_off = drgn.offsetof(prog.type("struct mem_section_usage"), "pageblock_flags")
+        self.usage_bitmap_off = None
+        t = k.type_or_none(prog, "struct mem_section_usage")
+        if t is not None and t.has_member("pageblock_flags"):
+            self.usage_bitmap_off = drgn.offsetof(t, "pageblock_flags")
 
     def _pageblock_order(self) -> tuple[int, str]:
         """pageblock_order: a variable with HUGETLB_PAGE_SIZE_VARIABLE, else a
         macro; then we measure it from the usemap stride of early sections
         (sparse_init_nid() carves them out of one allocation, one
         mem_section_usage_size() apart: sizeof + usemap_size())."""
-        try:
-            return self.prog["pageblock_order"].value_(), "variable pageblock_order"
-        except KeyError:
-            pass
-        if self.geo.sparse:
+        v = k.value(self.prog, "pageblock_order")
+        if v is not None:
+            return v, "variable pageblock_order"
+        lay = self.layout
+        t = k.type_or_none(self.prog, "struct mem_section_usage")
+        if lay.sparse and t is not None and t.has_member("pageblock_flags"):
             from drgn.helpers.linux.mmzone import nr_to_section
             usages = []
-            for s in self.layout.sections:
+            for s in lay.sections[:64]:
                 if s.present and s.early:
                     try:
                         usages.append((s.node, s.nr, nr_to_section(self.prog, s.nr).usage.value_()))
                     except drgn.FaultError:
                         pass
             strides = {b[2] - a[2] for a, b in zip(usages, usages[1:]) if a[0] == b[0] and b[1] == a[1] + 1}
-            hdr = drgn.offsetof(self.prog.type("struct mem_section_usage"), "pageblock_flags")
+            hdr = drgn.offsetof(t, "pageblock_flags")
             strides = {s - hdr for s in strides if s > hdr}
             if len(strides) == 1:
                 bits = strides.pop() * 8
                 blocks = bits // self.nr_pageblock_bits
                 if blocks and blocks & (blocks - 1) == 0:
-                    shift = self.geo.section_pages.bit_length() - 1
+                    shift = lay.section_pages.bit_length() - 1
                     return shift - (blocks.bit_length() - 1), "usemap stride of early sections"
         # Last resort, include/linux/pageblock-flags.h: MAX_ORDER - 1 without
         # CONFIG_HUGETLB_PAGE (hstates absent), else HUGETLB_PAGE_ORDER (x86: PMD).
-        hugetlb = _has_symbol(self.prog, "hstates")
+        hugetlb = k.symbol_address(self.prog, "hstates") is not None
         order = min(9, self.nr_orders - 1) if hugetlb else self.nr_orders - 1
         return order, "pageblock-flags.h rule"
 
-    # -- reading ----------------------------------------------------------------
-    def _memmap(self, start_pfn: int, n: int) -> Optional[bytes]:
-        return read_memmap(self.prog, start_pfn, n, self.page_size_struct)
-
-    def _usemap(self, table: Table) -> Optional[bytes]:
-        if table.section is None:
-            return None  # FLATMEM: zone->pageblock_flags (not handled)
+    # -- reading --------------------------------------------------------------------------------
+    def _usemap(self, table: Table) -> Optional[np.ndarray]:
+        """The section's pageblock flags bitmap as uint64 words (SPARSEMEM), or None."""
+        if table.section is None or self.usage_bitmap_off is None:
+            return None  # FLATMEM: zone->pageblock_flags (not read)
         from drgn.helpers.linux.mmzone import nr_to_section
         try:
             usage = nr_to_section(self.prog, table.section).usage.value_()
@@ -291,185 +239,206 @@ class PageOwner:
                 return None
             blocks = max(1, table.nr_pages >> self.pageblock_order)
             nbytes = (blocks * self.nr_pageblock_bits + 63) // 64 * 8
-            return self.prog.read(usage + self.usage_bitmap_off, nbytes)
+            return np.frombuffer(self.prog.read(usage + self.usage_bitmap_off, nbytes), dtype="<u8")
         except drgn.FaultError:
             return None
 
-    def _block_mt(self, usemap: Optional[bytes], table: Table, pfn: int) -> Optional[int]:
+    def _block_mt(self, usemap: Optional[np.ndarray], table: Table, pfn: np.ndarray) -> np.ndarray:
         """get_pfnblock_flags_mask(page, pfn, MIGRATETYPE_MASK), SPARSEMEM."""
         if usemap is None:
-            return None
+            return np.full(len(pfn), -1, dtype=np.int64)
         bitidx = ((pfn - table.start_pfn) >> self.pageblock_order) * self.nr_pageblock_bits
-        word = int.from_bytes(usemap[bitidx // 64 * 8: bitidx // 64 * 8 + 8], "little")
-        return (word >> (bitidx % 64)) & self.mt_mask
+        word = usemap[np.minimum(bitidx // 64, len(usemap) - 1)]
+        return ((word >> (bitidx % 64).astype(np.uint64)) & np.uint64(self.mt_mask)).astype(np.int64)
 
-    def gfp_migratetype(self, gfp: int) -> int:
+    def gfp_migratetype(self, gfp):
+        """gfp_migratetype() of a gfp mask (or a column of them)."""
         if self.mobility_disabled:
-            return 0  # MIGRATE_UNMOVABLE
+            return gfp * 0  # MIGRATE_UNMOVABLE
         return (gfp & self.gfp_movable_mask) >> self.gfp_movable_shift
 
-    def _record(self, pfn: int, e: tuple, page_flags: int, block_mt: Optional[int]) -> Record:
-        v = list(self._fields_of(e + (None,)))
-        comm = v[_COMM]
-        if comm is not None:
-            v[_COMM] = comm.split(b"\0", 1)[0].decode("latin-1")
-        return Record(pfn, bool(e[0] & self.bit_allocated), *v, page_flags, block_mt)
+    def clock_ns(self) -> Optional[int]:
+        """The target's local_clock() now, for the ts bound: the newest of the
+        runqueue clocks and the last kernel log record (both local_clock())."""
+        if self._clock is None:
+            self._clock = target_clock_ns(self.prog) or -1
+        return self._clock if self._clock >= 0 else None
 
-    def _read_table(self, t: Table, lo: int, hi: int):
-        """(entries bytes, memmap bytes, usemap) for pfns [lo, hi) of table t."""
-        raw = read_entries(self.prog, t, lo, hi, self.geo.entry_size)
-        return raw, self._memmap(lo, hi - lo), self._usemap(t)
+    def _corrupt(self, e: np.ndarray) -> np.ndarray:
+        bad = np.zeros(len(e), dtype=np.uint32)
+        bad |= np.where(e["order"] >= self.nr_orders, C_ORDER, 0).astype(np.uint32)
+        for f in ("pid", "tgid"):
+            if f in self.has:
+                v = e[f].astype(np.int64)
+                bad |= np.where((v < 0) | (v > self.pid_max), C_PID, 0).astype(np.uint32)
+        if "ts_nsec" in self.has:
+            clock = self.clock_ns()
+            if clock is not None:
+                # A record may be younger than our clock sample on a live target:
+                # allow a minute, and re-read the clock before calling it corrupt.
+                late = e["ts_nsec"] > np.uint64(clock + 60 * 10**9)
+                if late.any() and self.session.target is not None and self.session.target.kind != "vmcore":
+                    self._clock = None
+                    clock = self.clock_ns() or clock
+                    late = e["ts_nsec"] > np.uint64(clock + 60 * 10**9)
+                bad |= np.where(late, C_TS, 0).astype(np.uint32)
+        if "last_migrate_reason" in self.has and self.names.migrate_reason_names:
+            r = e["last_migrate_reason"].astype(np.int64)
+            bad |= np.where((r != -1) & ((r < 0) | (r >= len(self.names.migrate_reason_names))),
+                            C_REASON, 0).astype(np.uint32)
+        return bad
 
-    def records(self, which: str = ALLOCATED, lo: Optional[int] = None, hi: Optional[int] = None,
-                heads_only: bool = True) -> Iterator[Record]:
-        """Our selection: pages with PAGE_EXT_OWNER set, filtered by ``which``."""
-        esz = self.entry_struct
-        psz = self.page_struct
-        i_order = self._idx["order"]
-        preds = self.allocated_preds if which == ALLOCATED else self.owner_preds
-        for t, a, b in online_spans(self.layout, lo or 0, 1 << 64 if hi is None else hi):
-            raw, memmap, usemap = self._read_table(t, a, b)
-            for k in scan(raw, esz.size, preds):
-                e = esz.unpack_from(raw, k * esz.size)
-                alloc = bool(e[0] & self.bit_allocated)
-                if which == FREED and alloc:
-                    continue
-                pfn = a + k
-                order = e[i_order]
-                if heads_only and order < 64 and pfn & ((1 << order) - 1):
-                    continue
-                p = psz.unpack_from(memmap, k * psz.size) if memmap else None
-                rec = self._record(pfn, e, p[0] if p else 0, self._block_mt(usemap, t, pfn))
-                if p and self.has_memcg:
-                    rec.memcg_data = p[self._pidx["memcg_data"]]
-                yield rec
+    def batches(self, which: str = ALLOCATED, lo: int = 0, hi: int = 1 << 64, *, node: Optional[int] = None,
+                heads_only: bool = True, debugfs: bool = False) -> Iterator[Batch]:
+        """The selected records, a chunk at a time.
 
-    def debugfs_records(self, lo: Optional[int] = None, hi: Optional[int] = None) -> Iterator[Record]:
-        """The records read_page_owner() of the target returns, in its order."""
-        try:
-            first = self.prog["min_low_pfn"].value_()
-            last = self.prog["max_pfn"].value_()
-        except KeyError:
-            first, last = 0, 1 << 64
-        if lo is not None:
-            first = max(first, lo)
-        if hi is not None:
-            last = min(last, hi)
-        esz, psz = self.entry_struct, self.page_struct
-        i_order, i_handle = self._idx["order"], self._idx["handle"]
-        p_private = self._pidx["private"]
-        i_memcg = self._pidx.get("memcg_data")
-        for t, a, b in online_spans(self.layout, first, last):
-            raw, memmap, usemap = self._read_table(t, a, b)
-            if memmap is None:
-                continue  # pfn_valid() would be false
-            # read_page_owner() walks pfn by pfn, skipping each free buddy
-            # block it meets (PageBuddy head: 1 << order pages, or one page if
-            # the order is out of range), and prints pages with OWNER and
-            # ALLOCATED set.  The same, with the per-page tests done by scan().
-            skips, until = [], 0
-            for k in scan(memmap, psz.size, self.buddy_preds):
-                if k < until:
-                    continue  # inside a block already skipped: never visited
-                order = psz.unpack_from(memmap, k * psz.size)[p_private]
-                until = k + (1 << order) if order < self.nr_orders else k + 1
-                skips.append((k, until))
-            j, nskips = 0, len(skips)
-            for k in scan(raw, esz.size, self.allocated_preds):
-                while j < nskips and skips[j][1] <= k:
-                    j += 1
-                if j < nskips and skips[j][0] <= k:
-                    continue
-                e = esz.unpack_from(raw, k * esz.size)
-                pfn = a + k
-                order = e[i_order]
-                if order >= 64 or pfn & ((1 << order) - 1):
-                    continue
-                if not e[i_handle]:
-                    continue
-                p = psz.unpack_from(memmap, k * psz.size)
-                rec = self._record(pfn, e, p[0], self._block_mt(usemap, t, pfn))
-                if self.has_memcg:
-                    rec.memcg_data = p[i_memcg]
-                yield rec
-
-    def free_blocks(self, lo: Optional[int] = None, hi: Optional[int] = None) -> Iterator[tuple[int, int]]:
-        """(pfn, order) of every free buddy block head (PageBuddy) in the tables."""
-        psz = self.page_struct
-        p_type, p_private = self._pidx["page_type"], self._pidx["private"]
-        for t, a, b in online_spans(self.layout, lo or 0, 1 << 64 if hi is None else hi):
-            memmap = self._memmap(a, b - a)
-            if memmap is None:
+        ``debugfs`` selects what read_page_owner() prints (``which`` must be
+        ALLOCATED); else ``which`` of the pages with PAGE_EXT_OWNER set,
+        head pages only unless ``heads_only`` is off."""
+        if debugfs:
+            lo = max(lo, k.value(self.prog, "min_low_pfn") or 0)
+            max_pfn = k.value(self.prog, "max_pfn")
+            if max_pfn is not None:
+                hi = min(hi, max_pfn)
+        owner, both = self.bit_owner, self.bit_owner | self.bit_allocated
+        missing = self.session.missing
+        for ch in self.session.chunks(lo, hi, node=node, memmap=True, label="decoding page_owner"):
+            e = columns(ch.entries, self.dtype, ch.n)
+            known = known_mask(ch.n, ch.unknown)
+            flags = e["ext_flags"]
+            if which == ALLOCATED or debugfs:
+                sel = (flags & both) == both
+            elif which == FREED:
+                sel = (flags & both) == owner
+            else:
+                sel = (flags & owner) != 0
+            sel &= known
+            order = e["order"].astype(np.int64)
+            pfn = np.arange(ch.lo, ch.hi, dtype=np.int64)
+            if debugfs or heads_only:
+                ok = order < 64
+                aligned = (pfn & ((np.int64(1) << np.minimum(order, 62)) - 1)) == 0
+                sel &= ok & aligned if debugfs else ~ok | aligned
+            p = columns(ch.memmap, self.pf.dtype, ch.n) if ch.memmap is not None else None
+            if debugfs:
+                sel &= e["handle"] != 0
+                pknown = known_mask(ch.n, ch.memmap_unknown) if p is not None else np.zeros(ch.n, bool)
+                hidden = sel & ~pknown
+                if hidden.any():
+                    missing.records_hidden += int(hidden.sum())
+                sel &= pknown
+                if p is not None and sel.any():
+                    sel &= ~self._buddy_skips(p, pknown)
+            idx = np.flatnonzero(sel)
+            if not len(idx):
                 continue
-            k = 0
-            while k < b - a:
-                p = psz.unpack_from(memmap, k * psz.size)
-                if self.is_buddy(p[p_type]) and p[p_private] < self.nr_orders:
-                    yield a + k, p[p_private]
-                    k += 1 << p[p_private]
-                else:
-                    k += 1
+            sub_e = e[idx]
+            block_mt = self._block_mt(self._usemap(ch.table), ch.table, pfn[idx])
+            yield Batch(ch.table, pfn[idx], sub_e, None if p is None else p[idx], block_mt,
+                        self._corrupt(sub_e), ch.suspect)
+
+    def _buddy_skips(self, p: np.ndarray, pknown: np.ndarray) -> np.ndarray:
+        """The pages read_page_owner() jumps over: each free buddy block it
+        meets (a PageBuddy head: 1 << order pages, or one page if the order is
+        out of range), visited in pfn order."""
+        n = len(p)
+        heads = np.flatnonzero(self.is_buddy(p["page_type"]) & pknown)
+        skip = np.zeros(n, dtype=bool)
+        if not len(heads):
+            return skip
+        order = p["private"][heads].astype(np.int64)
+        size = np.where((order >= 0) & (order < self.nr_orders), np.int64(1) << np.clip(order, 0, 62), 1)
+        ends = np.minimum(heads + size, n)
+        # Buddy blocks are aligned and disjoint in a sane kernel: then every
+        # head is visited and the skips are a union of intervals.
+        if len(heads) == 1 or (heads[1:] >= ends[:-1]).all():
+            delta = np.zeros(n + 1, dtype=np.int64)
+            np.add.at(delta, heads, 1)
+            np.add.at(delta, ends, -1)
+            return np.cumsum(delta[:-1]) > 0
+        until = 0  # nested or overlapping heads: the kernel's own sequential walk
+        for h, e in zip(heads.tolist(), ends.tolist()):
+            if h < until:
+                continue
+            skip[h:e] = True
+            until = e
+        return skip
+
+    def free_blocks(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[int, int]]:
+        """(pfn, order) of every free buddy block head (PageBuddy) in the tables."""
+        for ch in self.session.chunks(lo, hi, label="reading the memmap"):
+            if ch.memmap is None:
+                continue
+            p = columns(ch.memmap, self.pf.dtype, ch.n)
+            pknown = known_mask(ch.n, ch.memmap_unknown)
+            heads = np.flatnonzero(self.is_buddy(p["page_type"]) & pknown)
+            orders = p["private"][heads]
+            ok = orders < self.nr_orders
+            yield from zip((heads[ok] + ch.lo).tolist(), orders[ok].tolist())
+
+    # -- records as Python objects ------------------------------------------------------------
+    def records(self, which: str = ALLOCATED, lo: int = 0, hi: int = 1 << 64, *, node: Optional[int] = None,
+                heads_only: bool = True, debugfs: bool = False) -> Iterator[Record]:
+        """:meth:`batches` one :class:`Record` at a time (for scripts; slower)."""
+        for b in self.batches(which, lo, hi, node=node, heads_only=heads_only, debugfs=debugfs):
+            yield from self.batch_records(b)
+
+    def batch_records(self, b: Batch) -> Iterator[Record]:
+        cols = {f: b.e[f].tolist() for f in self.owner_fields}
+        flags = b.e["ext_flags"].tolist()
+        pflags = b.p["flags"].tolist() if b.p is not None else [None] * len(b)
+        memcg = b.p["memcg_data"].tolist() if b.p is not None and "memcg_data" in b.p.dtype.names else [0] * len(b)
+        mt = b.block_mt.tolist()
+        bad = b.corrupt.tolist()
+        for i, pfn in enumerate(b.pfn.tolist()):
+            v = {f: cols[f][i] if f in cols else None for f in OWNER_FIELDS}
+            if v["comm"] is not None:
+                v["comm"] = v["comm"].split(b"\0", 1)[0].decode("latin-1")
+            yield Record(pfn, bool(flags[i] & self.bit_allocated), v["order"], v["gfp_mask"], v["handle"],
+                         v["free_handle"], v["last_migrate_reason"], v["ts_nsec"], v["free_ts_nsec"], v["pid"],
+                         v["tgid"], v["comm"], v["free_pid"], v["free_tgid"], pflags[i],
+                         None if mt[i] < 0 else mt[i], memcg[i] or 0,
+                         tuple(n for bit, n in CORRUPT_NAMES.items() if bad[i] & bit))
 
     def record_at(self, pfn: int) -> Record:
-        """The record of one pfn (tail pages included), or TargetError."""
-        t = online_table_for(self.layout, pfn)
-        if t is None:
-            raise TargetError(self._no_page_ext(pfn))
-        raw, memmap, usemap = self._read_table(t, pfn, pfn + 1)
-        e = self.entry_struct.unpack_from(raw, 0)
-        if not e[0] & self.bit_owner:
-            raise TargetError(f"pfn {pfn:#x} has no page_owner record (never allocated since page_owner "
-                              "was initialised)")
-        p = self.page_struct.unpack_from(memmap, 0) if memmap else None
-        rec = self._record(pfn, e, p[0] if p else 0, self._block_mt(usemap, t, pfn))
-        if p and self.has_memcg:
-            rec.memcg_data = p[self._pidx["memcg_data"]]
-        return rec
+        """The record of one pfn (tail pages included).
 
-    def _no_page_ext(self, pfn: int) -> str:
-        if self.geo.sparse:
-            sec = pfn // self.geo.section_pages
-            known = {s.nr: s for s in self.layout.sections}
-            if sec in known:
-                state = "online" if known[sec].online else "offline"
-                return f"pfn {pfn:#x} has no page_ext (section {sec} is present but {state}, without a table)"
-            return f"pfn {pfn:#x} is outside memory (section {sec} is not present)"
-        try:
-            max_pfn = self.prog["max_pfn"].value_()
-        except KeyError:
-            max_pfn = None
-        if max_pfn is not None and pfn >= max_pfn:
-            return f"pfn {pfn:#x} is outside memory (max_pfn is {max_pfn:#x})"
-        return f"pfn {pfn:#x} has no page_ext"
+        :raises NoPageExtError: the pfn has no page_ext, or no page_owner record
+        """
+        self.session.entry_address(pfn)  # the reason, when there is no entry
+        for r in self.records(ALL, pfn, pfn + 1, heads_only=False):
+            return r
+        if self.session.missing.page_ext.overlaps(pfn, pfn + 1):
+            raise NoPageExtError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
+        raise NoPageExtError(f"pfn {pfn:#x} has no page_owner record (never allocated since page_owner "
+                             "was initialised)")
 
-    def check_range(self, lo: int, hi: int) -> None:
-        if not any(online_spans(self.layout, lo, hi)):
-            raise TargetError(self._no_page_ext(lo) + f"; no page_ext anywhere in {lo:#x}-{hi:#x}")
+    # -- names -------------------------------------------------------------------------------------
+    def stack_lines(self, handle: Optional[int]) -> Optional[list[str]]:
+        """%pS lines of a handle; ["<invalid handle 0x..>"] for a corrupt one;
+        None for no handle or one whose record is not in the dump."""
+        if not handle:
+            return None
+        lines = self.depot.lines(handle)
+        if lines == INVALID:
+            return [f"<invalid handle {handle:#x}>"]
+        if lines == MISSING:
+            return None
+        return list(lines)
 
-    # -- the kernel's text ---------------------------------------------------------
+    def memcg_name(self, memcg_data: int) -> Optional[str]:
+        name = self.memcg.name(memcg_data) if self.memcg is not None and memcg_data else None
+        return None if name is None else escape(name)
+
+    # -- the kernel's text ---------------------------------------------------------------------------
     def _formats(self) -> tuple[bytes, bytes]:
-        if not hasattr(self, "_fmt"):
+        if "fmt" not in self._compiled:
             first = self.strings.find(b"Page allocated via order ")
             pfn_line = self.strings.find(b"PFN ", b" Block %lu type %s Flags ")
             if first is None or pfn_line is None:
                 raise TargetError("cannot find print_page_owner()'s format strings in the kernel image")
-            self._fmt = (first, pfn_line)
-        return self._fmt
-
-    def _first_line_args(self, r: Record, nconv: int) -> list:
-        # print_page_owner() passes, in every version from v4.6: order, mask,
-        # &mask, then pid (v5.11), tgid + comm (v5.18), ts (v5.11), free_ts
-        # (v5.13 .. v6.6); a later format simply stops earlier.
-        args = [r.order, r.gfp_mask, r.gfp_mask]
-        if r.pid is not None:
-            args.append(r.pid)
-        if r.tgid is not None:
-            args += [r.tgid, r.comm]
-        if r.ts_nsec is not None:
-            args.append(r.ts_nsec)
-        if r.free_ts_nsec is not None:
-            args.append(r.free_ts_nsec)
-        return args[:nconv]
+            self._compiled["fmt"] = (first, pfn_line)
+        return self._compiled["fmt"]
 
     def _ext(self, letters: bytes, value) -> str:
         if letters == b"Gg":
@@ -478,60 +447,481 @@ class PageOwner:
             return self.names.page_flags(value)
         raise TargetError(f"unsupported %p{letters.decode()} in a page_owner format string")
 
-    def _compiled(self, raw: bool):
-        c = self._compiled_formats.get(raw)
-        if c is None:
-            first, pfn_line = self._formats()
-            c = self._compiled_formats[raw] = (compile_format(first, self._ext, raw),
-                                               compile_format(pfn_line, self._ext, raw))
-        return c
+    def _tails(self, b: Batch) -> tuple[np.ndarray, list[bytes], np.ndarray]:
+        """(index, table, printable): the stack, migrate-reason and memcg lines
+        and the closing blank line of each record, each distinct combination
+        built once; records whose stack is not in the dump are not printable."""
+        key = np.zeros(len(b), dtype=[("h", "<u8"), ("r", "<i8"), ("m", "<u8")])
+        key["h"] = b.e["handle"]
+        if "last_migrate_reason" in self.has:
+            key["r"] = b.e["last_migrate_reason"]
+        else:
+            key["r"] = -1
+        if b.p is not None and "memcg_data" in b.p.dtype.names:
+            key["m"] = b.p["memcg_data"]
+        uniq, inv = np.unique(key, return_inverse=True)
+        table, good = [], []
+        for h, r, m in uniq.tolist():
+            lines = self.depot.lines(h)
+            if lines == MISSING:
+                table.append(b"")
+                good.append(False)
+                continue
+            if lines == INVALID:
+                stack = f" <invalid handle {h:#x}>\n"
+            else:
+                stack = self.depot.text(h)
+            out = stack
+            if r != -1:
+                out += f"Page has been migrated, last migrate reason: {self.names.migrate_reason(r)}\n"
+            if m and self.memcg is not None:
+                out += self.memcg.text(m)
+            table.append((out + "\n").encode("latin-1", "replace"))
+            good.append(True)
+        return inv.reshape(-1), table, np.array(good, dtype=bool)[inv.reshape(-1)]
 
-    def debugfs_text(self, r: Record, raw: bool = True) -> str:
-        """print_page_owner()'s text for one record, byte for byte.
+    def debugfs_bytes(self, b: Batch, raw: bool = True) -> bytes:
+        """print_page_owner()'s text of every printable record of a batch, byte
+        for byte (escaped for a terminal unless ``raw``).  Corrupt records and
+        records whose stack is not in the dump are left out and counted."""
+        keep = b.corrupt == 0
+        tail_idx, tails, printable = self._tails(b)
+        hidden = keep & ~printable
+        if hidden.any():
+            self.session.missing.records_hidden += int(hidden.sum())
+        keep &= printable
+        if self.depot.invalid:
+            bad = np.isin(b.e["handle"], np.fromiter(self.depot.invalid, dtype=np.uint64))
+            self.invalid_records += int((bad & keep).sum())
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            b = b.take(idx)
+            tail_idx = tail_idx[idx]
+        if not len(b):
+            return b""
+        first, pfn_line = self._formats()
+        e = b.e
+        gfp = e["gfp_mask"].astype(np.int64)
+        gfp_names = lookup_table(gfp, lambda v: self.names.gfp(v).encode("latin-1"))
+        args1: list = [e["order"], gfp, gfp_names]
+        if "pid" in self.has:
+            args1.append(e["pid"])
+        if "tgid" in self.has:
+            comm = lookup_table(e["comm"], lambda v: v.split(b"\0", 1)[0])
+            args1 += [e["tgid"], comm]
+        if "ts_nsec" in self.has:
+            args1.append(e["ts_nsec"])
+        if "free_ts_nsec" in self.has:
+            args1.append(e["free_ts_nsec"])
+        page_mt = lookup_table(self.gfp_migratetype(gfp), lambda v: self.names.migratetype(v).encode("latin-1"))
+        block_mt = lookup_table(np.maximum(b.block_mt, 0), lambda v: self.names.migratetype(v).encode("latin-1"))
+        pflags = b.p["flags"].astype(np.uint64)
+        flags_text = lookup_table(pflags, lambda v: self.names.page_flags(v).encode("latin-1"))
+        args2 = [b.pfn, page_mt, b.pfn >> self.pageblock_order, block_mt, flags_text, pflags]
+        nconv1 = _nconv(first)
+        p1 = format_pieces(first, args1[:nconv1])
+        # "... Flags %pGp" (one argument, &page->flags) in 6.1; "Flags %#lx(%pGp)"
+        # (page->flags twice) in older kernels (v4.6 7cd12b4abfd2).
+        args2 = args2[:4] + ([pflags, flags_text] if _nconv(pfn_line) == 6 else [flags_text])
+        p2 = format_pieces(pfn_line, args2)
+        if p1 is None or p2 is None:
+            data = self._debugfs_slow(b, tails, tail_idx)
+        else:
+            data = render(p1 + p2 + [Str(tail_idx, tails)], len(b))
+        return data if raw else escape_lines(data).encode("latin-1", "replace")
 
-        Each character stands for one byte (latin-1).  With ``raw`` the comm is
-        the kernel's bytes, as debugfs gives them; otherwise it is escaped
-        (for a terminal)."""
-        first, pfn_line = self._compiled(raw)
-        out = [first(self._first_line_args(r, first.nconv))]
-        page_mt = self._gfp_mt_names.get(r.gfp_mask)
-        if page_mt is None:
-            page_mt = self._gfp_mt_names[r.gfp_mask] = self.names.migratetype(self.gfp_migratetype(r.gfp_mask))
-        block_mt = r.pageblock_mt if r.pageblock_mt is not None else 0
-        # "... Flags %pGp" (one argument, &page->flags) in 6.1; "Flags
-        # %#lx(%pGp)" (page->flags twice) in older kernels (v4.6 7cd12b4abfd2).
-        args = [r.pfn, page_mt, r.pfn >> self.pageblock_order, self.names.migratetype(block_mt)]
-        args += [r.page_flags] * max(1, pfn_line.nconv - 4)
-        out.append(pfn_line(args))
-        stack = self.depot.text(r.handle)
-        if stack is None:
-            self.invalid_records += 1
-            stack = f" <invalid handle {r.handle:#x}>\n"
-        out.append(stack)
-        if r.last_migrate_reason != -1:
-            out.append("Page has been migrated, last migrate reason: "
-                       f"{self.names.migrate_reason(r.last_migrate_reason)}\n")
-        if r.memcg_data:
-            out.append(self.memcg.text(r.memcg_data))
-        out.append("\n")
-        return "".join(out)
+    def _debugfs_slow(self, b: Batch, tails: list[bytes], tail_idx: np.ndarray) -> bytes:
+        """The same text record by record (formats vprintf cannot do)."""
+        first, pfn_line = self._formats()
+        f1 = self._compiled.setdefault("f1", compile_format(first, self._ext, True))
+        f2 = self._compiled.setdefault("f2", compile_format(pfn_line, self._ext, True))
+        out = []
+        for i, r in enumerate(self.batch_records(b)):
+            args = [r.order, r.gfp_mask, r.gfp_mask]
+            if r.pid is not None:
+                args.append(r.pid)
+            if r.tgid is not None:
+                args += [r.tgid, r.comm]
+            if r.ts_nsec is not None:
+                args.append(r.ts_nsec)
+            if r.free_ts_nsec is not None:
+                args.append(r.free_ts_nsec)
+            out.append(f1(args[:f1.nconv]))
+            mt = self.names.migratetype(int(self.gfp_migratetype(r.gfp_mask)))
+            a2 = [r.pfn, mt, r.pfn >> self.pageblock_order, self.names.migratetype(max(r.pageblock_mt or 0, 0))]
+            a2 += [r.page_flags] * max(1, f2.nconv - 4)
+            out.append(f2(a2))
+            out.append(tails[tail_idx[i]].decode("latin-1"))
+        return "".join(out).encode("latin-1", "replace")
+
+    # -- JSON Lines, CSV and readable text -----------------------------------------------------------
+    def record_dict(self, r: Record) -> dict:
+        """One record as plain data (JSON/CSV); names from the target."""
+        return {
+            "pfn": r.pfn,
+            "state": "allocated" if r.allocated else "freed",
+            "order": None if "order" in r.corrupt else r.order,
+            "gfp_mask": r.gfp_mask,
+            "gfp_flags": self.names.gfp(r.gfp_mask),
+            "migratetype": self.names.migratetype(int(self.gfp_migratetype(r.gfp_mask))),
+            "pageblock_migratetype": None if r.pageblock_mt is None else self.names.migratetype(r.pageblock_mt),
+            "pid": None if "pid" in r.corrupt else r.pid,
+            "tgid": None if "pid" in r.corrupt else r.tgid,
+            "comm": None if r.comm is None else escape(r.comm),
+            "ts_nsec": None if "ts_nsec" in r.corrupt else r.ts_nsec,
+            "free_ts_nsec": r.free_ts_nsec,
+            "free_pid": r.free_pid,
+            "free_tgid": r.free_tgid,
+            "last_migrate_reason": None if r.last_migrate_reason in (-1, None) or "last_migrate_reason" in r.corrupt
+            else self.names.migrate_reason(r.last_migrate_reason),
+            "handle": r.handle,
+            "free_handle": r.free_handle,
+            "alloc_stack": self.stack_lines(r.handle),
+            "free_stack": self.stack_lines(r.free_handle),
+            "memcg": self.memcg_name(r.memcg_data),
+            "corrupt": list(r.corrupt),
+        }
+
+    def json_bytes(self, b: Batch) -> bytes:
+        """JSON Lines of a batch: what ``json.dumps(record_dict(r))`` gives
+        for each record, formatted column by column."""
+        e, n = b.e, len(b)
+        null = b"null"
+
+        def lookup(col, fn) -> Str:
+            return Str(*lookup_table(col, lambda v: json.dumps(fn(v)).encode()))
+
+        def num(field: str, bad_bit: int = 0):
+            if field not in self.has:
+                return [null]
+            if bad_bit and (b.corrupt & bad_bit).any():
+                return [lookup(np.where(b.corrupt & bad_bit, -(1 << 62), e[field].astype(np.int64)),
+                               lambda v: None if v == -(1 << 62) else v)]
+            return [Dec(e[field])]
+
+        gfp = e["gfp_mask"].astype(np.int64)
+        pieces: list = [b'{"pfn": ', Dec(b.pfn), b', "state": ',
+                        lookup((e["ext_flags"] & self.bit_allocated) != 0, lambda v: "allocated" if v else "freed"),
+                        b', "order": ', *num("order", C_ORDER), b', "gfp_mask": ', Dec(gfp),
+                        b', "gfp_flags": ', lookup(gfp, self.names.gfp),
+                        b', "migratetype": ', lookup(self.gfp_migratetype(gfp), self.names.migratetype),
+                        b', "pageblock_migratetype": ',
+                        lookup(b.block_mt, lambda v: None if v < 0 else self.names.migratetype(v)),
+                        b', "pid": ', *num("pid", C_PID), b', "tgid": ', *num("tgid", C_PID), b', "comm": ']
+        pieces += [lookup(e["comm"], lambda v: escape(v.split(b"\0", 1)[0].decode("latin-1")))] \
+            if "comm" in self.has else [null]
+        pieces += [b', "ts_nsec": ', *num("ts_nsec", C_TS), b', "free_ts_nsec": ', *num("free_ts_nsec"),
+                   b', "free_pid": ', *num("free_pid"), b', "free_tgid": ', *num("free_tgid"),
+                   b', "last_migrate_reason": ']
+        if "last_migrate_reason" in self.has:
+            r = np.where(b.corrupt & C_REASON, -1, e["last_migrate_reason"].astype(np.int64))
+            pieces.append(lookup(r, lambda v: None if v == -1 else self.names.migrate_reason(v)))
+        else:
+            pieces.append(null)
+        pieces += [b', "handle": ', Dec(e["handle"]), b', "free_handle": ', *num("free_handle"),
+                   b', "alloc_stack": ', lookup(e["handle"].astype(np.int64), self.stack_lines),
+                   b', "free_stack": ']
+        pieces.append(lookup(e["free_handle"].astype(np.int64), self.stack_lines) if "free_handle" in self.has
+                      else null)
+        pieces.append(b', "memcg": ')
+        if b.p is not None and "memcg_data" in b.p.dtype.names:
+            pieces.append(lookup(b.p["memcg_data"].astype(np.uint64), self.memcg_name))
+        else:
+            pieces.append(null)
+        pieces += [b', "corrupt": ',
+                   lookup(b.corrupt, lambda v: [name for bit, name in CORRUPT_NAMES.items() if v & bit]), b"}\n"]
+        return render(pieces, n)
+
+    def text(self, r: Record) -> str:
+        """A readable block for one record."""
+        d = self.record_dict(r)
+        order = "CORRUPT" if d["order"] is None else d["order"]
+        head = (f"pfn {r.pfn:#x} order {order} {d['state']}  gfp {r.gfp_mask:#x}({d['gfp_flags']})  "
+                f"migratetype {d['migratetype']}  pageblock {d['pageblock_migratetype']}")
+        who = [f"pid {r.pid}"] if r.pid is not None else []
+        if r.tgid is not None:
+            who.append(f"tgid {r.tgid} ({d['comm']})")
+        if r.ts_nsec is not None:
+            who.append(f"ts {r.ts_nsec} ns")
+        if r.free_ts_nsec is not None:
+            who.append(f"free_ts {r.free_ts_nsec} ns")
+        if r.free_pid is not None:
+            who.append(f"free_pid {r.free_pid} free_tgid {r.free_tgid}")
+        lines = [head, "  " + ", ".join(who)] if who else [head]
+        if r.corrupt:
+            lines.append("  CORRUPT: " + ", ".join(f"{c} beyond what the kernel can hold" for c in r.corrupt))
+        if d["memcg"] is not None:
+            lines.append(f"  memcg: {d['memcg']}")
+        if d["last_migrate_reason"]:
+            lines.append(f"  last migrate reason: {d['last_migrate_reason']}")
+        for name in ("alloc_stack", "free_stack"):
+            if d[name]:
+                lines.append(f"  {name.replace('_', ' ')}:")
+                lines += [f"    {f}" for f in d[name]]
+        return "\n".join(lines) + "\n\n"
+
+    # -- aggregation ---------------------------------------------------------------------------------
+    def top(self, by: str, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> list[dict]:
+        """Pages and allocations per ``by`` over the records debugfs would print."""
+        pages: dict = defaultdict(int)
+        allocs: dict = defaultdict(int)
+        for b in self.batches(ALLOCATED, lo, hi, node=node, debugfs=True):
+            good = b.corrupt == 0
+            if not good.all():
+                b = b.take(np.flatnonzero(good))
+            if not len(b):
+                continue
+            keys, npages, nallocs = self._group(b, by)
+            for key, pg, al in zip(keys, npages, nallocs):
+                if key is None:
+                    self.session.missing.records_hidden += al
+                    continue
+                pages[key] += pg
+                allocs[key] += al
+        rows = [{"key": list(key) if isinstance(key, tuple) else key, "pages": pages[key],
+                 "allocations": allocs[key]} for key in pages]
+        rows.sort(key=lambda d: (-d["pages"], -d["allocations"], str(d["key"])))
+        return rows
+
+    def _group(self, b: Batch, by: str) -> tuple[list, list[int], list[int]]:
+        """(key, pages, allocations) per distinct value of ``by`` in a batch."""
+        pages = np.int64(1) << b.e["order"].astype(np.int64)
+        col = {"stack": "handle", "pid": "pid", "tgid": "tgid", "comm": "comm", "order": "order",
+               "gfp": "gfp_mask"}.get(by)
+        if by == "migratetype":
+            values = self.gfp_migratetype(b.e["gfp_mask"].astype(np.int64))
+        elif by == "node":
+            values = np.full(len(b), b.table.node, dtype=np.int64)
+        elif col is None or col not in self.has:
+            raise UsageError(f"this kernel's page_owner records have no {by}")
+        else:
+            values = b.e[col]
+        uniq, inv = np.unique(values, return_inverse=True)
+        npages = np.bincount(inv.reshape(-1), weights=pages, minlength=len(uniq)).astype(np.int64).tolist()
+        nallocs = np.bincount(inv.reshape(-1), minlength=len(uniq)).tolist()
+        return [self._key(by, v) for v in uniq.tolist()], npages, nallocs
+
+    def _key(self, by: str, v):
+        if by == "stack":
+            lines = self.stack_lines(v)
+            return None if lines is None else tuple(lines)  # None: the stack is not in the dump
+        if by == "gfp":
+            return f"{v:#x}({self.names.gfp(v)})"
+        if by == "migratetype":
+            return self.names.migratetype(v)
+        if by == "comm":
+            return escape(v.split(b"\0", 1)[0].decode("latin-1"))
+        return v
 
 
-def read_memmap(prog: drgn.Program, start_pfn: int, n: int, page_struct_size: int) -> Optional[bytes]:
-    """The ``struct page``s of pfns [start_pfn, start_pfn + n) in one read.
+def _nconv(fmt: bytes) -> int:
+    from .kformat import count_conversions
+    return count_conversions(fmt)
 
-    The range lies within one page_ext table, i.e. one section (SPARSEMEM,
-    memmap contiguous per section) or one node (FLATMEM)."""
-    from drgn.helpers.linux.mm import pfn_to_page
+
+def target_clock_ns(prog: drgn.Program) -> Optional[int]:
+    """local_clock() as the target last saw it: the newest runqueue clock
+    (update_rq_clock(): sched_clock_cpu()) or kernel log record (printk
+    stamps records with local_clock()), whichever is later; None if neither
+    can be read."""
+    best = None
     try:
-        return prog.read(pfn_to_page(prog, start_pfn).value_(), n * page_struct_size)
-    except (drgn.FaultError, LookupError, ValueError):
-        return None
-
-
-def _has_symbol(prog: drgn.Program, name: str) -> bool:
+        from drgn.helpers.linux.cpumask import for_each_online_cpu
+        from drgn.helpers.linux.sched import cpu_rq
+        for cpu in for_each_online_cpu(prog):
+            c = cpu_rq(prog, cpu).clock.value_()
+            best = c if best is None else max(best, c)
+    except (LookupError, drgn.FaultError, AttributeError, ValueError, drgn.ObjectAbsentError):
+        pass
     try:
-        prog.symbol(name)
-        return True
-    except LookupError:
-        return False
+        from drgn.helpers.linux.printk import get_printk_records
+        recs = get_printk_records(prog)
+        if recs:
+            best = max(best or 0, recs[-1].timestamp)
+    except (LookupError, drgn.FaultError, ValueError, AttributeError, drgn.ObjectAbsentError):
+        pass
+    return best
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+FORMATS = ("text", "debugfs", "csv")
+TOP_KEYS = ("stack", "pid", "tgid", "comm", "gfp", "order", "migratetype", "node")
+TOP_FORMATS = ("text", "page_owner_sort", "show_stacks", "handles")
+CSV_COLUMNS = ("pfn", "state", "order", "gfp_mask", "gfp_flags", "migratetype", "pageblock_migratetype",
+               "pid", "tgid", "comm", "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid",
+               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack", "memcg", "corrupt")
+
+
+def _owner_notes(ctx: Context, po: PageOwner) -> None:
+    if po.memcg is not None and po.memcg.unreadable:
+        ctx.note(f"warning: {po.memcg.unreadable} memcg_data word(s) point at unreadable memory; "
+                 "their memcg lines are left out")
+    n = len(po.depot.invalid)
+    if n:
+        ctx.note(f"{po.invalid_records} record(s) with invalid stack handles ({n} distinct handle(s))")
+        ctx.corrupt += n
+
+
+def _corrupt_note(ctx: Context, count: int) -> None:
+    if count:
+        ctx.note(f"{count} corrupt record(s): values beyond what the kernel can hold (order > MAX_ORDER, "
+                 "pid > PID_MAX_LIMIT, a time after the dump's own clock); left out of the kernel's text "
+                 "and the sums, shown as CORRUPT elsewhere")
+        ctx.corrupt += count
+
+
+def prepare_owner(a) -> None:
+    if a.fmt not in FORMATS:
+        raise UsageError(f"unknown --format {a.fmt!r} (one of: {', '.join(FORMATS)})")
+    if sum((a.allocated, a.freed, a.all_)) > 1:
+        raise UsageError("give at most one of --allocated, --freed, --all")
+    a.which = FREED if a.freed else ALL if a.all_ else ALLOCATED
+    if a.fmt == "debugfs" and a.which != ALLOCATED:
+        raise UsageError("--format debugfs prints what the kernel prints: allocated pages only")
+    if a.fmt != "text" and a.as_json:
+        raise UsageError(f"--json is its own format; leave out --format {a.fmt}")
+    a.one, a.lo, a.hi = pfn_selection(a.pfn, a.prange)
+
+
+def run_owner(ctx: Context) -> int:
+    a = ctx.args
+    fmt, which = a.fmt, a.which
+    one, lo, hi = a.one, a.lo, a.hi
+    pe = ctx.session
+    po = pe.client("page_owner")
+    if one is not None:
+        rec = po.record_at(one)  # a clear error for a pfn without a record
+        if fmt != "debugfs" and which != ALL and rec.allocated != (which == ALLOCATED):
+            ctx.note(f"pfn {one:#x} is {'allocated' if rec.allocated else 'freed'}; --all shows it")
+            return 0
+    elif a.prange is not None or a.node is not None:
+        pe.check_range(lo, hi, a.node)
+    batches = po.batches(which, lo, hi, node=a.node, heads_only=one is None and not a.tails,
+                         debugfs=fmt == "debugfs")
+    corrupt = 0
+    writer = None
+    if a.as_json:
+        pass
+    elif fmt == "csv":
+        writer = csv.writer(ctx.out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+    for b in batches:
+        corrupt += int((b.corrupt != 0).sum())
+        if a.as_json:
+            ctx.write_bytes(po.json_bytes(b))
+        elif fmt == "debugfs":
+            ctx.write_bytes(po.debugfs_bytes(b, raw=not ctx.tty))
+        elif writer is not None:
+            for r in po.batch_records(b):
+                d = po.record_dict(r)
+                for key in ("alloc_stack", "free_stack", "corrupt"):
+                    d[key] = ";".join(d[key]) if d[key] else ""
+                writer.writerow([("" if d[c] is None else d[c]) for c in CSV_COLUMNS])
+        else:
+            ctx.write("".join(po.text(r) for r in po.batch_records(b)))
+    if a.as_json:
+        ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
+    _owner_notes(ctx, po)
+    _corrupt_note(ctx, corrupt)
+    return 0
+
+
+def prepare_top(a) -> None:
+    from .aggregators import CULL
+    by, fmt = a.by, a.fmt
+    if by not in TOP_KEYS:
+        raise UsageError(f"unknown --by {by!r} (one of: {', '.join(TOP_KEYS)})")
+    if fmt not in TOP_FORMATS:
+        raise UsageError(f"unknown --format {fmt!r} (one of: {', '.join(TOP_FORMATS)})")
+    if fmt != "text" and a.as_json:
+        raise UsageError(f"--format {fmt} prints the kernel's text; --json goes with --format text")
+    if fmt == "page_owner_sort" and by not in CULL:
+        raise UsageError(f"page_owner_sort culls by {', '.join(CULL)} only, not {by!r}")
+    if fmt in ("show_stacks", "handles") and by != "stack":
+        raise UsageError(f"--format {fmt} counts pages per stack: use --by stack")
+    if a.stacks and fmt != "handles":
+        raise UsageError("--stacks goes with --format handles (show_stacks_handles)")
+    _, a.lo, a.hi = pfn_selection(None, a.prange)
+
+
+def run_top(ctx: Context) -> int:
+    from . import aggregators as agg
+    a = ctx.args
+    by, fmt = a.by, a.fmt
+    pe = ctx.session
+    lo, hi = a.lo, a.hi
+    if a.prange is not None or a.node is not None:
+        pe.check_range(lo, hi, a.node)
+    po = pe.client("page_owner")
+    if fmt != "text":
+        if fmt == "page_owner_sort":
+            texts = (po.debugfs_bytes(b).decode("latin-1")
+                     for b in po.batches(ALLOCATED, lo, hi, node=a.node, debugfs=True))
+            rows = agg.page_owner_sort(texts, by)
+        elif fmt == "show_stacks":
+            rows = [dict(r, text=r["text"].encode("latin-1")) for r in agg.show_stacks(po, a.threshold)]
+        else:
+            rows = agg.show_handles(po, a.threshold, with_stacks=a.stacks)
+        for r in agg.limit_rows(rows, a.threshold if fmt != "handles" or not a.stacks else 0, a.limit):
+            if ctx.tty:
+                ctx.write(escape_lines(r["text"]))
+            else:
+                ctx.write_bytes(r["text"])
+        _owner_notes(ctx, po)
+        return 0
+    rows = po.top(by, lo, hi, a.node)
+    rows = [r for r in rows if r["pages"] >= a.threshold]
+    if a.limit:
+        rows = rows[:a.limit]
+    if a.as_json:
+        ctx.echo(json.dumps({"by": by, "rows": rows, "missing": missing_json(ctx)}, indent=1))
+    else:
+        if by != "stack":
+            ctx.echo(f"{'pages':>10} {'allocs':>10}  {by}")
+        for r in rows:
+            if by == "stack":
+                ctx.echo(f"{r['pages']} pages, {r['allocations']} allocations:")
+                ctx.echo("".join(f" {line}\n" for line in r["key"]))
+            else:
+                ctx.echo(f"{r['pages']:>10} {r['allocations']:>10}  {r['key']}")
+    _owner_notes(ctx, po)
+    return 0
+
+
+COMMANDS = [
+    Command("owner", "Print page_owner records (offline /sys/kernel/debug/page_owner).", run_owner, (
+        PFN, RANGE, NODE,
+        Opt(("--allocated",), "allocated", "currently allocated pages (default)", bool, False),
+        Opt(("--freed",), "freed", "freed pages that keep a record", bool, False),
+        Opt(("--all",), "all_", "allocated and freed", bool, False),
+        Opt(("--tails",), "tails", "also the tail pages of high-order blocks", bool, False),
+        Opt(("--format",), "fmt", "text | debugfs (byte-identical to the kernel's) | csv", str, "text",
+            metavar="FORMAT"),
+        Opt(("--json",), "as_json", "JSON Lines, one record a line, then one line with the key \"missing\"",
+            bool, False),
+    ), description="""\b
+Examples:
+  pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
+  pageext-inspect owner vmcore -s vmlinux --format debugfs    # byte-identical to /sys/kernel/debug/page_owner
+  pageext-inspect owner --qemu SOCKET -s vmlinux --pfn 0x1234 --json
+  pageext-inspect owner vmcore -s vmlinux --node 1 --json | head""", drgn="page_owner", force=True,
+        prepare=prepare_owner),
+    Command("top", "Pages and allocations per stack, pid, tgid, comm, gfp, order, migratetype or node.",
+            run_top, (
+                Opt(("--by",), "by", "|".join(TOP_KEYS), str, "stack", metavar="KEY"),
+                THRESHOLD, LIMIT, RANGE, NODE, JSON,
+                Opt(("--format",), "fmt", "text | page_owner_sort (its --cull output, byte for byte; --by "
+                    "stack|pid|tgid|comm) | show_stacks (the kernel's per-stack counts, v6.9+) | handles "
+                    "(page_owner_stacks/show_handles, v6.19)", str, "text", metavar="FORMAT"),
+                Opt(("--stacks",), "stacks", "with --format handles: show_stacks_handles (every stack with its "
+                    "handle, no threshold)", bool, False),
+            ), description="""\b
+Examples:
+  pageext-inspect top vmcore -s vmlinux --by stack --limit 10
+  pageext-inspect top vmcore -s vmlinux --by pid --format page_owner_sort
+  pageext-inspect top vmcore -s vmlinux --format show_stacks --threshold 10
+  pageext-inspect top vmcore -s vmlinux --format handles      # show_handles (v6.19)
+  pageext-inspect top vmcore -s vmlinux --by node""", drgn="page_owner_top", force=True,
+            prepare=prepare_top),
+]

@@ -7,28 +7,47 @@ user page-table entries map the page, anonymous or file-backed by
 PageAnon().  The kernel BUG()s when a page is counted both ways or a count
 goes negative, so on a sane kernel neither shows up; we report both.
 
-Like page_owner, each table is read with one ``prog.read`` and unpacked with
-one Struct (offsets from the DWARF).  As an independent check we also read
-the memmap and compare with what the rmap code keeps in ``struct page``: an
-anon count needs PageAnon (``mapping`` bit 0), a file count needs
-!PageAnon, and for an order-0, non-compound page with no page type the
-kernel's own ``_mapcount + 1`` must equal anon + file -- except the shared
-zero page, which user page tables map without rmap.
+Each chunk of a table and of the memmap is a numpy array (:mod:`.engine`);
+every test is a whole-array mask.  As an independent check we compare with
+what the rmap code keeps in ``struct page``: an anon count needs PageAnon
+(``mapping`` bit 0), a file count needs !PageAnon, and for an order-0,
+non-compound page with no page type the kernel's own ``_mapcount + 1`` must
+equal anon + file -- except the shared zero page, which user page tables map
+without rmap.  Pages whose struct page is unreadable are counted, never
+compared.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import drgn
+import numpy as np
 
-from ..discover import Geometry, require_client
-from ..model import Layout
-from ..walk import online_spans, read_entries
-from .page_owner import build_struct, read_memmap
+from .. import kernel as k
+from ..commands import JSON, NODE, RANGE, Command, Context, Opt, missing_json, pfn_selection
+from . import ClientSpec, static_key_probe
+from .engine import columns, known_mask, member_field, page_fields, record_dtype
 
 PAGE_MAPPING_ANON = 0x1  # include/linux/page-flags.h, unchanged since v2.6
+# Page types share _mapcount (v4.18 6e292b9be7f4): a value at or below
+# PAGE_MAPCOUNT_RESERVE (-128) is a type, not a count.
+MAPCOUNT_RESERVE = -128
+
+
+def _active(prog: drgn.Program) -> Optional[bool]:
+    # DEFINE_STATIC_KEY_TRUE(page_table_check_disabled), df4e817b7108 (v5.17).
+    disabled = static_key_probe("page_table_check_disabled")(prog)
+    return None if disabled is None else not disabled
+
+
+CLIENT = ClientSpec("page_table_check", "CONFIG_PAGE_TABLE_CHECK", "boot with page_table_check=on",
+                    "how many user page tables map each page, anonymous and file-backed",
+                    active=_active, decoder="inspector.clients.page_table_check:PageTableCheck",
+                    commands=("table-check",))
 
 
 @dataclass
@@ -44,80 +63,114 @@ class PtcSummary:
     anon_file: list[int] = field(default_factory=list)  # file count but PageAnon
     mapcount_checked: int = 0
     mapcount_mismatch: list[int] = field(default_factory=list)
+    unchecked: int = 0  # pages whose struct page could not be read
+
+    @property
+    def inconsistent(self) -> list[int]:
+        return sorted(set(self.both + self.negative + self.not_anon + self.anon_file))
 
     def to_json(self) -> dict:
-        return {k: (len(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()} | {
-            "inconsistent_pfns": sorted(set(self.both + self.negative + self.not_anon + self.anon_file))[:100],
-            "mapcount_mismatch_pfns": self.mapcount_mismatch[:100]}
+        return {key: (len(v) if isinstance(v, list) else v) for key, v in self.__dict__.items()} | {
+            "inconsistent_pfns": self.inconsistent[:100], "mapcount_mismatch_pfns": self.mapcount_mismatch[:100]}
 
 
 class PageTableCheck:
-    def __init__(self, prog: drgn.Program, geo: Geometry, layout: Layout):
-        self.prog, self.geo, self.layout = prog, geo, layout
-        client = require_client(geo, "page_table_check", "CONFIG_PAGE_TABLE_CHECK")
+    def __init__(self, session):
+        self.session = session
+        prog = self.prog = session.prog
+        client = session.require_client("page_table_check", CLIENT.config, CLIENT.enable)
         t = prog.type("struct page_table_check")
-        off = client.offset
-        self.entry, enames = build_struct([("anon", off + drgn.offsetof(t, "anon_map_count"), "i"),
-                                      ("file", off + drgn.offsetof(t, "file_map_count"), "i")],
-                                     geo.entry_size)
-        self._anon_first = enames[0] == "anon"
-        pt = prog.type("struct page")
-        fields = [("flags", 0, "Q"), ("mapping", drgn.offsetof(pt, "mapping"), "Q"),
-                  ("compound_head", drgn.offsetof(pt, "compound_head"), "Q"),
-                  ("mapcount", drgn.offsetof(pt, "_mapcount"), "i")]
-        self.page, names = build_struct(fields, pt.size)
-        self._order = [names.index(n) for n in ("flags", "mapping", "compound_head", "mapcount")]
-        try:
-            self.head_bit = 1 << prog.constant("PG_head").value_()
-        except LookupError:
-            self.head_bit = 0
+        self.dtype = record_dtype([member_field(t, "anon_map_count", client.offset),
+                                   member_field(t, "file_map_count", client.offset)], session.layout.entry_size)
+        self.pf = page_fields(prog, "flags", "mapping", "compound_head", "_mapcount")
+        self.zero_pfn = None
         try:  # empty_zero_page is an assembler symbol (no DWARF) in the kernel image
             from drgn.helpers.linux.mm import follow_phys
             addr = prog.symbol("empty_zero_page").address
-            self.zero_pfn = follow_phys(prog["init_mm"].address_of_(), addr).value_() >> geo.page_shift
+            self.zero_pfn = follow_phys(prog["init_mm"].address_of_(), addr).value_() // session.layout.page_size
         except (KeyError, LookupError, drgn.FaultError, ValueError):
-            self.zero_pfn = None
-        # Page types share _mapcount (v4.18 6e292b9be7f4): a value below
-        # PAGE_MAPCOUNT_RESERVE (-128) is a type, not a count.
-        self.mapcount_reserve = -128
+            pass
 
-    def entries(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[int, int, int, Optional[tuple]]]:
-        """(pfn, anon, file, page fields or None) for every page with page_ext."""
-        for t, a, b in online_spans(self.layout, lo, hi):
-            raw = read_entries(self.prog, t, a, b, self.geo.entry_size)
-            memmap = read_memmap(self.prog, a, b - a, self.page.size)
-            pages = self.page.iter_unpack(memmap) if memmap else None
-            o = self._order
-            for k, (x, y) in enumerate(self.entry.iter_unpack(raw)):
-                anon, file = (x, y) if self._anon_first else (y, x)
-                p = next(pages) if pages is not None else None
-                yield a + k, anon, file, (None if p is None else tuple(p[i] for i in o))
+    def chunks(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) \
+            -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]]:
+        """(pfns, anon, file, struct pages or None, struct page known) per chunk,
+        the entries that were read only."""
+        for ch in self.session.chunks(lo, hi, node=node, label="reading page_table_check"):
+            e = columns(ch.entries, self.dtype, ch.n)
+            keep = known_mask(ch.n, ch.unknown)
+            p = columns(ch.memmap, self.pf.dtype, ch.n) if ch.memmap is not None else None
+            pknown = known_mask(ch.n, ch.memmap_unknown) if p is not None else np.zeros(ch.n, bool)
+            idx = np.flatnonzero(keep)
+            pfn = np.arange(ch.lo, ch.hi, dtype=np.int64)[idx]
+            yield (pfn, e["anon_map_count"][idx].astype(np.int64), e["file_map_count"][idx].astype(np.int64),
+                   None if p is None else p[idx], pknown[idx])
 
-    def summary(self, lo: int = 0, hi: int = 1 << 64) -> PtcSummary:
+    def summary(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> PtcSummary:
         s = PtcSummary()
-        for pfn, anon, file, p in self.entries(lo, hi):
-            s.pages += 1
-            if anon > 0:
-                s.anon_pages += 1
-                s.anon_mappings += anon
-            if file > 0:
-                s.file_pages += 1
-                s.file_mappings += file
-            if anon < 0 or file < 0:
-                s.negative.append(pfn)
-            if anon and file:
-                s.both.append(pfn)
+        for pfn, anon, file, p, pknown in self.chunks(lo, hi, node):
+            s.pages += len(pfn)
+            s.anon_pages += int((anon > 0).sum())
+            s.file_pages += int((file > 0).sum())
+            s.anon_mappings += int(anon[anon > 0].sum())
+            s.file_mappings += int(file[file > 0].sum())
+            s.negative += pfn[(anon < 0) | (file < 0)].tolist()
+            s.both += pfn[(anon != 0) & (file != 0)].tolist()
+            s.unchecked += int((~pknown).sum())
             if p is None:
                 continue
-            flags, mapping, chead, mapcount = p
-            is_anon = bool(mapping & PAGE_MAPPING_ANON)
-            if anon > 0 and not is_anon:
-                s.not_anon.append(pfn)
-            if file > 0 and is_anon:
-                s.anon_file.append(pfn)
-            if flags & self.head_bit or chead & 1 or mapcount < self.mapcount_reserve or pfn == self.zero_pfn:
-                continue
-            s.mapcount_checked += 1
-            if mapcount + 1 != anon + file:
-                s.mapcount_mismatch.append(pfn)
+            is_anon = (p["mapping"] & PAGE_MAPPING_ANON).astype(bool)
+            s.not_anon += pfn[pknown & (anon > 0) & ~is_anon].tolist()
+            s.anon_file += pfn[pknown & (file > 0) & is_anon].tolist()
+            mapcount = p["_mapcount"].astype(np.int64)
+            skip = ((p["flags"] & np.uint64(self.pf.head_bit)) != 0) | ((p["compound_head"] & 1) != 0) \
+                | (mapcount <= MAPCOUNT_RESERVE) | ~pknown
+            if self.zero_pfn is not None:
+                skip |= pfn == self.zero_pfn
+            checked = ~skip
+            s.mapcount_checked += int(checked.sum())
+            s.mapcount_mismatch += pfn[checked & (mapcount + 1 != anon + file)].tolist()
         return s
+
+
+def run_table_check(ctx: Context) -> int:
+    a = ctx.args
+    _, lo, hi = pfn_selection(None, a.prange)
+    pe = ctx.session
+    if a.prange is not None or a.node is not None:
+        pe.check_range(lo, hi, a.node)
+    ptc = pe.client("page_table_check")
+    if a.list_:
+        w = csv.writer(ctx.out, lineterminator="\n")
+        w.writerow(("pfn", "anon_map_count", "file_map_count", "mapcount"))
+        for pfn, anon, file, p, pknown in ptc.chunks(lo, hi, a.node):
+            hit = np.flatnonzero((anon != 0) | (file != 0))
+            mc = p["_mapcount"].astype(np.int64) + 1 if p is not None else None
+            for i in hit.tolist():
+                w.writerow((int(pfn[i]), int(anon[i]), int(file[i]),
+                            "" if mc is None or not pknown[i] else int(mc[i])))
+        return 0
+    s = ptc.summary(lo, hi, a.node)
+    if a.as_json:
+        ctx.echo(json.dumps(s.to_json() | {"missing": missing_json(ctx)}, indent=1))
+    else:
+        bad = len(s.inconsistent)
+        ctx.echo(f"pages scanned        {s.pages}")
+        ctx.echo(f"anon-mapped pages    {s.anon_pages} ({s.anon_mappings} mappings)")
+        ctx.echo(f"file-mapped pages    {s.file_pages} ({s.file_mappings} mappings)")
+        ctx.echo(f"inconsistent pages   {bad} (both counts {len(s.both)}, negative {len(s.negative)}, "
+                 f"anon count on !PageAnon {len(s.not_anon)}, file count on PageAnon {len(s.anon_file)})")
+        ctx.echo(f"vs rmap _mapcount    {len(s.mapcount_mismatch)} mismatches in {s.mapcount_checked} "
+                 "order-0 pages" + (f"; {s.unchecked} pages not compared (struct page unreadable)"
+                                    if s.unchecked else ""))
+    return 1 if s.inconsistent else 0
+
+
+COMMANDS = [
+    Command("table-check", "Summarise page_table_check's per-page anon/file map counts.", run_table_check, (
+        RANGE, NODE, Opt(("--list",), "list_", "CSV of every page with a non-zero count", bool, False), JSON,
+    ), description="""\b
+Examples:
+  pageext-inspect table-check vmcore -s vmlinux
+  pageext-inspect table-check --qemu SOCKET -s vmlinux --list > counts.csv""",
+        drgn="page_table_check", force=True),
+]

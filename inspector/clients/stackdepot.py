@@ -2,39 +2,50 @@
 
 page_owner stores its stacks in lib/stackdepot.c (since v4.8, f2ca0b557107)
 and keeps only a 32-bit handle per page.  A handle is a ``union
-handle_parts``: a pool (``slab`` before v6.3) index, an offset in
-``1 << STACK_ALLOC_ALIGN`` units and, on some versions, a valid bit and extra
-bits; its bitfield widths come from the target's DWARF.  Before trusting a
-handle we check it the way the kernel's stack_depot_fetch() does -- index
-within the pools allocated so far, pool present, offset inside the pool -- and
-then that the record there names the same handle and a sane frame count, so
-a corrupt record yields ``None`` (printed as ``<invalid handle 0x...>``)
-instead of garbage.  A valid handle's
-entries are read where drgn's
-:func:`drgn.helpers.linux.stackdepot.stack_depot_fetch` finds them, as one raw
-read (:meth:`StackDepot.fetch_pcs` goes through the helper itself; the VM test
-checks both agree for every handle); the text lines are cached by handle, so
-memory is O(unique stacks).
+handle_parts``: a pool (``slab`` before v6.3, 961c949b012f) index, an offset
+in ``1 << DEPOT_STACK_ALIGN`` units and, on some versions, a valid bit and
+extra bits; its bitfield widths come from the target's DWARF.  Before
+trusting a handle we check it the way the kernel's stack_depot_fetch() does
+-- index within the pools allocated so far and below DEPOT_MAX_POOLS, pool
+present, offset inside the pool -- and then that the record there names the
+same handle and a frame count the depot allows.
+
+Two ways to fail are kept apart: a handle whose record *reads* but is not a
+stack is corrupt (printed as ``<invalid handle 0x...>`` and counted in
+:attr:`StackDepot.invalid`); a handle whose pool or record is *not in the
+dump* is missing data (``missing.stack_handles``), never called corrupt.
+A valid handle's entries are read where drgn's
+:func:`drgn.helpers.linux.stackdepot.stack_depot_fetch` finds them, as one
+raw read; text lines are cached by handle, so memory is O(unique stacks).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import drgn
 from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
+from ..kernel import STACKDEPOT_MAX_FRAMES, pointer_size
+from ..model import Missing
+
 # STACK_ALLOC_ALIGN / DEPOT_STACK_ALIGN: 4 since the depot's introduction
 # (cd11016e5f52, v4.6), as drgn's helper also assumes.
 DEPOT_STACK_ALIGN = 4
-MAX_FRAMES = 64  # CONFIG_STACKDEPOT_MAX_FRAMES default (v6.8); page_owner saves 16
+# STACK_ALLOC_SLABS_CAP (v6.1) / DEPOT_POOLS_CAP (v6.3+): at most 8192 pools.
+DEPOT_POOLS_CAP = 8192
+
+INVALID, MISSING = "invalid", "missing"
 
 
 class StackDepot:
-    def __init__(self, prog: drgn.Program, symbolize: Callable[[int], str]):
+    """The target's stack depot, read lazily."""
+
+    def __init__(self, prog: drgn.Program, symbolize: Callable[[int], str], missing: Optional[Missing] = None):
         self.prog = prog
         self.symbolize = symbolize
-        self._lines: dict[int, Optional[tuple[str, ...]]] = {}
+        self.missing = missing if missing is not None else Missing()
+        self._lines: dict[int, Union[tuple[str, ...], str]] = {}
         self._text: dict[int, Optional[str]] = {}
         self.invalid: set[int] = set()
         parts = prog.type("union handle_parts")
@@ -42,7 +53,7 @@ class StackDepot:
         for m in _flatten(parts):
             if m.name and m.bit_field_size:
                 self._fields[m.name] = (m.bit_offset, m.bit_field_size)
-        if "pool_index_plus_1" in self._fields:  # v6.9 a6c1d9cb9a68 (3ee34eabac2a, v6.9-rc1)
+        if "pool_index_plus_1" in self._fields:  # a6c1d9cb9a68 (3ee34eabac2a, v6.9-rc1)
             self._index_name, self._plus_one = "pool_index_plus_1", True
         elif "pool_index" in self._fields:  # v6.3 961c949b012f (slab -> pool)
             self._index_name, self._plus_one = "pool_index", False
@@ -58,61 +69,65 @@ class StackDepot:
         self._rec_size_off = drgn.offsetof(rec, "size")
         self._rec_handle_off = drgn.offsetof(rec, "handle")
         self._rec_entries_off = drgn.offsetof(rec, "entries")
-        self._pool_addr: dict[int, int] = {}
+        self._word = pointer_size(prog)
+        self._pool_addr: dict[int, Optional[int]] = {}
+        self._max: Optional[int] = None
 
     def _part(self, handle: int, name: str) -> int:
         off, size = self._fields[name]
         return (handle >> off) & ((1 << size) - 1)
 
     def _max_index(self) -> int:
-        """Highest pool index in use (inclusive)."""
+        """Highest pool index in use (inclusive), bounded by DEPOT_POOLS_CAP."""
+        found = None
         for name, inclusive in (("pools_num", False), ("pool_index", True), ("depot_index", True)):
             try:
-                v = self.prog.object(name, drgn.FindObjectFlags.VARIABLE, "stackdepot.c").value_()
-            except (LookupError, ValueError):
+                o = self.prog.object(name, drgn.FindObjectFlags.VARIABLE, "stackdepot.c")
+                v = o.value_()
+            except (LookupError, ValueError, drgn.FaultError, drgn.ObjectAbsentError):
                 continue
-            return v if inclusive else v - 1
-        return (self._pools.type_.length or 1) - 1
+            found = v if inclusive else v - 1
+            break
+        if found is None:
+            found = (self._pools.type_.length or DEPOT_POOLS_CAP) - 1
+        return max(-1, min(found, DEPOT_POOLS_CAP - 1))
 
-    def check(self, handle: int) -> bool:
-        return self._locate(handle) is not None
-
-    def _locate(self, handle: int) -> Optional[tuple[int, int]]:
-        """(record address, frame count), or None: the kernel's own bounds
-        checks plus that the record there names this handle."""
+    def locate(self, handle: int) -> Union[tuple[int, int], str]:
+        """(record address, frame count), or INVALID (not a stack) or MISSING
+        (the pool or record is not in the dump)."""
         idx = self._part(handle, self._index_name)
         if self._plus_one:
             if idx == 0:
-                return None
+                return INVALID
             idx -= 1
         if "valid" in self._fields and not self._part(handle, "valid"):
-            return None
-        if not hasattr(self, "_max"):
+            return INVALID
+        if self._max is None:
             self._max = self._max_index()
         if idx > self._max or (self._pools.type_.length and idx >= self._pools.type_.length):
-            return None
-        base = self._pool_addr.get(idx)
-        if base is None:
+            return INVALID
+        if idx not in self._pool_addr:
             try:
-                base = self._pool_addr[idx] = self._pools[idx].value_()
+                self._pool_addr[idx] = self._pools[idx].value_()
             except drgn.FaultError:
-                return None
+                self._pool_addr[idx] = None
+        base = self._pool_addr[idx]
+        if base is None:
+            return MISSING
         if not base:
-            return None
+            return INVALID
         offset = self._part(handle, "offset") << DEPOT_STACK_ALIGN
         if offset + self._rec_handle_off + 4 > self.pool_size:
-            return None
+            return INVALID
         try:
             raw = self.prog.read(base + offset, self._rec_handle_off + 4)
         except drgn.FaultError:
-            return None
+            return MISSING
         size = int.from_bytes(raw[self._rec_size_off:self._rec_size_off + 4], "little")
         stored = int.from_bytes(raw[self._rec_handle_off:self._rec_handle_off + 4], "little")
         mask = ~self._extra_mask() & 0xFFFFFFFF
-        if stored & mask != handle & mask:
-            return None
-        if size > MAX_FRAMES:
-            return None
+        if stored & mask != handle & mask or size > STACKDEPOT_MAX_FRAMES:
+            return INVALID
         return base + offset, size
 
     def _extra_mask(self) -> int:
@@ -121,28 +136,33 @@ class StackDepot:
         off, size = self._fields["extra"]
         return ((1 << size) - 1) << off
 
-    def lines(self, handle: int) -> Optional[tuple[str, ...]]:
-        """``%pS`` of each frame, or None for an invalid handle."""
-        if handle in self._lines:
-            return self._lines[handle]
-        result: Optional[tuple[str, ...]] = None
-        where = self._locate(handle)
-        if where is not None:
+    def lines(self, handle: int) -> Union[tuple[str, ...], str]:
+        """``%pS`` of each frame, or INVALID / MISSING (see :meth:`locate`)."""
+        got = self._lines.get(handle)
+        if got is not None:
+            return got
+        where = self.locate(handle)
+        if isinstance(where, tuple):
             try:
-                result = tuple(self.symbolize(pc) for pc in self.pcs_at(*where))
+                got = tuple(self.symbolize(pc) for pc in self.pcs_at(*where))
             except drgn.FaultError:
-                result = None
-        if result is None:
+                got = MISSING
+        else:
+            got = where
+        if got == INVALID:
             self.invalid.add(handle)
-        self._lines[handle] = result
-        return result
+        elif got == MISSING:
+            self.missing.stack_handles.add(handle)
+        self._lines[handle] = got
+        return got
 
     def pcs_at(self, record: int, size: int) -> list[int]:
         """The saved entries of the record: the address drgn's stack_depot_fetch()
         computes, read as raw words (its StackTrace also expands inlined frames,
         which the kernel does not print and which costs ~2 ms a stack)."""
-        raw = self.prog.read(record + self._rec_entries_off, size * 8)
-        return [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+        w = self._word
+        raw = self.prog.read(record + self._rec_entries_off, size * w)
+        return [int.from_bytes(raw[i:i + w], "little") for i in range(0, len(raw), w)]
 
     def fetch_pcs(self, handle: int) -> Optional[list[int]]:
         """pcs of a valid handle through drgn's own helper (non-inline frames)."""
@@ -150,11 +170,12 @@ class StackDepot:
         return None if trace is None else [f.pc for f in trace if not f.is_inline]
 
     def text(self, handle: int) -> Optional[str]:
-        """stack_trace_snprint(..., spaces=0): ``" %pS\\n"`` per frame (cached)."""
-        text = self._text.get(handle)
-        if text is None and handle not in self._text:
-            lines = self.lines(handle)
-            text = self._text[handle] = None if lines is None else "".join(f" {line}\n" for line in lines)
+        """stack_trace_snprint(..., spaces=0): ``" %pS\\n"`` per frame; None
+        unless the handle is a readable stack."""
+        if handle in self._text:
+            return self._text[handle]
+        lines = self.lines(handle)
+        text = self._text[handle] = "".join(f" {line}\n" for line in lines) if isinstance(lines, tuple) else None
         return text
 
 

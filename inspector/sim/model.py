@@ -20,7 +20,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..model import INVALID, OFFLINE, ONLINE, Client, Layout, SectionInfo, Table
+from ..model import (ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, ENTRY_STRUCT, INVALID, OFFLINE,
+                     ONLINE, Client, Layout, SectionInfo, Table)
 from .variants import Variant
 
 DIRECT_MAP = 0xFFFF888000000000  # x86-64 page_offset_base without KASLR
@@ -30,6 +31,9 @@ MASK64 = (1 << 64) - 1
 # Where a node's first table goes, from the start of its first boot section:
 # clear of pfn 0 and of the kernel image, like a real alloc_pages_exact_nid().
 ALLOC_START_OFFSET = 16 << 20
+# How discovery words each entry rule (inspector.discover.entry_size).
+ENTRY_SOURCES = {ENTRY_STRUCT: "sizeof(struct page_ext)", ENTRY_EXTRA_MEM: "sizeof(struct page_ext) + extra_mem",
+                 ENTRY_PAGE_EXT_SIZE: "page_ext_size", ENTRY_SHARED_FLAGS: "page_ext_size"}
 
 
 
@@ -147,7 +151,7 @@ class Simulator:
         v = self.v
         specs = self.m.get("clients", [])
         need_any = False
-        if v.entry_rule == "shared_flags":
+        if v.entry_rule == ENTRY_SHARED_FLAGS:
             # 6189eb82f0ae (v6.3) invoke_need_callbacks(): first pass sets
             # page_ext_size = sizeof(struct page_ext) if a needed client has
             # need_shared_flags; otherwise it stays 0.
@@ -405,10 +409,11 @@ class Simulator:
     def layout(self) -> Layout:
         v = self.v
         nodes = sorted(self.spans)
-        lay = Layout(v.release, self.model, self.page_size, self.section_pages, self.entry_size,
-                     list(self.clients), kernel_total_usage=self.total_usage, nodes=nodes,
-                     block_sections=self.block_sections,
-                     sparsemem_extreme=None if self.flat else True)
+        lay = Layout(release=v.release, memory_model=self.model, page_size=self.page_size,
+                     section_pages=self.section_pages, entry_size=self.entry_size, clients=list(self.clients),
+                     total_usage=self.total_usage, sections_per_block=self.block_sections,
+                     max_order_nr_pages=self.max_order_nr, sparsemem_extreme=None if self.flat else True,
+                     rules=v.rules(), entry_size_source=ENTRY_SOURCES[v.entry_rule], nodes=nodes)
         if self.flat:
             lay.tables = [self.node_tables[n] for n in sorted(self.node_tables)]
             return lay

@@ -1,10 +1,10 @@
 """Recorded scenarios: named simulator inputs with the run they produced.
 
-A scenario file (fixtures/sim/NAME.json) holds ``name``, ``description``,
+A scenario file (inspector/sim/recorded/NAME.json, shipped with the package) holds ``name``, ``description``,
 ``variant``, ``input`` (the machine and its hotplug steps, see
 :mod:`inspector.sim.model`) and ``expected`` (events, layout, total_usage,
 dmesg, panicked) as last recorded with ``pageext-inspect simulate NAME
---record``.  The built-in inputs below seed those files; once a file exists
+--record FILE``.  The built-in inputs below seed those files; once a file exists
 its own ``input`` is authoritative.  The tests replay every file and demand
 the same output, so any change to the model shows up as a diff to review.
 """
@@ -18,7 +18,7 @@ from typing import Any, Optional
 from .model import SimResult, simulate
 from .variants import get
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sim"
+RECORDED = Path(__file__).resolve().parent / "recorded"
 
 PAGES = 32768  # x86-64: 128 MiB sections of 4 KiB pages
 # The two clients of the 6.1 test kernel, sizes as a 64-bit 6.1 build has them
@@ -100,20 +100,32 @@ def path_of(name: str) -> Path:
     p = Path(name)
     if p.suffix == ".json" or "/" in name:
         return p
-    return FIXTURES / f"{name}.json"
+    return RECORDED / f"{name}.json"
 
 
 def names() -> list[str]:
-    found = {p.stem for p in FIXTURES.glob("*.json")} if FIXTURES.is_dir() else set()
+    found = {p.stem for p in RECORDED.glob("*.json")} if RECORDED.is_dir() else set()
     return sorted(found | set(BUILTIN))
+
+
+MAX_SCENARIO_BYTES = 16 << 20
 
 
 def load(name: str) -> dict[str, Any]:
     """The scenario file, or the built-in input when it was never recorded."""
     p = path_of(name)
     if p.exists():
-        with open(p) as f:
-            doc = json.load(f)
+        if not p.is_file():
+            raise ValueError(f"{p}: not a regular file (a scenario is a JSON file)")
+        if p.stat().st_size > MAX_SCENARIO_BYTES:
+            raise ValueError(f"{p}: too large for a scenario file")
+        try:
+            with open(p) as f:
+                doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"{p}: not a scenario file (not a JSON object)")
         for key in ("variant", "input"):
             if key not in doc:
                 raise ValueError(f"{p}: not a scenario file (no {key!r})")
@@ -127,11 +139,13 @@ def run(doc: dict[str, Any], variant: Optional[str] = None) -> SimResult:
     return simulate(doc["input"], get(variant or doc["variant"]))
 
 
-def record(doc: dict[str, Any], result: SimResult, variant: Optional[str] = None) -> Path:
+def record(doc: dict[str, Any], result: SimResult, path: str, variant: Optional[str] = None) -> Path:
+    """Write the scenario with this run as its recording, to ``path``."""
     out = {"name": doc.get("name"), "description": doc.get("description", ""),
            "variant": variant or doc["variant"], "input": doc["input"], "expected": result.to_json()}
-    p = path_of(doc.get("name") or "scenario")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{p}: not a regular file")
     with open(p, "w") as f:
         json.dump(out, f, indent=1, sort_keys=False)
         f.write("\n")

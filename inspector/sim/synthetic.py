@@ -201,6 +201,9 @@ def build(pic: Picture) -> drgn.Program:
         const("extra_mem", lay.entry_size - page_ext.size)  # 980ac1672e7e (v4.9)
     if v.invalid_bit:  # page_ext_get()/put() arrive with PAGE_EXT_INVALID, b1d5488a252d
         objects["page_ext_get"] = drgn.Object(prog, prog.function_type(page_ext_p, ()), address=TEXT_BASE)
+    if lay.section_pages is not None:  # memory hotplug sets SECTION_IS_ONLINE (2d070eab2e82, v4.13)
+        objects["online_mem_sections"] = drgn.Object(prog, prog.function_type(prog.void_type(), ()),
+                                                     address=TEXT_BASE + 0x100)
     symbols: list[drgn.Symbol] = []
     for c in lay.clients:
         addr = var(f"{c.name}_ops", ops_t)
@@ -259,7 +262,7 @@ def build(pic: Picture) -> drgn.Program:
             a = root_addr[r] + MEM_SECTION_SIZE * (nr % spr)
             img.u64(a, flags)
             img.u64(a + 16, stored)
-        if lay.block_sections:
+        if lay.sections_per_block:
             _memory_blocks(prog, img, objects, types, pic)
     # FLATMEM: no mem_section, no vmemmap, no memory blocks; discover() keys on their absence
 
@@ -279,6 +282,15 @@ def build(pic: Picture) -> drgn.Program:
     prog.add_memory_segment(DATA_BASE, len(data), lambda a, c, o, p: data[o:o + c])
     for addr, size in pic.table_segments:  # the tables themselves: zeroed pages
         prog.add_memory_segment(addr, size, lambda a, c, o, p: bytes(c))
+    # What a core's own page list would say: the tables' direct-map pages.
+    from ..model import PfnRanges
+    from ..reader import Presence
+    held = PfnRanges()
+    for addr, size in pic.table_segments:
+        if addr >= DIRECT_MAP:
+            first = (addr - DIRECT_MAP) // lay.page_size
+            held.add(first, first + -(-size // lay.page_size))
+    prog.cache["pageext_presence"] = Presence(held, "synthetic segments")
     return prog
 
 
@@ -311,7 +323,7 @@ def _memory_blocks(prog, img: _Image, objects: dict, types: dict, pic: Picture) 
                                                       _m(i32, "nid", 16), _m(device, "dev", 24)])
     for t in (lh, kobject, kset, klist, klist_node, bus_type, sp_t, device, dev_prv, mem_block):
         types[t.tag] = t
-    spb = pic.layout.block_sections
+    spb = pic.layout.sections_per_block
     objects["sections_per_block"] = drgn.Object(prog, ul, spb)
     bus = img.alloc(8)
     objects["memory_subsys"] = drgn.Object(prog, bus_type, address=bus)
@@ -446,10 +458,7 @@ CORRUPTIONS: dict[str, Callable[[Picture], Optional[str]]] = {
 
 def inspect_program(prog: drgn.Program) -> tuple[Any, Layout, list]:
     """The core pipeline, exactly as ``pageext-inspect`` runs it on a real kernel."""
-    from ..discover import discover
-    from ..verify import verify
-    from ..walk import memory_probe, walk
+    from ..session import PageExt
 
-    geo = discover(prog)
-    layout = walk(prog, geo)
-    return geo, layout, verify(layout, memory_probe(prog, geo, layout))
+    pe = PageExt(prog)
+    return pe.geometry, pe.layout, pe.checks

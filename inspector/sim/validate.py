@@ -21,17 +21,17 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+from ..commands import Command, Context, Opt
+from ..errors import PageExtError
+from ..events import read_trace, schema_view
 from ..model import Layout
 from .model import SimResult, Simulator
 from .variants import Variant, get, variant_for_release
 
 TABLE_FIELDS = ("node", "start_pfn", "nr_pages", "bytes", "state")
-SCHEMA_KEYS = {"notifier": ("event", "action", "start_pfn", "nr_pages", "nid", "ret"),
-               "init_section": ("event", "pfn", "nid", "ret"),
-               "free": ("event", "pfn"), "invalidate": ("event", "pfn")}
 
 
-class ValidateError(ValueError):
+class ValidateError(PageExtError, ValueError):
     """Bad input (exit 2)."""
 
 
@@ -61,9 +61,12 @@ def diff_layouts(pred: Layout, walked: Layout, fields=TABLE_FIELDS, total_exact:
             a, b = getattr(pt[k], f), getattr(wt[k], f)
             if a != b:
                 diffs.append(f"{_where(k)}: {f} predicted {_fmt(a)}, kernel {_fmt(b)}")
-    usage = walked.kernel_total_usage
-    predicted = pred.kernel_total_usage if pred_total is None else pred_total
-    if usage is not None and predicted != usage:
+    usage = walked.total_usage
+    predicted = pred.total_usage if pred_total is None else pred_total
+    if usage is None:
+        notes.append(f"the kernel's total_usage is not in its debug info (optimized out): the predicted "
+                     f"{predicted} bytes were not compared")
+    elif predicted != usage:
         table = (pred.section_pages or 0) * pred.entry_size
         extra = usage - predicted
         if not total_exact and table and extra > 0 and extra % table == 0:
@@ -82,10 +85,11 @@ def _fmt(v) -> str:
     return f"{v:#x}" if isinstance(v, int) and v > 4096 else str(v)
 
 
-def machine_from_walk(prog, geo, walked: Layout) -> dict[str, Any]:
+def machine_from_walk(prog, walked: Layout) -> dict[str, Any]:
     """The simulator's input, read from the target's own state."""
     import drgn
 
+    geo = walked
     struct_size = prog.type("struct page_ext").size
     # Clients in page_ext_ops[] order: the needed ones by their assigned offsets,
     # then the others (whose order does not change any offset).
@@ -100,9 +104,9 @@ def machine_from_walk(prog, geo, walked: Layout) -> dict[str, Any]:
     m: dict[str, Any] = {"memory_model": geo.memory_model, "page_size": geo.page_size,
                          "struct_page_ext_size": struct_size, "clients": clients}
     if not geo.sparse:
-        from ..walk import _node_spans
+        from ..walk import node_spans
         try:
-            spans = _node_spans(prog)
+            spans = node_spans(prog)
         except drgn.FaultError as e:
             raise ValidateError(f"cannot read pglist_data: {e}") from None
         m["nodes"] = [{"nid": n, "start_pfn": s, "end_pfn": e} for n, s, e in spans]
@@ -120,7 +124,7 @@ def machine_from_walk(prog, geo, walked: Layout) -> dict[str, Any]:
 
 def hotplug_steps(walked: Layout) -> list[dict[str, Any]]:
     """hot_add (and online, one block per notifier) for every present non-boot section."""
-    spb = walked.block_sections or 1
+    spb = walked.sections_per_block or 1
     blocks: dict[int, list] = {}
     for s in walked.sections:
         if s.present and not s.early:
@@ -136,32 +140,6 @@ def hotplug_steps(walked: Layout) -> list[dict[str, Any]]:
 
 
 # -- trace replay ------------------------------------------------------------------------------
-
-def read_trace(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    try:
-        with open(path) as f:
-            lines = [ln for ln in f.read().splitlines() if ln.strip()]
-    except OSError as e:
-        raise ValidateError(f"{path}: {e.strerror}") from None
-    try:
-        docs = [json.loads(ln) for ln in lines]
-    except json.JSONDecodeError as e:
-        raise ValidateError(f"{path}: not JSON Lines ({e.msg} at line {e.lineno})") from None
-    if not docs or not isinstance(docs[0], dict) or docs[0].get("kind") != "pageext-trace":
-        raise ValidateError(f"{path}: not a pageext trace (first line must be the pageext-trace header)")
-    header, events = docs[0], docs[1:]
-    if header.get("version") != 1:
-        raise ValidateError(f"{path}: trace version {header.get('version')!r} is not supported (1 is)")
-    for i, ev in enumerate(events, 2):
-        keys = SCHEMA_KEYS.get(ev.get("event") if isinstance(ev, dict) else None)
-        if keys is None or any(k not in ev for k in keys):
-            raise ValidateError(f"{path}:{i}: not an event of the shared schema")
-    return header, events
-
-
-def schema_view(ev: dict[str, Any]) -> dict[str, Any]:
-    return {k: ev[k] for k in SCHEMA_KEYS[ev["event"]]}
-
 
 def replay(machine: dict[str, Any], variant: Variant, events: list[dict[str, Any]],
            probes: str) -> tuple[SimResult, list[str]]:
@@ -227,31 +205,26 @@ def replay(machine: dict[str, Any], variant: Variant, events: list[dict[str, Any
     return result, diffs + [f"note: {n}" for n in notes]
 
 
-def validate(target: Optional[str], qemu: Optional[str], vmlinux: Optional[str], arch: Optional[str],
-             trace: Optional[str], variant_name: Optional[str]) -> tuple[list[str], list[str], str]:
-    """(differences, notes, summary line).  Raises TargetError/ValidateError on bad input."""
-    from ..target import open_target
-
-    header = events = None
-    if trace:
-        header, events = read_trace(trace)
-    tgt = open_target(target, qemu, vmlinux, arch)
-    return validate_program(tgt.prog, header, events, variant_name, trace or "")
-
-
-def validate_program(prog, header: Optional[dict], events: Optional[list], variant_name: Optional[str] = None,
+def validate_session(pe, header: Optional[dict], events: Optional[list], variant_name: Optional[str] = None,
                      trace: str = "") -> tuple[list[str], list[str], str]:
-    """:func:`validate` on an open drgn Program (a real kernel or a synthetic one)."""
-    from ..discover import discover
-    from ..walk import walk
-
-    geo = discover(prog)
-    walked = walk(prog, geo)
+    """(differences, notes, summary line) of a session's kernel against the simulator."""
+    prog, walked = pe.prog, pe.layout
+    geo = walked
     try:
         variant = get(variant_name) if variant_name else variant_for_release(geo.release)
     except ValueError as e:
         raise ValidateError(str(e)) from None
-    machine = machine_from_walk(prog, geo, walked)
+    machine = machine_from_walk(prog, walked)
+    rules_notes = []
+    # Only the rules this memory model can show: the FLATMEM slack on FLATMEM,
+    # PAGE_EXT_INVALID on SPARSEMEM.
+    relevant = [k for k in geo.rules.to_json()
+                if k != ("invalid_bit" if not geo.sparse else "flatmem_max_order_slack")]
+    differ = [f"{k} {getattr(geo.rules, k)!r} (variant {getattr(variant, k)!r})"
+              for k in relevant if getattr(geo.rules, k) != getattr(variant, k)]
+    if differ:
+        rules_notes.append(f"the kernel's detected rules differ from variant {variant.name}'s: "
+                           + ", ".join(differ))
     if header is not None:
         if geo.sparse is False:
             raise ValidateError("--trace needs a SPARSEMEM kernel (FLATMEM has no memory hotplug)")
@@ -269,45 +242,60 @@ def validate_program(prog, header: Optional[dict], events: Optional[list], varia
         from .model import simulate
         result = simulate(machine, variant)
         diffs, notes = diff_layouts(result.layout, walked, total_exact=False)
+    usage = "unknown" if walked.total_usage is None else walked.total_usage
     summary = (f"{geo.release}: variant {variant.name}; predicted {len(result.layout.tables)} tables, "
                f"{result.layout.total_bytes} bytes, total_usage {result.total_usage}; kernel "
-               f"{len(walked.tables)} tables, {walked.total_bytes} bytes, total_usage {walked.kernel_total_usage}")
-    return diffs, notes, summary
+               f"{len(walked.tables)} tables, {walked.total_bytes} bytes, total_usage {usage}")
+    return diffs, rules_notes + notes, summary
 
 
-def register_validate(app, names: set[str]) -> None:
-    import typer
+def validate_program(prog, header: Optional[dict], events: Optional[list], variant_name: Optional[str] = None,
+                     trace: str = "") -> tuple[list[str], list[str], str]:
+    """:func:`validate_session` on an open drgn Program (a real kernel or a synthetic one)."""
+    from ..session import PageExt
+    return validate_session(PageExt(prog), header, events, variant_name, trace)
 
-    from .. import cli as _c
 
-    from ..cli import fail
-
-    @app.command("validate", help="Compare a kernel's page_ext with the reference simulator's prediction "
-                                  "for its own memory map; exit 1 on any difference.")
-    def validate_cmd(
-        target: Optional[str] = _c.TARGET,
-        vmlinux: Optional[str] = _c.VMLINUX,
-        qemu: Optional[str] = _c.QEMU,
-        arch: Optional[str] = _c.ARCH,
-        trace: Optional[str] = typer.Option(None, "--trace", help="replay this tracer record (JSON Lines)"),
-        variant: Optional[str] = typer.Option(None, "--variant", help="force a variant (default: from the release)"),
-    ) -> None:
-        from ..report import escape
-        from ..target import TargetError
-        from .model import SimError
-
+def prepare_validate(args) -> None:
+    from ..events import TraceFileError
+    args.recorded = (None, None)
+    if args.variant:
         try:
-            diffs, notes, summary = validate(target, qemu, vmlinux, arch, trace, variant)
-        except (TargetError, ValidateError, SimError) as e:
-            raise fail(str(e))
-        typer.echo(escape(summary))
-        for n in notes:
-            typer.echo(f"note: {escape(n)}")
-        if diffs:
-            typer.echo(f"{len(diffs)} difference(s):")
-            for d in diffs:
-                typer.echo(f"  {escape(d)}")
-            raise typer.Exit(1)
-        typer.echo("agrees: the kernel's page_ext is what the simulator predicts")
+            get(args.variant)
+        except ValueError as e:
+            raise ValidateError(str(e)) from None
+    if args.trace:
+        try:
+            args.recorded = read_trace(args.trace)
+        except TraceFileError as e:
+            raise ValidateError(str(e)) from None
 
-    names.add("validate")
+
+def run_validate(ctx: Context) -> int:
+    from ..text import escape
+    a = ctx.args
+    header, events = a.recorded
+    diffs, notes, summary = validate_session(ctx.session, header, events, a.variant, a.trace or "")
+    ctx.echo(escape(summary))
+    for n in notes:
+        ctx.echo(f"note: {escape(n)}")
+    if diffs:
+        ctx.echo(f"{len(diffs)} difference(s):")
+        for d in diffs:
+            ctx.echo(f"  {escape(d)}")
+        return 1
+    ctx.echo("agrees: the kernel's page_ext is what the simulator predicts")
+    return 0
+
+
+COMMANDS = [
+    Command("validate", "Compare a kernel's page_ext with the reference simulator's prediction for its own "
+            "memory map; exit 1 on any difference.", run_validate, (
+                Opt(("--trace",), "trace", "replay this tracer record (JSON Lines)", metavar="FILE"),
+                Opt(("--variant",), "variant", "force a variant (default: from the release)", metavar="NAME"),
+            ), description="""\b
+Examples:
+  pageext-inspect validate --qemu SOCKET -s vmlinux
+  pageext-inspect validate --qemu SOCKET -s vmlinux --trace trace.jsonl   # replay a bcc recording""",
+            drgn="pageext_validate", prepare=prepare_validate),
+]

@@ -12,30 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..discover import release_version  # noqa: F401  (re-exported for the simulator)
+from ..kernel import release_version
+from ..model import ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, ENTRY_STRUCT, Rules
 
 
 @dataclass(frozen=True)
-class Variant:
-    name: str
-    release: str  # the init_uts_ns release a synthetic kernel of this variant reports
-    # Entry size rule (invoke_need_callbacks / get_entry):
-    #   "struct"        v3.19 eefa864b701d: sizeof(struct page_ext), clients have no size/offset
-    #   "extra_mem"     v4.9 980ac1672e7e: sizeof(struct page_ext) + extra_mem,
-    #                   ops->offset = sizeof(struct page_ext) + extra_mem (running)
-    #   "page_ext_size" v5.4 5556cfe8d994: global page_ext_size starts at sizeof(struct page_ext)
-    #   "shared_flags"  v6.3 6189eb82f0ae: page_ext_size starts at 0 and becomes
-    #                   sizeof(struct page_ext) only if a needed client has need_shared_flags
-    entry_rule: str
+class Variant(Rules):
+    """The rules of one kernel version: the :class:`~inspector.model.Rules`
+    discovery detects in a real kernel (entry_rule, ops_has_offset,
+    ops_has_shared_flags, invalid_bit, flatmem_max_order_slack -- see there,
+    each with its commit) plus the behaviour only a run shows."""
+
+    name: str = ""
+    release: str = ""  # the init_uts_ns release a synthetic kernel of this variant reports
     # Seed v2 (21 Nov 2014) page_ext_init_flatmem(): `if (!invoke_need_callbacks)`
     # tests the function's address, never NULL, so FLATMEM always allocates.
     # Fixed in v3 before the merge (eefa864b701d).
     flatmem_need_bug: bool = False
-    # FLATMEM alloc_node_page_ext(): index from round_down(node_start_pfn,
-    # MAX_ORDER_NR_PAGES) and one extra MAX_ORDER_NR_PAGES when either end is
-    # unaligned.  Absent in the seed/v3.19 (index = pfn - node_start_pfn);
-    # present in the v4.9-v5.3 file (read alongside extra_mem) and in 6.1/6.12.
-    flatmem_max_order_slack: bool = True
     # online_page_ext(): the seed/v3.19 skip sections with !pfn_present(pfn);
     # the 6.1.192 and 6.12 sources call init_section_page_ext() on every
     # section of the range.
@@ -46,10 +39,6 @@ class Variant:
     #            mem_section in online_page_ext"): end = pfn - PAGES_PER_SECTION,
     #            so only the sections before the failed one (6.12 source)
     rollback: str = "all"
-    # b1d5488a252d (v6.1) offline_page_ext(): __invalidate_page_ext() (ptr |
-    # PAGE_EXT_INVALID) on every section, synchronize_rcu(), then
-    # __free_page_ext().  Before: __free_page_ext() at once.
-    invalid_bit: bool = False
     # c4f20f1479c4 (v6.1) early_param("early_page_ext"): page_ext_init() runs in
     # mm_init(); the layout is the same, only the time differs.
     early_page_ext: bool = False
@@ -60,10 +49,6 @@ class Variant:
     # Both give the node of the block being onlined: a hot-added block's
     # memmap carries its zone's node before MEM_GOING_ONLINE.
     online_nid: str = "status_change_nid"
-    # struct page_ext_operations has offset/size (980ac1672e7e, v4.9) and
-    # need_shared_flags (6189eb82f0ae, v6.3)
-    ops_has_offset: bool = True
-    ops_has_shared_flags: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -71,14 +56,18 @@ class Variant:
         return release_version(self.release) or (0, 0)
 
 
-V3_19 = Variant("v3.19", "3.19.0", "struct", flatmem_max_order_slack=False, online_skips_absent=True,
+# The FLATMEM rounding and slack (flatmem_max_order_slack) are in
+# eefa864b701d itself (folded in before the merge at Joonsoo Kim's request,
+# lkml 2014-12-03, "fix the problem on !CONFIG_SPARSEMEM"); the seed as
+# posted (v2, and v3 of 24 Nov 2014) indexed from node_start_pfn exactly.
+V3_19 = Variant(name="v3.19", release="3.19.0", entry_rule=ENTRY_STRUCT, online_skips_absent=True,
                 ops_has_offset=False)
 SEED_AS_POSTED = replace(V3_19, name="seed-as-posted", release="3.19.0-seed", flatmem_need_bug=True,
-                         notes=("page_ext v2 1/7 as posted, 2014-11-21",))
-V4_9 = Variant("v4.9", "4.9.0", "extra_mem")
-V5_4 = replace(V4_9, name="v5.4", release="5.4.0", entry_rule="page_ext_size")
+                         flatmem_max_order_slack=False, notes=("page_ext v2 1/7 as posted, 2014-11-21",))
+V4_9 = Variant(name="v4.9", release="4.9.0", entry_rule=ENTRY_EXTRA_MEM)
+V5_4 = replace(V4_9, name="v5.4", release="5.4.0", entry_rule=ENTRY_PAGE_EXT_SIZE)
 V6_1 = replace(V5_4, name="v6.1", release="6.1.0", invalid_bit=True, early_page_ext=True)
-V6_3 = replace(V6_1, name="v6.3", release="6.3.0", entry_rule="shared_flags", ops_has_shared_flags=True)
+V6_3 = replace(V6_1, name="v6.3", release="6.3.0", entry_rule=ENTRY_SHARED_FLAGS, ops_has_shared_flags=True)
 V6_6 = replace(V6_3, name="v6.6", release="6.6.0", rollback="before")
 V6_17 = replace(V6_6, name="v6.17", release="6.17.0", online_nid="pfn_to_nid")
 

@@ -1,0 +1,168 @@
+"""The columnar engine every client decoder reads through.
+
+A page_ext table chunk (see :meth:`inspector.session.PageExt.chunks`) is a
+run of ``entry_size``-byte records; the memmap beside it a run of ``struct
+page``.  :func:`record_dtype` turns the fields a decoder needs -- their
+offsets and C types read from the target's DWARF -- into a numpy structured
+dtype, so ``np.frombuffer(chunk.entries, dtype)`` is the whole table as
+columns without copying, and flag tests, selections and group-bys are
+whole-array operations.  Python touches only the results: unique stacks,
+unique flag words, per-key sums.
+
+Shared pieces of the clients live here too: the ``struct page`` fields they
+read, the known-entries mask of a chunk whose pages were partly unreadable,
+compound heads, and :func:`lookup_table` (the text of each distinct value
+of a column, computed once per value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+import drgn
+import numpy as np
+
+from ..errors import TargetError
+
+
+def _np_scalar(t: drgn.Type, big_endian: bool = False) -> str:
+    """numpy type code of a DWARF scalar (int, enum, bool, pointer) or char array."""
+    t = t.unaliased()
+    end = ">" if big_endian else "<"
+    if t.kind == drgn.TypeKind.ARRAY:
+        return f"S{t.length * t.type.size}" if t.length is not None else "S0"
+    if t.kind == drgn.TypeKind.ENUM:
+        t = t.type
+    if t.kind == drgn.TypeKind.BOOL:
+        return "u1"
+    if t.kind == drgn.TypeKind.POINTER:
+        return f"{end}u{t.size}"
+    if t.kind == drgn.TypeKind.STRUCT and t.size == 4 and t.has_member("counter"):  # atomic_t
+        return f"{end}i4"
+    if t.kind == drgn.TypeKind.STRUCT and t.size in (4, 8) and t.has_member("refs"):  # refcount_t
+        return f"{end}i{t.size}"
+    signed = t.kind == drgn.TypeKind.INT and t.is_signed
+    return f"{end}{'i' if signed else 'u'}{t.size}"
+
+
+def member_field(t: drgn.Type, name: str, base: int = 0) -> tuple[str, int, str]:
+    """(name, byte offset + base, numpy code) of member ``name`` (dotted paths allowed)."""
+    path = name.split(".")
+    off, cur = base, t
+    for part in path:
+        m = cur.unaliased().member(part)
+        off += m.bit_offset // 8
+        cur = m.type
+    return name.replace(".", "_"), off, _np_scalar(cur)
+
+
+def record_dtype(fields: Iterable[tuple[str, int, str]], itemsize: int) -> np.dtype:
+    """A structured dtype of ``itemsize`` bytes with each (name, offset, code).
+
+    Overlapping union members keep the first one named; fields that do not fit
+    are dropped (a decoder asks for them by name and gets a KeyError)."""
+    names, formats, offsets, end = [], [], [], 0
+    for name, off, code in sorted(fields, key=lambda f: f[1]):
+        size = np.dtype(code).itemsize
+        if (off < end and names) or off + size > itemsize or name in names:
+            continue
+        names.append(name)
+        formats.append(code)
+        offsets.append(off)
+        end = off + size
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": max(itemsize, 1)})
+
+
+def known_mask(n: int, unknown: Sequence[tuple[int, int]]) -> np.ndarray:
+    """True for the entries of a chunk that were read."""
+    mask = np.ones(n, dtype=bool)
+    for a, b in unknown:
+        mask[a:b] = False
+    return mask
+
+
+def columns(raw: bytes, dtype: np.dtype, n: int) -> np.ndarray:
+    """The n records of ``raw`` as a structured array (no copy)."""
+    if dtype.itemsize * n > len(raw):
+        raise TargetError(f"short read: {len(raw)} bytes for {n} records of {dtype.itemsize}")
+    return np.frombuffer(raw, dtype=dtype, count=n)
+
+
+@dataclass
+class PageFields:
+    """The ``struct page`` fields the clients read, as one dtype."""
+
+    dtype: np.dtype
+    size: int
+    head_bit: int  # 1 << PG_head, 0 if unknown
+    lru_bit: int
+    vmemmap: Optional[int]  # base of the virtual memmap (SPARSEMEM_VMEMMAP), for compound heads
+
+
+def page_fields(prog: drgn.Program, *names: str) -> PageFields:
+    """The ``struct page`` members ``names``; "a|b" takes member b, stored as a,
+    where this kernel has no a (e.g. "page_type|_mapcount": page_type shares
+    _mapcount's word from v4.18, 6e292b9be7f4).  Members a kernel lacks are
+    left out (a decoder checks ``name in dtype.names``)."""
+    pt = prog.type("struct page")
+    fields = []
+    for spec in names:
+        first, *alts = spec.split("|")
+        for member in (first, *alts):
+            try:
+                _, off, code = member_field(pt, member)
+            except LookupError:
+                continue
+            if member == "_mapcount" and first == "page_type":
+                code = code.replace("i", "u")
+            fields.append((first, off, code))
+            break
+    from .. import kernel as k
+    head = k.constant(prog, "PG_head")
+    lru = k.constant(prog, "PG_lru")
+    vm = None
+    o = k.obj(prog, "vmemmap")
+    if o is not None:
+        try:
+            vm = o.value_()
+        except (drgn.FaultError, drgn.ObjectAbsentError):
+            vm = None
+    return PageFields(record_dtype(fields, pt.size), pt.size, 1 << head if head is not None else 0,
+                      1 << lru if lru is not None else 0, vm)
+
+
+def head_pfns(prog: drgn.Program, pf: PageFields, chead: np.ndarray, pfns: np.ndarray) -> np.ndarray:
+    """The head pfn of each page: itself unless ``compound_head`` has bit 0 set.
+
+    With a virtual memmap a head's pfn is (address - vmemmap) / sizeof(struct
+    page); otherwise each distinct head address is converted once."""
+    out = pfns.astype(np.int64).copy()
+    tail = (chead & 1).astype(bool)
+    if not tail.any():
+        return out
+    addrs = chead[tail].astype(np.uint64) - np.uint64(1)
+    if pf.vmemmap is not None:
+        out[tail] = ((addrs - np.uint64(pf.vmemmap)) // np.uint64(pf.size)).astype(np.int64)
+        return out
+    from drgn.helpers.linux.mm import page_to_pfn
+    uniq, inv = np.unique(addrs, return_inverse=True)
+    conv = np.empty(len(uniq), dtype=np.int64)
+    for i, a in enumerate(uniq.tolist()):
+        try:
+            conv[i] = page_to_pfn(drgn.Object(prog, "struct page *", a)).value_()
+        except (drgn.FaultError, ValueError, LookupError):
+            conv[i] = -1
+    out[tail] = conv[inv]
+    return out
+
+
+def lookup_table(values: np.ndarray, text: Callable[[int], str | bytes]) -> tuple[np.ndarray, list]:
+    """(index per value, table): ``table[index[i]] == text(values[i])``,
+    with ``text`` called once per distinct value."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    return inv.reshape(-1), [text(v) for v in uniq.tolist()]
+
+
+def select(mask: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(mask)

@@ -1,0 +1,203 @@
+"""Commands, defined once for every front end.
+
+A :class:`Command` is a name, a one-line summary, its options (:class:`Opt`)
+and a ``run(ctx)`` function that does the work through a
+:class:`~inspector.session.PageExt` session and prints through its
+:class:`Context`.  Two front ends turn the same definitions into commands:
+:mod:`inspector.cli` (``pageext-inspect NAME ...``, with the target options
+and exit statuses) and :mod:`inspector.drgn_plugin` (``%NAME`` in a drgn
+session, where the target is the session's program).  So a command prints
+the same thing in both, from the same code, and an option is spelled once.
+
+Exit statuses (the CLI's; in drgn the same conditions are messages):
+0 complete and verified; 1 a check failed (or records are corrupt);
+2 bad input; 3 the answer is partial because data is missing.
+
+Commands are collected from :data:`MODULES` and from every client module
+(:func:`inspector.clients.registry`): each sets ``COMMANDS = [...]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable, Optional, TextIO
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+# Modules that define commands besides the client modules (listed after
+# inspector.report's, in this order).
+MODULES = ("inspector.trace.cli", "inspector.history", "inspector.sim.cli")
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option (or, with ``positional``, argument) of a command."""
+
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    type: type = str  # str, int, or bool for a flag
+    default: Any = None
+    choices: tuple = ()
+    metavar: Optional[str] = None
+    minimum: Optional[int] = None  # ints: smallest accepted value
+    positional: bool = False
+    required: bool = False  # a positional argument that must be given
+    cli_only: bool = False  # not offered as a drgn command option
+
+
+@dataclass
+class Command:
+    name: str
+    summary: str
+    run: Callable[["Context"], int]
+    options: tuple[Opt, ...] = ()
+    description: str = ""  # more text and examples for --help
+    target: bool = True  # needs a kernel (a session)
+    drgn: Optional[str] = None  # its name as a drgn command, None: CLI only
+    force: bool = False  # decodes client data: offers --force
+    # Checks the arguments before the target is opened (bad options fail
+    # fast); may add parsed values to args.
+    prepare: Optional[Callable[[SimpleNamespace], None]] = None
+
+
+def parse_int(text: str, what: str, minimum: Optional[int] = None) -> int:
+    from .errors import UsageError
+    try:
+        n = int(str(text), 0)
+    except ValueError:
+        raise UsageError(f"bad {what} {text!r}: expected an integer (decimal or 0x hex)") from None
+    if minimum is not None and n < minimum:
+        raise UsageError(f"bad {what} {text!r}: must be at least {minimum}")
+    return n
+
+
+# -- options several commands share ----------------------------------------------------------------
+JSON = Opt(("--json",), "as_json", "JSON output", bool, False)
+PFN = Opt(("--pfn",), "pfn", "one page frame number (decimal or 0x hex)", metavar="PFN")
+RANGE = Opt(("--range",), "prange", "pfns A-B inclusive (decimal or 0x hex)", metavar="A-B")
+NODE = Opt(("--node",), "node", "only the pages of this NUMA node", int, None, metavar="N", minimum=0)
+LIMIT = Opt(("--limit",), "limit", "show at most this many rows (0: all)", int, 0, metavar="N", minimum=0)
+THRESHOLD = Opt(("--threshold",), "threshold", "hide rows with fewer pages than this", int, 0, metavar="N",
+                minimum=0)
+
+
+def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[int], int, int]:
+    """--pfn / --range -> (the one pfn or None, lo, hi) with [lo, hi) all pfns if neither."""
+    from .errors import UsageError
+    if pfn is not None and prange is not None:
+        raise UsageError("give either --pfn or --range, not both")
+    if pfn is not None:
+        n = parse_int(pfn, "--pfn", 0)
+        return n, n, n + 1
+    if prange is not None:
+        return (None, *parse_range(prange))
+    return None, 0, 1 << 64
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``A-B`` (inclusive, decimal or 0x hex) -> [A, B+1)."""
+    from .errors import UsageError
+    try:
+        a, b = text.split("-", 1)
+        lo, hi = int(a, 0), int(b, 0)
+    except ValueError:
+        raise UsageError(f"bad --range {text!r}: expected A-B, e.g. 0x1000-0x1fff") from None
+    if lo < 0 or hi < lo:
+        raise UsageError(f"bad --range {text!r}: empty or negative")
+    return lo, hi + 1
+
+
+class Context:
+    """What a command's run() works with: its arguments, the session, and output."""
+
+    def __init__(self, command: Command, args: SimpleNamespace, session=None,
+                 out: Optional[TextIO] = None, err: Optional[TextIO] = None, frontend: str = "cli"):
+        self.command = command
+        self.args = args
+        self.session = session
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.frontend = frontend  # "cli" | "drgn"
+        self.notes: list[str] = []  # stderr lines printed after the output
+        self.corrupt = 0  # records found corrupt (exit 1)
+
+    @property
+    def tty(self) -> bool:
+        try:
+            return self.out.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def echo(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """The kernel's bytes: raw to a file or pipe (latin-1 text where the
+        stream has no binary side, as under drgn's redirections)."""
+        buf = getattr(self.out, "buffer", None)
+        if buf is not None:
+            self.out.flush()
+            buf.write(data)
+        else:
+            self.out.write(data.decode("latin-1"))
+
+    def note(self, line: str) -> None:
+        """A line for stderr once the output is done."""
+        if line not in self.notes:
+            self.notes.append(line)
+
+
+def finish(ctx: Context, status: int) -> int:
+    """Print the notes and what is missing; the final exit status."""
+    for line in ctx.notes:
+        ctx.err.write(f"pageext-inspect: {line}\n")
+    missing = ctx.session.missing if ctx.session is not None else None
+    if missing:
+        for line in missing.lines():
+            ctx.err.write(f"pageext-inspect: partial: {line}\n")
+    if status == EXIT_OK and ctx.corrupt:
+        status = EXIT_FAIL
+    if status == EXIT_OK and missing:
+        status = EXIT_PARTIAL
+    return status
+
+
+_commands: Optional[dict[str, Command]] = None
+
+
+def all_commands() -> dict[str, Command]:
+    """name -> Command, in the order they are listed in --help."""
+    global _commands
+    if _commands is None:
+        found: dict[str, Command] = {}
+        from .clients import registry
+        mods = ["inspector.report"]
+        for spec in registry().values():
+            if spec.decoder:
+                mods.append(spec.decoder.partition(":")[0])
+        mods += list(MODULES)
+        for name in mods:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                if e.name != name:
+                    raise
+                continue
+            for cmd in getattr(module, "COMMANDS", ()):
+                found.setdefault(cmd.name, cmd)
+        _commands = found
+    return _commands
+
+
+def missing_json(ctx: Context) -> dict:
+    """The fixed "missing" key of every JSON document."""
+    if ctx.session is None:
+        return {"page_ext": [], "memmap": [], "stack_handles": [], "records_hidden": 0, "other": []}
+    return ctx.session.missing.to_json()

@@ -1,0 +1,332 @@
+"""
+Page Extensions
+---------------
+
+The ``inspector.helpers`` module provides helpers for working with the Linux
+kernel's page extensions (``struct page_ext``, mm/page_ext.c): the per-page
+tables that page_owner, page_table_check, idle page tracking (32-bit) and
+memory allocation profiling keep outside ``struct page``.  They work in any
+drgn session (``drgn -c vmcore``, ``drgn --qemu``, live ``drgn``) on
+SPARSEMEM kernels, with the ``PAGE_EXT_INVALID`` bit of a hot-remove in
+progress handled, and on FLATMEM kernels.
+
+>>> from inspector.helpers import *
+>>> page_ext = pfn_to_page_ext(0x100000)
+>>> page_owner = get_page_owner(page_ext)
+>>> page_owner.order
+(unsigned short)0
+
+Every helper reads the target afresh: on a live kernel, a table that memory
+hot-remove freed is not found.  Only facts fixed at boot (the entry size)
+are cached, in ``prog.cache``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Iterator, List, NamedTuple, Tuple
+
+from drgn import IntegerLike, Object, Program, cast
+from drgn.helpers.common.prog import takes_program_or_default
+
+__all__ = (
+    "PageExtTable",
+    "decode_gfp_mask",
+    "for_each_page_ext_table",
+    "get_page_owner",
+    "gfp_flag_names",
+    "lookup_page_ext",
+    "page_ext_data",
+    "page_ext_next",
+    "page_ext_size",
+    "pfn_to_page_ext",
+    "static_key_enabled",
+)
+
+# include/linux/page_ext.h: the low bit of mem_section.page_ext while the
+# section is being hot-removed.  Since Linux kernel commit b1d5488a252d
+# ("mm/page_ext: fix the race between offline and lookup") (in v6.1).
+PAGE_EXT_INVALID = 0x1
+
+
+class PageExtTable(NamedTuple):
+    """One page_ext table: entries for ``nr_pages`` pfns from ``start_pfn``."""
+
+    start_pfn: int
+    nr_pages: int
+    page_ext: Object  # ``struct page_ext *`` of start_pfn's entry
+
+
+def static_key_enabled(key: Object) -> bool:
+    """
+    Return whether a static key is enabled, like the kernel's
+    ``static_key_enabled()``.
+
+    >>> static_key_enabled(prog["page_owner_inited"])
+    True
+
+    :param key: ``struct static_key``, ``struct static_key_true``,
+        ``struct static_key_false``, or a pointer to one of them
+    """
+    if key.type_.unaliased_kind().name == "POINTER":
+        key = key[0]
+    name = key.type_.unqualified().type_name()
+    if name in ("struct static_key_true", "struct static_key_false"):
+        key = key.key
+    return key.enabled.counter.value_() > 0
+
+
+@takes_program_or_default
+def page_ext_size(prog: Program) -> int:
+    """
+    Get the size of one page extension entry: the kernel's ``page_ext_size``.
+
+    Before Linux kernel commit 5556cfe8d994 ("mm, page_owner: fix off-by-one
+    error in __set_page_owner_handle()") (in v5.4) the size is
+    ``sizeof(struct page_ext) + extra_mem``, and before commit 980ac1672e7e
+    ("mm/page_ext: support extra space allocation by page_ext user") (in
+    v4.9) it is ``sizeof(struct page_ext)``.  When the compiler optimized
+    ``page_ext_size`` out (no client uses it), this is its initial value:
+    ``sizeof(struct page_ext)``, or 0 since commit 6189eb82f0ae
+    ("mm/page_ext: do not allocate space for page_ext->flags if not needed")
+    (in v6.3).
+
+    >>> page_ext_size()
+    72
+    """
+    try:
+        return prog.cache["pageext_entry_size"]
+    except KeyError:
+        pass
+    from .discover import detect_rules, entry_size, memory_model
+
+    size = entry_size(prog, detect_rules(prog, memory_model(prog)))[0]
+    prog.cache["pageext_entry_size"] = size
+    return size
+
+
+def _entry(prog: Program, base: int, index: int) -> Object:
+    return Object(prog, "struct page_ext *", (base + page_ext_size(prog) * index) & ((1 << 64) - 1))
+
+
+def _null(prog: Program) -> Object:
+    return Object(prog, "struct page_ext *", 0)
+
+
+@takes_program_or_default
+def pfn_to_page_ext(prog: Program, pfn: IntegerLike) -> Object:
+    """
+    Get the page extension of a page frame number, as the kernel's
+    ``lookup_page_ext()`` finds it.
+
+    >>> pfn_to_page_ext(0x100000)
+    *(struct page_ext *)0xffff888005480048 = { ... }
+
+    :param pfn: ``unsigned long``
+    :return: ``struct page_ext *``; ``NULL`` if the pfn has none: its section
+        has no table, or (since v6.1) its table is being hot-removed
+    """
+    from .discover import memory_model
+
+    pfn = operator.index(pfn)
+    if memory_model(prog) == "flatmem":
+        from drgn.helpers.linux.mmzone import for_each_online_pgdat
+
+        for pgdat in for_each_online_pgdat(prog):
+            start = pgdat.node_start_pfn.value_()
+            if not start <= pfn < start + pgdat.node_spanned_pages.value_():
+                continue
+            base = pgdat.node_page_ext.value_()
+            if not base:
+                return _null(prog)
+            # FLATMEM indexes from the node start rounded down to
+            # MAX_ORDER_NR_PAGES: round_down(node_start_pfn(nid),
+            # MAX_ORDER_NR_PAGES) in lookup_page_ext(), since the merge of
+            # page_ext (eefa864b701d, v3.19).
+            from .kernel import nr_orders
+            align = 1 << (nr_orders(prog) - 1)
+            return _entry(prog, base, pfn - (start - start % align))
+        return _null(prog)
+    from drgn.helpers.linux.mmzone import pfn_to_section
+
+    section = pfn_to_section(prog, pfn)
+    if not section:
+        return _null(prog)
+    stored = section.page_ext.value_()
+    if not stored or stored & PAGE_EXT_INVALID and _has_invalid_bit(prog):
+        return _null(prog)
+    return _entry(prog, stored, pfn)
+
+
+def _has_invalid_bit(prog: Program) -> bool:
+    try:
+        return prog.cache["pageext_invalid_bit"]
+    except KeyError:
+        from .discover import detect_rules, memory_model
+        v = prog.cache["pageext_invalid_bit"] = detect_rules(prog, memory_model(prog)).invalid_bit
+        return v
+
+
+def lookup_page_ext(page: Object) -> Object:
+    """
+    Get the page extension of a page, like the kernel's ``lookup_page_ext()``.
+
+    >>> lookup_page_ext(pfn_to_page(0x100000))
+
+    :param page: ``struct page *``
+    :return: ``struct page_ext *`` (``NULL`` if the page has none)
+    """
+    from drgn.helpers.linux.mm import page_to_pfn
+
+    return pfn_to_page_ext(page.prog_, page_to_pfn(page))
+
+
+def page_ext_next(page_ext: Object) -> Object:
+    """
+    Get the page extension of the next pfn in the same table, like the
+    kernel's ``page_ext_next()`` (entries are ``page_ext_size()`` bytes
+    apart, not ``sizeof(struct page_ext)``).
+
+    :param page_ext: ``struct page_ext *``
+    :return: ``struct page_ext *``
+    """
+    prog = page_ext.prog_
+    return _entry(prog, page_ext.value_(), 1)
+
+
+def page_ext_data(page_ext: Object, ops: Object) -> Object:
+    """
+    Get a client's data in a page extension, like the kernel's
+    ``page_ext_data()`` (since Linux kernel commit c2bf3afee465 ("mm/page_ext:
+    add common function to get client data from page_ext"), in v6.6; before,
+    each client added ``ops->offset`` itself).
+
+    >>> page_ext_data(page_ext, prog["page_owner_ops"])
+    (void *)0xffff888005480050
+
+    :param page_ext: ``struct page_ext *``
+    :param ops: ``struct page_ext_operations`` or a pointer to one (e.g.
+        ``prog["page_owner_ops"]``)
+    :return: ``void *``
+    """
+    if ops.type_.unaliased_kind().name == "POINTER":
+        ops = ops[0]
+    return Object(page_ext.prog_, "void *", page_ext.value_() + ops.offset.value_())
+
+
+def get_page_owner(page: Object) -> Object:
+    """
+    Get the page_owner record of a page, like mm/page_owner.c's
+    ``get_page_owner()``.
+
+    >>> get_page_owner(pfn_to_page(0x100000)).pid
+    (pid_t)1
+
+    :param page: ``struct page *``, or its ``struct page_ext *``
+    :return: ``struct page_owner *`` (``NULL`` if the page has no page
+        extension)
+    """
+    prog = page.prog_
+    if page.type_.type_name() == "struct page_ext *":
+        page_ext = page
+    else:
+        page_ext = lookup_page_ext(page)
+    if not page_ext:
+        return Object(prog, "struct page_owner *", 0)
+    return cast("struct page_owner *", page_ext_data(page_ext, prog["page_owner_ops"]))
+
+
+@takes_program_or_default
+def for_each_page_ext_table(prog: Program) -> Iterator[PageExtTable]:
+    """
+    Iterate over every page extension table in use: one per SPARSEMEM
+    section that has one (tables being hot-removed are skipped), or one per
+    FLATMEM node.
+
+    >>> for start_pfn, nr_pages, page_ext in for_each_page_ext_table():
+    ...     print(hex(start_pfn), nr_pages)
+    0x0 32768
+
+    :return: Iterator of :class:`PageExtTable` (``start_pfn``, ``nr_pages``,
+        ``page_ext``: the ``struct page_ext *`` of start_pfn's entry)
+    """
+    from .discover import discover
+    from .walk import walk
+
+    for t in walk(prog, discover(prog)).online_tables():
+        yield PageExtTable(t.start_pfn, t.nr_pages, Object(prog, "struct page_ext *", t.address))
+
+
+def _flag_table(prog: Program, name: str) -> List[Tuple[int, str]]:
+    """A ``struct trace_print_flags[]`` up to its {0, NULL} terminator."""
+    out: List[Tuple[int, str]] = []
+    try:
+        arr = prog[name]
+    except KeyError:
+        return out
+    for i in range(arr.type_.length or 0):
+        e = arr[i]
+        if not e.name.value_():
+            break
+        out.append((e.mask.value_(), e.name.string_().decode("latin-1")))
+    return out
+
+
+@takes_program_or_default
+def gfp_flag_names(prog: Program) -> List[Tuple[int, str]]:
+    """
+    Get the gfp flag names the kernel's ``%pGg`` prints, in its order: the
+    ``gfpflag_names`` table (mm/debug.c), or, in a kernel without it, each
+    ``___GFP_*_BIT`` as a single flag (since Linux kernel commit 772dd0342727
+    ("mm: enumerate all gfp flags"), in v6.10).
+
+    >>> gfp_flag_names()[:2]
+    [(3264, 'GFP_TRANSHUGE'), (2752, 'GFP_TRANSHUGE_LIGHT')]
+
+    :return: list of (mask, name)
+    """
+    try:
+        return prog.cache["pageext_gfp_names"]
+    except KeyError:
+        pass
+    names = _flag_table(prog, "gfpflag_names")
+    if not names:
+        try:
+            enum = prog.constant("___GFP_MOVABLE_BIT").type_
+            for name, value in enum.enumerators or ():
+                if name.startswith("___GFP_") and name.endswith("_BIT") and name != "___GFP_LAST_BIT":
+                    names.append((1 << value, "__GFP_" + name[len("___GFP_"):-len("_BIT")]))
+        except LookupError:
+            pass
+    prog.cache["pageext_gfp_names"] = names
+    return names
+
+
+def format_flags(flags: int, names: List[Tuple[int, str]]) -> str:
+    """lib/vsprintf.c format_flags(): names joined by '|', leftover bits in hex."""
+    out = []
+    for mask, name in names:
+        if not flags:
+            break
+        if flags & mask != mask:
+            continue
+        out.append(name)
+        flags &= ~mask
+    text = "|".join(out)
+    if flags:
+        text += ("|" if out else "") + hex(flags)
+    return text
+
+
+@takes_program_or_default
+def decode_gfp_mask(prog: Program, mask: IntegerLike) -> str:
+    """
+    Get a gfp mask as the kernel's ``%pGg`` prints it.
+
+    >>> decode_gfp_mask(0xcc0)
+    'GFP_KERNEL'
+
+    :param mask: ``gfp_t``
+    """
+    return format_flags(operator.index(mask), gfp_flag_names(prog))
+

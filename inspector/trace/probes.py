@@ -1,0 +1,213 @@
+"""Probe choice: compile the BPF program and attach what the running kernel allows.
+
+memory_notify() is always probed (every hotplug state change goes through
+it); the direct probes -- init_section_page_ext (kprobe+kretprobe),
+__free_page_ext, __invalidate_page_ext -- are tried on top and kept only
+if every one attaches (they may be inlined, or notrace on 6.1 where
+__meminit is notrace).  Each decision is recorded with its reason in a
+:class:`Plan`, which the tracer prints.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+MAX_SECTIONS = 16  # sections per memory block the notifier probe looks at (x86: 2 GiB / 128 MiB)
+
+
+from ..errors import PageExtError
+
+
+class TraceError(PageExtError, ValueError):
+    """Bad input or an environment the tracer cannot work in: one line, exit 2."""
+
+
+# -- the kernel's symbols ------------------------------------------------------
+
+def kallsyms(path: str = "/proc/kallsyms") -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3:  # vmlinux symbols only, no [module]
+                    out.setdefault(parts[2], int(parts[0], 16))
+    except OSError as e:
+        raise TraceError(f"cannot read {path}: {e.strerror}") from None
+    return out
+
+
+def traceable(path: str = "/sys/kernel/debug/tracing/available_filter_functions") -> Optional[set[str]]:
+    """Functions ftrace may patch (None: tracefs not readable)."""
+    for p in (path, "/sys/kernel/tracing/available_filter_functions"):
+        try:
+            with open(p) as f:
+                return {line.split()[0] for line in f if line.strip()}
+        except OSError:
+            continue
+    return None
+
+
+def read_kernel_u64(addr: int) -> int:
+    """One word of the running kernel's memory, through /proc/kcore (drgn; no debug info needed)."""
+    import drgn
+    prog = drgn.Program()
+    try:
+        prog.set_kernel()
+        return prog.read_u64(addr)
+    except Exception as e:
+        raise TraceError(f"cannot read kernel memory through /proc/kcore: {e}") from None
+
+
+# -- probe choice ---------------------------------------------------------------
+
+@dataclass
+class Plan:
+    mode: str  # direct | notifier
+    attached: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+def import_bcc():
+    """Debian's bcc (python3-bpfcc); the venv sees it through --system-site-packages."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        raise TraceError("bcc is not installed: apt-get install python3-bpfcc "
+                         "(Debian's package; the PyPI package 'bcc' is unrelated)") from None
+    except Exception as e:  # e.g. libbcc.so missing or broken
+        raise TraceError(f"bcc is installed but cannot be loaded ({e}): reinstall python3-bpfcc") from None
+    return BPF
+
+
+def check_environment() -> None:
+    if os.geteuid() != 0:
+        raise TraceError("trace needs root (it loads BPF programs and kprobes): run it with sudo")
+    import_bcc()
+    if not os.path.exists("/sys/bus/event_source/devices/kprobe"):
+        raise TraceError("this kernel has no perf kprobes (needs CONFIG_KPROBES and CONFIG_KPROBE_EVENTS)")
+    if not os.path.exists("/sys/fs/bpf") and not os.path.exists("/proc/sys/kernel/unprivileged_bpf_disabled"):
+        raise TraceError("this kernel has no BPF (needs CONFIG_BPF_SYSCALL and CONFIG_BPF_EVENTS)")
+
+
+class c_stderr:
+    """Capture what C libraries (libbcc, clang) write to file descriptor 2."""
+
+    def __enter__(self):
+        import tempfile
+        sys.stderr.flush()
+        self.tmp = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        os.dup2(self.tmp.fileno(), 2)
+        self.text = ""
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.tmp.seek(0)
+        self.text = self.tmp.read().decode(errors="replace")
+        self.tmp.close()
+        return False
+
+
+def attach(b, kind: str, fn: str, handler: str) -> Optional[str]:
+    """Attach a kprobe or kretprobe; None on success, else bcc's reason."""
+    with c_stderr() as chatter:
+        try:
+            (b.attach_kprobe if kind == "kprobe" else b.attach_kretprobe)(event=fn, fn_name=handler)
+            return None
+        except Exception as e:
+            reason = str(e)
+    said = chatter.text.strip().splitlines()
+    return f"{reason}{': ' + said[-1] if said else ''}"
+
+
+def load_bpf(syms: dict[str, int]):
+    BPF = import_bcc()
+    bpf_c = (Path(__file__).parent / "bpf.c").read_text()
+    text = (bpf_c.replace("__MAX_SECTIONS__", str(MAX_SECTIONS))
+            .replace("MEM_SECTION_ADDR", f"{syms['mem_section']:#x}UL"))
+    try:
+        with c_stderr() as chatter:  # clang/libbpf messages: kept for the error line only
+            return BPF(text=text)
+    except Exception as e:
+        detail = [line for line in chatter.text.splitlines() if "error" in line] or str(e).splitlines()
+        raise TraceError(f"cannot compile or load the BPF program: {detail[0] if detail else type(e).__name__}"
+                         " (needs CONFIG_BPF_SYSCALL, CONFIG_BPF_EVENTS and kernel headers:"
+                         " CONFIG_IKHEADERS or /lib/modules/$(uname -r)/build)") from None
+
+
+def choose_probes(b, syms: dict[str, int], ftrace: Optional[set[str]], want: str) -> Plan:
+    """Attach the probes the running kernel allows; say why each was taken or not."""
+    plan = Plan("notifier")
+    # Always: the notifier, and the node of the online/offline in progress.
+    if "memory_notify" not in syms:
+        raise TraceError("no traceable probe point: memory_notify is not in /proc/kallsyms"
+                         " (a kernel without CONFIG_MEMORY_HOTPLUG has no page_ext hotplug to trace)")
+    problem = attach(b, "kprobe", "memory_notify", "notify_entry") or \
+        attach(b, "kretprobe", "memory_notify", "notify_return")
+    if problem:
+        raise TraceError(f"no traceable probe point: cannot probe memory_notify ({problem})")
+    plan.attached.append("memory_notify (kprobe+kretprobe)")
+    # online_pages()/offline_pages(pfn, nr_pages, zone, group) since v5.12
+    # (as in 6.1's mm/memory_hotplug.c); the zone gives the node.
+    for fn in ("online_pages", "offline_pages"):
+        problem = f"{fn}: not in /proc/kallsyms" if fn not in syms else \
+            attach(b, "kprobe", fn, "hotplug_entry") or attach(b, "kretprobe", fn, "hotplug_return")
+        if problem:
+            plan.reasons.append(f"{fn}: {problem}; node from status_change_nid only")
+        else:
+            plan.attached.append(f"{fn} (node of the zone)")
+    if want == "notifier":
+        plan.reasons.append("direct probes not tried (--probes notifier)")
+        return plan
+
+    def direct(fn: str, probes) -> Optional[str]:
+        if fn not in syms:
+            return f"{fn}: not in /proc/kallsyms (inlined or absent)"
+        notrace = ftrace is not None and fn not in ftrace
+        for kind, handler in probes:
+            problem = attach(b, kind, fn, handler)
+            if problem:
+                _detach_quietly(b, fn)
+                return (f"{fn}: {kind} refused ({problem})" + (
+                    " -- it is notrace (__meminit is notrace on 6.1); that needs"
+                    " CONFIG_KPROBE_EVENTS_ON_NOTRACE=y, or a kernel with 73db3abdca58 (2024),"
+                    " where __meminit is plain text under MEMORY_HOTPLUG"
+                    if notrace else ""))
+        plan.attached.append(f"{fn} ({'+'.join(k for k, _ in probes)})")
+        if notrace:
+            plan.reasons.append(f"{fn}: notrace (not in available_filter_functions), but this kernel accepts"
+                                " kprobes on notrace functions (CONFIG_KPROBE_EVENTS_ON_NOTRACE=y)")
+        return None
+
+    for fn, probes in (("init_section_page_ext", [("kprobe", "init_entry"), ("kretprobe", "init_return")]),
+                       ("__free_page_ext", [("kprobe", "free_entry")])):
+        problem = direct(fn, probes)
+        if problem:
+            _detach_quietly(b, "init_section_page_ext")
+            if want == "direct":
+                raise TraceError(f"--probes direct: {problem}")
+            plan.reasons.append(problem)
+            plan.reasons.append("=> fallback: init_section/free events synthesised from memory_notify"
+                                " (mem_section[].page_ext of each section before and after the notifier chain)")
+            return plan
+    problem = direct("__invalidate_page_ext", [("kprobe", "invalidate_entry")])
+    if problem:
+        plan.reasons.append(problem + "; no invalidate events")
+    plan.mode = "direct"
+    return plan
+
+
+def _detach_quietly(b, fn: str) -> None:
+    for detach in (b.detach_kprobe, b.detach_kretprobe):
+        try:
+            detach(event=fn)
+        except Exception:
+            pass
