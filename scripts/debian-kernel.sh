@@ -48,32 +48,32 @@ die() { log "$1"; exit "${2:-1}"; }
 cache=${PAGEEXT_CACHE:-/var/cache/pageext-inspect}
 mkdir -p "$cache" || die "cannot create the cache directory $cache"
 
-# The package to fetch: linux-image-amd64's dependency, from the apt lists
-# already on the machine (read the index once if there is none yet).
+# The package to fetch: -p, else linux-image-amd64's dependency, as the apt
+# lists on the machine say (read the index first if there are none).
 depends_of() { apt-cache depends "$1" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1; }
-if [ -z "$pkg" ]; then
-    pkg=$(depends_of "$meta")
-    if [ -z "$pkg" ]; then
-        log "reading the package index (apt-get update)"
-        apt-get update -q >&2
-        pkg=$(depends_of "$meta")
-    fi
-    [ -n "$pkg" ] || die "apt knows no $meta: is a Debian archive in the apt sources?"
-fi
-case $pkg in
-    linux-image-*) ;;
-    *) die "not a kernel image package: $pkg" 2 ;;
-esac
 candidate() { apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p' | grep -vx '(none)'; }
-version=$(candidate "$pkg") || die "apt knows no package $pkg" 2
-# The release is the package name less linux-image- and a -unsigned suffix.
-release=${pkg#linux-image-}; release=${release%-unsigned}
-dbg=linux-image-$release-dbg
-dbg_version=$(candidate "$dbg") \
-    || die "apt knows no $dbg: the -dbg packages are in the main archive (and bookworm-security) beside the image"
-
-out=$cache/debian-$release-$version
-debs=$out.debs
+given=$pkg
+resolve() {  # sets pkg version release dbg dbg_version out debs
+    pkg=${given:-$(depends_of "$meta")}
+    [ -n "$pkg" ] || die "apt knows no $meta: is a Debian archive in the apt sources?"
+    case $pkg in
+        linux-image-*) ;;
+        *) die "not a kernel image package: $pkg" 2 ;;
+    esac
+    version=$(candidate "$pkg") || die "apt knows no package $pkg" 2
+    # The release is the package name less linux-image- and a -unsigned suffix.
+    release=${pkg#linux-image-}; release=${release%-unsigned}
+    dbg=linux-image-$release-dbg
+    dbg_version=$(candidate "$dbg") \
+        || die "apt knows no $dbg: the -dbg packages are in the main archive (and bookworm-security) beside the image"
+    out=$cache/debian-$release-$version
+    debs=$out.debs
+}
+if [ -z "$(apt-cache policy "$meta" 2>/dev/null)" ]; then
+    log "reading the package index (apt-get update)"
+    apt-get update -q >&2
+fi
+resolve
 
 have_modules() {  # every wanted module is in modules/, or built in
     local m f
@@ -99,6 +99,13 @@ have_dbg() { [ -f "$out/vmlinux" ]; }
 have_map() { [ -s "$out/System.map" ] && ! grep -q "The real System.map" "$out/System.map"; }
 done_() { have_image && have_dbg && have_map && [ -f "$out/release" ]; }
 
+if ! done_; then
+    # About to download: the lists on the machine may name a version the
+    # archive no longer has (the security archive keeps only the latest).
+    log "refreshing the package index before downloading"
+    apt-get update -q >&2 || log "apt-get update failed: using the package lists as they are"
+    resolve
+fi
 if ! done_; then
     # One fetch per kernel at a time: a second caller waits here.
     exec 9>"$cache/.lock-debian-$release-$version"
@@ -154,7 +161,7 @@ if ! have_dbg; then
     deb=$(fetch "$dbg" "$dbg_version")
     t1=$(date +%s)
     member=./usr/lib/debug/boot/vmlinux-$release
-    log "extracting $member (reads the whole 5 GB package; a few minutes)"
+    log "extracting $member (tar stops there, short of the 5 GB of module debug info)"
     # --occurrence lets tar stop at the member instead of reading to the end;
     # dpkg-deb then dies of SIGPIPE, which is fine when the file is whole.
     set +o pipefail
