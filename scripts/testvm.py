@@ -11,6 +11,13 @@ QEMU gets two QMP sockets, because a QMP socket serves one client at a
 time: ``qmp.sock`` for drgn (``pageext-inspect --qemu``), ``ctl.sock`` for
 this module (hot-plug, pause/resume, dumps).
 
+A kernel whose drivers are modules (Debian's stock kernel, from
+scripts/debian-kernel.sh) brings them in ``KERNEL_DIR/modules/`` (a
+lib/modules/RELEASE tree with its modules.dep) and names the ones the guest
+needs in ``KERNEL_DIR/modules.load``: they go into the initramfs, with their
+dependencies, and /init insmods them first.  The kernel image is
+``KERNEL_DIR/bzImage`` or, as a distribution ships it, ``KERNEL_DIR/vmlinuz``.
+
 Usage as a library::
 
     with TestVM(kernel_dir, numa=2, cmdline="page_owner=on") as vm:
@@ -59,6 +66,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
+@INSMOD@
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576 share /share || echo "testvm: no share"
 if grep -q hostroot /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag 2>/dev/null; then
     mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=1048576 hostroot /host && {
@@ -119,6 +127,74 @@ def host_tmp_paths() -> list[str]:
     return sorted(p for p in paths if p.startswith("/tmp/"))
 
 
+def kernel_image(kernel_dir: Path) -> Path:
+    """The bootable image in a kernel directory: bzImage as built, or vmlinuz as Debian ships it."""
+    for name in ("bzImage", "vmlinuz"):
+        if (kernel_dir / name).is_file():
+            return kernel_dir / name
+    raise VMError(f"{kernel_dir}: no bzImage or vmlinuz (run scripts/build-kernel.sh or scripts/debian-kernel.sh)")
+
+
+def module_name(path: str) -> str:
+    """A module's name as the kernel spells it: kernel/fs/9p/9p.ko.xz -> 9p, virtio-pci -> virtio_pci."""
+    base = path.rsplit("/", 1)[-1]
+    base = base.split(".ko", 1)[0] if ".ko" in base else base
+    return base.replace("-", "_")
+
+
+def modules_to_load(modules_dir: Path, names: list[str]) -> list[Path]:
+    """The module files for ``names`` and their dependencies, in load order.
+
+    Read from ``modules.dep`` (each line: a module, then every module it
+    needs); a module in ``modules.builtin`` needs no file.
+    """
+    dep_file = modules_dir / "modules.dep"
+    if not dep_file.is_file():
+        raise VMError(f"{dep_file}: missing (modules were asked for: {', '.join(names)})")
+    deps: dict[str, tuple[str, list[str]]] = {}
+    for line in dep_file.read_text().splitlines():
+        path, _, rest = line.partition(":")
+        if path:
+            deps[module_name(path)] = (path, [module_name(d) for d in rest.split()])
+    builtin_file = modules_dir / "modules.builtin"
+    builtin = {module_name(p) for p in builtin_file.read_text().split()} if builtin_file.is_file() else set()
+    order: list[Path] = []
+    seen: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in seen or name in builtin:
+            return
+        if name not in deps:
+            via = f" (needed by {' <- '.join(reversed(chain))})" if chain else ""
+            raise VMError(f"no module {name} in {dep_file}{via}")
+        seen.add(name)
+        path, needs = deps[name]
+        for need in needs:
+            visit(need, chain + (name,))
+        order.append(modules_dir / path)
+
+    for name in names:
+        visit(module_name(name), ())
+    return order
+
+
+def module_bytes(path: Path) -> bytes:
+    """A module's ELF bytes: busybox insmod takes plain .ko only, so unpack .ko.xz/.gz/.zst here."""
+    if not path.is_file():
+        raise VMError(f"{path}: module file missing")
+    if path.suffix == ".xz":
+        import lzma
+        return lzma.decompress(path.read_bytes())
+    if path.suffix == ".gz":
+        import gzip
+        return gzip.decompress(path.read_bytes())
+    if path.suffix == ".zst":
+        if not shutil.which("zstd"):
+            raise VMError(f"{path}: zstd is not installed (apt-get install zstd)")
+        return subprocess.run(["zstd", "-dc", str(path)], check=True, capture_output=True).stdout
+    return path.read_bytes()
+
+
 def busybox_for(arch: str) -> str:
     """The busybox binary for an ``arch`` guest."""
     if arch == "x86_64":
@@ -132,8 +208,12 @@ def busybox_for(arch: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def build_initramfs(path: Path, arch: str = "x86_64") -> None:
-    """A busybox initramfs whose /init is INIT (needs Debian's busybox-static)."""
+def build_initramfs(path: Path, arch: str = "x86_64", modules: list[Path] = ()) -> None:
+    """A busybox initramfs whose /init is INIT (needs Debian's busybox-static).
+
+    ``modules`` (in load order) are put in /lib/modules and insmodded by
+    /init before it mounts the 9p share.
+    """
     busybox = busybox_for(arch)
     root = Path(tempfile.mkdtemp(prefix="testvm-initramfs-"))
     try:
@@ -141,7 +221,16 @@ def build_initramfs(path: Path, arch: str = "x86_64") -> None:
         shutil.copy(busybox, root / "bin" / "busybox")
         (root / "bin" / "sh").symlink_to("busybox")
         paths = " ".join(f"'{p}'" for p in host_tmp_paths())
-        (root / "init").write_text(INIT.replace("@HOST_TMP_PATHS@", paths))
+        insmod = ""
+        if modules:
+            (root / "lib" / "modules").mkdir(parents=True)
+            names = [module_name(m.name) for m in modules]
+            for name, m in zip(names, modules):
+                (root / "lib" / "modules" / f"{name}.ko").write_bytes(module_bytes(m))
+            insmod = (f"for m in {' '.join(names)}; do\n"
+                      f"    insmod /lib/modules/$m.ko || echo \"testvm: insmod $m failed\"\n"
+                      f"done")
+        (root / "init").write_text(INIT.replace("@HOST_TMP_PATHS@", paths).replace("@INSMOD@", insmod))
         (root / "init").chmod(0o755)
         for d in ("proc", "sys", "dev", "tmp", "share", "host", "hosttmp"):
             (root / d).mkdir()
@@ -161,11 +250,17 @@ class TestVM:
     def __init__(self, kernel_dir: str | os.PathLike, *, mem_mb: int = 1024, numa: int = 2,
                  slots: int = 4, maxmem_mb: int = 4096, cmdline: str = "",
                  host_root: bool = False, workdir: Optional[str] = None, smp: int = 2,
-                 boot_timeout: float = 180.0, gdb_port: Optional[int] = None, arch: str = "x86_64"):
+                 boot_timeout: float = 180.0, gdb_port: Optional[int] = None, arch: str = "x86_64",
+                 modules: Optional[list[str]] = None):
         if arch not in QEMU:
             raise VMError(f"unknown guest arch {arch!r} (one of: {', '.join(QEMU)})")
         self.arch = arch
         self.kernel_dir = Path(kernel_dir)
+        # Modules to insmod at boot: as given, else KERNEL_DIR/modules.load, else none.
+        load_list = self.kernel_dir / "modules.load"
+        if modules is None:
+            modules = load_list.read_text().split() if load_list.is_file() else []
+        self.modules = list(modules)
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="testvm-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.share = self.dir / "share"
@@ -190,14 +285,13 @@ class TestVM:
 
     # -- lifecycle -------------------------------------------------------
     def _start(self, mem_mb, numa, slots, maxmem_mb, host_root, smp, boot_timeout) -> None:
-        bz = self.kernel_dir / "bzImage"
-        if not bz.exists():
-            raise VMError(f"{bz}: no kernel (run scripts/build-kernel.sh)")
+        bz = kernel_image(self.kernel_dir)
+        modules = modules_to_load(self.kernel_dir / "modules", self.modules) if self.modules else []
         qemu = QEMU[self.arch]
         if not shutil.which(qemu):
             raise VMError(f"{qemu} not found (apt-get install qemu-system-x86)")
         initrd = self.dir / "initramfs.cpio"
-        build_initramfs(initrd, self.arch)
+        build_initramfs(initrd, self.arch, modules)
         memory = f"{mem_mb}M,slots={slots},maxmem={maxmem_mb}M" if self.arch == "x86_64" else f"{mem_mb}M"
         args = [qemu, "-accel", "tcg", "-cpu", "max", "-smp", str(smp),
                 "-m", memory,
@@ -385,6 +479,8 @@ def _cli() -> int:
     b.add_argument("--workdir")
     b.add_argument("--mem", type=int, default=1024, help="boot memory in MiB")
     b.add_argument("--arch", default="x86_64", choices=sorted(QEMU), help="guest architecture")
+    b.add_argument("--modules", help="comma-separated modules to insmod at boot "
+                   "(default: those named in KERNEL_DIR/modules.load)")
     r = sub.add_parser("run", help="run a shell command in a booted VM")
     r.add_argument("vm_dir")
     r.add_argument("script")
@@ -401,7 +497,8 @@ def _cli() -> int:
     try:
         if args.cmd == "boot":
             vm = TestVM(args.kernel_dir, cmdline=args.append, host_root=args.host_root,
-                        workdir=args.workdir, mem_mb=args.mem, arch=args.arch)
+                        workdir=args.workdir, mem_mb=args.mem, arch=args.arch,
+                        modules=None if args.modules is None else [m for m in args.modules.split(",") if m])
             print(f"booted in {vm.boot_seconds:.1f} s; VM dir {vm.dir}\n"
                   f"  drgn:  pageext-inspect --qemu {vm.qmp_path} -s {args.kernel_dir}/vmlinux\n"
                   f"  shell: {sys.argv[0]} run {vm.dir} 'dmesg | tail'", flush=True)
