@@ -550,7 +550,7 @@ class TestVM:
                 stale.unlink()
         names = [f"vmcore-{i}" for i in range(len(dumps))]
         for i, d in enumerate(dumps):
-            if d.disk is not None and not re.fullmatch(r"\d+[kmg]?" + ("|\d+%" if i else ""), str(d.disk)):
+            if d.disk is not None and not re.fullmatch(r"\d+[kmg]?" + (r"|\d+%" if i else ""), str(d.disk)):
                 raise VMError(f"bad disk size {d.disk!r} (8m, 512k{', or N% of the first dump' if i else ''})")
         for d, name in zip(dumps, names):
             d.out = Path(d.out or self.dir / name)
