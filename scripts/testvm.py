@@ -465,7 +465,7 @@ class TestVM:
         rc_file = out_dir / f"{cid}.rc"
         deadline = time.time() + timeout
         while not rc_file.exists():
-            if self.proc is not None and self.proc.poll() is not None:
+            if not self._qemu_alive():
                 raise VMError(f"QEMU exited while running {script!r}: {self._tail()}")
             if time.time() > deadline:
                 raise VMError(f"guest command timed out after {timeout:.0f} s: {script!r}")
@@ -614,6 +614,8 @@ class TestVM:
     def _qemu_alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
+        if self.qemu_pid is None:
+            return True
         try:
             os.kill(self.qemu_pid, 0)
         except ProcessLookupError:
