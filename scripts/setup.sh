@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # Install what pageext-inspect and its test VM need, idempotently:
 # Debian packages (QEMU, busybox, the kernel build chain, linux-source-6.1,
-# Debian's bcc) and a venv in .venv that sees Debian's python3-bpfcc.
+# Debian's bcc, kexec-tools and makedumpfile) and a venv in .venv that sees
+# Debian's python3-bpfcc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(qemu-system-x86 busybox-static cpio xz-utils python3-venv python3-bpfcc
       build-essential flex bison libelf-dev libssl-dev bc kmod linux-source-6.1)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+# The kdump tools run inside the test guest from the host's root over 9p
+# (chroot /host kexec, chroot /host makedumpfile), as bcc does.  Without their
+# recommends: makedumpfile's would pull in crash, kexec-tools' nothing needed.
+kdump=(kexec-tools makedumpfile)
+install() {  # install [apt-get options] PACKAGE...: the ones not installed yet
+    local opts=() missing=() p
+    while [ "${1:-}" != "${1#-}" ]; do opts+=("$1"); shift; done
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
     echo "setup: installing ${missing[*]}" >&2
-    apt-get update -q >&2
-    apt-get install -y -q "${missing[@]}" >&2
-fi
+    [ -n "${updated:-}" ] || { apt-get update -q >&2; updated=1; }
+    apt-get install -y -q "${opts[@]}" "${missing[@]}" >&2
+}
+install "${pkgs[@]}"
+# kexec-tools would otherwise set LOAD_KEXEC=true: the host's own reboots
+# would go through kexec.  We only want the binary.
+echo "kexec-tools kexec-tools/load_kexec boolean false" | debconf-set-selections
+install --no-install-recommends "${kdump[@]}"
 # Debian's bcc lives in /usr/lib/python3/dist-packages for /usr/bin/python3,
 # so the venv is made from that interpreter with --system-site-packages.
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import drgn, typer, tabulate, qemu.qmp, pytest' 2>/dev/null; then

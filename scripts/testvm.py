@@ -31,14 +31,28 @@ Usage from the shell (same names)::
     scripts/testvm.py run   VM_DIR  'dmesg | tail'
     scripts/testvm.py hot-add VM_DIR dimm1 256 --node 1
     scripts/testvm.py dump  VM_DIR /tmp/core --format kdump-zlib
+
+kdump: a guest booted with ``crashkernel=`` loads its own bzImage and
+initramfs as its capture kernel (``kexec -p``, the host's kexec-tools through
+/host).  After a panic the capture kernel runs the same /init, which sees
+/proc/vmcore, runs the host's makedumpfile on it once per requested dump,
+writing onto the share, and powers off; QEMU exits::
+
+    with TestVM(kernel_dir, cmdline="page_owner=on", crashkernel="160M") as vm:
+        core = vm.crash(how="sysrq", makedumpfile="-c -d 31", out="/tmp/vmcore")
+
+    scripts/testvm.py boot KERNEL_DIR --crashkernel 160M --workdir /tmp/vm &
+    scripts/testvm.py crash /tmp/vm --how oom --makedumpfile '-c -d 31' -o /tmp/vmcore
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,7 +62,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
@@ -83,7 +97,14 @@ if grep -q hostroot /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag 2>/dev/null
             mkdir -p "/host$p" && mount --bind "/hosttmp${p#/tmp}" "/host$p"
         done
         mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
+        # The share as chrooted programs see it (kexec, makedumpfile).
+        mkdir -p /host/tmp/testvm-share && mount --bind /share /host/tmp/testvm-share
     }
+fi
+# A capture kernel (kexec -p by TestVM.load_capture_kernel) runs this same
+# initramfs: it writes the requested dumps of /proc/vmcore and powers off.
+if [ -e /proc/vmcore ] && grep -q testvm.capture /proc/cmdline; then
+    exec sh /capture.sh
 fi
 mkdir -p /share/cmd /share/out
 echo ready > /share/ready
@@ -102,6 +123,74 @@ while true; do
     sleep 0.05
 done
 """
+
+# The capture kernel's script, after INIT's mounts.  /share/kdump/jobs holds a
+# line per dump, "NAME DISK MAKEDUMPFILE-OPTIONS..."; each is written to
+# /share/kdump/NAME by the host's makedumpfile (chrooted, so with the host's
+# libraries; /host/tmp is a tmpfs, the writable /tmp it needs), its messages
+# to NAME.log, its exit status to NAME.rc, its start and end (uptime) to
+# NAME.time.  With DISK other than "-" it writes into a tmpfs of that size --
+# a disk that fills up -- and what it wrote is copied over after: DISK is a
+# tmpfs size (8m, 512k) or N% of the size of the first dump, vmcore-0.
+# Flattened output (-F) goes to standard output.  Then "done", power off.
+CAPTURE = r"""#!/bin/busybox sh
+k=/share/kdump
+echo "testvm: capture kernel: $(cat /proc/cmdline)"
+read up rest < /proc/uptime; echo $up > $k/capture.up
+[ -x /host/usr/bin/makedumpfile ] || echo "no /host/usr/bin/makedumpfile (host root not mounted?)" > $k/error
+while read -r name disk args; do
+    [ -n "$name" ] || continue
+    dir=/tmp/testvm-share/kdump
+    if [ "$disk" != - ]; then
+        dir=/tmp/disk-$name
+        case $disk in *%) disk=$(( $(stat -c %s $k/vmcore-0) * ${disk%\%} / 100 / 1024 ))k ;; esac
+        mkdir -p /host$dir && mount -t tmpfs -o size=$disk disk /host$dir
+    fi
+    read t0 rest < /proc/uptime
+    case " $args " in
+        *" -F "*) chroot /host makedumpfile $args /proc/vmcore < /dev/null > /host$dir/$name 2> $k/$name.log ;;
+        *) chroot /host makedumpfile $args /proc/vmcore $dir/$name < /dev/null > $k/$name.log 2>&1 ;;
+    esac
+    echo $? > $k/$name.rc
+    read t1 rest < /proc/uptime
+    echo $t0 $t1 > $k/$name.time
+    if [ "$disk" != - ]; then
+        df -k /host$dir | tail -1 >> $k/$name.log
+        [ -e /host$dir/$name ] && cp /host$dir/$name $k/$name
+        umount /host$dir
+    fi
+done < $k/jobs
+dmesg > $k/capture.dmesg
+sync
+echo done > $k/done
+poweroff -f
+"""
+# The capture kernel's command line, after kexec-tools' own (elfcorehdr=,
+# memmap=): one CPU, devices reset, and the marker INIT looks for.  panic=-1
+# again: a capture kernel that panics reboots, and QEMU (-no-reboot) exits.
+CAPTURE_APPEND = "console=ttyS0 panic=-1 nr_cpus=1 reset_devices irqpoll testvm.capture"
+# Where the share is for programs chrooted into /host (see INIT).
+CHROOT_SHARE = "/tmp/testvm-share"
+# How crash() panics the guest: "oom" runs scripts/leaker.c (built static on
+# the host) with vm.panic_on_oom=1 on a tmpfs without a size limit; "wait"
+# triggers nothing (the guest was set up to panic by itself).
+HOW = {"sysrq": "echo c > /proc/sysrq-trigger",
+       "oom": "echo 1 > /proc/sys/vm/panic_on_oom; mkdir -p /leak; mount -t tmpfs -o size=0 leak /leak; "
+              "echo $$ > /share/kdump/leaker.pid; "
+              "exec /share/kdump/leaker -f /leak/leak {leaker}",
+       "wait": None}
+
+
+@dataclass
+class Dump:
+    """One makedumpfile run in the capture kernel, and (after crash()) its outcome."""
+    args: str = "-c -d 31"  # makedumpfile's options (split on blanks, no quoting)
+    out: Optional[str | os.PathLike] = None  # host path (default: the VM dir)
+    disk: Optional[str] = None  # write into a tmpfs this big first, a disk that fills up: "8m", "90%" of the first
+    path: Optional[Path] = None  # where it landed, None if makedumpfile wrote nothing
+    rc: Optional[int] = None
+    log: str = ""
+    seconds: Optional[float] = None  # makedumpfile's run time in the capture kernel
 
 
 class VMError(Exception):
@@ -208,8 +297,28 @@ def busybox_for(arch: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
+def helper(name: str) -> Path:
+    """scripts/NAME.c built static with the host's gcc, cached by its source's
+    hash in $PAGEEXT_CACHE/tools (never committed)."""
+    src = Path(__file__).resolve().parent / f"{name}.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = Path(os.environ.get("PAGEEXT_CACHE", "/var/cache/pageext-inspect")) / "tools" / f"{name}-{digest}"
+    if not out.exists():
+        if not shutil.which("gcc"):
+            raise VMError("gcc not found (apt-get install build-essential)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(f"{out.name}.{os.getpid()}")
+        proc = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(part), str(src)],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise VMError(f"gcc {src.name}: {proc.stderr.strip()[-500:]}")
+        os.replace(part, out)  # whole, even if another session builds it too
+    return out
+
+
 def build_initramfs(path: Path, arch: str = "x86_64", modules: list[Path] = ()) -> None:
-    """A busybox initramfs whose /init is INIT (needs Debian's busybox-static).
+    """A busybox initramfs whose /init is INIT, with CAPTURE as /capture.sh
+    (needs Debian's busybox-static).
 
     ``modules`` (in load order) are put in /lib/modules and insmodded by
     /init before it mounts the 9p share.
@@ -232,6 +341,7 @@ def build_initramfs(path: Path, arch: str = "x86_64", modules: list[Path] = ()) 
                       f"done")
         (root / "init").write_text(INIT.replace("@HOST_TMP_PATHS@", paths).replace("@INSMOD@", insmod))
         (root / "init").chmod(0o755)
+        (root / "capture.sh").write_text(CAPTURE)
         for d in ("proc", "sys", "dev", "tmp", "share", "host", "hosttmp"):
             (root / d).mkdir()
         files = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
@@ -251,7 +361,12 @@ class TestVM:
                  slots: int = 4, maxmem_mb: int = 4096, cmdline: str = "",
                  host_root: bool = False, workdir: Optional[str] = None, smp: int = 2,
                  boot_timeout: float = 180.0, gdb_port: Optional[int] = None, arch: str = "x86_64",
-                 modules: Optional[list[str]] = None):
+                 modules: Optional[list[str]] = None, crashkernel: Optional[str] = None, cpu: str = "max"):
+        """``crashkernel="160M"`` reserves memory for kdump (and implies
+        ``host_root``: kexec and makedumpfile are the host's); ``crash()``
+        loads the capture kernel if ``load_capture_kernel()`` has not.
+        ``cpu`` is QEMU's -cpu: "max" has LA57, so the guest runs 5-level
+        paging; "max,la57=off" gives the 4-level paging of most machines."""
         if arch not in QEMU:
             raise VMError(f"unknown guest arch {arch!r} (one of: {', '.join(QEMU)})")
         self.arch = arch
@@ -269,12 +384,19 @@ class TestVM:
         self.ctl_path = str(self.dir / "ctl.sock")  # for us
         self.console = self.dir / "console.log"
         self.cmdline = cmdline
+        if crashkernel:
+            self.cmdline = f"{cmdline} crashkernel={crashkernel}".strip()
+            host_root = True
         self.proc: Optional[subprocess.Popen] = None
+        self.qemu_pid: Optional[int] = None  # an attached VM's QEMU (see _attach)
+        self.captured: list[Dump] = []
+        self.crash_times: dict[str, float] = {}
         self._qmp: Optional[QEMUMonitorProtocol] = None
+        self.cpu = cpu
         self.gdb_port = gdb_port  # QEMU's gdbstub on 127.0.0.1:gdb_port, to stop the guest mid-operation
         # A reused workdir may hold the last guest's files: "ready" among them
         # would make us talk to a guest that has not booted.
-        for stale in ("ready", "cmd", "out"):
+        for stale in ("ready", "cmd", "out", "kdump"):
             p = self.share / stale
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         try:
@@ -293,7 +415,7 @@ class TestVM:
         initrd = self.dir / "initramfs.cpio"
         build_initramfs(initrd, self.arch, modules)
         memory = f"{mem_mb}M,slots={slots},maxmem={maxmem_mb}M" if self.arch == "x86_64" else f"{mem_mb}M"
-        args = [qemu, "-accel", "tcg", "-cpu", "max", "-smp", str(smp),
+        args = [qemu, "-accel", "tcg", "-cpu", self.cpu, "-smp", str(smp),
                 "-m", memory,
                 "-kernel", str(bz), "-initrd", str(initrd),
                 "-append", f"console=ttyS0 panic=-1 {self.cmdline}".strip(),
@@ -421,17 +543,22 @@ class TestVM:
         raise VMError(f"DIMM {dimm_id} was not released by the guest in {timeout:.0f} s")
 
     # -- guest commands ---------------------------------------------------
+    def submit(self, script: str) -> str:
+        """Hand a shell script to the guest's command loop; its id, not waiting."""
+        cid = uuid.uuid4().hex[:12]
+        tmp = self.share / "cmd" / f".{cid}.tmp"
+        tmp.write_text(script + "\n")
+        tmp.rename(self.share / "cmd" / f"{cid}.sh")
+        return cid
+
     def run(self, script: str, timeout: float = 600.0) -> Result:
         """Run a shell script in the guest; output comes back whole over 9p."""
-        cid = uuid.uuid4().hex[:12]
-        cmd_dir, out_dir = self.share / "cmd", self.share / "out"
-        tmp = cmd_dir / f".{cid}.tmp"
-        tmp.write_text(script + "\n")
-        tmp.rename(cmd_dir / f"{cid}.sh")
+        cid = self.submit(script)
+        out_dir = self.share / "out"
         rc_file = out_dir / f"{cid}.rc"
         deadline = time.time() + timeout
         while not rc_file.exists():
-            if self.proc is not None and self.proc.poll() is not None:
+            if not self._qemu_alive():
                 raise VMError(f"QEMU exited while running {script!r}: {self._tail()}")
             if time.time() > deadline:
                 raise VMError(f"guest command timed out after {timeout:.0f} s: {script!r}")
@@ -468,6 +595,126 @@ class TestVM:
     def dmesg(self) -> str:
         return self.run("dmesg").check().out
 
+    # -- kdump -----------------------------------------------------------
+    def capture_loaded(self) -> bool:
+        """Whether a capture kernel is loaded; VMError if no crashkernel= memory is reserved."""
+        out = self.run("cat /sys/kernel/kexec_crash_size /sys/kernel/kexec_crash_loaded").check().out.split()
+        if out[0] == "0":
+            raise VMError("the guest has no crashkernel= memory (boot it with crashkernel=160M)")
+        return out[1] == "1"
+
+    def load_capture_kernel(self, append: str = "") -> None:
+        """``kexec -p`` this guest's own bzImage and initramfs (the host's
+        kexec-tools, chrooted into /host) with CAPTURE_APPEND + ``append``."""
+        kd = self.share / "kdump"
+        kd.mkdir(exist_ok=True)
+        self.capture_loaded()  # crashkernel= memory is reserved
+        shutil.copy(self.kernel_dir / "bzImage", kd / "bzImage")
+        shutil.copy(self.dir / "initramfs.cpio", kd / "initramfs.cpio")
+        d = f"{CHROOT_SHARE}/kdump"
+        res = self.run(f"[ -x /host/usr/sbin/kexec ] || {{ echo 'no /host/usr/sbin/kexec (scripts/setup.sh "
+                       f"installs kexec-tools; boot with the host root)' >&2; exit 1; }}; "
+                       f"chroot /host kexec -p {d}/bzImage --initrd={d}/initramfs.cpio "
+                       f"--append='{CAPTURE_APPEND} {append}'".rstrip())
+        if res.rc or not self.capture_loaded():
+            raise VMError(f"kexec -p failed ({res.rc}): {(res.err or res.out).strip()[-300:]}")
+
+    def crash(self, how: str = "sysrq", makedumpfile: str = "-c -d 31",
+              out: Optional[str | os.PathLike] = None, *, disk: Optional[str] = None,
+              extra: Sequence[Dump] = (), leaker: str = "", timeout: float = 600.0) -> Path:
+        """Panic the guest and let its capture kernel write the dump(s).
+
+        ``how``: "sysrq" (echo c > /proc/sysrq-trigger), "oom" (scripts/leaker.c
+        with ``leaker`` options until vm.panic_on_oom=1 panics), "wait" (the
+        guest panics by itself).  The first dump is ``makedumpfile`` to ``out``;
+        ``extra`` dumps are further makedumpfile runs on the same /proc/vmcore.
+        Each Dump ends up in ``self.captured`` with its exit status, messages
+        and run time; ``self.crash_times`` has the cycle's host-side times (s).
+        Returns the first dump's path once the capture kernel has powered off;
+        VMError if that dump failed or the capture never finished.
+        """
+        if how not in HOW:
+            raise VMError(f"unknown --how {how!r} (one of: {', '.join(HOW)})")
+        dumps = [Dump(makedumpfile, out, disk), *extra]
+        kd = self.share / "kdump"
+        kd.mkdir(exist_ok=True)
+        for stale in kd.iterdir():
+            if stale.name not in ("bzImage", "initramfs.cpio"):
+                stale.unlink()
+        names = [f"vmcore-{i}" for i in range(len(dumps))]
+        for i, d in enumerate(dumps):
+            if d.disk is not None and not re.fullmatch(r"\d+[kmg]?" + (r"|\d+%" if i else ""), str(d.disk)):
+                raise VMError(f"bad disk size {d.disk!r} (8m, 512k{', or N% of the first dump' if i else ''})")
+        for d, name in zip(dumps, names):
+            d.out = Path(d.out or self.dir / name)
+            if not d.out.parent.is_dir():
+                raise VMError(f"{d.out.parent}: no such directory")
+        (kd / "jobs").write_text("".join(f"{n} {d.disk or '-'} {d.args}\n" for d, n in zip(dumps, names)))
+        if not self.capture_loaded():
+            self.load_capture_kernel()
+        if how == "oom":
+            shutil.copy(helper("leaker"), kd / "leaker")
+        t0 = time.time()
+        if HOW[how]:
+            self.submit(HOW[how].format(leaker=leaker))
+        self._wait_capture(kd, t0, timeout)
+        for d, name in zip(dumps, names):
+            rc = kd / f"{name}.rc"
+            d.rc = int(rc.read_text()) if rc.exists() else None
+            d.log = (kd / f"{name}.log").read_text(errors="replace") if (kd / f"{name}.log").exists() else ""
+            if (kd / f"{name}.time").exists():
+                a, b = (float(x) for x in (kd / f"{name}.time").read_text().split())
+                d.seconds = b - a
+            d.path = Path(shutil.move(kd / name, d.out)) if (kd / name).exists() else None
+        self.captured = dumps
+        first = dumps[0]
+        if first.rc != 0 or first.path is None:
+            raise VMError(f"makedumpfile {first.args} failed ({first.rc}): "
+                          f"{' | '.join(first.log.strip().splitlines()[-3:])}")
+        return first.path
+
+    def _wait_capture(self, kd: Path, t0: float, timeout: float) -> None:
+        """Until the capture kernel has written "done" and QEMU has exited."""
+        times = self.crash_times = {}
+        deadline = t0 + timeout
+        while True:
+            now = time.time()
+            if "capture_up" not in times and (kd / "capture.up").exists():
+                times["capture_up"] = now - t0
+            if "done" not in times and (kd / "done").exists():
+                times["done"] = now - t0
+            if not self._qemu_alive():
+                times["exit"] = now - t0
+                break
+            if now > deadline:
+                raise VMError(f"no capture within {timeout:.0f} s: {self._tail()}")
+            time.sleep(0.1)
+        if "done" not in times:
+            raise VMError(f"QEMU exited before the capture kernel was done: {self._capture_failure(kd)}")
+
+    def _capture_failure(self, kd: Path) -> str:
+        """Why the capture did not finish: our script's error, else the last
+        panic line of the console (the first kernel's when kdump never ran)."""
+        if (kd / "error").exists():
+            return (kd / "error").read_text().strip()
+        text = self.console.read_text(errors="replace") if self.console.exists() else ""
+        capture = text.rfind("testvm: capture kernel")
+        panics = [ln for ln in text[max(capture, 0):].splitlines() if "Kernel panic" in ln]
+        if capture < 0:
+            return f"the capture kernel never started ({panics[-1].strip() if panics else self._tail(3)})"
+        return f"in the capture kernel: {panics[-1].strip() if panics else self._tail(3)}"
+
+    def _qemu_alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.qemu_pid is None:
+            return True
+        try:
+            os.kill(self.qemu_pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
 
 def _cli() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -481,6 +728,9 @@ def _cli() -> int:
     b.add_argument("--arch", default="x86_64", choices=sorted(QEMU), help="guest architecture")
     b.add_argument("--modules", help="comma-separated modules to insmod at boot "
                    "(default: those named in KERNEL_DIR/modules.load)")
+    b.add_argument("--crashkernel", metavar="SIZE",
+                   help="reserve SIZE (e.g. 160M) for kdump and load the guest's own kernel as its "
+                        "capture kernel (implies --host-root)")
     r = sub.add_parser("run", help="run a shell command in a booted VM")
     r.add_argument("vm_dir")
     r.add_argument("script")
@@ -493,16 +743,34 @@ def _cli() -> int:
     m.add_argument("vm_dir"); m.add_argument("path")
     m.add_argument("--format", default="elf", choices=["elf", "kdump-zlib", "kdump-lzo", "kdump-snappy"])
     m.add_argument("--paging", action="store_true", help="virtual addresses in the ELF (needed for i386)")
+    c = sub.add_parser("crash", help="panic a VM booted with --crashkernel; its capture kernel's "
+                                      "makedumpfile writes the vmcore")
+    c.add_argument("vm_dir")
+    c.add_argument("--how", default="sysrq", choices=list(HOW),
+                   help="sysrq: echo c > /proc/sysrq-trigger; oom: scripts/leaker.c until "
+                        "vm.panic_on_oom=1 panics; wait: the guest will panic by itself")
+    c.add_argument("--makedumpfile", default="-c -d 31", metavar="OPTIONS",
+                   help="makedumpfile's options (default: '-c -d 31'; a single one as --makedumpfile=-E)")
+    c.add_argument("-o", "--output", required=True, help="where the vmcore goes")
+    c.add_argument("--disk", metavar="SIZE", help="makedumpfile writes into a tmpfs of SIZE (8m, 512k) first: "
+                                                  "a disk that fills up")
+    c.add_argument("--leaker", default="", metavar="OPTIONS", help="scripts/leaker.c's options for --how oom")
+    c.add_argument("--timeout", type=float, default=600.0)
     args = ap.parse_args()
     try:
         if args.cmd == "boot":
             vm = TestVM(args.kernel_dir, cmdline=args.append, host_root=args.host_root,
-                        workdir=args.workdir, mem_mb=args.mem, arch=args.arch,
+                        workdir=args.workdir, mem_mb=args.mem, arch=args.arch, crashkernel=args.crashkernel,
                         modules=None if args.modules is None else [m for m in args.modules.split(",") if m])
+            if args.crashkernel:
+                vm.load_capture_kernel()
             print(f"booted in {vm.boot_seconds:.1f} s; VM dir {vm.dir}\n"
                   f"  drgn:  pageext-inspect --qemu {vm.qmp_path} -s {args.kernel_dir}/vmlinux\n"
-                  f"  shell: {sys.argv[0]} run {vm.dir} 'dmesg | tail'", flush=True)
-            (vm.dir / "vm.json").write_text(json.dumps({"pid": vm.proc.pid}))
+                  f"  shell: {sys.argv[0]} run {vm.dir} 'dmesg | tail'"
+                  + (f"\n  kdump: {sys.argv[0]} crash {vm.dir} --how sysrq -o vmcore" if args.crashkernel else ""),
+                  flush=True)
+            (vm.dir / "vm.json").write_text(json.dumps({"pid": vm.proc.pid,
+                                                        "kernel_dir": str(Path(args.kernel_dir).resolve())}))
             vm._qmp.close()  # ctl.sock takes one client: leave it to `testvm.py run/hot-add/...`
             vm._qmp = None
             try:
@@ -522,6 +790,14 @@ def _cli() -> int:
             vm.hot_remove(args.dimm_id)
         elif args.cmd == "dump":
             vm.dump(args.path, args.format, args.paging)
+        elif args.cmd == "crash":
+            path = vm.crash(args.how, args.makedumpfile, args.output, disk=args.disk,
+                            leaker=args.leaker, timeout=args.timeout)
+            d, t = vm.captured[0], vm.crash_times
+            print(f"{path}: {path.stat().st_size} bytes; makedumpfile {d.seconds:.1f} s in the capture "
+                  f"kernel; capture kernel up {t.get('capture_up', 0):.1f} s and QEMU gone "
+                  f"{t['exit']:.1f} s after the trigger")
+            return 0
         vm._qmp.close()
         return 0
     except VMError as e:
@@ -531,12 +807,21 @@ def _cli() -> int:
 
 def _attach(vm_dir: Path) -> TestVM:
     """A TestVM handle on a guest booted by another process (`testvm.py boot`)."""
+    try:
+        info = json.loads((vm_dir / "vm.json").read_text())
+    except (OSError, ValueError):
+        raise VMError(f"{vm_dir}: no VM booted there (testvm.py boot KERNEL_DIR --workdir {vm_dir})")
     vm = TestVM.__new__(TestVM)
-    vm.dir, vm.share, vm.proc = vm_dir, vm_dir / "share", None
+    vm.dir, vm.share, vm.proc, vm.qemu_pid = vm_dir, vm_dir / "share", None, info["pid"]
+    vm.kernel_dir = Path(info.get("kernel_dir", "."))
     vm.qmp_path, vm.ctl_path = str(vm_dir / "qmp.sock"), str(vm_dir / "ctl.sock")
     vm.console = vm_dir / "console.log"
+    vm.captured, vm.crash_times = [], {}
     vm._qmp = QEMUMonitorProtocol(vm.ctl_path)
-    vm._qmp.connect()
+    try:
+        vm._qmp.connect()
+    except OSError as e:
+        raise VMError(f"{vm_dir}: the VM is not running ({e.strerror or e})")
     return vm
 
 
