@@ -31,7 +31,7 @@ import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import drgn
 import numpy as np
@@ -57,6 +57,9 @@ CLIENT = ClientSpec(
     decoder="inspector.clients.page_owner:PageOwner", commands=("owner", "top"))
 
 ALLOCATED, FREED, ALL = "allocated", "freed", "all"
+
+# What PageOwner.sums() can group by: record fields, the gfp's migratetype, the table's node.
+AGG_KEYS = ("handle", "pid", "tgid", "comm", "order", "gfp_mask", "migratetype", "node")
 
 # struct page_owner fields we know, in the order print_page_owner() passes them.
 OWNER_FIELDS = ("order", "last_migrate_reason", "gfp_mask", "handle", "free_handle", "ts_nsec",
@@ -661,45 +664,60 @@ class PageOwner:
         return "\n".join(lines) + "\n\n"
 
     # -- aggregation ---------------------------------------------------------------------------------
-    def top(self, by: str, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> list[dict]:
-        """Pages and allocations per ``by`` over the records debugfs would print."""
-        pages: dict = defaultdict(int)
-        allocs: dict = defaultdict(int)
+    def sums(self, keys: Sequence[str], lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> "Sums":
+        """Pages (the sum of 1 << order) and allocations (records) per distinct
+        combination of the columns ``keys``, over the records debugfs would
+        print; corrupt records are left out (and counted by the caller's notes).
+
+        A key is a field of the records (handle, pid, tgid, comm, order,
+        gfp_mask), ``migratetype`` (of the gfp mask, as debugfs prints it) or
+        ``node`` (the table's).  One pass: each chunk grouped with np.unique and
+        np.bincount, then the chunks' groups merged the same way, so memory
+        grows with the groups, not the records.
+
+        :raises UsageError: a key this kernel's records do not have
+        """
+        for key in keys:
+            if key not in AGG_KEYS or (key not in ("migratetype", "node") and key not in self.has):
+                raise UsageError(f"this kernel's page_owner records have no {key}")
+        dtype = np.dtype([(key, self.dtype[key] if key in self.has else np.int64) for key in keys])
+        parts = []
         for b in self.batches(ALLOCATED, lo, hi, node=node, debugfs=True):
             good = b.corrupt == 0
             if not good.all():
                 b = b.take(np.flatnonzero(good))
             if not len(b):
                 continue
-            keys, npages, nallocs = self._group(b, by)
-            for key, pg, al in zip(keys, npages, nallocs):
-                if key is None:
-                    self.session.missing.records_hidden += al
-                    continue
-                pages[key] += pg
-                allocs[key] += al
+            cols = np.empty(len(b), dtype=dtype)
+            for key in keys:
+                if key == "migratetype":
+                    cols[key] = self.gfp_migratetype(b.e["gfp_mask"].astype(np.int64))
+                elif key == "node":
+                    cols[key] = b.table.node
+                else:
+                    cols[key] = b.e[key]
+            parts.append(Sums.of(cols, np.int64(1) << b.e["order"].astype(np.int64), np.ones(len(b), np.int64)))
+        return Sums.merge(parts, dtype)
+
+    def top(self, by: str, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> list[dict]:
+        """Pages and allocations per ``by`` (one of :data:`TOP_KEYS`) over the
+        records debugfs would print; records whose stack is not in the dump
+        are counted in ``missing.records_hidden``."""
+        col = TOP_COLUMN.get(by, by)
+        s = self.sums((col,), lo, hi, node)
+        pages: dict = defaultdict(int)
+        allocs: dict = defaultdict(int)
+        for v, pg, al in zip(s.keys[col].tolist(), s.pages.tolist(), s.allocations.tolist()):
+            key = self._key(by, v)
+            if key is None:
+                self.session.missing.records_hidden += al
+                continue
+            pages[key] += pg
+            allocs[key] += al
         rows = [{"key": list(key) if isinstance(key, tuple) else key, "pages": pages[key],
                  "allocations": allocs[key]} for key in pages]
         rows.sort(key=lambda d: (-d["pages"], -d["allocations"], str(d["key"])))
         return rows
-
-    def _group(self, b: Batch, by: str) -> tuple[list, list[int], list[int]]:
-        """(key, pages, allocations) per distinct value of ``by`` in a batch."""
-        pages = np.int64(1) << b.e["order"].astype(np.int64)
-        col = {"stack": "handle", "pid": "pid", "tgid": "tgid", "comm": "comm", "order": "order",
-               "gfp": "gfp_mask"}.get(by)
-        if by == "migratetype":
-            values = self.gfp_migratetype(b.e["gfp_mask"].astype(np.int64))
-        elif by == "node":
-            values = np.full(len(b), b.table.node, dtype=np.int64)
-        elif col is None or col not in self.has:
-            raise UsageError(f"this kernel's page_owner records have no {by}")
-        else:
-            values = b.e[col]
-        uniq, inv = np.unique(values, return_inverse=True)
-        npages = np.bincount(inv.reshape(-1), weights=pages, minlength=len(uniq)).astype(np.int64).tolist()
-        nallocs = np.bincount(inv.reshape(-1), minlength=len(uniq)).tolist()
-        return [self._key(by, v) for v in uniq.tolist()], npages, nallocs
 
     def _key(self, by: str, v):
         if by == "stack":
@@ -743,10 +761,49 @@ def target_clock_ns(prog: drgn.Program) -> Optional[int]:
     return best
 
 
+@dataclass
+class Sums:
+    """Pages and allocations per group: ``keys`` a structured array of the
+    distinct key combinations (sorted), ``pages`` and ``allocations`` int64
+    columns beside it."""
+
+    keys: np.ndarray
+    pages: np.ndarray
+    allocations: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def of(cls, keys: np.ndarray, pages: np.ndarray, allocations: np.ndarray) -> "Sums":
+        """Group rows by their key (np.unique) and add up their pages and allocations (np.bincount)."""
+        uniq, inv = np.unique(keys, return_inverse=True)
+        inv = inv.reshape(-1)
+        return cls(uniq, np.bincount(inv, weights=pages, minlength=len(uniq)).astype(np.int64),
+                   np.bincount(inv, weights=allocations, minlength=len(uniq)).astype(np.int64))
+
+    @classmethod
+    def merge(cls, parts: Sequence["Sums"], dtype: np.dtype) -> "Sums":
+        if not parts:
+            return cls(np.empty(0, dtype=dtype), np.empty(0, np.int64), np.empty(0, np.int64))
+        if len(parts) == 1:
+            return parts[0]
+        return cls.of(np.concatenate([p.keys for p in parts]), np.concatenate([p.pages for p in parts]),
+                      np.concatenate([p.allocations for p in parts]))
+
+    def rollup(self, keys: Sequence[str]) -> "Sums":
+        """The same sums over fewer key columns."""
+        sub = np.empty(len(self.keys), dtype=np.dtype([(k, self.keys.dtype[k]) for k in keys]))
+        for k in keys:
+            sub[k] = self.keys[k]
+        return Sums.of(sub, self.pages, self.allocations)
+
+
 # -- commands ----------------------------------------------------------------------------------------
 
 FORMATS = ("text", "debugfs", "csv")
 TOP_KEYS = ("stack", "pid", "tgid", "comm", "gfp", "order", "migratetype", "node")
+TOP_COLUMN = {"stack": "handle", "gfp": "gfp_mask"}  # top --by KEY -> the column PageOwner.sums() groups by
 TOP_FORMATS = ("text", "page_owner_sort", "show_stacks", "handles")
 CSV_COLUMNS = ("pfn", "state", "order", "gfp_mask", "gfp_flags", "migratetype", "pageblock_migratetype",
                "pid", "tgid", "comm", "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid",
