@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from .commands import EXIT_FAIL, EXIT_USAGE, Command, Context, Opt, all_commands, finish
+from .commands import ARCH, EXIT_FAIL, EXIT_USAGE, VMLINUX, Command, Context, Opt, all_commands, finish
 
 EXIT_TEXT = """\b
 Exit status:
@@ -47,9 +47,9 @@ Examples:
 # The target options of every command that reads a kernel (one definition).
 TARGET_OPTS = (
     Opt(("target",), "target", "vmcore or /proc/kcore (default: the running kernel)", positional=True),
-    Opt(("-s", "--vmlinux"), "vmlinux", "vmlinux with debug info", metavar="VMLINUX"),
+    VMLINUX,
     Opt(("--qemu",), "qemu", "QMP socket of a live QEMU guest", metavar="SOCKET"),
-    Opt(("--arch",), "arch", "architecture of a core that lacks one (x86_64)", metavar="ARCH"),
+    ARCH,
 )
 FORCE = Opt(("--force",), "force", "decode even where a check the decode relies on failed (bias, extent, "
             "clients); suspect tables are marked", bool, False)

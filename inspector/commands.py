@@ -81,6 +81,8 @@ PFN = Opt(("--pfn",), "pfn", "one page frame number (decimal or 0x hex)", metava
 RANGE = Opt(("--range",), "prange", "pfns A-B inclusive (decimal or 0x hex)", metavar="A-B")
 NODE = Opt(("--node",), "node", "only the pages of this NUMA node", int, None, metavar="N", minimum=0)
 LIMIT = Opt(("--limit",), "limit", "show at most this many rows (0: all)", int, 0, metavar="N", minimum=0)
+VMLINUX = Opt(("-s", "--vmlinux"), "vmlinux", "vmlinux with debug info", metavar="VMLINUX")
+ARCH = Opt(("--arch",), "arch", "architecture of a core that lacks one (x86_64)", metavar="ARCH")
 THRESHOLD = Opt(("--threshold",), "threshold", "hide rows with fewer pages than this", int, 0, metavar="N",
                 minimum=0)
 
@@ -124,6 +126,18 @@ class Context:
         self.frontend = frontend  # "cli" | "drgn"
         self.notes: list[str] = []  # stderr lines printed after the output
         self.corrupt = 0  # records found corrupt (exit 1)
+        self._missing = None
+
+    @property
+    def missing(self):
+        """What the answer lacks (:class:`~inspector.model.Missing`): the
+        session's, or for a command without a target (it reads files) its own."""
+        if self.session is not None:
+            return self.session.missing
+        if self._missing is None:
+            from .model import Missing
+            self._missing = Missing()
+        return self._missing
 
     @property
     def tty(self) -> bool:
@@ -158,7 +172,7 @@ def finish(ctx: Context, status: int) -> int:
     """Print the notes and what is missing; the final exit status."""
     for line in ctx.notes:
         ctx.err.write(f"pageext-inspect: {line}\n")
-    missing = ctx.session.missing if ctx.session is not None else None
+    missing = ctx.missing
     if missing:
         for line in missing.lines():
             ctx.err.write(f"pageext-inspect: partial: {line}\n")
@@ -198,6 +212,4 @@ def all_commands() -> dict[str, Command]:
 
 def missing_json(ctx: Context) -> dict:
     """The fixed "missing" key of every JSON document."""
-    if ctx.session is None:
-        return {"page_ext": [], "memmap": [], "stack_handles": [], "records_hidden": 0, "other": []}
-    return ctx.session.missing.to_json()
+    return ctx.missing.to_json()

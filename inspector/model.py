@@ -326,6 +326,24 @@ class Missing:
         if what not in self.other:
             self.other.append(what)
 
+    def merge(self, other: "Missing") -> None:
+        """Add what ``other`` misses (another read of the same or another kernel)."""
+        for a, b in other.page_ext:
+            self.page_ext.add(a, b)
+        for a, b in other.memmap:
+            self.memmap.add(a, b)
+        self.stack_handles |= other.stack_handles
+        self.records_hidden += other.records_hidden
+        for what in other.other:
+            self.note(what)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "Missing":
+        """The inverse of :meth:`to_json` (the ``missing`` a file recorded)."""
+        return cls(PfnRanges((a, b + 1) for a, b in doc.get("page_ext", ())),
+                   PfnRanges((a, b + 1) for a, b in doc.get("memmap", ())),
+                   set(doc.get("stack_handles", ())), int(doc.get("records_hidden", 0)), list(doc.get("other", ())))
+
     def to_json(self) -> dict[str, Any]:
         return {"page_ext": self.page_ext.to_json(), "memmap": self.memmap.to_json(),
                 "stack_handles": sorted(self.stack_handles), "records_hidden": self.records_hidden,
