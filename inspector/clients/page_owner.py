@@ -134,6 +134,7 @@ class PageOwner:
         self._clock: Optional[int] = None
         self._compiled: dict = {}
         self.invalid_records = 0
+        self.corrupt_records = 0  # left out of sums()
 
     # -- layouts from DWARF -----------------------------------------------------------
     def _setup_entry(self) -> None:
@@ -685,6 +686,7 @@ class PageOwner:
         for b in self.batches(ALLOCATED, lo, hi, node=node, debugfs=True):
             good = b.corrupt == 0
             if not good.all():
+                self.corrupt_records += int((~good).sum())
                 b = b.take(np.flatnonzero(good))
             if not len(b):
                 continue
@@ -801,7 +803,7 @@ class Sums:
 
 # -- commands ----------------------------------------------------------------------------------------
 
-FORMATS = ("text", "debugfs", "csv")
+FORMATS = ("text", "debugfs", "csv", "parquet")
 TOP_KEYS = ("stack", "pid", "tgid", "comm", "gfp", "order", "migratetype", "node")
 TOP_COLUMN = {"stack": "handle", "gfp": "gfp_mask"}  # top --by KEY -> the column PageOwner.sums() groups by
 TOP_FORMATS = ("text", "page_owner_sort", "show_stacks", "handles")
@@ -838,6 +840,9 @@ def prepare_owner(a) -> None:
         raise UsageError("--format debugfs prints what the kernel prints: allocated pages only")
     if a.fmt != "text" and a.as_json:
         raise UsageError(f"--json is its own format; leave out --format {a.fmt}")
+    if (a.fmt == "parquet") != (a.output is not None):
+        raise UsageError("--format parquet writes a file: give it with -o FILE" if a.fmt == "parquet" else
+                         "-o FILE goes with --format parquet (the other formats go to standard output)")
     a.one, a.lo, a.hi = pfn_selection(a.pfn, a.prange)
 
 
@@ -856,6 +861,14 @@ def run_owner(ctx: Context) -> int:
         pe.check_range(lo, hi, a.node)
     batches = po.batches(which, lo, hi, node=a.node, heads_only=one is None and not a.tails,
                          debugfs=fmt == "debugfs")
+    if fmt == "parquet":
+        from ..history.records import write
+        counted = _Counted(batches)
+        rows, size = write(pe, counted, a.output)
+        ctx.echo(f"{a.output}: {rows} records, {size} bytes")
+        _owner_notes(ctx, po)
+        _corrupt_note(ctx, counted.corrupt)
+        return 0
     corrupt = 0
     writer = None
     if a.as_json:
@@ -882,6 +895,18 @@ def run_owner(ctx: Context) -> int:
     _owner_notes(ctx, po)
     _corrupt_note(ctx, corrupt)
     return 0
+
+
+class _Counted:
+    """Batches passed through, their corrupt records counted."""
+
+    def __init__(self, batches: Iterator[Batch]):
+        self.batches, self.corrupt = batches, 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        for b in self.batches:
+            self.corrupt += int((b.corrupt != 0).sum())
+            yield b
 
 
 def prepare_top(a) -> None:
@@ -953,8 +978,9 @@ COMMANDS = [
         Opt(("--freed",), "freed", "freed pages that keep a record", bool, False),
         Opt(("--all",), "all_", "allocated and freed", bool, False),
         Opt(("--tails",), "tails", "also the tail pages of high-order blocks", bool, False),
-        Opt(("--format",), "fmt", "text | debugfs (byte-identical to the kernel's) | csv", str, "text",
-            metavar="FORMAT"),
+        Opt(("--format",), "fmt", "text | debugfs (byte-identical to the kernel's) | csv | parquet (a typed "
+            "table, one row per record; with -o)", str, "text", metavar="FORMAT"),
+        Opt(("-o", "--output"), "output", "the file --format parquet writes", metavar="FILE"),
         Opt(("--json",), "as_json", "JSON Lines, one record a line, then one line with the key \"missing\"",
             bool, False),
     ), description="""\b
@@ -962,7 +988,8 @@ Examples:
   pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
   pageext-inspect owner vmcore -s vmlinux --format debugfs    # byte-identical to /sys/kernel/debug/page_owner
   pageext-inspect owner --qemu SOCKET -s vmlinux --pfn 0x1234 --json
-  pageext-inspect owner vmcore -s vmlinux --node 1 --json | head""", drgn="page_owner", force=True,
+  pageext-inspect owner vmcore -s vmlinux --node 1 --json | head
+  pageext-inspect owner vmcore -s vmlinux --all --format parquet -o records.parquet""", drgn="page_owner", force=True,
         prepare=prepare_owner),
     Command("top", "Pages and allocations per stack, pid, tgid, comm, gfp, order, migratetype or node.",
             run_top, (
