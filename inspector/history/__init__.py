@@ -23,9 +23,11 @@ the other commands never load them.
 from __future__ import annotations
 
 import json
+import os
+import stat
 
-from ..commands import JSON, NODE, RANGE, Command, Context, Opt, missing_json, pfn_selection
-from ..errors import UsageError
+from ..commands import ARCH, JSON, LIMIT, NODE, RANGE, VMLINUX, Command, Context, Opt, missing_json, pfn_selection
+from ..errors import TargetError, UsageError
 
 
 def _corrupt(ctx: Context, n: int) -> None:
@@ -62,6 +64,139 @@ def run_snapshot(ctx: Context) -> int:
     return 0
 
 
+# -- diff ------------------------------------------------------------------------------------------
+
+def _input(ctx: Context, path: str):
+    """A diff input: a snapshot file (Parquet magic), a QMP socket, or a core."""
+    from ..session import PageExt
+    from .snapshot import is_parquet, read_meta, take
+    a = ctx.args
+    if is_parquet(path):
+        read_meta(path)  # a clear line for anything but a snapshot
+        return path
+    try:
+        sock = stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        sock = False
+    try:
+        pe = PageExt.open(None if sock else path, qemu=path if sock else None, vmlinux=a.vmlinux, arch=a.arch)
+    except TargetError as e:
+        msg = str(e)
+        if os.path.isfile(path) and ("vmcore" in msg or "truncated" in msg) and "vmlinux" not in msg:
+            raise UsageError(f"{e}; nor is it a snapshot (no Parquet magic)") from None
+        raise
+    snap = take(pe)
+    ctx.missing.merge(pe.missing)
+    _corrupt(ctx, snap.meta["corrupt_records"])
+    return snap
+
+
+def run_diff(ctx: Context) -> int:
+    from ..model import Missing
+    from .analysis import Samples, labels
+    a = ctx.args
+    sources = [_input(ctx, a.a), _input(ctx, a.b)]
+    samples = Samples(sources)
+    ma, mb = samples.metas
+    for m in (ma, mb):
+        ctx.missing.merge(Missing.from_json(m.get("missing") or {}))
+    if ma.get("release") != mb.get("release"):
+        ctx.note(f"warning: A is {ma.get('release')} and B is {mb.get('release')}: stacks are matched by their "
+                 "text, and code that moved between the builds shows up as new and vanished stacks")
+    d = samples.diff(a.by)
+    rows = d["rows"][:a.limit] if a.limit else d["rows"]
+    if a.by == "stack":
+        for r, label in zip(rows, labels([r["stack"] for r in rows])):
+            r["label"] = label
+            if samples.stack_key == "stack":
+                r.pop("key")
+    if a.as_json:
+        ctx.echo(json.dumps({"a": _describe(ma, a.a), "b": _describe(mb, a.b), "by": a.by,
+                             "matched_by": samples.stack_key if a.by == "stack" else a.by, "rows": rows,
+                             "new": d["new"], "vanished": d["vanished"], "nodes": d["nodes"],
+                             "missing": missing_json(ctx)}, indent=1, default=str))
+        return 0
+    for name, m, src in (("A", ma, a.a), ("B", mb, a.b)):
+        ctx.echo(f"{name}: {src}  ({m.get('target', {}).get('kind')}, {m.get('release')}, {m.get('machine')}, "
+                 f"boot {m.get('boot_id')}, {m.get('time')})")
+    if a.by == "stack":
+        ctx.echo("stacks matched by " + ("handle (the same boot)" if samples.stack_key == "handle" else
+                                         "their symbolized text (different boots)"))
+    ctx.echo(f"\n{'Δpages':>9} {'Δallocs':>9} {'pages A':>9} {'pages B':>9}  {'status':<8}  {a.by}")
+    for r in rows:
+        what = r.get("label") if a.by == "stack" else (f"{r['key']} ({r['comm']})" if a.by == "pid" else r["key"])
+        ctx.echo(f"{r['delta_pages']:>+9} {r['delta_allocations']:>+9} {r['pages_a']:>9} {r['pages_b']:>9}  "
+                 f"{r['status']:<8}  {what}")
+        if a.by == "stack" and a.stacks:
+            ctx.echo("".join(f"{' ' * 41}{f}\n" for f in r["stack"]))
+    shown = f" (of {len(d['rows'])}; --limit 0 shows all)" if a.limit and len(d["rows"]) > a.limit else ""
+    ctx.echo(f"\n{len(rows)} changed{shown}; new: {d['new']['count']} ({d['new']['pages']:+d} pages), "
+             f"vanished: {d['vanished']['count']} ({d['vanished']['pages']:+d} pages)")
+    ctx.echo(f"\n{'node':>6} {'pages A':>10} {'pages B':>10} {'Δpages':>10}")
+    for n in d["nodes"]:
+        ctx.echo(f"{n['node']:>6} {n['pages_a']:>10} {n['pages_b']:>10} {n['delta_pages']:>+10}")
+    ctx.echo(f"{'all':>6} {sum(n['pages_a'] for n in d['nodes']):>10} {sum(n['pages_b'] for n in d['nodes']):>10} "
+             f"{sum(n['delta_pages'] for n in d['nodes']):>+10}")
+    return 0
+
+
+def _describe(meta: dict, source: str) -> dict:
+    keys = ("release", "machine", "boot_id", "boot_id_source", "time", "time_ns", "clock_ns", "target",
+            "tool_version", "schema")
+    return {"source": source, **{k: meta.get(k) for k in keys}}
+
+
+def prepare_diff(a) -> None:
+    from .analysis import BY
+    if a.by not in BY:
+        raise UsageError(f"unknown --by {a.by!r} (one of: {', '.join(BY)})")
+
+
+# -- plot --------------------------------------------------------------------------------------------
+
+def prepare_plot(a) -> None:
+    from .plot import image_format
+    if not a.output:
+        raise UsageError("give the picture to write with -o FILE.png")
+    image_format(a.output)
+
+
+def run_plot(ctx: Context) -> int:
+    from .analysis import Samples
+    from .plot import draw
+    from .snapshot import read_meta
+    a = ctx.args
+    if not os.path.isdir(a.directory):
+        raise UsageError(f"{a.directory}: not a directory of snapshots")
+    paths = sorted(os.path.join(a.directory, f) for f in os.listdir(a.directory) if f.endswith(".parquet"))
+    if not paths:
+        raise UsageError(f"{a.directory}: no snapshots (*.parquet) in it")
+    metas = {p: read_meta(p) for p in paths}
+    machines = sorted({m.get("machine") or "?" for m in metas.values()})
+    if a.machine is not None:
+        paths = [p for p in paths if (metas[p].get("machine") or "?") == a.machine]
+        if not paths:
+            raise UsageError(f"{a.directory}: no snapshots of machine {a.machine!r} (machines: {', '.join(machines)})")
+    elif len(machines) > 1:
+        raise UsageError(f"{a.directory}: snapshots of {len(machines)} machines ({', '.join(machines)}); "
+                         "pick one with --machine")
+    paths.sort(key=lambda p: metas[p]["time_ns"])
+    samples = Samples(paths)
+    from ..model import Missing
+    for p in paths:
+        ctx.missing.merge(Missing.from_json(metas[p].get("missing") or {}))
+    drawn = draw(samples, a.output, a.limit or 8)
+    if a.as_json:
+        ctx.echo(json.dumps({"file": a.output, "samples": len(paths), "time_axis": samples.axis, "lines": drawn,
+                             "missing": missing_json(ctx)}, indent=1))
+    else:
+        ctx.echo(f"{a.output}: {len(drawn)} stacks over {len(paths)} samples ({samples.minutes:.1f} min of the "
+                 f"{samples.axis})")
+        for line in drawn:
+            ctx.echo(f"  {line['label']}: {line['y'][0]} -> {line['y'][-1]} pages")
+    return 0
+
+
 COMMANDS = [
     Command("snapshot", "Save page_owner's pages per stack and per task now, as a small Parquet file.", run_snapshot, (
         Opt(("-o", "--output"), "output", "the snapshot to write (Parquet)", metavar="FILE"),
@@ -79,4 +214,34 @@ Examples:
   pageext-inspect snapshot --qemu SOCKET -s vmlinux -o now.parquet
   pageext-inspect diff before.parquet now.parquet""", drgn="pageext_snapshot", force=True,
             prepare=prepare_snapshot),
+    Command("diff", "Which stacks (or pids, comms) hold more pages in B than in A.", run_diff, (
+        Opt(("a",), "a", "a snapshot file, a vmcore, /proc/kcore or a QMP socket", positional=True, required=True),
+        Opt(("b",), "b", "the same, later", positional=True, required=True),
+        VMLINUX, ARCH,
+        Opt(("--by",), "by", "stack | pid | comm", str, "stack", metavar="KEY"),
+        LIMIT, JSON,
+        Opt(("--stacks",), "stacks", "print each stack's frames", bool, False),
+    ), description="""\b
+Each of A and B is a snapshot file (told by Parquet's PAR1 magic) or a
+target to snapshot now: a vmcore, /proc/kcore, or a QEMU QMP socket.
+Rows are sorted by growth (Δpages); stacks are matched by their handle
+within one boot, by their symbolized text across boots.  Snapshots of
+different kernel releases are compared with a warning.
+\b
+Examples:
+  pageext-inspect diff before.parquet after.parquet --limit 10
+  pageext-inspect diff vmcore.1 vmcore.2 -s vmlinux --by comm
+  pageext-inspect diff before.parquet /proc/kcore --json""", target=False, drgn="pageext_diff",
+            prepare=prepare_diff),
+    Command("plot", "Draw pages over time for the stacks that grew most, from a directory of snapshots.", run_plot, (
+        Opt(("directory",), "directory", "a directory of snapshots (*.parquet)", positional=True, required=True),
+        Opt(("-o", "--output"), "output", "the picture to write (png, svg, pdf)", metavar="FILE"),
+        Opt(("--machine",), "machine", "only the snapshots of this machine (its nodename)", metavar="NAME"),
+        Opt(("--limit",), "limit", "how many stacks to draw", int, 8, metavar="N", minimum=1),
+        JSON,
+    ), description="""\b
+Examples:
+  pageext-inspect plot snaps/ -o leak.png
+  pageext-inspect plot fleet/ --machine web-3 -o web-3.svg --limit 5""", target=False, drgn="pageext_plot",
+            prepare=prepare_plot),
 ]
