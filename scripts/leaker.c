@@ -8,7 +8,7 @@
  * and the comm "leaker".  Built static on the host by scripts/testvm.py
  * (helper()), into the kernel cache, never committed.
  *
- *   leaker [-m tmpfs|pipe] [-f FILE] [-r MIB_PER_SECOND] [-s STEP_KIB]
+ *   leaker [-m tmpfs|pipe] [-f FILE] [-r MIB_PER_SECOND] [-s STEP_KIB] [-p HOLD_FILE]
  *
  *   -m tmpfs  (default) grow FILE, on a tmpfs mounted with size=0 (no limit),
  *             by fallocate(): each page comes from shmem_fallocate(), a path
@@ -17,6 +17,11 @@
  *             without CAP_SYS_RESOURCE) with F_SETPIPE_SZ: each page comes
  *             from pipe_write().
  *   -r        MiB per second (default 16); -s  KiB per step (default 1024).
+ *   -p HOLD   while the file HOLD exists, take no step: the leak stops, and
+ *             resumes at its rate when HOLD is removed (the time held is not
+ *             made up).  While it holds, HOLD.held exists (created once the
+ *             step in progress is done), so a test can read the kernel's
+ *             counters knowing the leak stands still (tests/test_vm_history.py).
  *
  * When a step fails (ENOSPC, ENOMEM, too many files) it keeps what it holds,
  * says so once on stderr and tries again a second later.  It never frees.
@@ -44,7 +49,7 @@ static double now(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: leaker [-m tmpfs|pipe] [-f FILE] [-r MIB_PER_SECOND] [-s STEP_KIB]\n");
+	fprintf(stderr, "usage: leaker [-m tmpfs|pipe] [-f FILE] [-r MIB_PER_SECOND] [-s STEP_KIB] [-p HOLD_FILE]\n");
 	exit(2);
 }
 
@@ -82,21 +87,42 @@ static long pipe_step(int *wfd, const char *buf, long step)
 	return done ? done : -1;
 }
 
+/* While the file hold exists, wait with hold.held present; the seconds held. */
+static double hold_while(const char *hold)
+{
+	char held[4096];
+	double t;
+	int fd;
+
+	if (!hold || access(hold, F_OK))
+		return 0;
+	t = now();
+	snprintf(held, sizeof(held), "%s.held", hold);
+	fd = open(held, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd >= 0)
+		close(fd);
+	while (!access(hold, F_OK))
+		usleep(20000);
+	unlink(held);
+	return now() - t;
+}
+
 int main(int argc, char **argv)
 {
-	const char *mode = "tmpfs", *file = "/leak/leak";
+	const char *mode = "tmpfs", *file = "/leak/leak", *hold = NULL;
 	double rate = 16, t0;
 	long step = 1024 << 10, total = 0;
 	int opt, fd = -1, wfd = -1, failing = 0;
 	char *buf;
 	struct rlimit nofile;
 
-	while ((opt = getopt(argc, argv, "m:f:r:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:f:r:s:p:")) != -1) {
 		switch (opt) {
 		case 'm': mode = optarg; break;
 		case 'f': file = optarg; break;
 		case 'r': rate = atof(optarg); break;
 		case 's': step = atol(optarg) << 10; break;
+		case 'p': hold = optarg; break;
 		default: usage();
 		}
 	}
@@ -121,6 +147,7 @@ int main(int argc, char **argv)
 	for (;;) {
 		long got;
 
+		t0 += hold_while(hold);  /* resume at the rate, not catching up */
 		if (fd >= 0)
 			got = fallocate(fd, 0, total, step) ? -1 : step;
 		else
