@@ -25,9 +25,23 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
+from typing import Optional
 
 from ..commands import ARCH, JSON, LIMIT, NODE, RANGE, VMLINUX, Command, Context, Opt, missing_json, pfn_selection
 from ..errors import TargetError, UsageError
+
+
+def _number(text: Optional[str], what: str, minimum: float) -> Optional[float]:
+    if text is None:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise UsageError(f"bad {what} {text!r}: expected a number") from None
+    if not v >= minimum:
+        raise UsageError(f"bad {what} {text!r}: must be at least {minimum:g}")
+    return v
 
 
 def _corrupt(ctx: Context, n: int) -> None:
@@ -152,6 +166,100 @@ def prepare_diff(a) -> None:
         raise UsageError(f"unknown --by {a.by!r} (one of: {', '.join(BY)})")
 
 
+# -- watch -------------------------------------------------------------------------------------------
+
+def prepare_watch(a) -> None:
+    a.interval_s = _number(a.interval, "--interval", 0)
+    a.rate = _number(a.min_rate, "--min-rate", 0)
+    a.growth = _number(a.min_growth, "--min-growth", 0)
+    if a.output is not None and os.path.exists(a.output) and not os.path.isdir(a.output):
+        raise UsageError(f"-o {a.output}: not a directory")
+    if a.plot is not None:
+        from .plot import image_format
+        image_format(a.plot)
+
+
+def run_watch(ctx: Context) -> int:
+    import drgn
+
+    from .analysis import RULE
+    from .watch import Watcher, table, verdict
+    a, pe = ctx.args, ctx.session
+    if not pe.prog.flags & drgn.ProgramFlags.IS_LIVE:
+        raise UsageError("watch samples a live kernel (/proc/kcore or --qemu); a vmcore never changes: "
+                         "compare two with diff")
+    if a.pause and pe.target is not None and pe.target.kind != "qemu":
+        raise UsageError("--pause stops a QEMU guest: it goes with --qemu")
+    rule = dict(RULE)
+    if a.rate is not None:
+        rule["min_rate"] = a.rate
+    if a.growth is not None:
+        rule["min_growth"] = a.growth
+    with tempfile.TemporaryDirectory(prefix="pageext-watch-") as tmp:
+        outdir = a.output or tmp
+        os.makedirs(outdir, exist_ok=True)
+        w = Watcher(pe, interval=a.interval_s, count=a.count, outdir=outdir, pause=a.pause, exec_cmd=a.exec_cmd)
+        live = None
+        if ctx.tty and not a.as_json:
+            from rich.console import Console
+            from rich.live import Live
+            live = Live(console=Console(file=ctx.out), auto_refresh=False)
+            live.start()
+            pe.progress = lambda label, total: (lambda n: None)  # no progress bars under the live table
+        samples, trend = None, []
+        try:
+            for snap in w.samples():
+                samples, trend = w.trend(rule)
+                n, m = len(w.snapshots), snap.meta
+                head = (f"sample {n}{'/' + str(a.count) if a.count else ''}: {m['totals']['stack']['pages']} pages, "
+                        f"{m['stacks']} stacks, read in {m['read_seconds']:.1f} s")
+                if live is not None:
+                    live.update(table(trend, a.limit or 10, head), refresh=True)
+                elif not a.as_json:
+                    top = next((r for r in trend if r["growth"] > 0), None)
+                    from .analysis import labels
+                    ctx.echo(head + (f"; grew most: {labels([top['stack']])[0]} ({top['growth']:+d} pages)"
+                                     if top and n > 1 else ""))
+                    ctx.out.flush()
+        except KeyboardInterrupt:
+            if not w.snapshots:
+                raise
+        finally:
+            if live is not None:
+                live.stop()
+        pe.missing = w.missing
+        if samples is None:
+            raise UsageError("no sample was taken")
+        lines = verdict(samples, trend, rule)
+        drawn = None
+        if a.plot:
+            from .plot import draw
+            drawn = draw(samples, a.plot, a.limit or 8, rule)
+    if a.as_json:
+        from .analysis import labels
+        shown = [r for r in trend if r["suspect"]] + [r for r in trend if not r["suspect"]][:a.limit or 10]
+        for r, label in zip(shown, labels([r["stack"] for r in shown])):
+            r["label"] = label
+        ctx.echo(json.dumps({
+            "samples": [{"file": s.path, "time": s.meta["time"], "time_ns": s.meta["time_ns"],
+                         "clock_ns": s.meta["clock_ns"], "read_seconds": s.meta["read_seconds"],
+                         "pages": s.meta["totals"]["stack"]["pages"]} for s in w.snapshots],
+            "kept": a.output is not None, "time_axis": samples.axis,
+            "t_min": [r["t_min"] for r in samples.query("SELECT t_min FROM samples ORDER BY sample")],
+            "rule": rule, "stacks": shown, "suspects": [r["label"] for r in shown if r["suspect"]],
+            "verdict": lines[0], "plot": drawn, "missing": missing_json(ctx)}, indent=1, default=str))
+    else:
+        if live is not None:
+            ctx.echo()
+        for line in lines:
+            ctx.echo(line)
+        if a.output:
+            ctx.echo(f"snapshots in {a.output}")
+        if a.plot:
+            ctx.echo(f"plot: {a.plot}")
+    return 0
+
+
 # -- plot --------------------------------------------------------------------------------------------
 
 def prepare_plot(a) -> None:
@@ -233,6 +341,33 @@ Examples:
   pageext-inspect diff vmcore.1 vmcore.2 -s vmlinux --by comm
   pageext-inspect diff before.parquet /proc/kcore --json""", target=False, drgn="pageext_diff",
             prepare=prepare_diff),
+    Command("watch", "Sample a live kernel repeatedly; show the stacks that grow and name leak suspects.", run_watch, (
+        Opt(("--interval",), "interval", "seconds between samples", str, "10", metavar="S"),
+        Opt(("--count",), "count", "samples to take (0: until Ctrl-C)", int, 0, metavar="N", minimum=0),
+        Opt(("-o", "--output"), "output", "keep each snapshot in this directory", metavar="DIR"),
+        Opt(("--pause",), "pause", "stop the QEMU guest for each sample through this QMP socket (QEMU's "
+            "control socket; not the one --qemu reads through)", metavar="SOCKET"),
+        Opt(("--exec",), "exec_cmd", "run this shell command before each sample (before --pause stops the "
+            "guest); PAGEEXT_SAMPLE is the sample's number, PAGEEXT_DIR the directory", metavar="CMD"),
+        Opt(("--plot",), "plot", "at the end, draw the stacks that grew (png, svg, pdf)", metavar="FILE"),
+        Opt(("--min-rate",), "min_rate", "the slowest growth a suspect has, pages per minute (default 256)",
+            metavar="PAGES"),
+        Opt(("--min-growth",), "min_growth", "the least a suspect grows over the window, pages (default 256)",
+            metavar="PAGES"),
+        LIMIT, JSON,
+    ), description="""\b
+A stack is a leak suspect when, over at least 3 samples, its least-squares
+slope is at least --min-rate pages per minute, it grew by at least
+--min-growth pages, the line fits (R^2 >= 0.8), at least 80% of the steps
+between samples do not go down, and its drops add up to at most 10% of its
+growth.  Time is the target's own clock when the
+snapshots have it (it stands still while --pause holds a guest), else the
+host's.
+\b
+Examples:
+  pageext-inspect watch --interval 60 --count 30 -o snaps/      # the running kernel
+  pageext-inspect watch --qemu vm/qmp.sock -s vmlinux --pause vm/ctl.sock --interval 5 --count 12 --plot leak.png
+  pageext-inspect plot snaps/ -o leak.png""", drgn="pageext_watch", force=True, prepare=prepare_watch),
     Command("plot", "Draw pages over time for the stacks that grew most, from a directory of snapshots.", run_plot, (
         Opt(("directory",), "directory", "a directory of snapshots (*.parquet)", positional=True, required=True),
         Opt(("-o", "--output"), "output", "the picture to write (png, svg, pdf)", metavar="FILE"),

@@ -23,7 +23,9 @@ The leak-suspect rule (:data:`RULE`, one query in :meth:`Samples.trend`):
 over at least ``min_samples`` samples, a stack is a suspect when
 
 * its least-squares slope is at least ``min_rate`` pages per minute (a stack
-  absent from a sample holds 0 pages there),
+  absent from a sample holds 0 pages there), and it grew by at least
+  ``min_growth`` pages from the first sample to the last (over a short
+  window a few pages make a steep slope),
 * the straight line explains the series: R^2 >= ``min_r2``,
 * it is monotonic enough: at least ``min_rising`` of the steps between
   consecutive samples do not go down, and all the drops together are at most
@@ -45,7 +47,7 @@ import duckdb
 from ..errors import UsageError
 from .snapshot import ALLOCATOR_FRAMES, Snapshot, function_of, read_meta, same_boot, top_frame
 
-RULE = {"min_samples": 3, "min_rate": 256.0, "min_r2": 0.8, "min_rising": 0.8, "max_drop": 0.1}
+RULE = {"min_samples": 3, "min_rate": 256.0, "min_growth": 256, "min_r2": 0.8, "min_rising": 0.8, "max_drop": 0.1}
 BY = ("stack", "pid", "comm")
 
 
@@ -173,11 +175,13 @@ class Samples:
                                 list(pages ORDER BY sample) AS series
                          FROM steps GROUP BY k)
             SELECT i.stack, i.top_frame, i.handle, f.*,
-                   (f.n >= ? AND coalesce(f.slope, 0) >= ? AND coalesce(f.r2, 0) >= ? AND f.last > f.first
+                   (f.n >= ? AND coalesce(f.slope, 0) >= ? AND f.last - f.first >= greatest(?, 1)
+                    AND coalesce(f.r2, 0) >= ?
                     AND f.rising >= ? * f.steps AND f.dropped <= ? * (f.last - f.first)) AS suspect
             FROM fit f JOIN info i USING (k)
             ORDER BY suspect DESC, slope DESC NULLS LAST, last DESC, i.stack""",
-                          (r["min_samples"], r["min_rate"], r["min_r2"], r["min_rising"], r["max_drop"]))
+                          (r["min_samples"], r["min_rate"], r["min_growth"], r["min_r2"], r["min_rising"],
+                           r["max_drop"]))
         for row in rows:
             row.pop("k")
             row["stack"] = row["stack"].split("\n")

@@ -1,0 +1,87 @@
+"""A minimal QMP client: stop and continue a QEMU guest around a sample.
+
+Design.  ``watch --pause SOCKET`` holds the guest still while it reads, so a
+sample is one instant.  drgn holds the target's own QMP socket (a QMP socket
+serves one client at a time), so the pause goes through a second one --
+QEMU's control socket, e.g. the test VM's ctl.sock beside qmp.sock.  QMP is
+JSON lines over a unix socket: a greeting, ``qmp_capabilities``, then one
+reply per command, with asynchronous events (STOP, RESUME, ...) in between,
+which we skip.  We connect for each pause and leave the socket free between
+samples for other tools.  A guest that was already paused when we came is
+left paused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from typing import Iterator
+
+from ..errors import TargetError
+
+TIMEOUT = 10.0
+
+
+class QMP:
+    def __init__(self, path: str, timeout: float = TIMEOUT):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+            self.file = self.sock.makefile("rwb")
+            if "QMP" not in self._read():
+                raise TargetError(f"{path}: not a QMP socket (no QMP greeting)")
+            self.execute("qmp_capabilities")
+        except (OSError, ValueError, TargetError) as e:
+            if hasattr(self, "file"):
+                self.file.close()
+            self.sock.close()
+            if isinstance(e, TargetError):
+                raise
+            raise TargetError(f"--pause {path}: {getattr(e, 'strerror', None) or e} (QEMU's control "
+                              "socket, one client at a time)") from None
+
+    def _read(self) -> dict:
+        line = self.file.readline()
+        if not line:
+            raise OSError("QEMU closed the socket")
+        return json.loads(line)
+
+    def execute(self, command: str):
+        """Run a command; its "return" value, or TargetError with QEMU's "error"."""
+        try:
+            self.file.write(json.dumps({"execute": command}).encode() + b"\n")
+            self.file.flush()
+            while True:
+                reply = self._read()
+                if "return" in reply or "error" in reply:
+                    break
+        except (OSError, ValueError) as e:
+            raise TargetError(f"QMP {command} on {self.path}: {getattr(e, 'strerror', None) or e}") from None
+        if "return" in reply:
+            return reply["return"]
+        raise TargetError(f"QMP {command} on {self.path}: {reply['error'].get('desc', reply['error'])}")
+
+    def close(self) -> None:
+        self.file.close()  # the socket stays open while its file object is
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def paused(path: str) -> Iterator[None]:
+    """The guest behind QMP socket ``path`` stopped for the block (and
+    continued after it, unless it was stopped before)."""
+    q = QMP(path)
+    try:
+        running = q.execute("query-status").get("running", True)
+        if running:
+            q.execute("stop")
+        try:
+            yield
+        finally:
+            if running:
+                q.execute("cont")
+    finally:
+        q.close()
