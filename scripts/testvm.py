@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -493,6 +494,25 @@ class TestVM:
             raise VMError(f"QMP {cmd}: {reply['error'].get('desc', reply['error'])}")
         return reply.get("return")
 
+    @contextlib.contextmanager
+    def ctl_released(self):
+        """ctl.sock left free for the block (a QMP socket serves one client:
+        e.g. for ``pageext-inspect watch --pause``), connected again after."""
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+        try:
+            yield self.ctl_path
+        finally:
+            self._qmp = QEMUMonitorProtocol(self.ctl_path)
+            self._qmp.connect()
+
+    def write_vm_json(self) -> Path:
+        """vm.json, so that `testvm.py run VM_DIR ...` from another process reaches this guest."""
+        path = self.dir / "vm.json"
+        path.write_text(json.dumps({"pid": self.proc.pid, "kernel_dir": str(self.kernel_dir.resolve())}))
+        return path
+
     def pause(self) -> None:
         self.qmp("stop")
 
@@ -769,8 +789,7 @@ def _cli() -> int:
                   f"  shell: {sys.argv[0]} run {vm.dir} 'dmesg | tail'"
                   + (f"\n  kdump: {sys.argv[0]} crash {vm.dir} --how sysrq -o vmcore" if args.crashkernel else ""),
                   flush=True)
-            (vm.dir / "vm.json").write_text(json.dumps({"pid": vm.proc.pid,
-                                                        "kernel_dir": str(Path(args.kernel_dir).resolve())}))
+            vm.write_vm_json()
             vm._qmp.close()  # ctl.sock takes one client: leave it to `testvm.py run/hot-add/...`
             vm._qmp = None
             try:
@@ -778,7 +797,8 @@ def _cli() -> int:
             except KeyboardInterrupt:
                 vm.close()
             return 0
-        vm = _attach(Path(args.vm_dir))
+        # `run` goes through the share only: it leaves ctl.sock to whoever holds it.
+        vm = _attach(Path(args.vm_dir), qmp=args.cmd != "run")
         if args.cmd == "run":
             res = vm.run(args.script)
             sys.stdout.write(res.out)
@@ -805,8 +825,10 @@ def _cli() -> int:
         return 2
 
 
-def _attach(vm_dir: Path) -> TestVM:
-    """A TestVM handle on a guest booted by another process (`testvm.py boot`)."""
+def _attach(vm_dir: Path, qmp: bool = True) -> TestVM:
+    """A TestVM handle on a guest booted by another process (`testvm.py boot`, or
+    a test that wrote vm.json with ``write_vm_json()``); connected to ctl.sock
+    unless ``qmp`` is off (guest commands need only the share)."""
     try:
         info = json.loads((vm_dir / "vm.json").read_text())
     except (OSError, ValueError):
@@ -817,6 +839,9 @@ def _attach(vm_dir: Path) -> TestVM:
     vm.qmp_path, vm.ctl_path = str(vm_dir / "qmp.sock"), str(vm_dir / "ctl.sock")
     vm.console = vm_dir / "console.log"
     vm.captured, vm.crash_times = [], {}
+    vm._qmp = None
+    if not qmp:
+        return vm
     vm._qmp = QEMUMonitorProtocol(vm.ctl_path)
     try:
         vm._qmp.connect()
