@@ -69,12 +69,14 @@ def run_snapshot(ctx: Context) -> int:
     if a.as_json:
         ctx.echo(json.dumps({"file": a.output, "bytes": size, **{k: snap.meta[k] for k in (
             "release", "machine", "boot_id", "boot_id_source", "clock_ns", "time", "read_seconds", "totals",
-            "stacks")}, "missing": missing_json(ctx)}, indent=1))
+            "stacks", "observer")}, "missing": missing_json(ctx)}, indent=1))
     else:
         ctx.echo(f"{a.output}: {snap.meta['stacks']} stacks, {t['stack']['pages']} pages in "
                  f"{t['stack']['allocations']} allocations ({t['stack']['rows']} stack rows, "
                  f"{t['task']['rows']} task rows), {size} bytes; {snap.meta['release']}, boot "
-                 f"{snap.meta['boot_id']}, read in {snap.meta['read_seconds']:.1f} s")
+                 f"{snap.meta['boot_id']}, read in {snap.meta['read_seconds']:.1f} s"
+                 + (f"; this process's own {snap.meta['observer']['pages']} pages left out"
+                    if snap.meta["observer"] else ""))
     return 0
 
 
@@ -199,6 +201,8 @@ def run_watch(ctx: Context) -> int:
         outdir = a.output or tmp
         os.makedirs(outdir, exist_ok=True)
         w = Watcher(pe, interval=a.interval_s, count=a.count, outdir=outdir, pause=a.pause, exec_cmd=a.exec_cmd)
+        if a.plot:
+            import matplotlib.figure  # noqa: F401  (loaded before the first sample, see watch.py)
         live = None
         if ctx.tty and not a.as_json:
             from rich.console import Console

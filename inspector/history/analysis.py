@@ -63,13 +63,16 @@ def _quote(text: str) -> str:
 
 @dataclass
 class Samples:
-    """Snapshots, in the order given, behind the views ``samples`` and ``rows``."""
+    """Snapshots, in the order given, behind the views ``samples`` and ``rows``
+    (in ``con``, a DuckDB connection to reuse, else a new one)."""
 
     sources: Sequence[Union[str, Snapshot]]
+    con: Optional[duckdb.DuckDBPyConnection] = None
     metas: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.con = duckdb.connect()
+        if self.con is None:
+            self.con = duckdb.connect()
         selects = []
         for i, src in enumerate(self.sources):
             if isinstance(src, Snapshot):
@@ -83,14 +86,15 @@ class Samples:
             selects.append(f"SELECT {i} AS sample, {_columns(meta)} FROM {where}")
         if not selects:
             raise UsageError("no snapshots")
-        self.con.execute("CREATE VIEW rows AS " + " UNION ALL BY NAME ".join(selects))
+        self.con.execute("CREATE OR REPLACE VIEW rows AS " + " UNION ALL BY NAME ".join(selects))
         self.same_boot = all(same_boot(self.metas[0], m) for m in self.metas[1:])
         clocks = [m.get("clock_ns") for m in self.metas]
         if self.same_boot and None not in clocks and all(b > a for a, b in zip(clocks, clocks[1:])):
             self.axis, base = "target clock", clocks
         else:
             self.axis, base = "host clock", [m["time_ns"] for m in self.metas]
-        self.con.execute("CREATE TABLE samples (sample INTEGER, t_min DOUBLE, time_ns BIGINT, clock_ns BIGINT)")
+        self.con.execute("CREATE OR REPLACE TABLE samples (sample INTEGER, t_min DOUBLE, time_ns BIGINT, "
+                         "clock_ns BIGINT)")
         self.con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?)",
                              [(i, (t - base[0]) / 60e9, m["time_ns"], m.get("clock_ns"))
                               for i, (t, m) in enumerate(zip(base, self.metas))])

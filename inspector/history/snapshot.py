@@ -39,8 +39,9 @@ The metadata (key ``pageext_inspect``, JSON): ``format``, ``schema``,
 path), ``release``, ``machine``, ``boot_id``, ``boot_id_source``,
 ``boot_digest``, ``clock_ns``/``clock_end_ns`` (the target's local_clock()
 when the read began and ended: :func:`target_clock_ns`), ``selection``,
-``allocator_frames``, ``totals``, ``corrupt_records`` and ``missing`` (the
-JSON ``missing`` key).  A later version keeps reading schema 1: new columns
+``allocator_frames``, ``totals``, ``observer`` (on /proc/kcore: the pages
+of the process that took the snapshot, left out of it; else null),
+``corrupt_records`` and ``missing`` (the JSON ``missing`` key).  A later version keeps reading schema 1: new columns
 are added, none renamed, and :func:`load` refuses only a schema newer than
 it knows.
 
@@ -78,7 +79,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from .. import kernel as k
-from ..clients.page_owner import target_clock_ns
+from ..clients.page_owner import Sums, target_clock_ns
 from ..errors import UsageError
 from ..text import escape
 
@@ -244,6 +245,7 @@ def take(pe, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Snap
     corrupt_before = po.corrupt_records
     fine = po.sums(keys, lo, hi, node)
     meta["clock_end_ns"] = target_clock_ns(pe.prog)
+    fine, meta["observer"] = _without_observer(pe, po, fine)
     stacks = fine.rollup(("handle", "node", "migratetype"))
     tasks = fine.rollup(tuple(c for c in keys if c != "handle"))
     mt_names: dict[int, str] = {}
@@ -296,6 +298,21 @@ def take(pe, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Snap
     meta["corrupt_records"] = po.corrupt_records - corrupt_before
     meta["missing"] = pe.missing.to_json()
     return Snapshot(table, meta)
+
+
+def _without_observer(pe, po, fine: Sums) -> tuple[Sums, Optional[dict]]:
+    """On the running kernel (/proc/kcore) the process taking the snapshot is
+    one of those it counts, and its pages (its memory, the page cache of the
+    files it reads, its threads': all records with its tgid) grow and shrink
+    with its own work.  They are left out, and their sums kept in the
+    metadata as ``observer``.  (The tgid is ours in our pid namespace: the
+    initial one, unless run in a container.)"""
+    if pe.target is None or pe.target.kind != "kcore" or "tgid" not in po.has:
+        return fine, None
+    own = os.getpid()
+    mine = fine.keys["tgid"] == own
+    observer = {"tgid": own, "pages": int(fine.pages[mine].sum()), "allocations": int(fine.allocations[mine].sum())}
+    return Sums(fine.keys[~mine], fine.pages[~mine], fine.allocations[~mine]), observer
 
 
 # -- files -------------------------------------------------------------------------------------------
