@@ -14,9 +14,8 @@ verdict.  :func:`table` and :func:`spark` draw the live table (rich).
 On /proc/kcore the watcher is one of the processes it watches: its own
 records (all of its tgid: its memory, its threads', the page cache its
 reads brought in) are left out of every sample (:func:`.snapshot.take`).
-It also loads all it will use (DuckDB and one connection, kept for every
-trend; matplotlib with --plot) before the first sample, so that between
-samples it does little but read.
+It also loads all it will use (DuckDB; matplotlib with --plot) before the
+first sample, so that between samples it does little but read.
 """
 
 from __future__ import annotations
@@ -64,8 +63,9 @@ class Watcher:
         self.snapshots: list[Snapshot] = []
         self.missing = Missing()
         import duckdb
-        self.con = duckdb.connect()
-        self.con.execute("SELECT regr_slope(y, x), regr_r2(y, x) FROM (VALUES (1.0, 2.0), (2.0, 3.0)) t(x, y)").fetchall()
+        with duckdb.connect() as con:  # loaded and used once before the first sample
+            con.execute("SELECT regr_slope(y, x), regr_r2(y, x) FROM (VALUES (1.0, 2.0), (2.0, 3.0)) t(x, y)").fetchall()
+        self._last: Optional[Samples] = None
 
     def _exec(self, n: int) -> None:
         env = dict(os.environ, PAGEEXT_SAMPLE=str(n), PAGEEXT_DIR=self.outdir)
@@ -97,8 +97,12 @@ class Watcher:
             yield snap
 
     def trend(self, rule: Optional[dict] = None) -> tuple[Samples, list[dict]]:
-        s = Samples(self.snapshots, self.con)
-        return s, s.trend(rule)
+        """The trend over the samples so far (a new DuckDB connection each time,
+        the last one closed: one kept for all grows with every sample)."""
+        if self._last is not None:
+            self._last.con.close()
+        self._last = Samples(self.snapshots)
+        return self._last, self._last.trend(rule)
 
 
 def table(trend: list[dict], limit: int, title: str):
