@@ -101,8 +101,7 @@ def _input(ctx: Context, path: str):
         if os.path.isfile(path) and ("vmcore" in msg or "truncated" in msg) and "vmlinux" not in msg:
             raise UsageError(f"{e}; nor is it a snapshot (no Parquet magic)") from None
         raise
-    snap = take(pe)
-    ctx.missing.merge(pe.missing)
+    snap = take(pe)  # what it missed is in its metadata, merged with the files' by run_diff()
     _corrupt(ctx, snap.meta["corrupt_records"])
     return snap
 
@@ -232,6 +231,7 @@ def run_watch(ctx: Context) -> int:
             if live is not None:
                 live.stop()
         pe.missing = w.missing
+        _corrupt(ctx, sum(s.meta["corrupt_records"] for s in w.snapshots))
         if samples is None:
             raise UsageError("no sample was taken")
         lines = verdict(samples, trend, rule)
