@@ -36,7 +36,8 @@ WRITE = ALLOC + ("shmem_get_folio_gfp.constprop.0.isra.0+0x1e7/0x65d", "shmem_wr
 SLAB = ALLOC[:3] + ("alloc_slab_page+0x20/0x80", "new_slab+0x7a/0x2f0", "___slab_alloc+0x4a0/0x900",
                     "kmem_cache_alloc_noprof+0x10c/0x2b0", "xas_alloc+0x9b/0xc0", "xas_create+0x70/0x1a0")
 PIPE = ALLOC[:3] + ("pipe_write+0x3a0/0x6b0", "vfs_write+0xed/0x14c")
-HANDLES = {LEAK: 0x100001, WRITE: 0x100002, SLAB: 0x100003, PIPE: 0x100004}  # one boot's stack depot
+PMD = ALLOC[:3] + ("__pmd_alloc+0x4f/0x1a0", "move_page_tables+0x8a/0x5c0")
+HANDLES = {LEAK: 0x100001, WRITE: 0x100002, SLAB: 0x100003, PIPE: 0x100004, PMD: 0x100005}  # one boot's depot
 
 
 def make(path: Path, stacks: dict, *, sample: int = 0, boot: str = "boot-1", release: str = "6.12.117",
@@ -157,6 +158,7 @@ SERIES = {
     WRITE: [500, 900, 300, 800, 400, 900, 350, 700],        # churn
     PIPE: [0, 20, 40, 60, 80, 100, 120, 140],               # steady but slow: under 256 pages/min
     SLAB: [0, 0, 0, 0, 0, 0, 3000, 3000],                   # one late jump: the line does not fit
+    PMD: [0, 8, 0, 8, 0, 8, 0, 8],                          # a little churn
 }
 
 
@@ -205,14 +207,17 @@ def test_too_few_samples_give_no_suspect(tmp_path):
 def test_plot_draws_one_point_per_sample_per_stack(tmp_path):
     d = watch_dir(tmp_path)
     png = tmp_path / "leak.png"
-    doc = json.loads(inspect("plot", str(d), "-o", str(png), "--json", "--limit", "3").stdout)
+    doc = json.loads(inspect("plot", str(d), "-o", str(png), "--json", "--limit", "5").stdout)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
-    assert doc["samples"] == 8 and len(doc["lines"]) == 3 and doc["missing"]["records_hidden"] == 0
+    assert doc["samples"] == 8 and len(doc["lines"]) == 5 and doc["missing"]["records_hidden"] == 0
     assert doc["lines"][0]["label"] == "shmem_get_folio_gfp < shmem_fallocate  [leak suspect]"
     assert doc["lines"][0]["y"] == SERIES[LEAK] and doc["lines"][0]["x"] == [i / 2 for i in range(8)]
     assert all(len(line["x"]) == len(line["y"]) == 8 for line in doc["lines"])
-    # Then the most growth: the late jump (+3000), then the churn (+200, more than the slow grower's +140).
-    assert [line["y"] for line in doc["lines"][1:]] == [SERIES[SLAB], SERIES[WRITE]]
+    # Then the most growth: the late jump (+3000), the churn (+200), the slow grower (+140), the little churn.
+    assert [line["y"] for line in doc["lines"][1:]] == [SERIES[SLAB], SERIES[WRITE], SERIES[PIPE], SERIES[PMD]]
+    # Every line is in the legend, "__pmd_alloc" too (matplotlib hides "_" labels from automatic legends).
+    assert [line["legend"] for line in doc["lines"]] == [line["label"] for line in doc["lines"]]
+    assert doc["lines"][-1]["label"] == "__pmd_alloc < move_page_tables"
     w, h = int.from_bytes(png.read_bytes()[16:20], "big"), int.from_bytes(png.read_bytes()[20:24], "big")
     assert (w, h) == (1100, 600)
 

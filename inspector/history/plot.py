@@ -62,10 +62,13 @@ def draw(samples: Samples, path: str, limit: int = 8, rule: Optional[dict] = Non
     machines = sorted({m.get("machine") or "?" for m in samples.metas})
     ax.set_title(f"page_owner: pages per allocation stack -- {', '.join(machines)}, {meta.get('release')}, "
                  f"{len(samples.metas)} samples", fontsize=10)
-    if chosen:
-        ax.legend(fontsize=8, loc="upper left")
+    lines = ax.get_lines()
+    # Given explicitly: matplotlib leaves out of an automatic legend every label
+    # that starts with "_", as so many kernel functions do.
+    legend = ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper left") if lines else None
     with whole_file(path) as part:
         fig.savefig(part, format=fmt)
-    return [{"label": line.get_label(), "x": [float(v) for v in line.get_xdata()],
+    shown = [t.get_text() for t in legend.get_texts()] if legend is not None else []
+    return [{"label": line.get_label(), "legend": text, "x": [float(v) for v in line.get_xdata()],
              "y": [int(v) for v in line.get_ydata()], "suspect": r["suspect"], "stack": r["stack"]}
-            for line, r in zip(ax.get_lines(), chosen)]
+            for line, text, r in zip(lines, shown, chosen)]
