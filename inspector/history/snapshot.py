@@ -200,11 +200,24 @@ def machine_name(prog: drgn.Program) -> Optional[str]:
         return None
 
 
+def target_of(pe) -> dict:
+    """{"kind", "path"} of a session's kernel: its Target's, or in a drgn
+    session (no Target) what the program says: /proc/kcore, a core, or live."""
+    if pe.target is not None:
+        return pe.target.to_json()
+    path = getattr(pe.prog, "core_dump_path", None)
+    if path == "/proc/kcore":
+        return {"kind": "kcore", "path": path}
+    if path:
+        return {"kind": "vmcore", "path": path}
+    return {"kind": "live" if pe.prog.flags & drgn.ProgramFlags.IS_LIVE else "drgn", "path": None}
+
+
 def target_meta(pe, fmt: str) -> dict:
     """The metadata every file of ours carries about where its data came from."""
     prog = pe.prog
     boot_id, source, digest = boot_identity(prog)
-    target = pe.target.to_json() if pe.target is not None else {"kind": "drgn", "path": None}
+    target = target_of(pe)
     now = time.time_ns()
     return {"format": fmt, "schema": SCHEMA_VERSION, "tool_version": __version__,
             "time": _dt.datetime.fromtimestamp(now / 1e9, _dt.timezone.utc).isoformat(), "time_ns": now,
@@ -307,7 +320,7 @@ def _without_observer(pe, po, fine: Sums) -> tuple[Sums, Optional[dict]]:
     with its own work.  They are left out, and their sums kept in the
     metadata as ``observer``.  (The tgid is ours in our pid namespace: the
     initial one, unless run in a container.)"""
-    if pe.target is None or pe.target.kind != "kcore" or "tgid" not in po.has:
+    if target_of(pe)["kind"] != "kcore" or "tgid" not in po.has:
         return fine, None
     own = os.getpid()
     mine = fine.keys["tgid"] == own
