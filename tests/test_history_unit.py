@@ -337,3 +337,13 @@ def test_pause_stops_and_continues_a_running_guest_only(tmp_path, running):
     t.join(5)
     assert log == (["qmp_capabilities", "query-status", "stop", "cont"] if running
                    else ["qmp_capabilities", "query-status"])
+
+
+def test_help_and_other_commands_do_not_load_the_data_libraries():
+    """pyarrow, duckdb and matplotlib are imported by the history commands only."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom inspector import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('pyarrow', 'duckdb', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
