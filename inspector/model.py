@@ -208,6 +208,9 @@ class Layout(Geometry):
     tables: list[Table] = field(default_factory=list)
     sections: list[SectionInfo] = field(default_factory=list)  # SPARSEMEM only
     nodes: list[int] = field(default_factory=list)
+    # Sections (or, FLATMEM, nodes) whose state the walk could not read: the
+    # tables are then not all known.
+    unread_sections: int = 0
 
     @classmethod
     def of(cls, geo: Geometry, **kw: Any) -> "Layout":

@@ -163,7 +163,17 @@ def check_overlap(layout: Layout, memory: Optional[Memory]) -> Check:
     return Check("no-overlap", OK, f"{len(layout.tables)} tables overlap {what}")
 
 
+def _unread(layout: Layout, name: str) -> Optional[Check]:
+    if layout.unread_sections:
+        return Check(name, UNKNOWN, f"the state of {layout.unread_sections} section(s) could not be read: "
+                     "which tables exist there is unknown")
+    return None
+
+
 def check_coverage(layout: Layout, memory: Optional[Memory]) -> Check:
+    unread = _unread(layout, "coverage")
+    if unread:
+        return unread
     if layout.section_pages is None:
         missing = [n for n in layout.nodes if layout.allocated and n not in {t.node for t in layout.tables}]
         return Check("coverage", OK if not missing else FAIL,
@@ -236,6 +246,9 @@ def check_total(layout: Layout, memory: Optional[Memory]) -> Check:
     usage = layout.total_usage
     if usage is None:
         return Check("total-usage", SKIP, "the kernel's total_usage is not in the debug info (optimized out)")
+    unread = _unread(layout, "total-usage")
+    if unread:
+        return unread
     total = layout.total_bytes
     if total == usage:
         return Check("total-usage", OK, f"tables sum to {total} bytes = total_usage")

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-import numpy as np
+from .lazy import np
 
 LONG = 96  # table strings at least this long are joined, not gathered
 
@@ -72,13 +72,10 @@ def _positions(lengths: list[np.ndarray], n: int) -> tuple[list[np.ndarray], np.
     return pos, starts
 
 
-_POW10 = np.array([10 ** k for k in range(20)], dtype=np.uint64)
-
-
 def _dec_digits(v: np.ndarray) -> np.ndarray:
     nd = np.ones(len(v), dtype=np.int64)
     for k in range(1, 20):
-        nd += v >= _POW10[k]
+        nd += v >= np.uint64(10 ** k)
     return nd
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import drgn
-import numpy as np
+from ..lazy import np
 
 from ..errors import TargetError
 

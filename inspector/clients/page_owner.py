@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import drgn
-import numpy as np
+from ..lazy import np
 
 from .. import kernel as k
 from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, THRESHOLD, Command, Context, Opt, missing_json,
@@ -78,13 +78,15 @@ class Batch:
     block_mt: np.ndarray  # pageblock migratetype, -1 unknown
     corrupt: np.ndarray  # C_* bits
     suspect: bool = False  # a decode check failed on this table (decoded with --force)
+    pknown: Optional[np.ndarray] = None  # bool: the struct page was read (None: all were)
 
     def __len__(self) -> int:
         return len(self.pfn)
 
     def take(self, idx: np.ndarray) -> "Batch":
         return Batch(self.table, self.pfn[idx], self.e[idx], None if self.p is None else self.p[idx],
-                     self.block_mt[idx], self.corrupt[idx], self.suspect)
+                     self.block_mt[idx], self.corrupt[idx], self.suspect,
+                     None if self.pknown is None else self.pknown[idx])
 
 
 @dataclass
@@ -289,12 +291,16 @@ class PageOwner:
         return bad
 
     def batches(self, which: str = ALLOCATED, lo: int = 0, hi: int = 1 << 64, *, node: Optional[int] = None,
-                heads_only: bool = True, debugfs: bool = False) -> Iterator[Batch]:
+                heads_only: bool = True, debugfs: bool = False, need_page: bool = True) -> Iterator[Batch]:
         """The selected records, a chunk at a time.
 
         ``debugfs`` selects what read_page_owner() prints (``which`` must be
         ALLOCATED); else ``which`` of the pages with PAGE_EXT_OWNER set,
-        head pages only unless ``heads_only`` is off."""
+        head pages only unless ``heads_only`` is off.  A record whose struct
+        page is not in the dump cannot be printed as the kernel would (its
+        flags, its buddy state): with ``need_page`` it is left out and counted
+        hidden; without (for sums), it is kept, with ``Batch.pknown`` false
+        and a note that the answer counts it unchecked."""
         if debugfs:
             lo = max(lo, k.value(self.prog, "min_low_pfn") or 0)
             max_pfn = k.value(self.prog, "max_pfn")
@@ -302,6 +308,7 @@ class PageOwner:
                 hi = min(hi, max_pfn)
         owner, both = self.bit_owner, self.bit_owner | self.bit_allocated
         missing = self.session.missing
+        unchecked = [0]
         for ch in self.session.chunks(lo, hi, node=node, memmap=True, label="decoding page_owner"):
             e = columns(ch.entries, self.dtype, ch.n)
             known = known_mask(ch.n, ch.unknown)
@@ -320,13 +327,16 @@ class PageOwner:
                 aligned = (pfn & ((np.int64(1) << np.minimum(order, 62)) - 1)) == 0
                 sel &= ok & aligned if debugfs else ~ok | aligned
             p = columns(ch.memmap, self.pf.dtype, ch.n) if ch.memmap is not None else None
+            pknown = known_mask(ch.n, ch.memmap_unknown) if p is not None else np.zeros(ch.n, bool)
             if debugfs:
                 sel &= e["handle"] != 0
-                pknown = known_mask(ch.n, ch.memmap_unknown) if p is not None else np.zeros(ch.n, bool)
-                hidden = sel & ~pknown
-                if hidden.any():
-                    missing.records_hidden += int(hidden.sum())
-                sel &= pknown
+                blind = sel & ~pknown
+                if blind.any():
+                    if need_page:
+                        missing.records_hidden += int(blind.sum())
+                        sel &= pknown
+                    else:
+                        unchecked[0] += int(blind.sum())
                 if p is not None and sel.any():
                     sel &= ~self._buddy_skips(p, pknown)
             idx = np.flatnonzero(sel)
@@ -334,8 +344,13 @@ class PageOwner:
                 continue
             sub_e = e[idx]
             block_mt = self._block_mt(self._usemap(ch.table), ch.table, pfn[idx])
-            yield Batch(ch.table, pfn[idx], sub_e, None if p is None else p[idx], block_mt,
-                        self._corrupt(sub_e), ch.suspect)
+            if p is None:
+                p = np.zeros(ch.n, dtype=self.pf.dtype)
+            yield Batch(ch.table, pfn[idx], sub_e, p[idx], block_mt, self._corrupt(sub_e), ch.suspect,
+                        None if pknown[idx].all() else pknown[idx])
+        if unchecked[0]:
+            missing.note(f"{unchecked[0]} record(s) counted although their struct page is not in the dump "
+                         "(whether the kernel's walk would skip them as free pages is unknown)")
 
     def _buddy_skips(self, p: np.ndarray, pknown: np.ndarray) -> np.ndarray:
         """The pages read_page_owner() jumps over: each free buddy block it
@@ -387,6 +402,8 @@ class PageOwner:
         cols = {f: b.e[f].tolist() for f in self.owner_fields}
         flags = b.e["ext_flags"].tolist()
         pflags = b.p["flags"].tolist() if b.p is not None else [None] * len(b)
+        if b.pknown is not None:
+            pflags = [f if k else None for f, k in zip(pflags, b.pknown.tolist())]
         memcg = b.p["memcg_data"].tolist() if b.p is not None and "memcg_data" in b.p.dtype.names else [0] * len(b)
         mt = b.block_mt.tolist()
         bad = b.corrupt.tolist()
@@ -485,6 +502,9 @@ class PageOwner:
         for byte (escaped for a terminal unless ``raw``).  Corrupt records and
         records whose stack is not in the dump are left out and counted."""
         keep = b.corrupt == 0
+        if b.pknown is not None:  # no struct page: the kernel's flags line cannot be printed
+            self.session.missing.records_hidden += int((keep & ~b.pknown).sum())
+            keep &= b.pknown
         tail_idx, tails, printable = self._tails(b)
         hidden = keep & ~printable
         if hidden.any():
@@ -665,7 +685,7 @@ class PageOwner:
         """Pages and allocations per ``by`` over the records debugfs would print."""
         pages: dict = defaultdict(int)
         allocs: dict = defaultdict(int)
-        for b in self.batches(ALLOCATED, lo, hi, node=node, debugfs=True):
+        for b in self.batches(ALLOCATED, lo, hi, node=node, debugfs=True, need_page=False):
             good = b.corrupt == 0
             if not good.all():
                 b = b.take(np.flatnonzero(good))
