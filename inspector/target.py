@@ -52,7 +52,6 @@ class Target:
         return {"kind": self.kind, "path": self.path}
 
 
-KDUMP_SIGNATURES = (b"KDUMP   ", b"makedumpfile")
 # Whole-file compression (kdump-tools' KDUMP_COMPRESSION): magic -> (name, command).
 COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip -k"), b"\xfd7zXZ\x00": ("xz", "unxz -k"),
               b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"), b"BZh": ("bzip2", "bunzip2 -k")}
@@ -293,7 +292,6 @@ def _format_hint(head: bytes, e: BaseException) -> str:
 # header_version, utsname and timestamp) and its flags.
 KDUMP_STATUS_OFFSET = 424
 DUMP_DH_COMPRESSED_INCOMPLETE = 0x8  # the disk filled up: pages after the cut are not in it
-DUMP_DH_EXCLUDED_VMEMMAP = 0x10  # -e: the struct pages of excluded pages are not in it
 
 
 def _kdump_notes(head: bytes, path: str) -> tuple[str, ...]:
@@ -309,8 +307,8 @@ def _kdump_notes(head: bytes, path: str) -> tuple[str, ...]:
     if status & DUMP_DH_COMPRESSED_INCOMPLETE:
         notes.append("the dump is incomplete (makedumpfile stopped early, e.g. a full disk): the pages after "
                      "the cut are not in it")
-    # DUMP_DH_EXCLUDED_VMEMMAP (-e) needs no note: the struct pages it left out
-    # are reported where a read needs them.
+    # DUMP_DH_EXCLUDED_VMEMMAP (0x10, -e) needs no note: the struct pages it
+    # left out are reported where a read needs them.
     return tuple(notes)
 
 

@@ -163,6 +163,3 @@ def lookup_table(values: np.ndarray, text: Callable[[int], str | bytes]) -> tupl
     uniq, inv = np.unique(values, return_inverse=True)
     return inv.reshape(-1), [text(v) for v in uniq.tolist()]
 
-
-def select(mask: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(mask)

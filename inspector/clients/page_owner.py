@@ -27,7 +27,6 @@ sum.  Memory holds one chunk and the unique stacks.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -182,7 +181,7 @@ class PageOwner:
         else:
             self.mt_mask = 7
             self.nr_pageblock_bits = enum.get("NR_PAGEBLOCK_BITS", 4)
-        self.pageblock_order, self.pageblock_order_source = self._pageblock_order()
+        self.pageblock_order = self._pageblock_order()
         self.mobility_disabled = bool(k.value(prog, "page_group_by_mobility_disabled"))
         movable = self.names.gfp_bit("__GFP_MOVABLE")
         reclaimable = self.names.gfp_bit("__GFP_RECLAIMABLE")
@@ -195,14 +194,14 @@ class PageOwner:
         if t is not None and t.has_member("pageblock_flags"):
             self.usage_bitmap_off = drgn.offsetof(t, "pageblock_flags")
 
-    def _pageblock_order(self) -> tuple[int, str]:
+    def _pageblock_order(self) -> int:
         """pageblock_order: a variable with HUGETLB_PAGE_SIZE_VARIABLE, else a
         macro; then we measure it from the usemap stride of early sections
         (sparse_init_nid() carves them out of one allocation, one
         mem_section_usage_size() apart: sizeof + usemap_size())."""
         v = k.value(self.prog, "pageblock_order")
         if v is not None:
-            return v, "variable pageblock_order"
+            return v
         lay = self.layout
         t = k.type_or_none(self.prog, "struct mem_section_usage")
         if lay.sparse and t is not None and t.has_member("pageblock_flags"):
@@ -222,12 +221,12 @@ class PageOwner:
                 blocks = bits // self.nr_pageblock_bits
                 if blocks and blocks & (blocks - 1) == 0:
                     shift = lay.section_pages.bit_length() - 1
-                    return shift - (blocks.bit_length() - 1), "usemap stride of early sections"
+                    return shift - (blocks.bit_length() - 1)
         # Last resort, include/linux/pageblock-flags.h: MAX_ORDER - 1 without
         # CONFIG_HUGETLB_PAGE (hstates absent), else HUGETLB_PAGE_ORDER (x86: PMD).
         hugetlb = k.symbol_address(self.prog, "hstates") is not None
         order = min(9, self.nr_orders - 1) if hugetlb else self.nr_orders - 1
-        return order, "pageblock-flags.h rule"
+        return order
 
     # -- reading --------------------------------------------------------------------------------
     def _usemap(self, table: Table) -> Optional[np.ndarray]:
