@@ -146,6 +146,8 @@ def run_inspect(ctx: Context) -> int:
     target = pe.target.to_json() if pe.target is not None else None
     for attempt in range(ctx.args.retries + 1):
         before = pe.fingerprint() if _live(pe) else None
+        if before is not None:
+            pe.reset()  # walk after the first fingerprint: the two then bracket the walk
         layout, checks = pe.layout, pe.checks
         if before is None or pe.fingerprint() == before:
             break
