@@ -43,7 +43,8 @@ from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
 from . import ClientSpec, static_key_probe
-from .engine import columns, known_mask, lookup_table, member_field, page_fields, record_dtype
+from .engine import (columns, factorize, first_of_each, known_mask, lookup_table, member_field, page_fields,
+                     record_dtype)
 from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format, format_pieces
 from .memcg import MemcgNames
 from .stackdepot import INVALID, MISSING, StackDepot
@@ -467,17 +468,24 @@ class PageOwner:
         """(index, table, printable): the stack, migrate-reason and memcg lines
         and the closing blank line of each record, each distinct combination
         built once; records whose stack is not in the dump are not printable."""
-        key = np.zeros(len(b), dtype=[("h", "<u8"), ("r", "<i8"), ("m", "<u8")])
-        key["h"] = b.e["handle"]
+        # One integer per (handle, migrate reason, memcg word), factorized in
+        # steps: handle and reason share a word, the memcg words are numbered.
+        hr = b.e["handle"].astype(np.uint64) << np.uint64(16)
         if "last_migrate_reason" in self.has:
-            key["r"] = b.e["last_migrate_reason"]
-        else:
-            key["r"] = -1
+            hr |= (b.e["last_migrate_reason"].astype(np.int64) + 1).astype(np.uint64) & np.uint64(0xFFFF)
+        hr_idx, hr_uniq = factorize(hr)
         if b.p is not None and "memcg_data" in b.p.dtype.names:
-            key["m"] = b.p["memcg_data"]
-        uniq, inv = np.unique(key, return_inverse=True)
+            m_idx, m_uniq = factorize(b.p["memcg_data"])
+        else:
+            m_idx, m_uniq = np.zeros(len(b), dtype=np.int64), np.zeros(1, dtype=np.uint64)
+        inv, combos = factorize(hr_idx.astype(np.int64) * len(m_uniq) + m_idx)
+        hr_list, m_list = hr_uniq.tolist(), m_uniq.tolist()
         table, good = [], []
-        for h, r, m in uniq.tolist():
+        for c in combos.tolist():
+            key, m = hr_list[c // len(m_list)], m_list[c % len(m_list)]
+            h, r = key >> 16, (key & 0xFFFF) - 1 if "last_migrate_reason" in self.has else -1
+            if r >= 0x8000 - 1:
+                r -= 0x10000
             lines = self.depot.lines(h)
             if lines == MISSING:
                 table.append(b"")
@@ -521,18 +529,20 @@ class PageOwner:
         first, pfn_line = self._formats()
         e = b.e
         gfp = e["gfp_mask"].astype(np.int64)
-        gfp_names = lookup_table(gfp, lambda v: self.names.gfp(v).encode("latin-1"))
+        gfp_idx, gfp_uniq = factorize(gfp)
+        gfp_list = gfp_uniq.tolist()
+        gfp_names = (gfp_idx, [self.names.gfp(v).encode("latin-1") for v in gfp_list])
         args1: list = [e["order"], gfp, gfp_names]
         if "pid" in self.has:
             args1.append(e["pid"])
         if "tgid" in self.has:
-            comm = lookup_table(e["comm"], lambda v: v.split(b"\0", 1)[0])
-            args1 += [e["tgid"], comm]
+            args1 += [e["tgid"], self._comms(e)]
         if "ts_nsec" in self.has:
             args1.append(e["ts_nsec"])
         if "free_ts_nsec" in self.has:
             args1.append(e["free_ts_nsec"])
-        page_mt = lookup_table(self.gfp_migratetype(gfp), lambda v: self.names.migratetype(v).encode("latin-1"))
+        page_mt = (gfp_idx, [self.names.migratetype(int(self.gfp_migratetype(v))).encode("latin-1")
+                             for v in gfp_list])
         block_mt = lookup_table(np.maximum(b.block_mt, 0), lambda v: self.names.migratetype(v).encode("latin-1"))
         pflags = b.p["flags"].astype(np.uint64)
         flags_text = lookup_table(pflags, lambda v: self.names.page_flags(v).encode("latin-1"))
@@ -548,6 +558,18 @@ class PageOwner:
         else:
             data = render(p1 + p2 + [Str(tail_idx, tails)], len(b))
         return data if raw else escape_lines(data).encode("latin-1", "replace")
+
+    def _comms(self, e) -> tuple:
+        """(index, table) of the comm column: by pid when every pid's records
+        carry one comm (the usual case, and a sort of integers instead of
+        strings), else by the comm bytes themselves."""
+        comm = e["comm"]
+        if "pid" in self.has:
+            pi, pu = factorize(e["pid"])
+            firsts = first_of_each(pi, len(pu))
+            if (comm == comm[firsts[pi]]).all():
+                return pi, [c.split(b"\0", 1)[0] for c in comm[firsts].tolist()]
+        return lookup_table(comm, lambda v: v.split(b"\0", 1)[0])
 
     def _debugfs_slow(self, b: Batch, tails: list[bytes], tail_idx: np.ndarray) -> bytes:
         """The same text record by record (formats vprintf cannot do)."""
