@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from .commands import ARCH, EXIT_FAIL, EXIT_USAGE, VMLINUX, Command, Context, Opt, all_commands, finish
+from .text import escape
 
 EXIT_TEXT = """\b
 Exit status:
@@ -133,6 +134,10 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
             from .session import PageExt
             ctx.session = PageExt.open(args.target, qemu=args.qemu, vmlinux=args.vmlinux, arch=args.arch,
                                        force=bool(getattr(args, "force", False)), progress=progress)
+            ctx.session.layout  # a target that cannot be walked is one line, before anything else
+            crash = ctx.session.crash if cmd.name != "inspect" else None
+            if crash:  # a crashed kernel's dump: the reason first
+                ctx.err.write(f"pageext-inspect: the dump's kernel crashed: {escape(crash['message'])}\n")
         status = cmd.run(ctx)
         if progress is not None:
             progress.close()

@@ -41,7 +41,6 @@ class Opt:
     help: str
     type: type = str  # str, int, or bool for a flag
     default: Any = None
-    choices: tuple = ()
     metavar: Optional[str] = None
     minimum: Optional[int] = None  # ints: smallest accepted value
     positional: bool = False

@@ -41,10 +41,15 @@ def memory_model(prog: drgn.Program) -> str:
     """sparsemem-vmemmap, sparsemem or flatmem, from which globals exist."""
     if k.obj(prog, "mem_section") is None:
         return "flatmem"
-    # drgn defines "vmemmap" for SPARSEMEM_VMEMMAP kernels (x86-64: vmemmap_base).
-    if k.obj(prog, "vmemmap") is not None:
+    # drgn defines "vmemmap" for SPARSEMEM_VMEMMAP kernels (x86-64: from
+    # vmemmap_base, read from memory: a dump may lack it, the model stays).
+    try:
+        prog["vmemmap"]
         return "sparsemem-vmemmap"
-    return "sparsemem"
+    except drgn.FaultError:
+        return "sparsemem-vmemmap"
+    except (LookupError, ValueError):
+        return "sparsemem"
 
 
 def check_page_extension(prog: drgn.Program, model: str) -> None:

@@ -178,6 +178,8 @@ def lookup_page_ext(page: Object) -> Object:
     """
     from drgn.helpers.linux.mm import page_to_pfn
 
+    if page.type_.unaliased_kind().name != "POINTER":
+        page = page.address_of_()
     return pfn_to_page_ext(page.prog_, page_to_pfn(page))
 
 
@@ -190,8 +192,7 @@ def page_ext_next(page_ext: Object) -> Object:
     :param page_ext: ``struct page_ext *``
     :return: ``struct page_ext *``
     """
-    prog = page_ext.prog_
-    return _entry(prog, page_ext.value_(), 1)
+    return _entry(page_ext.prog_, page_ext.value_(), 1)
 
 
 def page_ext_data(page_ext: Object, ops: Object) -> Object:
@@ -227,8 +228,9 @@ def get_page_owner(page: Object) -> Object:
         extension)
     """
     prog = page.prog_
-    if page.type_.type_name() == "struct page_ext *":
-        page_ext = page
+    name = page.type_.unqualified().type_name()
+    if name in ("struct page_ext *", "struct page_ext"):
+        page_ext = page if name.endswith("*") else page.address_of_()
     else:
         page_ext = lookup_page_ext(page)
     if not page_ext:

@@ -30,12 +30,15 @@ MAX_NUMNODES_LIMIT = 1 << 10
 
 
 def obj(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[drgn.Object]:
-    """The object ``name`` (a variable, constant or function), or None."""
+    """The object ``name`` (a variable, constant or function), or None.
+
+    Some of drgn's Linux objects are computed from memory (``vmemmap`` reads
+    vmemmap_base): where that memory is not in the dump they are None too."""
     try:
         if filename:
             return prog.object(name, drgn.FindObjectFlags.ANY, filename)
         return prog[name]
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, drgn.FaultError):
         return None
 
 

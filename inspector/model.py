@@ -38,7 +38,6 @@ ENTRY_STRUCT = "struct"  # v3.19 eefa864b701d: sizeof(struct page_ext)
 ENTRY_EXTRA_MEM = "extra_mem"  # v4.9 980ac1672e7e: sizeof(struct page_ext) + extra_mem
 ENTRY_PAGE_EXT_SIZE = "page_ext_size"  # v5.4 5556cfe8d994: global page_ext_size
 ENTRY_SHARED_FLAGS = "shared_flags"  # v6.3 6189eb82f0ae: page_ext_size starts at 0
-ENTRY_RULES = (ENTRY_STRUCT, ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Rules:
     kernels consume them, so no stage re-checks a release string.
     """
 
-    # How the entry size is made (one of ENTRY_RULES).
+    # How the entry size is made (one of the ENTRY_* names above).
     entry_rule: str = ENTRY_PAGE_EXT_SIZE
     # struct page_ext_operations has offset/size (980ac1672e7e, v4.9).
     ops_has_offset: bool = True
@@ -183,10 +182,6 @@ class Geometry:
     def sparse(self) -> bool:
         return self.memory_model != "flatmem"
 
-    @property
-    def page_shift(self) -> int:
-        return self.page_size.bit_length() - 1
-
     def client(self, name: str) -> Optional[Client]:
         return next((c for c in self.clients if c.name == name), None)
 
@@ -208,6 +203,9 @@ class Layout(Geometry):
     tables: list[Table] = field(default_factory=list)
     sections: list[SectionInfo] = field(default_factory=list)  # SPARSEMEM only
     nodes: list[int] = field(default_factory=list)
+    # Sections (or, FLATMEM, nodes) whose state the walk could not read: the
+    # tables are then not all known.
+    unread_sections: int = 0
 
     @classmethod
     def of(cls, geo: Geometry, **kw: Any) -> "Layout":

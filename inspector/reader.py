@@ -12,9 +12,11 @@ records them as unknown, never as zero.
 Where the dump itself says which physical pages it holds (an ELF core's
 PT_LOAD segments; a synthetic kernel's segments) a :class:`Presence` answers
 "is this physical range in the dump" without reading it, which makes the
-``readable`` check cheap on any size of machine, and catches what a plain
-read cannot: makedumpfile's ELF output keeps excluded pages as file-less
-segment tails, which drgn reads as zeros.
+``readable`` check cheap on any size of machine.  A segment's file-less
+tail (p_memsz beyond p_filesz) counts as held: drgn reads it as zeros, and
+makedumpfile's ELF output (``-E``) puts its excluded pages there -- for the
+kernel memory we read, that is ``-d 1``'s all-zero pages, whose zeros are
+the truth.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class Presence:
 
 
 def elf_presence(path: str, page_size: int = PAGE) -> Optional[Presence]:
-    """Physical pages with file data in an ELF core (PT_LOAD p_paddr, p_filesz).
+    """Physical pages an ELF core holds (PT_LOAD p_paddr, p_memsz).
 
     None when the file is not a 64-bit little-endian ELF core or its headers
     are unreadable (then reads decide)."""
@@ -127,8 +129,8 @@ def elf_presence(path: str, page_size: int = PAGE) -> Optional[Presence]:
         return None
     ranges = PfnRanges()
     for i in range(len(raw) // phentsize):
-        p_type, _fl, _off, _va, paddr, filesz = struct.unpack_from("<IIQQQQ", raw, i * phentsize)
-        if p_type == 1 and filesz:
+        p_type, _fl, _off, _va, paddr, _filesz, memsz = struct.unpack_from("<IIQQQQQ", raw, i * phentsize)
+        if p_type == 1 and memsz:
             # Only whole pages count as present.
-            ranges.add(-(-paddr // page_size), (paddr + filesz) // page_size)
+            ranges.add(-(-paddr // page_size), (paddr + memsz) // page_size)
     return Presence(ranges, "ELF program headers")

@@ -31,12 +31,12 @@ from .verify import dependencies
 
 
 def to_json(target: Optional[dict], layout: Layout, checks: list[Check],
-            missing: Optional[dict] = None) -> dict[str, Any]:
+            missing: Optional[dict] = None, crash: Optional[dict] = None) -> dict[str, Any]:
     per_node_bytes = layout.bytes_per_node()
     per_node_tables = layout.tables_per_node()
     return {
         "target": target,
-        "kernel": layout.kernel_json(),
+        "kernel": layout.kernel_json() | {"crash": crash},
         "page_ext": layout.page_ext_json(),
         "tables": [t.to_json() for t in layout.tables],
         "checks": [c.to_json() for c in checks],
@@ -57,10 +57,13 @@ def _yes(b: bool) -> str:
     return "yes" if b else "no"
 
 
-def summary(target: Optional[dict], layout: Layout, checks: list[Check]) -> str:
+def summary(target: Optional[dict], layout: Layout, checks: list[Check], crash: Optional[dict] = None) -> str:
     lines = []
     if target:
         lines.append(f"target        {target['kind']} {escape(target['path'])}")
+    if crash:
+        lines.append(f"crash         {escape(crash['message'])}")
+        lines += [f"  log | {escape(line)}" for line in crash["log"][:-1]]
     geom = layout.memory_model
     if layout.sparsemem_extreme is not None:
         geom += " (extreme)" if layout.sparsemem_extreme else " (static)"
@@ -143,6 +146,8 @@ def run_inspect(ctx: Context) -> int:
     target = pe.target.to_json() if pe.target is not None else None
     for attempt in range(ctx.args.retries + 1):
         before = pe.fingerprint() if _live(pe) else None
+        if before is not None:
+            pe.reset()  # walk after the first fingerprint: the two then bracket the walk
         layout, checks = pe.layout, pe.checks
         if before is None or pe.fingerprint() == before:
             break
@@ -152,9 +157,9 @@ def run_inspect(ctx: Context) -> int:
             break
         pe.reset()
     if ctx.args.as_json:
-        ctx.echo(dumps(to_json(target, layout, checks, missing_json(ctx))))
+        ctx.echo(dumps(to_json(target, layout, checks, missing_json(ctx), pe.crash)))
     else:
-        ctx.echo(summary(target, layout, checks))
+        ctx.echo(summary(target, layout, checks, pe.crash))
         if not layout.allocated:
             ctx.echo("")
             ctx.echo(empty_message(layout))

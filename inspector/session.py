@@ -33,7 +33,7 @@ import drgn
 
 from . import kernel as k
 from .clients import decoder_class, registry
-from .errors import ClientError, NoPageExtError, VerificationError
+from .errors import ClientError, NoPageExtError, TargetError, VerificationError
 from .model import FAIL, Check, Geometry, Layout, Missing, Table
 from .reader import read_or_holes, unknown_items
 from .verify import DECODE_CHECKS, memory_probe, suspect_tables, verify
@@ -42,6 +42,9 @@ from .walk import entry_address, spans, table_for, walk
 # Entries per chunk: one x86-64 section (128 MiB of 4 KiB pages); a FLATMEM
 # node's table is cut into pieces of this size.
 CHUNK_PAGES = 1 << 15
+
+# Lines of the kernel log shown with a crashed dump's panic message.
+CRASH_LOG_LINES = 5
 
 # Progress reporting: start(label, total) -> advance(n) callable.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -119,7 +122,15 @@ class PageExt:
                 bar.append(self.progress(label, total))
             bar[0](1)
 
-        return walk(self.prog, geo, self.missing, step)
+        for note in getattr(self.target, "notes", ()):
+            self.missing.note(note)
+        layout = walk(self.prog, geo, self.missing, step)
+        if not layout.tables and not layout.sections and layout.unread_sections:
+            incomplete = any("incomplete" in n for n in getattr(self.target, "notes", ()))
+            raise TargetError("cannot read mem_section (no section of the memory model is in this dump)"
+                              + ("; the dump is incomplete: makedumpfile stopped before writing it"
+                                 if incomplete else ""))
+        return layout
 
     @cached_property
     def memory(self):
@@ -139,6 +150,31 @@ class PageExt:
     @property
     def release(self) -> str:
         return self.geometry.release
+
+    @cached_property
+    def crash(self) -> Optional[dict]:
+        """Why the dump's kernel went down, from its own log: ``{"message":
+        the "Kernel panic - not syncing" (else Oops/BUG) line, "log": the
+        last lines before it}``; None for a live kernel, or a log with no
+        such line."""
+        if self.target is None or self.target.kind != "vmcore":
+            return None
+        try:
+            from drgn.helpers.linux.panic import panic_message
+            from drgn.helpers.linux.printk import get_dmesg
+            message = panic_message(self.prog)
+            if message is None:
+                return None
+            lines = get_dmesg(self.prog).decode("latin-1").splitlines()
+        except (LookupError, drgn.FaultError, ValueError, AttributeError, drgn.ObjectAbsentError):
+            return None
+        text = message.decode("latin-1").strip()
+        where = next((i for i in range(len(lines) - 1, -1, -1) if text in lines[i]), len(lines) - 1)
+        # The out-of-memory killer names who asked, gfp and order, long before
+        # the panic; keep its last such line with the log's last lines.
+        trigger = [ln for ln in lines[:where] if "invoked oom-killer" in ln][-1:]
+        tail = lines[max(0, where - CRASH_LOG_LINES + 1):where + 1]
+        return {"message": text, "log": [ln for ln in trigger if ln not in tail] + tail}
 
     # -- decoders -------------------------------------------------------------------------
     def client(self, name: str):

@@ -44,12 +44,17 @@ class Target:
     path: str
     prog: drgn.Program
     presence: Any = None  # inspector.reader.Presence of an ELF core, else None
+    # What the core's own header says is wrong with it (makedumpfile's
+    # incomplete flag), for the answer's "missing" list.
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "path": self.path}
 
 
-KDUMP_SIGNATURES = (b"KDUMP   ", b"makedumpfile")
+# Whole-file compression (kdump-tools' KDUMP_COMPRESSION): magic -> (name, command).
+COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip -k"), b"\xfd7zXZ\x00": ("xz", "unxz -k"),
+              b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"), b"BZh": ("bzip2", "bunzip2 -k")}
 
 
 def _regular_file(path: str, what: str, missing: Optional[str] = None) -> os.stat_result:
@@ -223,6 +228,7 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
         _check_vmlinux(vmlinux)
     platform = platform_for(arch)
     presence = None
+    notes: tuple[str, ...] = ()
     if qemu:
         kind, shown = "qemu", qemu
         qmp_greeting(qemu)
@@ -235,6 +241,7 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
         shown = path or "/proc/kcore"
         kind = "kcore" if shown == "/proc/kcore" else "vmcore"
         head = _check_core_file(shown)
+        notes = _kdump_notes(head, shown)
         if head[:8] == b"KDUMP   " or head[:12] == b"makedumpfile":
             if platform is None:
                 # drgn needs the architecture of a kdump file set first.  Its
@@ -242,6 +249,10 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
                 # writes "x86_64" or "i686"); else assume the host's.
                 platform = _kdump_platform(shown) or drgn.host_platform
         elif head[:4] != b"\x7fELF":
+            for magic, (tool, how) in COMPRESSED.items():
+                if head.startswith(magic):
+                    raise TargetError(f"{shown}: a {tool}-compressed file, not a vmcore: decompress it first "
+                                      f"({how} {shown}) and open the result")
             raise TargetError(f"{shown}: not a usable vmcore: neither ELF nor kdump-compressed "
                               f"(starts with {head[:8]!r})")
         prog = drgn.Program(platform) if platform else drgn.Program()
@@ -258,7 +269,7 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
             presence = elf_presence(shown, prog["PAGE_SIZE"].value_() if _has(prog, "PAGE_SIZE") else 4096)
     _load_debug_info(prog, vmlinux, shown)
     _check_i386_translation(prog, kind)
-    return Target(kind, shown, prog, presence)
+    return Target(kind, shown, prog, presence, notes if not qemu else ())
 
 
 def _has(prog: drgn.Program, name: str) -> bool:
@@ -275,6 +286,30 @@ def _format_hint(head: bytes, e: BaseException) -> str:
         return ("; this is makedumpfile's flattened format: convert it with "
                 "'makedumpfile -R OUT < FILE' and open OUT")
     return ""
+
+
+# makedumpfile's diskdump_mod.h: disk_dump_header.status (after signature,
+# header_version, utsname and timestamp) and its flags.
+KDUMP_STATUS_OFFSET = 424
+DUMP_DH_COMPRESSED_INCOMPLETE = 0x8  # the disk filled up: pages after the cut are not in it
+
+
+def _kdump_notes(head: bytes, path: str) -> tuple[str, ...]:
+    if head[:8] != b"KDUMP   ":
+        return ()
+    try:
+        with _open_nonblocking(path) as f:
+            f.seek(KDUMP_STATUS_OFFSET)
+            status, = struct.unpack("<I", f.read(4))
+    except (OSError, struct.error):
+        return ()
+    notes = []
+    if status & DUMP_DH_COMPRESSED_INCOMPLETE:
+        notes.append("the dump is incomplete (makedumpfile stopped early, e.g. a full disk): the pages after "
+                     "the cut are not in it")
+    # DUMP_DH_EXCLUDED_VMEMMAP (0x10, -e) needs no note: the struct pages it
+    # left out are reported where a read needs them.
+    return tuple(notes)
 
 
 # makedumpfile's disk_dump_header: signature[8], int header_version, then

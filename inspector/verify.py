@@ -34,8 +34,9 @@ The checks and the kernel code they stand for (v6.1 names):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import drgn
 
@@ -51,13 +52,19 @@ class Memory:
 
     # pfn -> is the page allocated (refcount > 0)?  None: its struct page is unreadable.
     page_allocated: Callable[[int], Optional[bool]]
-    # Physical ranges backing struct pages.
-    memmap: list[tuple[int, int]]
+    # Physical ranges backing struct pages, or a function computing them
+    # (walking the vmemmap page tables costs; only no-overlap needs it).
+    memmap_source: Union[list[tuple[int, int]], Callable[[], list[tuple[int, int]]]]
     # The pfns of a table whose entries cannot be read.
     unreadable: Callable[[Table], PfnRanges]
     # Sections memory hotplug could ever have added (non-boot sections up to
     # max_possible_pfn); None: unknown.
     hotplug_capacity: Optional[int] = None
+
+    @functools.cached_property
+    def memmap(self) -> list[tuple[int, int]]:
+        src = self.memmap_source
+        return src() if callable(src) else src
 
 
 def _fmt_list(items: list, limit: int = 6) -> str:
@@ -163,7 +170,17 @@ def check_overlap(layout: Layout, memory: Optional[Memory]) -> Check:
     return Check("no-overlap", OK, f"{len(layout.tables)} tables overlap {what}")
 
 
+def _unread(layout: Layout, name: str) -> Optional[Check]:
+    if layout.unread_sections:
+        return Check(name, UNKNOWN, f"the state of {layout.unread_sections} section(s) could not be read: "
+                     "which tables exist there is unknown")
+    return None
+
+
 def check_coverage(layout: Layout, memory: Optional[Memory]) -> Check:
+    unread = _unread(layout, "coverage")
+    if unread:
+        return unread
     if layout.section_pages is None:
         missing = [n for n in layout.nodes if layout.allocated and n not in {t.node for t in layout.tables}]
         return Check("coverage", OK if not missing else FAIL,
@@ -236,6 +253,9 @@ def check_total(layout: Layout, memory: Optional[Memory]) -> Check:
     usage = layout.total_usage
     if usage is None:
         return Check("total-usage", SKIP, "the kernel's total_usage is not in the debug info (optimized out)")
+    unread = _unread(layout, "total-usage")
+    if unread:
+        return unread
     total = layout.total_bytes
     if total == usage:
         return Check("total-usage", OK, f"tables sum to {total} bytes = total_usage")
@@ -349,7 +369,7 @@ def memory_probe(prog: drgn.Program, layout: Layout, presence=None) -> Memory:
     if layout.section_pages and max_possible is not None:
         early = sum(1 for s in layout.sections if s.early)
         capacity = max(0, -(-max_possible // layout.section_pages) - early)
-    return Memory(page_allocated, memmap_phys_ranges(prog, layout), unreadable, capacity)
+    return Memory(page_allocated, lambda: memmap_phys_ranges(prog, layout), unreadable, capacity)
 
 
 def memmap_phys_ranges(prog: drgn.Program, layout: Layout) -> list[tuple[int, int]]:

@@ -4,21 +4,22 @@ Decoding millions of page_owner records into the kernel's own text is
 dominated by formatting, not by reading: Python's ``%`` costs about 2 µs a
 record with a dozen arguments.  Here a format is a list of pieces -- literal
 bytes, decimal or hex integers, strings looked up in a small table -- and a
-batch of records is formatted column by column with whole-array operations:
-the length of every piece of every record is computed, the records laid out
-by a cumulative sum, and each column written into one byte buffer.
+batch of records is formatted column by column with whole-array operations.
 
-Strings from a table come in two sizes.  Short ones (flag names, a comm, a
-migratetype) are gathered into the buffer too.  Long ones (a stack's text,
-hundreds of bytes, the same for thousands of records) are not copied per
-byte: the record is cut around them, and the pieces are joined by
-``bytes.join`` from memoryviews of the buffer and the table's own bytes
-objects, so a stack is copied once per record by memcpy.
+Short pieces are laid out in a padded grid, one row per record and a fixed
+band of columns per piece (a literal broadcast into its band, a number's
+digits right-aligned in its band, a table string's bytes left-aligned), with
+a mask of the bytes that count; one boolean compaction of the grid gives the
+records back to back, each closed by a NUL, and one ``bytes.split`` gives
+each record's bytes.  Long table strings (a stack's text: hundreds of bytes,
+the same for thousands of records) are not copied into the grid: the record
+is cut around them and the pieces are joined by ``bytes.join``, so a stack
+is copied once per record by memcpy.
 
-:func:`render` returns the bytes of the whole batch; :class:`Str` and the
-integer pieces say what each column is.  The result equals what
-``fmt % args`` (C's printf for these conversions) gives record by record:
-tests/test_vprintf.py checks that on random data.
+:func:`render` returns the bytes of the whole batch; :class:`Dec`,
+:class:`Hex` and :class:`Str` say what each column is.  The result equals
+what ``fmt % args`` (C's printf for these conversions) gives record by
+record: tests/test_vprintf.py checks that on random data.
 """
 
 from __future__ import annotations
@@ -26,23 +27,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-import numpy as np
+from .lazy import np
 
-LONG = 96  # table strings at least this long are joined, not gathered
+LONG = 96  # table strings at least this long are joined, not laid out in the grid
+SLICE = 8192  # records formatted at a time: bounds the grid's memory
 
 
 @dataclass
 class Dec:
     """A decimal integer column (``%d``/``%u``/``%lld``...)."""
 
-    values: np.ndarray
+    values: "np.ndarray"
 
 
 @dataclass
 class Hex:
     """A hexadecimal integer column (``%x``; ``%#x`` with ``prefix``)."""
 
-    values: np.ndarray
+    values: "np.ndarray"
     prefix: bool = False
 
 
@@ -50,142 +52,161 @@ class Hex:
 class Str:
     """A string column: ``index[i]`` selects ``table[index[i]]`` (bytes)."""
 
-    index: np.ndarray
+    index: "np.ndarray"
     table: Sequence[bytes]
 
 
 Piece = Union[bytes, Dec, Hex, Str]
 
 
-def _positions(lengths: list[np.ndarray], n: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Start of each piece in each record of a record-major layout, and record starts."""
-    total = np.zeros(n, dtype=np.int64)
-    for ln in lengths:
-        total += ln
-    starts = np.zeros(n, dtype=np.int64)
-    if n:
-        np.cumsum(total[:-1], out=starts[1:])
-    pos, cur = [], starts.copy()
-    for ln in lengths:
-        pos.append(cur.copy())
-        cur += ln
-    return pos, starts
-
-
-_POW10 = np.array([10 ** k for k in range(20)], dtype=np.uint64)
-
-
-def _dec_digits(v: np.ndarray) -> np.ndarray:
-    nd = np.ones(len(v), dtype=np.int64)
-    for k in range(1, 20):
-        nd += v >= _POW10[k]
-    return nd
-
-
-def _hex_digits(v: np.ndarray) -> np.ndarray:
-    nd = np.ones(len(v), dtype=np.int64)
-    for k in range(1, 16):
-        nd += v >= np.uint64(1 << (4 * k))
-    return nd
-
-
-def _as_u64(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(magnitude as uint64, negative mask) of a signed or unsigned column."""
+def _as_u64(values) -> tuple:
+    """(magnitude as uint64, negative mask or None) of a signed or unsigned column."""
     a = np.asarray(values)
     if a.dtype.kind == "i":
         a = a.astype(np.int64)
         neg = a < 0
+        if not neg.any():
+            return a.astype(np.uint64), None
         # -(a + 1) + 1 cannot overflow, even for INT64_MIN.
-        mag = np.where(neg, (-(a + 1)).astype(np.uint64) + np.uint64(1), a.astype(np.uint64))
-        return mag, neg
-    return a.astype(np.uint64), np.zeros(len(a), dtype=bool)
+        return np.where(neg, (-(a + 1)).astype(np.uint64) + np.uint64(1), a.astype(np.uint64)), neg
+    return a.astype(np.uint64), None
 
 
-def _table_arrays(table: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lens = np.fromiter((len(t) for t in table), dtype=np.int64, count=len(table))
-    offs = np.zeros(len(table), dtype=np.int64)
-    if len(table):
-        np.cumsum(lens[:-1], out=offs[1:])
-    pool = np.frombuffer(b"".join(table), dtype=np.uint8) if len(table) else np.zeros(0, np.uint8)
-    return pool, offs, lens
+def _digit_count(v, base: int):
+    nd = np.ones(len(v), dtype=np.int64)
+    for k in range(1, 20 if base == 10 else 16):
+        limit = base ** k
+        if limit >= 1 << 64:
+            break
+        nd += v >= np.uint64(limit)
+    return nd
 
 
-def _fill(out: np.ndarray, pos: np.ndarray, piece: Piece, info) -> None:
-    if isinstance(piece, bytes):
-        if piece:
-            lit = np.frombuffer(piece, dtype=np.uint8)
-            out[pos[:, None] + np.arange(len(lit))] = lit
-        return
-    if isinstance(piece, Dec):
-        mag, neg, nd = info
-        if neg.any():
-            out[pos[neg]] = ord("-")
-        start = pos + neg
-        v = mag.copy()
-        for k in range(int(nd.max()) if len(nd) else 0):
-            live = nd > k
-            digit = (v % np.uint64(10)).astype(np.uint8) + 48
-            idx = (start + nd - 1 - k)[live]
-            out[idx] = digit[live]
-            v //= np.uint64(10)
-        return
-    if isinstance(piece, Hex):
-        v, nd = info
-        start = pos
-        if piece.prefix:
-            out[pos] = ord("0")
-            out[pos + 1] = ord("x")
-            start = pos + 2
-        hexd = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-        w = v.copy()
-        for k in range(int(nd.max()) if len(nd) else 0):
-            live = nd > k
-            out[(start + nd - 1 - k)[live]] = hexd[(w & np.uint64(15)).astype(np.int64)][live]
-            w >>= np.uint64(4)
-        return
-    pool, offs, lens = info
-    seg = lens[piece.index]
-    total = int(seg.sum())
-    if not total:
-        return
-    rec_start = np.zeros(len(seg), dtype=np.int64)
-    np.cumsum(seg[:-1], out=rec_start[1:])
-    within = np.arange(total, dtype=np.int64) - np.repeat(rec_start, seg)
-    out[np.repeat(pos, seg) + within] = pool[np.repeat(offs[piece.index], seg) + within]
+_HEXDIGITS = b"0123456789abcdef"
+_TABLES: dict = {}
 
 
-def _lengths(piece: Piece, n: int):
-    if isinstance(piece, bytes):
-        return np.full(n, len(piece), dtype=np.int64), None
-    if isinstance(piece, Dec):
-        mag, neg = _as_u64(piece.values)
-        nd = _dec_digits(mag)
-        return nd + neg, (mag, neg, nd)
-    if isinstance(piece, Hex):
-        v = np.asarray(piece.values).astype(np.uint64)
-        nd = _hex_digits(v)
-        return nd + (2 if piece.prefix else 0), (v, nd)
-    pool, offs, lens = _table_arrays(piece.table)
-    return lens[np.asarray(piece.index, dtype=np.int64)], (pool, offs, lens)
+def _quads(base: int):
+    """(base**4 rows of the 4-digit text of each value, zero-padded) as uint8."""
+    t = _TABLES.get(base)
+    if t is None:
+        v = np.arange(base ** 4, dtype=np.int64)
+        digits = np.frombuffer(_HEXDIGITS, dtype=np.uint8)
+        t = np.stack([digits[(v // base ** (3 - j)) % base] for j in range(4)], axis=1)
+        _TABLES[base] = t
+    return t
 
 
-def _render_run(pieces: list[Piece], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Buffer and per-record [start, end) of a run of gathered pieces."""
-    lens, infos = zip(*(_lengths(p, n) for p in pieces)) if pieces else ((), ())
-    pos, starts = _positions(list(lens), n)
-    total = int(sum(int(ln.sum()) for ln in lens))
-    out = np.empty(total, dtype=np.uint8)
-    for p, ps, info in zip(pieces, pos, infos):
-        _fill(out, ps, p, info)
-    ends = starts + (sum(lens) if lens else 0)
-    return out, starts, ends
+class _Band:
+    """One short piece's band of columns in the grid: its width, then
+    ``fill(grid_slice, mask_slice)`` writes its bytes (and where a record's
+    text is shorter than the band, clears the mask)."""
+
+    def __init__(self, piece: Piece, n: int):
+        self.piece, self.n = piece, n
+        if isinstance(piece, bytes):
+            self.width = len(piece)
+        elif isinstance(piece, (Dec, Hex)):
+            if isinstance(piece, Dec):
+                self.mag, self.neg = _as_u64(piece.values)
+                self.base, self.prefix = 10, b""
+            else:
+                self.mag, self.neg = np.asarray(piece.values).astype(np.uint64), None
+                self.base, self.prefix = 16, b"0x" if piece.prefix else b""
+            self.nd = _digit_count(self.mag, self.base)
+            self.digits = int(self.nd.max()) if n else 1
+            self.width = (1 if self.neg is not None else 0) + len(self.prefix) + self.digits
+        else:
+            table = list(piece.table)
+            self.lens = np.fromiter((len(t) for t in table), dtype=np.int64, count=len(table))
+            self.width = int(self.lens.max()) if table else 0
+            self.padded = np.zeros((max(len(table), 1), max(self.width, 1)), dtype=np.uint8)
+            for i, t in enumerate(table):
+                if t:
+                    self.padded[i, :len(t)] = np.frombuffer(t, dtype=np.uint8)
+
+    def fill(self, grid, mask) -> None:
+        piece, n, w = self.piece, self.n, self.width
+        if isinstance(piece, bytes):
+            grid[:] = np.frombuffer(piece, dtype=np.uint8)
+            return
+        if isinstance(piece, Str):
+            idx = np.asarray(piece.index, dtype=np.int64)
+            grid[:] = self.padded[idx, :w]
+            lens = self.lens[idx]
+            if (lens != w).any():
+                mask[:] = np.arange(w)[None, :] < lens[:, None]
+            return
+        # Right-aligned digits, four at a time from a table of every 4-digit text.
+        digits, base = self.digits, self.base
+        quads = -(-digits // 4)
+        table, step = _quads(base), np.uint64(base ** 4)
+        v = self.mag.copy()
+        out = np.empty((n, 4 * quads), dtype=np.uint8)
+        for q in range(quads):
+            out[:, 4 * (quads - 1 - q):4 * (quads - q)] = table[(v % step).astype(np.int64)]
+            v //= step
+        grid[:, w - digits:] = out[:, 4 * quads - digits:]
+        neg = self.neg
+        total = self.nd + len(self.prefix) + (neg.astype(np.int64) if neg is not None else 0)
+        if (total != w).any():
+            mask[:] = np.arange(w)[None, :] >= (w - total)[:, None]
+        start = w - total
+        if self.prefix:
+            at = start + (neg.astype(np.int64) if neg is not None else 0)
+            rows = np.arange(n)
+            grid[rows, at] = ord("0")
+            grid[rows, at + 1] = ord("x")
+        if neg is not None:
+            rows = np.flatnonzero(neg)
+            grid[rows, start[rows]] = ord("-")
+
+
+def _render_run(pieces: list[Piece], n: int) -> list[bytes]:
+    """Each record's bytes for a run of short pieces (a list of n bytes)."""
+    bands = [_Band(p, n) for p in pieces]
+    width = sum(b.width for b in bands) + 1
+    grid = np.empty((n, width), dtype=np.uint8)
+    mask = np.ones((n, width), dtype=bool)
+    col = 0
+    for b in bands:
+        if b.width:
+            b.fill(grid[:, col:col + b.width], mask[:, col:col + b.width])
+        col += b.width
+    grid[:, -1] = 0  # each record closed by a NUL, for the split below
+    if mask.all():
+        return grid.tobytes().split(b"\0")[:n]
+    return grid[mask].tobytes().split(b"\0")[:n]
+
+
+def _slice(p: Piece, a: int, b: int) -> Piece:
+    if isinstance(p, Dec):
+        return Dec(np.asarray(p.values)[a:b])
+    if isinstance(p, Hex):
+        return Hex(np.asarray(p.values)[a:b], p.prefix)
+    if isinstance(p, Str):
+        return Str(np.asarray(p.index)[a:b], p.table)
+    return p
+
+
+def _nul_free(pieces: list[Piece]) -> bool:
+    for p in pieces:
+        if isinstance(p, bytes) and b"\0" in p:
+            return False
+        if isinstance(p, Str) and any(b"\0" in t for t in p.table):
+            return False
+    return True
 
 
 def render(pieces: list[Piece], n: int) -> bytes:
-    """The bytes of ``n`` records, each the concatenation of ``pieces``."""
+    """The bytes of ``n`` records, each the concatenation of ``pieces``.
+
+    (Strings may not hold NUL bytes: the kernel's %s stops at the first.)"""
+    if n > SLICE:
+        return b"".join(render([_slice(p, a, a + SLICE) for p in pieces], min(SLICE, n - a))
+                        for a in range(0, n, SLICE))
     if n == 0:
         return b""
-    # Cut the format at long-string columns: runs of gathered pieces between them.
     runs: list[list[Piece]] = [[]]
     longs: list[Str] = []
     for p in pieces:
@@ -194,16 +215,17 @@ def render(pieces: list[Piece], n: int) -> bytes:
             runs.append([])
         else:
             runs[-1].append(p)
-    if not longs:
-        return _render_run(runs[0], n)[0].tobytes()
-    rendered = [_render_run(r, n) for r in runs]
-    columns: list[list] = []
-    for k, (buf, starts, ends) in enumerate(rendered):
-        mv = memoryview(buf)
-        columns.append([mv[a:b] for a, b in zip(starts.tolist(), ends.tolist())])
+    if not _nul_free(pieces):
+        raise ValueError("vprintf: a string holds a NUL byte")
+    columns: list[list[bytes]] = []
+    for k, run in enumerate(runs):
+        columns.append(_render_run(run, n) if run else [b""] * n)
         if k < len(longs):
-            table = longs[k].table
-            columns.append([table[i] for i in np.asarray(longs[k].index).tolist()])
+            table = np.empty(len(longs[k].table), dtype=object)
+            table[:] = list(longs[k].table)
+            columns.append(table[np.asarray(longs[k].index, dtype=np.int64)].tolist())
+    if len(columns) == 1:
+        return b"".join(columns[0])
     seq: list = [None] * (n * len(columns))
     for j, col in enumerate(columns):
         seq[j::len(columns)] = col

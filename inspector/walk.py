@@ -99,7 +99,7 @@ def highest_present_section_nr(prog: drgn.Program) -> tuple[int, Optional[str]]:
 
 
 def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
-                    section_pages: int, spr: int) -> Iterator[tuple[int, int]]:
+                    section_pages: int, spr: int, highest: int) -> Iterator[tuple[int, int]]:
     """(root number, address of its first struct mem_section) of allocated roots."""
     ms = prog["mem_section"]
     t = ms.type_.unaliased()
@@ -127,7 +127,7 @@ def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
     fmt = "<Q" if ptr == 8 else "<I"
     for r in range(nr_roots):
         if r in bad:
-            missing.page_ext.add(r * spr * section_pages, (r + 1) * spr * section_pages)
+            missing.page_ext.add(r * spr * section_pages, min((r + 1) * spr, highest + 1) * section_pages)
             missing.note(f"mem_section root pointer {r} unreadable")
             continue
         addr, = struct.unpack_from(fmt, raw, r * ptr)
@@ -223,7 +223,9 @@ def walk_sparse(prog: drgn.Program, geo: Geometry, missing: Missing,
     ptr = k.pointer_size(prog)
     unpack = struct.Struct("<Q" if ptr == 8 else "<I").unpack_from
     invalid_bit = geo.rules.invalid_bit
-    roots = list(_root_addresses(prog, highest // spr + 1, missing, pps, spr))
+    roots = list(_root_addresses(prog, highest // spr + 1, missing, pps, spr, highest))
+    if missing.page_ext:
+        layout.unread_sections += sum(b - a for a, b in missing.page_ext) // pps
     for i, (root_nr, addr) in enumerate(roots):
         raw, holes = _read(prog, addr, ms_size * spr)
         lost = {j for off, n in holes for j in range(off // ms_size, -(-(off + n) // ms_size))}
@@ -233,6 +235,7 @@ def walk_sparse(prog: drgn.Program, geo: Geometry, missing: Missing,
                 break
             if j in lost:
                 missing.page_ext.add(nr * pps, (nr + 1) * pps)
+                layout.unread_sections += 1
                 continue
             mem_map, = unpack(raw, j * ms_size + off_map)
             stored, = unpack(raw, j * ms_size + off_ext)
@@ -281,6 +284,7 @@ def walk_flat(prog: drgn.Program, geo: Geometry, missing: Missing,
         except drgn.FaultError as e:
             missing.note(f"node {nid}'s node_page_ext is unreadable ({e})")
             missing.page_ext.add(start, end)
+            layout.unread_sections += 1
             continue
         if base and end > start:
             found.append((nid, start, end, base))

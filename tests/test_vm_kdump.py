@@ -485,7 +485,7 @@ def leak_stack(oom) -> tuple[str, ...]:
 
 
 def top(oom, by: str) -> list[dict]:
-    return json.loads(inspect("top", oom["core"], "-s", oom["vmlinux"], "--by", by, "--json").stdout)
+    return json.loads(inspect("top", oom["core"], "-s", oom["vmlinux"], "--by", by, "--json").stdout)["rows"]
 
 
 def test_the_guest_panicked_on_panic_on_oom(oom):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import drgn
-import numpy as np
+from ..lazy import np
 
 from ..errors import TargetError
 
@@ -157,12 +157,35 @@ def head_pfns(prog: drgn.Program, pf: PageFields, chead: np.ndarray, pfns: np.nd
     return out
 
 
-def lookup_table(values: np.ndarray, text: Callable[[int], str | bytes]) -> tuple[np.ndarray, list]:
+def factorize(values) -> tuple:
+    """(index per value, distinct values): ``uniq[index[i]] == values[i]``.
+
+    Integers in a range of less than 65536 are counted out, not sorted (an
+    order, a migratetype, a pid); anything else goes through np.unique."""
+    v = np.asarray(values)
+    if v.dtype.kind in "iu" and len(v):
+        lo, hi = int(v.min()), int(v.max())
+        if hi - lo < 1 << 16:
+            off = (v - v.dtype.type(lo)).astype(np.int64)  # in v's own type: no overflow
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[off] = True
+            uniq = np.flatnonzero(present)
+            remap = np.cumsum(present) - 1
+            return remap[off], uniq.astype(v.dtype) + v.dtype.type(lo)
+    uniq, inv = np.unique(v, return_inverse=True)
+    return inv.reshape(-1), uniq
+
+
+def first_of_each(index, count: int):
+    """For each of ``count`` groups, the position of its first member in ``index``."""
+    first = np.zeros(count, dtype=np.int64)
+    first[index[::-1]] = np.arange(len(index) - 1, -1, -1)
+    return first
+
+
+def lookup_table(values, text: Callable[[int], str | bytes]) -> tuple:
     """(index per value, table): ``table[index[i]] == text(values[i])``,
     with ``text`` called once per distinct value."""
-    uniq, inv = np.unique(values, return_inverse=True)
-    return inv.reshape(-1), [text(v) for v in uniq.tolist()]
+    inv, uniq = factorize(values)
+    return inv, [text(v) for v in uniq.tolist()]
 
-
-def select(mask: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(mask)

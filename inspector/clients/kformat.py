@@ -142,8 +142,13 @@ class Symbolizer:
         self._addrs: list[int] = []
         self._names: list[str] = []
         self._ends: list[int] = []
-        syms = kallsyms_in_order(prog)
-        for sym in syms:  # kallsyms order: sorted by address
+        self._loaded = False
+
+    def _load(self) -> None:
+        """Read the kallsyms table on first use (about 0.25 s on x86-64)."""
+        self._loaded = True
+        last = None
+        for sym in kallsyms_in_order(self.prog):  # kallsyms order: sorted by address
             if self._addrs and sym.address == self._addrs[-1]:
                 continue  # an alias: the first one is printed
             if self._addrs:
@@ -151,12 +156,14 @@ class Symbolizer:
             self._addrs.append(sym.address)
             self._names.append(sym.name)
             last = sym
-        if self._addrs:
+        if last is not None:
             self._ends.append(last.address + last.size)
 
     def _lookup(self, pc: int) -> Optional[tuple[str, int, int, Optional[str]]]:
         import bisect
 
+        if not self._loaded:
+            self._load()
         i = bisect.bisect_right(self._addrs, pc) - 1
         if 0 <= i and pc < self._ends[i]:
             return self._names[i], self._addrs[i], self._ends[i] - self._addrs[i], None

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import drgn
-import numpy as np
+from ..lazy import np
 
 from .. import kernel as k
 from ..commands import JSON, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection

@@ -27,14 +27,13 @@ sum.  Memory holds one chunk and the unique stacks.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import drgn
-import numpy as np
+from ..lazy import np
 
 from .. import kernel as k
 from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, THRESHOLD, Command, Context, Opt, missing_json,
@@ -44,7 +43,8 @@ from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
 from . import ClientSpec, static_key_probe
-from .engine import columns, known_mask, lookup_table, member_field, page_fields, record_dtype
+from .engine import (columns, factorize, first_of_each, known_mask, lookup_table, member_field, page_fields,
+                     record_dtype)
 from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format, format_pieces
 from .memcg import MemcgNames
 from .stackdepot import INVALID, MISSING, StackDepot
@@ -81,13 +81,15 @@ class Batch:
     block_mt: np.ndarray  # pageblock migratetype, -1 unknown
     corrupt: np.ndarray  # C_* bits
     suspect: bool = False  # a decode check failed on this table (decoded with --force)
+    pknown: Optional[np.ndarray] = None  # bool: the struct page was read (None: all were)
 
     def __len__(self) -> int:
         return len(self.pfn)
 
     def take(self, idx: np.ndarray) -> "Batch":
         return Batch(self.table, self.pfn[idx], self.e[idx], None if self.p is None else self.p[idx],
-                     self.block_mt[idx], self.corrupt[idx], self.suspect)
+                     self.block_mt[idx], self.corrupt[idx], self.suspect,
+                     None if self.pknown is None else self.pknown[idx])
 
 
 @dataclass
@@ -184,7 +186,7 @@ class PageOwner:
         else:
             self.mt_mask = 7
             self.nr_pageblock_bits = enum.get("NR_PAGEBLOCK_BITS", 4)
-        self.pageblock_order, self.pageblock_order_source = self._pageblock_order()
+        self.pageblock_order = self._pageblock_order()
         self.mobility_disabled = bool(k.value(prog, "page_group_by_mobility_disabled"))
         movable = self.names.gfp_bit("__GFP_MOVABLE")
         reclaimable = self.names.gfp_bit("__GFP_RECLAIMABLE")
@@ -197,14 +199,14 @@ class PageOwner:
         if t is not None and t.has_member("pageblock_flags"):
             self.usage_bitmap_off = drgn.offsetof(t, "pageblock_flags")
 
-    def _pageblock_order(self) -> tuple[int, str]:
+    def _pageblock_order(self) -> int:
         """pageblock_order: a variable with HUGETLB_PAGE_SIZE_VARIABLE, else a
         macro; then we measure it from the usemap stride of early sections
         (sparse_init_nid() carves them out of one allocation, one
         mem_section_usage_size() apart: sizeof + usemap_size())."""
         v = k.value(self.prog, "pageblock_order")
         if v is not None:
-            return v, "variable pageblock_order"
+            return v
         lay = self.layout
         t = k.type_or_none(self.prog, "struct mem_section_usage")
         if lay.sparse and t is not None and t.has_member("pageblock_flags"):
@@ -224,12 +226,12 @@ class PageOwner:
                 blocks = bits // self.nr_pageblock_bits
                 if blocks and blocks & (blocks - 1) == 0:
                     shift = lay.section_pages.bit_length() - 1
-                    return shift - (blocks.bit_length() - 1), "usemap stride of early sections"
+                    return shift - (blocks.bit_length() - 1)
         # Last resort, include/linux/pageblock-flags.h: MAX_ORDER - 1 without
         # CONFIG_HUGETLB_PAGE (hstates absent), else HUGETLB_PAGE_ORDER (x86: PMD).
         hugetlb = k.symbol_address(self.prog, "hstates") is not None
         order = min(9, self.nr_orders - 1) if hugetlb else self.nr_orders - 1
-        return order, "pageblock-flags.h rule"
+        return order
 
     # -- reading --------------------------------------------------------------------------------
     def _usemap(self, table: Table) -> Optional[np.ndarray]:
@@ -293,12 +295,16 @@ class PageOwner:
         return bad
 
     def batches(self, which: str = ALLOCATED, lo: int = 0, hi: int = 1 << 64, *, node: Optional[int] = None,
-                heads_only: bool = True, debugfs: bool = False) -> Iterator[Batch]:
+                heads_only: bool = True, debugfs: bool = False, need_page: bool = True) -> Iterator[Batch]:
         """The selected records, a chunk at a time.
 
         ``debugfs`` selects what read_page_owner() prints (``which`` must be
         ALLOCATED); else ``which`` of the pages with PAGE_EXT_OWNER set,
-        head pages only unless ``heads_only`` is off."""
+        head pages only unless ``heads_only`` is off.  A record whose struct
+        page is not in the dump cannot be printed as the kernel would (its
+        flags, its buddy state): with ``need_page`` it is left out and counted
+        hidden; without (for sums), it is kept, with ``Batch.pknown`` false
+        and a note that the answer counts it unchecked."""
         if debugfs:
             lo = max(lo, k.value(self.prog, "min_low_pfn") or 0)
             max_pfn = k.value(self.prog, "max_pfn")
@@ -306,6 +312,7 @@ class PageOwner:
                 hi = min(hi, max_pfn)
         owner, both = self.bit_owner, self.bit_owner | self.bit_allocated
         missing = self.session.missing
+        unchecked = [0]
         for ch in self.session.chunks(lo, hi, node=node, memmap=True, label="decoding page_owner"):
             e = columns(ch.entries, self.dtype, ch.n)
             known = known_mask(ch.n, ch.unknown)
@@ -324,13 +331,16 @@ class PageOwner:
                 aligned = (pfn & ((np.int64(1) << np.minimum(order, 62)) - 1)) == 0
                 sel &= ok & aligned if debugfs else ~ok | aligned
             p = columns(ch.memmap, self.pf.dtype, ch.n) if ch.memmap is not None else None
+            pknown = known_mask(ch.n, ch.memmap_unknown) if p is not None else np.zeros(ch.n, bool)
             if debugfs:
                 sel &= e["handle"] != 0
-                pknown = known_mask(ch.n, ch.memmap_unknown) if p is not None else np.zeros(ch.n, bool)
-                hidden = sel & ~pknown
-                if hidden.any():
-                    missing.records_hidden += int(hidden.sum())
-                sel &= pknown
+                blind = sel & ~pknown
+                if blind.any():
+                    if need_page:
+                        missing.records_hidden += int(blind.sum())
+                        sel &= pknown
+                    else:
+                        unchecked[0] += int(blind.sum())
                 if p is not None and sel.any():
                     sel &= ~self._buddy_skips(p, pknown)
             idx = np.flatnonzero(sel)
@@ -338,8 +348,13 @@ class PageOwner:
                 continue
             sub_e = e[idx]
             block_mt = self._block_mt(self._usemap(ch.table), ch.table, pfn[idx])
-            yield Batch(ch.table, pfn[idx], sub_e, None if p is None else p[idx], block_mt,
-                        self._corrupt(sub_e), ch.suspect)
+            if p is None:
+                p = np.zeros(ch.n, dtype=self.pf.dtype)
+            yield Batch(ch.table, pfn[idx], sub_e, p[idx], block_mt, self._corrupt(sub_e), ch.suspect,
+                        None if pknown[idx].all() else pknown[idx])
+        if unchecked[0]:
+            missing.note(f"{unchecked[0]} record(s) counted although their struct page is not in the dump "
+                         "(whether the kernel's walk would skip them as free pages is unknown)")
 
     def _buddy_skips(self, p: np.ndarray, pknown: np.ndarray) -> np.ndarray:
         """The pages read_page_owner() jumps over: each free buddy block it
@@ -391,6 +406,8 @@ class PageOwner:
         cols = {f: b.e[f].tolist() for f in self.owner_fields}
         flags = b.e["ext_flags"].tolist()
         pflags = b.p["flags"].tolist() if b.p is not None else [None] * len(b)
+        if b.pknown is not None:
+            pflags = [f if k else None for f, k in zip(pflags, b.pknown.tolist())]
         memcg = b.p["memcg_data"].tolist() if b.p is not None and "memcg_data" in b.p.dtype.names else [0] * len(b)
         mt = b.block_mt.tolist()
         bad = b.corrupt.tolist()
@@ -455,17 +472,24 @@ class PageOwner:
         """(index, table, printable): the stack, migrate-reason and memcg lines
         and the closing blank line of each record, each distinct combination
         built once; records whose stack is not in the dump are not printable."""
-        key = np.zeros(len(b), dtype=[("h", "<u8"), ("r", "<i8"), ("m", "<u8")])
-        key["h"] = b.e["handle"]
+        # One integer per (handle, migrate reason, memcg word), factorized in
+        # steps: handle and reason share a word, the memcg words are numbered.
+        hr = b.e["handle"].astype(np.uint64) << np.uint64(16)
         if "last_migrate_reason" in self.has:
-            key["r"] = b.e["last_migrate_reason"]
-        else:
-            key["r"] = -1
+            hr |= (b.e["last_migrate_reason"].astype(np.int64) + 1).astype(np.uint64) & np.uint64(0xFFFF)
+        hr_idx, hr_uniq = factorize(hr)
         if b.p is not None and "memcg_data" in b.p.dtype.names:
-            key["m"] = b.p["memcg_data"]
-        uniq, inv = np.unique(key, return_inverse=True)
+            m_idx, m_uniq = factorize(b.p["memcg_data"])
+        else:
+            m_idx, m_uniq = np.zeros(len(b), dtype=np.int64), np.zeros(1, dtype=np.uint64)
+        inv, combos = factorize(hr_idx.astype(np.int64) * len(m_uniq) + m_idx)
+        hr_list, m_list = hr_uniq.tolist(), m_uniq.tolist()
         table, good = [], []
-        for h, r, m in uniq.tolist():
+        for c in combos.tolist():
+            key, m = hr_list[c // len(m_list)], m_list[c % len(m_list)]
+            h, r = key >> 16, (key & 0xFFFF) - 1 if "last_migrate_reason" in self.has else -1
+            if r >= 0x8000 - 1:
+                r -= 0x10000
             lines = self.depot.lines(h)
             if lines == MISSING:
                 table.append(b"")
@@ -489,6 +513,9 @@ class PageOwner:
         for byte (escaped for a terminal unless ``raw``).  Corrupt records and
         records whose stack is not in the dump are left out and counted."""
         keep = b.corrupt == 0
+        if b.pknown is not None:  # no struct page: the kernel's flags line cannot be printed
+            self.session.missing.records_hidden += int((keep & ~b.pknown).sum())
+            keep &= b.pknown
         tail_idx, tails, printable = self._tails(b)
         hidden = keep & ~printable
         if hidden.any():
@@ -506,18 +533,20 @@ class PageOwner:
         first, pfn_line = self._formats()
         e = b.e
         gfp = e["gfp_mask"].astype(np.int64)
-        gfp_names = lookup_table(gfp, lambda v: self.names.gfp(v).encode("latin-1"))
+        gfp_idx, gfp_uniq = factorize(gfp)
+        gfp_list = gfp_uniq.tolist()
+        gfp_names = (gfp_idx, [self.names.gfp(v).encode("latin-1") for v in gfp_list])
         args1: list = [e["order"], gfp, gfp_names]
         if "pid" in self.has:
             args1.append(e["pid"])
         if "tgid" in self.has:
-            comm = lookup_table(e["comm"], lambda v: v.split(b"\0", 1)[0])
-            args1 += [e["tgid"], comm]
+            args1 += [e["tgid"], self._comms(e)]
         if "ts_nsec" in self.has:
             args1.append(e["ts_nsec"])
         if "free_ts_nsec" in self.has:
             args1.append(e["free_ts_nsec"])
-        page_mt = lookup_table(self.gfp_migratetype(gfp), lambda v: self.names.migratetype(v).encode("latin-1"))
+        page_mt = (gfp_idx, [self.names.migratetype(int(self.gfp_migratetype(v))).encode("latin-1")
+                             for v in gfp_list])
         block_mt = lookup_table(np.maximum(b.block_mt, 0), lambda v: self.names.migratetype(v).encode("latin-1"))
         pflags = b.p["flags"].astype(np.uint64)
         flags_text = lookup_table(pflags, lambda v: self.names.page_flags(v).encode("latin-1"))
@@ -533,6 +562,18 @@ class PageOwner:
         else:
             data = render(p1 + p2 + [Str(tail_idx, tails)], len(b))
         return data if raw else escape_lines(data).encode("latin-1", "replace")
+
+    def _comms(self, e) -> tuple:
+        """(index, table) of the comm column: by pid when every pid's records
+        carry one comm (the usual case, and a sort of integers instead of
+        strings), else by the comm bytes themselves."""
+        comm = e["comm"]
+        if "pid" in self.has:
+            pi, pu = factorize(e["pid"])
+            firsts = first_of_each(pi, len(pu))
+            if (comm == comm[firsts[pi]]).all():
+                return pi, [c.split(b"\0", 1)[0] for c in comm[firsts].tolist()]
+        return lookup_table(comm, lambda v: v.split(b"\0", 1)[0])
 
     def _debugfs_slow(self, b: Batch, tails: list[bytes], tail_idx: np.ndarray) -> bytes:
         """The same text record by record (formats vprintf cannot do)."""
@@ -683,7 +724,7 @@ class PageOwner:
                 raise UsageError(f"this kernel's page_owner records have no {key}")
         dtype = np.dtype([(key, self.dtype[key] if key in self.has else np.int64) for key in keys])
         parts = []
-        for b in self.batches(ALLOCATED, lo, hi, node=node, debugfs=True):
+        for b in self.batches(ALLOCATED, lo, hi, node=node, debugfs=True, need_page=False):
             good = b.corrupt == 0
             if not good.all():
                 self.corrupt_records += int((~good).sum())

@@ -250,7 +250,7 @@ def build(pic: Picture) -> drgn.Program:
         highest = max(pic.sections, default=0)
         const("__highest_present_section_nr", highest)
         ms_ptr = var("mem_section", prog.pointer_type(prog.pointer_type(ms_t)))
-        roots = img.alloc(8 * (highest // spr + 1))
+        roots = img.alloc(8 * nr_roots)  # SPARSEMEM_EXTREME allocates every root pointer
         img.u64(ms_ptr, roots)
         root_addr: dict[int, int] = {}
         for nr in sorted(pic.sections):
