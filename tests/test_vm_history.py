@@ -366,3 +366,14 @@ def test_owner_parquet_holds_what_csv_prints(hist, tmp_path):
             elif c == "corrupt":
                 got = ";".join(got)
             assert ("" if got is None else str(got)) == v, (c, r["pfn"], got, v)
+
+
+def test_watch_wants_a_live_kernel(hist):
+    """A vmcore never changes: watch says so in one line (exit 2), and --pause
+    goes with --qemu only; nothing is written."""
+    out = WORK / "never"
+    for extra in ((), ("--pause", str(WORK / "vm" / "ctl.sock"))):
+        proc = inspect("watch", hist["a"]["core"], "-s", hist["vmlinux"], "--count", "2", "-o", str(out), *extra,
+                       check_rc=2)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "live kernel" in proc.stderr, proc.stderr
+    assert not out.exists() or not list(out.iterdir())
