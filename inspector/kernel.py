@@ -40,14 +40,20 @@ def obj(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Option
 
 
 def value(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[int]:
-    """The integer value of ``name``, or None when absent, optimized out or unreadable."""
+    """The integer value of ``name``, or None when absent, optimized out or
+    unreadable -- or on a page the core does not hold (drgn reads zeros there)."""
     o = obj(prog, name, filename)
     if o is None or o.absent_:
         return None
     try:
-        return o.value_()
+        v = o.value_()
     except (drgn.FaultError, drgn.ObjectAbsentError, TypeError, ValueError):
         return None
+    if o.address_ is not None and "pageext_presence" in prog.cache:
+        from .reader import present
+        if not present(prog, o.address_, max(1, drgn.sizeof(o.type_))):
+            return None
+    return v
 
 
 def address(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[int]:

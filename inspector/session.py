@@ -124,7 +124,7 @@ class PageExt:
     @cached_property
     def memory(self):
         """The :class:`~inspector.verify.Memory` probe of this target."""
-        return memory_probe(self.prog, self.layout, self.presence)
+        return memory_probe(self.prog, self.layout, self.presence, self.missing)
 
     @cached_property
     def checks(self) -> list[Check]:

@@ -256,6 +256,9 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
         if head[:4] == b"\x7fELF" and kind == "vmcore":
             from .reader import elf_presence
             presence = elf_presence(shown, prog["PAGE_SIZE"].value_() if _has(prog, "PAGE_SIZE") else 4096)
+            if presence is not None:
+                # Every bulk read (inspector.reader) takes pages the core lacks as holes.
+                prog.cache["pageext_presence"] = presence
     _load_debug_info(prog, vmlinux, shown)
     _check_i386_translation(prog, kind)
     return Target(kind, shown, prog, presence)

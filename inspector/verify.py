@@ -308,21 +308,28 @@ def suspect_tables(layout: Layout, checks: list[Check]) -> set[tuple[str, int]]:
 
 # -- the probe of a real (or synthetic) kernel -------------------------------------------------------
 
-def memory_probe(prog: drgn.Program, layout: Layout, presence=None) -> Memory:
+def memory_probe(prog: drgn.Program, layout: Layout, presence=None, missing=None) -> Memory:
     """A Memory that reads the target (reads only, never writes).
 
     ``presence`` (a :class:`inspector.reader.Presence`) answers the
-    ``readable`` check from the core's own page list where the core has one."""
+    ``readable`` check from the core's own page list where the core has one.
+    A struct page that cannot be read (or that the core does not hold) is
+    recorded in ``missing`` (an :class:`inspector.model.Missing`)."""
     from drgn.helpers.linux.mm import pfn_to_page
 
     from . import kernel as k
-    from .reader import read_or_holes, unknown_items
+    from .reader import present, read_or_holes, unknown_items
 
     def page_allocated(pfn: int) -> Optional[bool]:
         try:
-            return pfn_to_page(prog, pfn)._refcount.counter.value_() > 0
-        except (drgn.FaultError, LookupError, AttributeError, ValueError):
-            return None
+            ref = pfn_to_page(prog, pfn)._refcount.counter
+            if present(prog, ref.address_, drgn.sizeof(ref)):
+                return ref.value_() > 0
+        except (drgn.FaultError, LookupError, AttributeError, ValueError, OverflowError):
+            pass
+        if missing is not None:
+            missing.memmap.add(pfn, pfn + 1)
+        return None
 
     def unreadable(t: Table) -> PfnRanges:
         if presence is not None and t.table_mem == "direct" and t.table_pfn is not None:

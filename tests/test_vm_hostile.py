@@ -1,0 +1,186 @@
+"""Issue 11's damaged dumps, crafted into the bytes of a real core.
+
+One boot of the 6.1 test kernel (512 MiB, 2 nodes, page_owner and
+page_table_check on) is paused and dumped as ELF; each test damages a working
+copy (tests/coremut.py: at the physical addresses drgn's own page-table walk
+gives for the structure) and undoes it afterwards.  "Gone" pages fault when
+read; "zeros" pages are file-less segment tails, which drgn reads as zeros --
+what makedumpfile's ELF output does with the pages it excludes.  Every
+expectation is about what the damage took: the pfns whose entries, struct
+pages or stack records lay there, from the clean core's layout.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import drgn
+import pytest
+
+import coremut
+from conftest import CLIENTS_ON
+from testvm import TestVM
+
+pytestmark = pytest.mark.vm
+
+WORK = Path(tempfile.gettempdir()) / "pageext-hostile"
+EXE = str(Path(sys.executable).parent / "pageext-inspect")
+WORKLOAD = ("dd if=/dev/zero of=/tmp/fill bs=1M count=24 2>/dev/null; "
+            "i=0; while [ $i -lt 200 ]; do echo $i > /tmp/f.$i; i=$((i+1)); done")
+
+
+class Core:
+    """The clean dump, a working copy, and what lies where in it."""
+
+    def __init__(self, clean: str, vmlinux: str, kernel_dir: Path):
+        self.clean, self.vmlinux, self.kernel_dir = clean, vmlinux, kernel_dir
+        self.pristine = str(WORK / "pristine.elf")
+        coremut.with_spare_phdrs(clean, self.pristine)
+        self.path = str(WORK / "work.elf")
+        shutil.copyfile(self.pristine, self.path)
+        self.elf = coremut.Elf(self.pristine)
+        self.records = {d["pfn"]: d for d in self.json("owner", "--json", "--all")[0]}
+        handles = {r["handle"] for r in self.records.values()} | \
+                  {r["free_handle"] for r in self.records.values() if r["free_handle"]}
+        self.marks = coremut.Landmarks(clean, vmlinux, handles)
+        self.prog = self.marks.prog
+        self.mm = self.prog["init_mm"].address_of_()
+
+    def run(self, *args: str, vmlinux: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([EXE, args[0], self.path, "-s", vmlinux or self.vmlinux, "--no-progress", *args[1:]],
+                              capture_output=True, text=True, timeout=600)
+
+    def json(self, *args: str, rc: int = 0) -> tuple[list[dict], dict]:
+        """owner --json: (records, missing)."""
+        p = self.run(*args)
+        assert p.returncode == rc, (p.returncode, p.stderr)
+        docs = [json.loads(line) for line in p.stdout.splitlines()]
+        assert "missing" in docs[-1] and "pfn" not in docs[-1]
+        return docs[:-1], docs[-1]["missing"]
+
+    def phys(self, virt: int) -> int:
+        from drgn.helpers.linux.mm import follow_phys
+        return follow_phys(self.mm, virt).value_()
+
+    def var_phys(self, name: str, file: str | None = None) -> int:
+        o = self.prog.object(name, drgn.FindObjectFlags.VARIABLE, file) if file else self.prog[name]
+        return self.phys(o.address_)
+
+    @contextmanager
+    def damaged(self, patches):
+        undo = coremut.apply(self.path, patches, self.pristine)
+        try:
+            yield self
+        finally:
+            coremut.revert(self.path, undo, self.pristine)
+
+
+@pytest.fixture(scope="module")
+def core(kernel_dir):
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    with TestVM(kernel_dir, mem_mb=512, numa=2, cmdline=CLIENTS_ON, workdir=str(WORK / "vm")) as vm:
+        vm.run(WORKLOAD).check()
+        vm.pause()
+        clean = vm.dump(str(WORK / "clean.elf"), "elf")
+    return Core(clean, str(kernel_dir / "vmlinux"), kernel_dir)
+
+
+def partial_lines(proc) -> list[str]:
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("pageext-inspect: partial:")]
+
+
+def one_line(proc, rc: int) -> str:
+    assert proc.returncode == rc, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def table_page(core: Core, index: int = 1) -> tuple[int, range]:
+    """(physical address, pfns whose entries lie on it) of the 4 KiB page inside a
+    table that holds the entry of one of its records (the middle one)."""
+    s, e, first = core.marks.tables[index]
+    esz = core.marks.entry_size
+    inside = sorted(p for p in core.records if first <= p < first + (e - s) // esz)
+    pfn = inside[len(inside) // 2]
+    a = (s + (pfn - first) * esz) // coremut.PAGE * coremut.PAGE
+    lo = (a - s) // esz
+    hi = (a + coremut.PAGE - 1 - s) // esz
+    return a, range(first + lo, first + hi + 1)
+
+
+# -- one missing 4 KiB page inside a page_ext table -------------------------------------------------
+
+# -- a missing memmap (makedumpfile -e) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+def test_missing_memmap(core, zeros):
+    s, e, first = core.marks.memmap[0]
+    a = s + 5 * coremut.PAGE
+    per = coremut.PAGE // core.marks.page_struct
+    lost = range(first + 5 * per, first + 6 * per)
+    with core.damaged(core.elf.hole(a, a + coremut.PAGE, zeros=zeros)):
+        recs, missing = core.json("owner", "--json", "--all", rc=3)
+        assert missing["memmap"] == [[lost[0], lost[-1]]] and missing["page_ext"] == []
+        # page_owner's own data is all there: every record, its memcg unknown where its page is.
+        assert {r["pfn"] for r in recs} == set(core.records)
+        deb = core.run("owner", "--format", "debugfs")
+        assert deb.returncode == 3 and partial_lines(deb)
+        top = core.run("top")
+        assert top.returncode == 3 and top.stdout.strip(), "top printed nothing"
+        tc = core.run("table-check")
+        assert tc.returncode == 3 and f"{len(lost)} pages not compared (struct page unreadable)" in tc.stdout
+
+
+@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+def test_missing_struct_page_of_a_tables_last_page(core, zeros):
+    """extent asks whether a table's last page is allocated: unknown, never "ok" (nor "fail" on zeros)."""
+    t = core.marks.table_list[0]
+    last = core.phys(t.address + t.bytes - 1) // coremut.PAGE
+    s, e, first = next(m for m in core.marks.memmap if m[2] <= last < m[2] + (m[1] - m[0]) // core.marks.page_struct)
+    a = (s + (last - first) * core.marks.page_struct) // coremut.PAGE * coremut.PAGE
+    with core.damaged(core.elf.hole(a, a + coremut.PAGE, zeros=zeros)):
+        p = core.run("inspect", "--json")
+        doc = json.loads(p.stdout)
+        checks = {c["name"]: c for c in doc["checks"]}
+        assert checks["extent"]["status"] == "unknown", checks["extent"]
+        assert p.returncode == 3 and partial_lines(p)
+        assert any(lo <= last <= hi for lo, hi in doc["missing"]["memmap"])
+
+
+# -- stack depot ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+def test_missing_stack_depot_pool_is_missing_not_invalid(core, zeros):
+    s, e, index = core.marks.pools[1]
+    on_pool = {h for a, b, h in core.marks.depot if s <= a < e}
+    assert on_pool
+    with core.damaged(core.elf.hole(s, e, zeros=zeros)):
+        recs, missing = core.json("owner", "--json", "--all", rc=3)
+        assert on_pool <= set(missing["stack_handles"])
+        assert set(missing["stack_handles"]) <= on_pool, "handles of other pools reported missing"
+        p = core.run("owner", "--json", "--all")
+        assert "invalid" not in p.stderr
+        for r in recs:
+            if r["handle"] in on_pool:
+                assert r["alloc_stack"] is None
+        top = core.run("top")
+        assert top.returncode == 3 and "invalid" not in top.stderr
+        assert any("stack depot record(s) unreadable" in ln for ln in partial_lines(top))
+        assert any("record(s) known to exist could not be shown" in ln for ln in partial_lines(top))
+
+
+# -- garbage as fact: a table aimed at .rodata ----------------------------------------------------------
+
+# -- kernel counts and lists gone wrong ------------------------------------------------------------------
+
+# -- which vmlinux -----------------------------------------------------------------------------------------
