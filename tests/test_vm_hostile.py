@@ -120,6 +120,38 @@ def table_page(core: Core, index: int = 1) -> tuple[int, range]:
 
 # -- one missing 4 KiB page inside a page_ext table -------------------------------------------------
 
+@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+def test_one_missing_table_page(core, zeros):
+    a, lost = table_page(core)
+    clean_tc = json.loads(core.run("table-check", "--json").stdout)
+    with core.damaged(core.elf.hole(a, a + coremut.PAGE, zeros=zeros)):
+        # inspect: readable is unknown (never "ok"), the answer partial.
+        p = core.run("inspect", "--json")
+        assert p.returncode == 3, p.stderr
+        doc = json.loads(p.stdout)
+        checks = {c["name"]: c["status"] for c in doc["checks"]}
+        assert checks["readable"] == "unknown" and checks["bias"] == checks["extent"] == "ok"
+        assert doc["missing"]["page_ext"] == [[lost[0], lost[-1]]]
+        assert partial_lines(p)
+        # owner: exactly that page's entries are lost, and said so; every other record as before.
+        recs, missing = core.json("owner", "--json", "--all", rc=3)
+        assert missing["page_ext"] == [[lost[0], lost[-1]]]
+        got = {r["pfn"]: r for r in recs}
+        assert not set(got) & set(lost)
+        assert {p_: r for p_, r in core.records.items() if p_ not in lost} == got
+        assert any(p_ in lost for p_ in core.records), "the damaged page held no record: pick another"
+        # top and table-check lose only those entries, and say so.
+        top = core.run("top", "--by", "pid", "--json")
+        assert top.returncode == 3 and json.loads(top.stdout)["missing"]["page_ext"] == [[lost[0], lost[-1]]]
+        tc = core.run("table-check", "--json")
+        assert tc.returncode == 3 and partial_lines(tc)
+        assert json.loads(tc.stdout)["pages"] == clean_tc["pages"] - len(lost)
+        # validate: the layout agrees, but not silently: partial, and it says where it could read.
+        v = core.run("validate")
+        assert v.returncode == 3 and partial_lines(v)
+        assert "agrees: " not in v.stdout and "agrees where the target could be read" in v.stdout
+
+
 # -- a missing memmap (makedumpfile -e) -------------------------------------------------------------------
 
 @pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
