@@ -211,6 +211,25 @@ def test_missing_stack_depot_pool_is_missing_not_invalid(core, zeros):
         assert any("record(s) known to exist could not be shown" in ln for ln in partial_lines(top))
 
 
+def test_top_counts_records_with_invalid_handles(core):
+    """A corrupt handle: top says how many records carry it -- never "0 record(s) with invalid stack handles"."""
+    clean = core.run("top")
+    assert clean.returncode == 0 and clean.stderr == ""
+    from inspector import PageExt
+    allocated = sorted(p_ for p_, r in core.records.items() if r["state"] == "allocated" and r["order"] == 0)
+    pfn = allocated[len(allocated) // 2]
+    t = next(t for t in core.marks.table_list if t.start_pfn <= pfn < t.end_pfn)
+    owner_off = PageExt(core.prog).layout.client("page_owner").offset
+    handle_off = drgn.offsetof(core.prog.type("struct page_owner"), "handle")
+    virt = t.address + (pfn - t.start_pfn) * core.marks.entry_size + owner_off + handle_off
+    with core.damaged(core.elf.flip(core.phys(virt), struct.pack("<I", 0xFFFFFFFF))):
+        for args in (("top",), ("top", "--json"), ("owner", "--json"), ("owner",), ("owner", "--format", "csv")):
+            p = core.run(*args)
+            assert p.returncode == 1, (args, p.stderr)
+            assert "0 record(s) with invalid" not in p.stderr
+            assert "1 record(s) with invalid stack handles (1 distinct handle(s))" in p.stderr, (args, p.stderr)
+
+
 # -- garbage as fact: a table aimed at .rodata ----------------------------------------------------------
 
 # -- kernel counts and lists gone wrong ------------------------------------------------------------------

@@ -672,6 +672,8 @@ class PageOwner:
             if not len(b):
                 continue
             keys, npages, nallocs = self._group(b, by)
+            if by == "stack":
+                _count_invalid(self, b)
             for key, pg, al in zip(keys, npages, nallocs):
                 if key is None:
                     self.session.missing.records_hidden += al
@@ -759,8 +761,22 @@ def _owner_notes(ctx: Context, po: PageOwner) -> None:
                  "their memcg lines are left out")
     n = len(po.depot.invalid)
     if n:
-        ctx.note(f"{po.invalid_records} record(s) with invalid stack handles ({n} distinct handle(s))")
+        if po.invalid_records:
+            ctx.note(f"{po.invalid_records} record(s) with invalid stack handles ({n} distinct handle(s))")
+        else:  # handles met outside the records (show_stacks' list)
+            ctx.note(f"{n} invalid stack handle(s)")
         ctx.corrupt += n
+
+
+def _count_invalid(po: PageOwner, b: Batch, free: bool = False) -> None:
+    """Count the records of a decoded batch whose stack handle (or, with
+    ``free``, free stack handle) the depot found invalid."""
+    if po.depot.invalid:
+        invalid = np.fromiter(po.depot.invalid, dtype=np.uint64)
+        bad = np.isin(b.e["handle"], invalid)
+        if free and "free_handle" in po.has:
+            bad |= np.isin(b.e["free_handle"], invalid)
+        po.invalid_records += int(bad.sum())
 
 
 def _corrupt_note(ctx: Context, count: int) -> None:
@@ -811,7 +827,7 @@ def run_owner(ctx: Context) -> int:
         if a.as_json:
             ctx.write_bytes(po.json_bytes(b))
         elif fmt == "debugfs":
-            ctx.write_bytes(po.debugfs_bytes(b, raw=not ctx.tty))
+            ctx.write_bytes(po.debugfs_bytes(b, raw=not ctx.tty))  # counts its invalid handles itself
         elif writer is not None:
             for r in po.batch_records(b):
                 d = po.record_dict(r)
@@ -820,6 +836,8 @@ def run_owner(ctx: Context) -> int:
                 writer.writerow([("" if d[c] is None else d[c]) for c in CSV_COLUMNS])
         else:
             ctx.write("".join(po.text(r) for r in po.batch_records(b)))
+        if a.as_json or fmt != "debugfs":
+            _count_invalid(po, b, free=True)
     if a.as_json:
         ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
     _owner_notes(ctx, po)
