@@ -158,6 +158,16 @@ def finish(ctx: Context, status: int) -> int:
     """Print the notes and what is missing; the final exit status."""
     for line in ctx.notes:
         ctx.err.write(f"pageext-inspect: {line}\n")
+    forced = sorted(getattr(ctx.session, "forced", ()) or (), key=str)
+    if forced:
+        from .model import FAIL
+        where = ", ".join(f"{kind} {n}" for kind, n in forced[:6]) + (" ..." if len(forced) > 6 else "")
+        why = "; ".join(f"check {c.name} failed" for c in ctx.session.checks
+                        if c.status == FAIL and c.name in ("bias", "extent", "clients"))
+        ctx.err.write(f"pageext-inspect: warning: --force decoded {len(forced)} suspect table(s) ({where}; {why}): "
+                      "what they hold may be garbage\n")
+        if status == EXIT_OK:
+            status = EXIT_FAIL
     missing = ctx.session.missing if ctx.session is not None else None
     if missing:
         for line in missing.lines():

@@ -89,6 +89,7 @@ class PageExt:
         self.presence = getattr(target, "presence", None) or prog.cache.get("pageext_presence")
         self._decoders: dict[str, Any] = {}
         self._suspects: Optional[set] = None
+        self.forced: set = set()  # keys of suspect tables decoded anyway (force)
         self._page_struct_size: Optional[int] = None
         if layout is not None:
             self.__dict__["geometry"] = layout
@@ -290,6 +291,8 @@ class PageExt:
             suspect = t.key in suspects
             if suspect and not self.force:
                 continue
+            if suspect:
+                self.forced.add(t.key)
             for c in range(a, b, CHUNK_PAGES):
                 d = min(b, c + CHUNK_PAGES)
                 if esz == 0:
@@ -322,3 +325,4 @@ class PageExt:
         self.missing = Missing()
         self._decoders.clear()
         self._suspects = None
+        self.forced = set()

@@ -232,6 +232,34 @@ def test_top_counts_records_with_invalid_handles(core):
 
 # -- garbage as fact: a table aimed at .rodata ----------------------------------------------------------
 
+def test_table_aimed_at_rodata(core):
+    ro = core.prog.symbol("__start_rodata").address
+    nr, first = 1, core.marks.tables[1][2]
+    ms = next(a for a, b, n in core.marks.mem_section if n == nr)
+    off = drgn.offsetof(core.prog.type("struct mem_section"), "page_ext")
+    stored = (ro - core.marks.entry_size * first) & (2 ** 64 - 1)
+    with core.damaged(core.elf.flip(ms + off, struct.pack("<Q", stored))):
+        p = core.run("inspect", "--json")
+        assert p.returncode == 1
+        bias = {c["name"]: c for c in json.loads(p.stdout)["checks"]}["bias"]
+        assert bias["status"] == "fail" and f"section {nr}" in bias["detail"]
+        for args in (("owner",), ("owner", "--json"), ("top",), ("table-check",)):
+            line = one_line(core.run(*args), 1)
+            assert "check bias failed" in line and "--force" in line, line
+        p = core.run("owner", "--json", "--all", "--force")
+        assert p.returncode == 1
+        warn = [ln for ln in p.stderr.splitlines() if "--force decoded" in ln]
+        assert warn and f"section {nr}" in warn[0] and "check bias failed" in warn[0], p.stderr
+        recs = [json.loads(line) for line in p.stdout.splitlines()][:-1]
+        span = range(first, first + core.marks.section_pages)
+        assert all(r["suspect"] == (r["pfn"] in span) for r in recs)
+        assert any(r["suspect"] for r in recs)
+        assert {r["pfn"]: dict(r, suspect=False) for r in recs if r["pfn"] not in span} == \
+            {p_: dict(r, suspect=False) for p_, r in core.records.items() if p_ not in span}
+        text = core.run("owner", "--all", "--force")
+        assert "SUSPECT: decoded with --force" in text.stdout and text.returncode == 1
+
+
 # -- kernel counts and lists gone wrong ------------------------------------------------------------------
 
 # -- which vmlinux -----------------------------------------------------------------------------------------

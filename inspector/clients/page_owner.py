@@ -109,6 +109,7 @@ class Record:
     pageblock_mt: Optional[int]
     memcg_data: int = 0
     corrupt: tuple = ()
+    suspect: bool = False  # from a table a failed decode check points at (decoded with --force)
 
 
 class PageOwner:
@@ -398,7 +399,7 @@ class PageOwner:
                          v["free_handle"], v["last_migrate_reason"], v["ts_nsec"], v["free_ts_nsec"], v["pid"],
                          v["tgid"], v["comm"], v["free_pid"], v["free_tgid"], pflags[i],
                          None if mt[i] < 0 else mt[i], memcg[i] or 0,
-                         tuple(n for bit, n in CORRUPT_NAMES.items() if bad[i] & bit))
+                         tuple(n for bit, n in CORRUPT_NAMES.items() if bad[i] & bit), b.suspect)
 
     def record_at(self, pfn: int) -> Record:
         """The record of one pfn (tail pages included).
@@ -580,6 +581,7 @@ class PageOwner:
             "free_stack": self.stack_lines(r.free_handle),
             "memcg": self.memcg_name(r.memcg_data),
             "corrupt": list(r.corrupt),
+            "suspect": r.suspect,
         }
 
     def json_bytes(self, b: Batch) -> bytes:
@@ -629,7 +631,8 @@ class PageOwner:
         else:
             pieces.append(null)
         pieces += [b', "corrupt": ',
-                   lookup(b.corrupt, lambda v: [name for bit, name in CORRUPT_NAMES.items() if v & bit]), b"}\n"]
+                   lookup(b.corrupt, lambda v: [name for bit, name in CORRUPT_NAMES.items() if v & bit]),
+                   b', "suspect": true}\n' if b.suspect else b', "suspect": false}\n']
         return render(pieces, n)
 
     def text(self, r: Record) -> str:
@@ -650,6 +653,8 @@ class PageOwner:
         lines = [head, "  " + ", ".join(who)] if who else [head]
         if r.corrupt:
             lines.append("  CORRUPT: " + ", ".join(f"{c} beyond what the kernel can hold" for c in r.corrupt))
+        if r.suspect:
+            lines.append("  SUSPECT: decoded with --force from a table a failed check points at")
         if d["memcg"] is not None:
             lines.append(f"  memcg: {d['memcg']}")
         if d["last_migrate_reason"]:
@@ -752,7 +757,8 @@ TOP_KEYS = ("stack", "pid", "tgid", "comm", "gfp", "order", "migratetype", "node
 TOP_FORMATS = ("text", "page_owner_sort", "show_stacks", "handles")
 CSV_COLUMNS = ("pfn", "state", "order", "gfp_mask", "gfp_flags", "migratetype", "pageblock_migratetype",
                "pid", "tgid", "comm", "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid",
-               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack", "memcg", "corrupt")
+               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack", "memcg", "corrupt",
+               "suspect")
 
 
 def _owner_notes(ctx: Context, po: PageOwner) -> None:
