@@ -262,4 +262,42 @@ def test_table_aimed_at_rodata(core):
 
 # -- kernel counts and lists gone wrong ------------------------------------------------------------------
 
+def test_highest_present_section_nr_2_to_the_40(core):
+    clean = json.loads(core.run("inspect", "--json").stdout)
+    with core.damaged(core.elf.flip(core.var_phys("__highest_present_section_nr"), struct.pack("<Q", 2 ** 40))):
+        p = core.run("inspect", "--json")
+        doc = json.loads(p.stdout)
+        assert doc["tables"] == clean["tables"]
+        assert any("__highest_present_section_nr is 1099511627776" in n for n in doc["missing"]["other"])
+        assert p.returncode == 3
+
+
+@pytest.mark.parametrize("which", ["devices", "buses"])
+def test_cycle_in_memory_subsys(core, which):
+    from drgn.helpers.linux.list import list_for_each
+    prog = core.prog
+    clean = json.loads(core.run("inspect", "--json").stdout)
+    if which == "devices":
+        from drgn.helpers.linux.device import bus_to_subsys
+        sp = bus_to_subsys(prog["memory_subsys"].address_of_())
+        nodes = [n.value_() for n in list_for_each(sp.klist_devices.k_list.address_of_())]
+        patch = core.elf.flip(core.phys(nodes[-1]), struct.pack("<Q", nodes[1]))
+    else:  # the bus before memory's points back at the first: memory_subsys is never reached
+        entry = drgn.offsetof(prog.type("struct subsys_private"), "subsys.kobj.entry")
+        nodes = [n.value_() for n in list_for_each(prog["bus_kset"].list.address_of_())]
+        mem = [i for i, n in enumerate(nodes)
+               if drgn.Object(prog, "struct subsys_private *", n - entry).bus.value_()
+               == prog["memory_subsys"].address_of_().value_()][0]
+        assert mem >= 1
+        patch = core.elf.flip(core.phys(nodes[mem - 1]), struct.pack("<Q", nodes[0]))
+    with core.damaged(patch):
+        p = subprocess.run([EXE, core.path, "-s", core.vmlinux, "--json"], capture_output=True, text=True,
+                           timeout=120)
+        doc = json.loads(p.stdout)
+        assert p.returncode == 3
+        assert any("memory block list is corrupt" in n and "loops" in n for n in doc["missing"]["other"])
+        assert [(t["section"], t["address"]) for t in doc["tables"]] == \
+            [(t["section"], t["address"]) for t in clean["tables"]]
+
+
 # -- which vmlinux -----------------------------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""Issue 11's hostile inputs that need no VM: each gets one clear line, the right exit
+status, and a bounded run -- never a traceback, a hang or a huge allocation.
+
+The cases that need a real kernel's bytes (a missing table page, a missing
+memmap, a missing stack depot pool, .rodata as a table, cycles crafted into a
+real core, ...) are in tests/test_vm_hostile.py; the fuzz corpus in
+tests/test_fuzz.py.  Here: the files and sockets a user may name, the command
+line, and synthetic kernels (inspector.sim.synthetic, and the hand-made
+alloc-tag kernel of tests/test_alloc_tag_unit.py) with a corrupt count or a
+loop in a list.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import drgn
+import pytest
+
+from conftest import inspect
+from inspector import PageExt
+from inspector.sim import scenarios
+from inspector.sim.synthetic import build, picture
+from inspector.sim.variants import get
+from inspector.target import QMP_TIMEOUT
+
+EXE = str(Path(sys.executable).parent / "pageext-inspect")
+
+
+def one_line(proc, rc: int = 2) -> str:
+    """The single stderr line of a refused run (exit ``rc``, nothing on stdout)."""
+    assert proc.returncode == rc, (proc.returncode, proc.stderr, proc.stdout[-500:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert lines[0].startswith("pageext-inspect: error: ")
+    return lines[0]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+# -- files that are not vmcores ---------------------------------------------------------------------
+
+# -- ELF headers --------------------------------------------------------------------------------------
+
+# -- the command line -----------------------------------------------------------------------------------
+
+# -- synthetic kernels with corrupt counts and loops ------------------------------------------------------
+
+def _synthetic(scenario: str = "hot-add-online", variant: str = "v6.1"):
+    res = scenarios.run(scenarios.load(scenario), variant)
+    return picture(res, get(variant))
+
+
+def _overlay(prog: drgn.Program, address: int, data: bytes) -> None:
+    """Bytes over the synthetic image (a later segment takes precedence)."""
+    prog.add_memory_segment(address, len(data), lambda a, c, o, p: data[o:o + c])
+
+
+class Bound:
+    """A wall-clock bound on an in-process run (SIGALRM), and its peak Python allocation."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def boom(*_):
+            raise TimeoutError(f"not done within {self.seconds} s")
+        self.old = signal.signal(signal.SIGALRM, boom)
+        signal.alarm(self.seconds)
+        tracemalloc.start()
+        self.t = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+        self.peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        self.took = time.monotonic() - self.t
+
+
+def test_highest_present_section_nr_beyond_nr_mem_sections():
+    prog = build(_synthetic())
+    var = prog["__highest_present_section_nr"]
+    clean = PageExt(build(_synthetic())).layout
+    # The synthetic's objects are values: overlay a variable at a new address.
+    addr = 0xFFFFFFFF83F00000
+    _overlay(prog, addr, struct.pack("<Q", 2 ** 40))
+    prog.register_object_finder("hostile", lambda p, name, flags, fn: drgn.Object(p, var.type_, address=addr)
+                                if name == "__highest_present_section_nr" else None, enable_index=0)
+    assert prog["__highest_present_section_nr"].value_() == 2 ** 40
+    with Bound(60) as b:
+        pe = PageExt(prog)
+        lay, checks = pe.layout, pe.checks
+    assert b.took < 30 and b.peak < 256 << 20, (b.took, b.peak)
+    assert [t.to_json() for t in lay.tables] == [t.to_json() for t in clean.tables]
+    assert any("__highest_present_section_nr is 1099511627776" in n for n in pe.missing.other)
+
+
+def _memory_block_lists(prog):
+    """(bus list head, [bus nodes]), (device list head, [device nodes]) of a synthetic kernel."""
+    from drgn.helpers.linux.list import list_for_each
+    bus_head = prog["bus_kset"].list.address_of_()
+    buses = [n.value_() for n in list_for_each(bus_head)]
+    sp_t = prog.type("struct subsys_private")
+    sp = drgn.Object(prog, prog.pointer_type(sp_t), buses[0] - drgn.offsetof(sp_t, "subsys.kobj.entry"))
+    dev_head = sp.klist_devices.k_list.address_of_()
+    devs = [n.value_() for n in list_for_each(dev_head)]
+    return (bus_head.value_(), buses), (dev_head.value_(), devs)
+
+
+@pytest.mark.parametrize("which", ["devices", "buses"])
+def test_a_cycle_in_memory_subsys_lists_ends_the_walk(which):
+    prog = build(_synthetic())
+    clean = PageExt(build(_synthetic())).layout
+    (bh, buses), (dh, devs) = _memory_block_lists(prog)
+    assert len(devs) >= 2
+    if which == "devices":  # the last device points back at the second: a loop that never reaches the head
+        _overlay(prog, devs[-1], struct.pack("<Q", devs[1]))
+    else:  # the list of buses leads into a bus that points at itself: memory_subsys is never found
+        fake = 0xFFFFFFFF83F00000  # a struct subsys_private of zeros whose kobj.entry.next is itself
+        entry = drgn.offsetof(prog.type("struct subsys_private"), "subsys.kobj.entry")
+        _overlay(prog, fake, bytes(entry) + struct.pack("<Q", fake + entry) + bytes(64))
+        _overlay(prog, bh, struct.pack("<Q", fake + entry))
+    with Bound(60) as b:
+        pe = PageExt(prog)
+        lay = pe.layout
+    assert b.took < 30
+    assert any("memory block list is corrupt" in n and "loops" in n for n in pe.missing.other), pe.missing.other
+    # The tables do not depend on the block list: the same, only their block numbers may be unknown.
+    assert [(t.section, t.start_pfn, t.address) for t in lay.tables] == \
+        [(t.section, t.start_pfn, t.address) for t in clean.tables]
