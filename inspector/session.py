@@ -37,7 +37,7 @@ from .errors import ClientError, NoPageExtError, VerificationError
 from .model import FAIL, Check, Geometry, Layout, Missing, Table
 from .reader import read_or_holes, unknown_items
 from .verify import DECODE_CHECKS, memory_probe, suspect_tables, verify
-from .walk import entry_address, spans, table_for, walk
+from .walk import GIVE_UP_CHUNKS, entry_address, readable_end, spans, table_for, walk
 
 # Entries per chunk: one x86-64 section (128 MiB of 4 KiB pages); a FLATMEM
 # node's table is cut into pieces of this size.
@@ -282,7 +282,15 @@ class PageExt:
         Tables a failed decode check points at are skipped, or (with
         ``force``) yielded with ``suspect`` set."""
         self.require_decodable()
-        work = list(spans(self.layout, lo, hi, node))
+        max_pfn = k.value(self.prog, "max_pfn")
+        work = []
+        for t, a, b in spans(self.layout, lo, hi, node):
+            end = readable_end(self.layout, t, max_pfn)
+            if end < b:  # a FLATMEM span beyond max_pfn: corrupt (extent fails it), not read
+                self.missing.note(f"node {t.node}'s table claims pfns up to {t.end_pfn - 1:#x}, beyond max_pfn: "
+                                  f"entries past {end - 1:#x} not read")
+            if a < min(b, end):
+                work.append((t, a, min(b, end)))
         total = sum(-(-(b - a) // CHUNK_PAGES) for _, a, b in work)
         advance = self.progress(label, total) if total > 4 else (lambda n: None)
         suspects = self.suspects
@@ -293,12 +301,17 @@ class PageExt:
                 continue
             if suspect:
                 self.forced.add(t.key)
+            failed = 0
             for c in range(a, b, CHUNK_PAGES):
                 d = min(b, c + CHUNK_PAGES)
+                if failed >= GIVE_UP_CHUNKS:  # a table that reads nowhere: the rest is unknown, unread
+                    self.missing.page_ext.add(c, b)
+                    break
                 if esz == 0:
                     raw, lost = b"", []
                 else:
                     raw, lost = self.read_entries(t, c, d)
+                    failed = failed + 1 if lost == [(0, d - c)] else 0
                 mm, mm_lost = self.read_memmap(c, d) if memmap else (None, [])
                 yield Chunk(t, c, d, raw, lost, mm, mm_lost, suspect)
                 advance(1)

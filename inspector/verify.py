@@ -342,15 +342,24 @@ def memory_probe(prog: drgn.Program, layout: Layout, presence=None, missing=None
                 hi = -(-((b - first) * layout.page_size) // layout.entry_size)
                 out.add(t.start_pfn + lo, t.start_pfn + min(hi, t.nr_pages))
             return out
+        from .walk import GIVE_UP_CHUNKS, readable_end
         out = PfnRanges()
         chunk = 1 << 15
-        for i in range(0, t.nr_pages, chunk):
-            n = min(chunk, t.nr_pages - i)
+        end = readable_end(layout, t, max_pfn) - t.start_pfn
+        failed = 0
+        for i in range(0, end, chunk):
+            n = min(chunk, end - i)
+            if failed >= GIVE_UP_CHUNKS:
+                out.add(t.start_pfn + i, t.start_pfn + end)
+                break
             _, holes = read_or_holes(prog, t.address + i * layout.entry_size, n * layout.entry_size)
-            for a, b in unknown_items(holes, layout.entry_size, n):
+            lost = unknown_items(holes, layout.entry_size, n)
+            failed = failed + 1 if lost == [(0, n)] else 0
+            for a, b in lost:
                 out.add(t.start_pfn + i + a, t.start_pfn + i + b)
         return out
 
+    max_pfn = k.value(prog, "max_pfn")
     capacity = None
     max_possible = k.value(prog, "max_possible_pfn")
     if layout.section_pages and max_possible is not None:

@@ -423,6 +423,23 @@ def walk(prog: drgn.Program, geo: Geometry, missing: Optional[Missing] = None,
     return layout
 
 
+# A table whose reads fail for this many chunks in a row is not probed further:
+# the rest of it is taken as unreadable (a corrupt span costs no more than this).
+GIVE_UP_CHUNKS = 16
+
+
+def readable_end(layout: Layout, t: Table, max_pfn: Optional[int]) -> int:
+    """The end pfn of ``t``'s entries worth reading: every entry of a
+    section's table; a FLATMEM node's up to max_pfn plus its MAX_ORDER slack
+    (a longer span is corrupt, and the extent check fails it)."""
+    if layout.section_pages is not None:
+        return t.end_pfn
+    if max_pfn is None:
+        return min(t.end_pfn, t.start_pfn + (1 << 32))
+    slack = 2 * (layout.max_order_nr_pages or 1)
+    return max(t.start_pfn, min(t.end_pfn, max_pfn + slack))
+
+
 def table_for(layout: Layout, pfn: int) -> Optional[Table]:
     """The online table holding pfn's entry, or None (no table, or offline/invalid)."""
     for t in layout.tables:

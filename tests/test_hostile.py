@@ -143,3 +143,25 @@ def test_a_cycle_in_memory_subsys_lists_ends_the_walk(which):
     # The tables do not depend on the block list: the same, only their block numbers may be unknown.
     assert [(t.section, t.start_pfn, t.address) for t in lay.tables] == \
         [(t.section, t.start_pfn, t.address) for t in clean.tables]
+
+
+def test_flatmem_node_spanning_2_to_the_34_pages_is_bounded():
+    pic = _synthetic("flatmem-unaligned")
+    nid = min(pic.spans)
+    start, end = pic.spans[nid]
+    pic.max_pfn = max(e for _, e in pic.spans.values())
+    pic.spans[nid] = (start, start + 2 ** 34)
+    prog = build(pic)
+    for presence in (True, False):  # a core that lists its pages, and one whose reads must tell
+        if not presence:
+            prog.cache.pop("pageext_presence", None)
+        with Bound(120) as b:
+            pe = PageExt(prog)
+            checks = {c.name: c for c in pe.checks}
+            chunks = sum(1 for _ in PageExt(prog, force=True).chunks())
+        assert b.took < 60 and b.peak < 512 << 20, (presence, b.took, b.peak)
+        assert checks["extent"].status == "fail" and "max_pfn" in checks["extent"].detail
+        assert chunks < 1000
+        with pytest.raises(Exception) as e:  # a decode refuses (exit 1) without --force
+            list(pe.chunks())
+        assert "check extent failed" in str(e.value)
