@@ -165,3 +165,16 @@ def test_flatmem_node_spanning_2_to_the_34_pages_is_bounded():
         with pytest.raises(Exception) as e:  # a decode refuses (exit 1) without --force
             list(pe.chunks())
         assert "check extent failed" in str(e.value)
+
+
+def test_page_idle_bitmap_zero_runs_are_bounded():
+    """The bitmap's zero runs (pfns without page_ext) come in pieces, never max_pfn / 8 bytes at once."""
+    from inspector.clients.page_idle import _zeros
+    with Bound(30) as b:
+        total = 0
+        for piece in _zeros(1 << 34):
+            assert len(piece) <= 1 << 20
+            total += len(piece)
+            if total >= 64 << 20:
+                break
+    assert b.peak < 16 << 20
