@@ -178,3 +178,35 @@ def test_page_idle_bitmap_zero_runs_are_bounded():
             if total >= 64 << 20:
                 break
     assert b.peak < 16 << 20
+
+
+def test_alloc_tag_range_is_read_in_pieces():
+    """A tag range the kernel says is huge is not read at all; a plausible one a MiB at a time."""
+    from inspector.clients import alloc_tag
+    import test_alloc_tag_unit as unit
+    at, addrs = unit.tags()
+    at._ranges = lambda: [(unit.DATA, unit.DATA + (1 << 40), at.tag_size)]
+    assert at.catalogue() == [] and "implausible" in at.catalogue_note
+    assert alloc_tag.TAG_READ <= 1 << 20
+
+
+def test_alloc_tag_compound_head_cycle_is_not_followed():
+    """Two pages that are each other's compound head: one step, no recursion."""
+    import test_alloc_tag_unit as unit
+    at, _ = unit.tags(cycle=True)
+    with Bound(30):
+        a, b = at.at(unit.START_PFN + 30), at.at(unit.START_PFN + 31)
+    assert (a["state"], a["head_pfn"], a["tag"]) == ("none", unit.START_PFN + 31, None)
+    assert (b["state"], b["head_pfn"], b["tag"]) == ("none", unit.START_PFN + 30, None)
+    assert at.scan().entries == unit.N
+
+
+def test_alloc_tag_counters_of_an_unreadable_cpu_are_unknown_and_counted():
+    import test_alloc_tag_unit as unit
+    at, addrs = unit.tags(missing_cpu=1)
+    k = at.kernel_counters()
+    # CPU 1's share is not in the dump: no sum is claimed (CPU 0's alone of tag 1
+    # is -1 page, which no tag can have) -- the tags are unknown, and counted.
+    assert k[addrs[0]] == (None, None) and k[addrs[1]] == (None, None) and k[addrs[2]] == (None, None)
+    assert any("per-CPU counters of 3 allocation tag(s) are not all in the dump" in n
+               for n in at.session.missing.other), at.session.missing.other
