@@ -301,3 +301,17 @@ def test_cycle_in_memory_subsys(core, which):
 
 
 # -- which vmlinux -----------------------------------------------------------------------------------------
+
+def test_no_build_id_and_another_vmlinux(core, kernel612):
+    off, size = core.elf.vmcoreinfo()
+    with open(core.pristine, "rb") as f:
+        f.seek(off)
+        text = f.read(size)
+    i = text.index(b"BUILD-ID=")
+    with core.damaged([coremut.Patch(off + i, b"XUILD-ID=")]):
+        ok = core.run("inspect")
+        assert ok.returncode == 0, ok.stderr  # the right vmlinux still matches
+        line = one_line(core.run("inspect", vmlinux=str(kernel612 / "vmlinux")), 2)
+        assert "build ID differs" not in line and "the kernel is 6.1" in line and "the vmlinux is 6.12" in line
+        other = one_line(core.run("inspect", vmlinux=str(core.kernel_dir / "vmlinux-other")), 2)
+        assert "build ID differs" not in other and "no build ID" in other and "#999" in other, other
