@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from .commands import EXIT_FAIL, EXIT_USAGE, Command, Context, Opt, all_commands, finish
+from .commands import EXIT_FAIL, EXIT_PARTIAL, EXIT_USAGE, Command, Context, Opt, all_commands, finish
 
 EXIT_TEXT = """\b
 Exit status:
@@ -121,7 +121,7 @@ def _register(app: typer.Typer, cmd: Command) -> None:
 
 def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
     """Open the target, run ``cmd``, and return its exit status (printing errors)."""
-    from .errors import PageExtError, VerificationError
+    from .errors import MissingDataError, PageExtError, VerificationError
 
     args = SimpleNamespace(**kw)
     progress = _Progress() if kw.get("progress") and sys.stderr.isatty() else None
@@ -142,6 +142,10 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
         _close(progress)
         ctx.err.write(f"pageext-inspect: error: {e}\n")
         return EXIT_FAIL
+    except MissingDataError as e:
+        _close(progress)
+        ctx.err.write(f"pageext-inspect: partial: {e}\n")
+        return EXIT_PARTIAL
     except PageExtError as e:
         _close(progress)
         ctx.err.write(f"pageext-inspect: error: {e}\n")

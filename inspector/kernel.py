@@ -30,13 +30,26 @@ MAX_NUMNODES_LIMIT = 1 << 10
 
 
 def obj(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[drgn.Object]:
-    """The object ``name`` (a variable, constant or function), or None."""
+    """The object ``name`` (a variable, constant or function), or None: not in
+    this kernel, or (for the objects drgn computes from memory, such as
+    ``vmemmap``) not readable in this target."""
     try:
         if filename:
             return prog.object(name, drgn.FindObjectFlags.ANY, filename)
         return prog[name]
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, drgn.FaultError, drgn.ObjectAbsentError):
         return None
+
+
+def exists(prog: drgn.Program, name: str) -> bool:
+    """Whether the kernel has object ``name``, readable here or not."""
+    try:
+        prog[name]
+        return True
+    except (LookupError, ValueError):
+        return False
+    except (drgn.FaultError, drgn.ObjectAbsentError):
+        return True
 
 
 def value(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[int]:

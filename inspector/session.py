@@ -33,7 +33,7 @@ import drgn
 
 from . import kernel as k
 from .clients import decoder_class, registry
-from .errors import ClientError, NoPageExtError, VerificationError
+from .errors import ClientError, MissingDataError, NoPageExtError, VerificationError
 from .model import FAIL, Check, Geometry, Layout, Missing, Table
 from .reader import read_or_holes, unknown_items
 from .verify import DECODE_CHECKS, memory_probe, suspect_tables, verify
@@ -199,18 +199,26 @@ class PageExt:
         """The address of pfn's ``struct page_ext``, or NoPageExtError saying why there is none."""
         t = self.table_for(pfn)
         if t is None:
-            raise NoPageExtError(self.no_page_ext(pfn))
+            raise self._no_entry(pfn)
         return entry_address(t, pfn, self.layout.entry_size)
 
     def entry(self, pfn: int) -> bytes:
         """The bytes of pfn's entry, or NoPageExtError saying why there are none."""
         t = self.table_for(pfn)
         if t is None:
-            raise NoPageExtError(self.no_page_ext(pfn))
+            raise self._no_entry(pfn)
         raw, lost = self.read_entries(t, pfn, pfn + 1)
         if lost:
-            raise NoPageExtError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
+            raise MissingDataError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
         return raw
+
+    def _no_entry(self, pfn: int) -> NoPageExtError:
+        """Why pfn has no entry to read, as the exception to raise: missing data
+        (its mem_section entry could not be read) or no entry at all."""
+        if self.missing.page_ext.overlaps(pfn, pfn + 1):
+            return MissingDataError(f"pfn {pfn:#x}'s page_ext is unknown: what would locate it is not in the "
+                                    "dump")
+        return NoPageExtError(self.no_page_ext(pfn))
 
     def no_page_ext(self, pfn: int) -> str:
         """Why pfn has no page_ext entry, in one line."""
@@ -237,6 +245,9 @@ class PageExt:
             raise NoPageExtError(f"there is no node {node} (nodes: {', '.join(map(str, self.layout.nodes)) or 'none'})")
         if not any(spans(self.layout, lo, hi, node)):
             where = f" on node {node}" if node is not None else ""
+            if self.missing.page_ext.overlaps(lo, hi):
+                raise MissingDataError(f"no page_ext that could be read in {lo:#x}-{hi - 1:#x}{where}: "
+                                       f"{self.missing.lines()[0]}")
             raise NoPageExtError(self.no_page_ext(lo) + f"; no page_ext anywhere in {lo:#x}-{hi - 1:#x}{where}")
 
     # -- reading ---------------------------------------------------------------------------

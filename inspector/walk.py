@@ -99,8 +99,9 @@ def highest_present_section_nr(prog: drgn.Program) -> tuple[int, Optional[str]]:
 
 
 def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
-                    section_pages: int, spr: int) -> Iterator[tuple[int, int]]:
-    """(root number, address of its first struct mem_section) of allocated roots."""
+                    section_pages: int, spr: int, highest: int) -> Iterator[tuple[int, int]]:
+    """(root number, address of its first struct mem_section) of allocated roots;
+    an unreadable root pointer loses its sections up to ``highest``."""
     ms = prog["mem_section"]
     t = ms.type_.unaliased()
     if t.kind == drgn.TypeKind.ARRAY and t.type.unaliased_kind() == drgn.TypeKind.ARRAY:
@@ -116,6 +117,9 @@ def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
             base = ms.value_()
         except drgn.FaultError as e:
             raise TargetError(f"cannot read mem_section: {e}") from None
+        from .reader import present
+        if not present(prog, ms.address_, k.pointer_size(prog)):
+            raise TargetError("cannot read mem_section: the dump does not hold its page")
         if not base:
             return
     else:
@@ -127,7 +131,7 @@ def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
     fmt = "<Q" if ptr == 8 else "<I"
     for r in range(nr_roots):
         if r in bad:
-            missing.page_ext.add(r * spr * section_pages, (r + 1) * spr * section_pages)
+            missing.page_ext.add(r * spr * section_pages, min((r + 1) * spr, highest + 1) * section_pages)
             missing.note(f"mem_section root pointer {r} unreadable")
             continue
         addr, = struct.unpack_from(fmt, raw, r * ptr)
@@ -269,7 +273,7 @@ def walk_sparse(prog: drgn.Program, geo: Geometry, missing: Missing,
     ptr = k.pointer_size(prog)
     unpack = struct.Struct("<Q" if ptr == 8 else "<I").unpack_from
     invalid_bit = geo.rules.invalid_bit
-    roots = list(_root_addresses(prog, highest // spr + 1, missing, pps, spr))
+    roots = list(_root_addresses(prog, highest // spr + 1, missing, pps, spr, highest))
     for i, (root_nr, addr) in enumerate(roots):
         raw, holes = _read(prog, addr, ms_size * spr)
         lost = {j for off, n in holes for j in range(off // ms_size, -(-(off + n) // ms_size))}

@@ -315,3 +315,50 @@ def test_no_build_id_and_another_vmlinux(core, kernel612):
         assert "build ID differs" not in line and "the kernel is 6.1" in line and "the vmlinux is 6.12" in line
         other = one_line(core.run("inspect", vmlinux=str(core.kernel_dir / "vmlinux-other")), 2)
         assert "build ID differs" not in other and "no build ID" in other and "#999" in other, other
+
+
+# -- what the fuzz corpus found (tests/test_fuzz.py) ------------------------------------------------------
+
+def _vmemmap_hole(core: Core):
+    """The page holding vmemmap_base gone: drgn's own 'vmemmap' object faults."""
+    a = core.var_phys("vmemmap_base") // coremut.PAGE * coremut.PAGE
+    return core.elf.hole(a, a + coremut.PAGE)
+
+
+def _roots_hole(core: Core):
+    """The page of struct mem_section that sections 0.. live in, gone."""
+    a = core.marks.mem_section[0][0] // coremut.PAGE * coremut.PAGE
+    return core.elf.hole(a, a + coremut.PAGE)
+
+
+@pytest.mark.parametrize("case", ["mem_section page gone", "vmemmap_base gone", "page_ext_size 2**32-1",
+                                  "pageflag_names pointer", "a pfn behind an unreadable mem_section"])
+def test_what_the_fuzz_corpus_found(core, case):
+    """Each was an unhandled read fault ('error: cannot read the target: ...', the whole
+    answer lost) or an internal error before; now a partial answer or one clear line."""
+    if case == "mem_section page gone":
+        with core.damaged(_roots_hole(core)):
+            recs, missing = core.json("owner", "--json", "--all", rc=3)
+            assert missing["page_ext"] and not recs
+    elif case == "vmemmap_base gone":
+        with core.damaged(_vmemmap_hole(core)):
+            p = core.run("owner", "--json", "--all")
+            assert p.returncode in (2, 3) and "cannot read the target" not in p.stderr, p.stderr
+            if p.returncode == 2:
+                assert len(p.stderr.strip().splitlines()) == 1
+    elif case == "page_ext_size 2**32-1":
+        with core.damaged(core.elf.flip(core.var_phys("page_ext_size"), struct.pack("<I", 0xFFFFFFFF))):
+            line = one_line(core.run("owner", "--json"), 2)
+            assert "entry size" in line and "no kernel has entries larger than a page" in line
+    elif case == "pageflag_names pointer":
+        names = core.prog["pageflag_names"]
+        name_ptr = names[0].name.address_
+        with core.damaged(core.elf.flip(core.phys(name_ptr), struct.pack("<Q", 0xFFFF81D558AF0000))):
+            p = core.run("owner", "--format", "debugfs")
+            assert p.returncode == 3 and any("pageflag_names cannot be read" in ln for ln in partial_lines(p))
+    else:
+        pfn = core.marks.section_pages + 5  # section 1
+        with core.damaged(_roots_hole(core)):
+            p = core.run("owner", "--pfn", hex(pfn))
+            line = one_line(p, 3)
+            assert line.startswith("pageext-inspect: partial:") and "not in the dump" in line, line

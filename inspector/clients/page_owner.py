@@ -39,7 +39,7 @@ import numpy as np
 from .. import kernel as k
 from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, THRESHOLD, Command, Context, Opt, missing_json,
                         pfn_selection)
-from ..errors import ClientError, NoPageExtError, TargetError, UsageError
+from ..errors import ClientError, MissingDataError, NoPageExtError, TargetError, UsageError
 from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
@@ -120,7 +120,7 @@ class PageOwner:
         self.prog = prog = session.prog
         self.layout = session.layout
         self.client = session.require_client("page_owner", CLIENT.config, CLIENT.enable)
-        self.names = KernelNames(prog)
+        self.names = KernelNames(prog, session.missing)
         self.symbolize = Symbolizer(prog)
         self.depot = StackDepot(prog, self.symbolize, session.missing)
         self.strings = KernelStrings(prog)
@@ -410,7 +410,7 @@ class PageOwner:
         for r in self.records(ALL, pfn, pfn + 1, heads_only=False):
             return r
         if self.session.missing.page_ext.overlaps(pfn, pfn + 1):
-            raise NoPageExtError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
+            raise MissingDataError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
         raise NoPageExtError(f"pfn {pfn:#x} has no page_owner record (never allocated since page_owner "
                              "was initialised)")
 
