@@ -187,6 +187,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = set(all_commands())
     if argv and argv[0] == "help":
+        if len(argv) > 1 and argv[1] not in names:
+            typer.echo(f"pageext-inspect: error: no command {argv[1]!r} (commands: {', '.join(all_commands())}; "
+                       "try 'pageext-inspect --help')", err=True)
+            sys.exit(EXIT_USAGE)
         argv = ([argv[1]] if len(argv) > 1 else []) + ["--help"]
     if not argv:
         argv = ["inspect"]
@@ -196,8 +200,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         code = build_app()(argv, prog_name="pageext-inspect", standalone_mode=False)
     except typer.TyperException as e:  # a usage error: one line, not the usage block
         ctx = getattr(e, "ctx", None)
-        where = f"pageext-inspect {ctx.info_name} --help" if ctx is not None and ctx.info_name and \
-            ctx.info_name != "pageext-inspect" else "pageext-inspect --help"
+        name = ctx.info_name if ctx is not None and ctx.info_name != "pageext-inspect" else \
+            argv[0] if argv[0] in names else None
+        where = f"pageext-inspect {name} --help" if name else "pageext-inspect --help"
         first = (e.format_message() or str(e)).splitlines()[0] if (e.format_message() or str(e)) else "usage error"
         typer.echo(f"pageext-inspect: error: {first} (try '{where}')", err=True)
         code = EXIT_USAGE

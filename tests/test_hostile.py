@@ -53,9 +53,160 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 # -- files that are not vmcores ---------------------------------------------------------------------
 
+@pytest.fixture
+def fifo(tmp_path):
+    p = tmp_path / "fifo"
+    os.mkfifo(p)
+    return str(p)
+
+
+def test_a_fifo_as_the_core_is_refused_at_once(fifo):
+    t = time.monotonic()
+    assert "a FIFO, not a vmcore" in one_line(run(fifo, timeout=30))
+    assert time.monotonic() - t < 20
+
+
+def test_simulate_a_fifo_is_refused_at_once(fifo):
+    assert "not a regular file" in one_line(run("simulate", fifo, timeout=30))
+
+
+def test_validate_trace_a_fifo_is_refused_at_once(fifo, tmp_path):
+    # The trace is checked before the target is opened: a core that does not
+    # exist is never reached.
+    line = one_line(run("validate", str(tmp_path / "nocore"), "--trace", fifo, timeout=30))
+    assert "not a regular file" in line and "fifo" in line
+
+
+@pytest.mark.parametrize("what", ["/dev/null", "dir", "fifo"])
+def test_vmlinux_that_is_not_a_file(what, tmp_path, fifo):
+    core = tmp_path / "core"
+    core.write_bytes(b"\x7fELF" + b"\0" * 100)
+    path = {"/dev/null": "/dev/null", "dir": str(tmp_path), "fifo": fifo}[what]
+    line = one_line(run(str(core), "-s", path, timeout=30))
+    assert "no such vmlinux" not in line
+    assert {"/dev/null": "a device", "dir": "is a directory", "fifo": "a FIFO"}[what] in line
+
+
+def test_a_qmp_socket_that_never_greets(tmp_path):
+    """Accepts, then says nothing: one line within the greeting timeout."""
+    path = str(tmp_path / "silent.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(4)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    try:
+        t = time.monotonic()
+        line = one_line(run("--qemu", path, timeout=QMP_TIMEOUT + 60))
+        took = time.monotonic() - t
+    finally:
+        stop.set()
+        th.join()
+        srv.close()
+    assert "no QMP greeting" in line
+    assert QMP_TIMEOUT <= took < QMP_TIMEOUT + 15, took
+    assert held, "the socket was never connected to"
+
+
 # -- ELF headers --------------------------------------------------------------------------------------
 
+def _elf(phentsize: int, phnum: int, tail: bytes = b"") -> bytes:
+    h = bytearray(64)
+    h[:4], h[4], h[5], h[6], h[16], h[18] = b"\x7fELF", 2, 1, 1, 4, 62
+    struct.pack_into("<Q", h, 32, 64)
+    struct.pack_into("<HH", h, 54, phentsize, phnum)
+    return bytes(h) + tail
+
+
+def _run_measured(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the CLI; (result, its peak RSS in KiB)."""
+    p = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=60)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err), rss
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("7-byte ELF", b"\x7fELF\x02\x01\x01", "truncated ELF header"),
+    ("e_phentsize 0", _elf(0, 1, bytes(56)), "program header size 0"),
+    ("e_phentsize 20", _elf(20, 2, bytes(112)), "program header size 20"),
+    ("e_phnum = e_phentsize = 65535", _elf(65535, 65535, bytes(4096)), "program header size 65535"),
+])
+def test_corrupt_elf_headers(tmp_path, name, data, words):
+    core = tmp_path / "core"
+    core.write_bytes(data)
+    proc, rss = _run_measured([str(core)])
+    line = one_line(proc)
+    assert words in line and "unpack" not in line
+    assert rss < 1 << 20, f"{name}: peak RSS {rss} KiB (a 4 GiB read?)"
+
+
+def test_unknown_arch(tmp_path):
+    core = tmp_path / "core"
+    core.write_bytes(b"KDUMP   " + bytes(4096))
+    line = one_line(run(str(core), "--arch", "unknown"))
+    assert "unknown architecture 'unknown'" in line and "x86_64" in line
+
+
 # -- the command line -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["top", "core", "--limit", "abc"], "Invalid value for '--limit'"),
+    (["top", "core", "--bogus"], "No such option: --bogus"),
+    (["top", "core", "--limit"], "requires an argument"),
+    (["top", "core", "--limit", "-1"], "greater than or equal to 0"),
+    (["top", "core", "--threshold", "-5"], "greater than or equal to 0"),
+    (["alloc-tags", "core", "--limit", "-1"], "greater than or equal to 0"),
+    (["owner", "core", "--node", "-1"], "greater than or equal to 0"),
+    (["help", "bogus"], "no command 'bogus'"),
+])
+def test_usage_errors_are_one_line_with_a_hint(args, words):
+    line = one_line(run(*args))
+    assert words in line, line
+    assert "try 'pageext-inspect" in line and "--help'" in line
+    if args[0] == "top":
+        assert "try 'pageext-inspect top --help'" in line
+
+
+def test_help_lists_every_command_and_help_works():
+    from inspector.commands import all_commands
+    out = inspect("--help").stdout
+    listed = out[out.index("Commands:"):]
+    for name in all_commands():
+        assert f"\n  {name} " in listed, name
+    assert inspect("help").stdout == out
+    top = inspect("help", "top").stdout
+    assert top == inspect("top", "--help").stdout and "--limit" in top and "Exit status" in top
+
+
+def test_simulate_into_head_exits_0():
+    sh = f"{EXE} simulate hot-add-online | head -1; echo \"status ${{PIPESTATUS[0]}}\""
+    proc = subprocess.run(["bash", "-c", sh], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines()[-1] == "status 0", proc
+    assert proc.stdout.startswith("scenario")
+    assert proc.stderr == ""
+
+
+def test_broken_pipe_exits_0_quietly():
+    """A reader that closes before the writer is done (more than a pipe buffer to write)."""
+    p = subprocess.Popen([EXE, "simulate", "boot-2-nodes", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 0 and err == ""
+
 
 # -- synthetic kernels with corrupt counts and loops ------------------------------------------------------
 
