@@ -300,6 +300,22 @@ def test_cycle_in_memory_subsys(core, which):
             [(t["section"], t["address"]) for t in clean["tables"]]
 
 
+@pytest.mark.parametrize("tables, status", [(1, "ok"), (10_000, "fail")])
+def test_total_usage_shortfall(core, tables, status):
+    usage = core.prog.object("total_usage", drgn.FindObjectFlags.VARIABLE, "page_ext.c")
+    per = core.marks.section_pages * core.marks.entry_size
+    new = usage.value_() + tables * per
+    with core.damaged(core.elf.flip(core.var_phys("total_usage", "page_ext.c"), struct.pack("<Q", new))):
+        p = core.run("inspect", "--json")
+        c = {c["name"]: c for c in json.loads(p.stdout)["checks"]}["total-usage"]
+        assert c["status"] == status, c
+        if status == "fail":
+            assert "more than the" in c["detail"] and "memory hotplug could have added" in c["detail"]
+            assert p.returncode == 1
+        else:
+            assert "freed by hot-remove" in c["detail"] and p.returncode == 0
+
+
 # -- which vmlinux -----------------------------------------------------------------------------------------
 
 def test_no_build_id_and_another_vmlinux(core, kernel612):
