@@ -119,8 +119,18 @@ def _register(app: typer.Typer, cmd: Command) -> None:
     app.command(cmd.name, help=text, short_help=cmd.summary)(handler)
 
 
-def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
-    """Open the target, run ``cmd``, and return its exit status (printing errors)."""
+def defaults(cmd: Command) -> dict[str, Any]:
+    """Every option of ``cmd`` (target options included) at its default, by dest."""
+    opts = list(cmd.options) + (list(TARGET_OPTS) + [FORCE, PROGRESS] if cmd.target else [])
+    return {o.dest: o.default for o in opts}
+
+
+def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> int:
+    """Open the target, run ``cmd``, and return its exit status (printing errors).
+
+    ``target``: an already open :class:`~inspector.target.Target` to run on
+    instead (a fresh session on it: how a test runs a command many times on
+    one live kernel without opening it anew)."""
     from .errors import MissingDataError, PageExtError, VerificationError
 
     args = SimpleNamespace(**kw)
@@ -131,8 +141,10 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
             cmd.prepare(args)
         if cmd.target:
             from .session import PageExt
-            ctx.session = PageExt.open(args.target, qemu=args.qemu, vmlinux=args.vmlinux, arch=args.arch,
-                                       force=bool(getattr(args, "force", False)), progress=progress)
+            force = bool(getattr(args, "force", False))
+            ctx.session = PageExt(target.prog, target=target, force=force, progress=progress) if target else \
+                PageExt.open(args.target, qemu=args.qemu, vmlinux=args.vmlinux, arch=args.arch, force=force,
+                             progress=progress)
         status = cmd.run(ctx)
         if progress is not None:
             progress.close()

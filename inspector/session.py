@@ -111,7 +111,7 @@ class PageExt:
 
     @cached_property
     def layout(self) -> Layout:
-        geo = self.geometry
+        geo = self._current_geometry()
         label = "walking mem_section" if geo.sparse else "walking nodes"
         bar: list = []
 
@@ -328,19 +328,42 @@ class PageExt:
                 advance(1)
 
     # -- a live target changes while it is read -------------------------------------------------
-    def fingerprint(self) -> str:
-        """A digest of what the layout depends on (every mem_section's flags and
-        page_ext pointer, or every node's table and span, and total_usage),
-        read afresh: two equal fingerprints mean no table came or went between."""
-        from .walk import walk as _walk
-        again = _walk(self.prog, self.geometry, Missing())
+    @property
+    def live(self) -> bool:
+        """A running kernel (/proc/kcore) or a running QEMU guest: it may change while read."""
+        return self.target is not None and getattr(self.target, "kind", None) in ("kcore", "qemu")
+
+    def _current_geometry(self) -> Geometry:
+        """The geometry with total_usage read now (memory hotplug grows it)."""
+        geo = self.geometry
+        if self.live and geo.total_usage is not None:
+            usage = k.value(self.prog, "total_usage", "page_ext.c")
+            if usage is not None and usage != geo.total_usage:
+                import dataclasses
+                geo = dataclasses.replace(geo, total_usage=usage)
+        return geo
+
+    def fingerprint(self, layout: Optional[Layout] = None) -> str:
+        """A digest of what a layout depends on (every mem_section's flags and
+        page_ext pointer, or every node's table and span, and total_usage):
+        of ``layout``, or of the kernel walked afresh.  The session's layout
+        and a fresh walk with equal fingerprints: no table came or went."""
+        if layout is None:
+            layout = walk(self.prog, self._current_geometry(), Missing())
         h = hashlib.sha256()
-        h.update(repr(k.value(self.prog, "total_usage", "page_ext.c")).encode())
-        for s in again.sections:
+        h.update(repr(layout.total_usage).encode())
+        for s in layout.sections:
             h.update(f"{s.nr}:{s.present}:{s.online}:{s.stored};".encode())
-        for t in again.tables:
+        for t in layout.tables:
             h.update(f"{t.key}:{t.start_pfn}:{t.nr_pages}:{t.address}:{t.state};".encode())
         return h.hexdigest()
+
+    def unchanged(self) -> bool:
+        """Whether the kernel's layout, read now, is still the one this session
+        walked (and read its tables by).  Always true of a core."""
+        if not self.live:
+            return True
+        return self.fingerprint(self.layout) == self.fingerprint()
 
     def reset(self) -> None:
         """Forget everything learnt from the target's memory (a live target moved on)."""

@@ -37,8 +37,8 @@ import drgn
 import numpy as np
 
 from .. import kernel as k
-from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, THRESHOLD, Command, Context, Opt, missing_json,
-                        pfn_selection)
+from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, RETRIES, THRESHOLD, Command, Context, Opt, consistent,
+                        missing_json, pfn_selection)
 from ..errors import ClientError, MissingDataError, NoPageExtError, TargetError, UsageError
 from ..model import Table
 from ..text import escape, escape_lines
@@ -807,6 +807,10 @@ def prepare_owner(a) -> None:
 
 
 def run_owner(ctx: Context) -> int:
+    return consistent(ctx, _owner, ctx.args.retries)
+
+
+def _owner(ctx: Context) -> int:
     a = ctx.args
     fmt, which = a.fmt, a.which
     one, lo, hi = a.one, a.lo, a.hi
@@ -870,6 +874,10 @@ def prepare_top(a) -> None:
 
 
 def run_top(ctx: Context) -> int:
+    return consistent(ctx, _top, ctx.args.retries)
+
+
+def _top(ctx: Context) -> int:
     from . import aggregators as agg
     a = ctx.args
     by, fmt = a.by, a.fmt
@@ -924,6 +932,7 @@ COMMANDS = [
             metavar="FORMAT"),
         Opt(("--json",), "as_json", "JSON Lines, one record a line, then one line with the key \"missing\"",
             bool, False),
+        RETRIES,
     ), description="""\b
 Examples:
   pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
@@ -940,6 +949,7 @@ Examples:
                     "(page_owner_stacks/show_handles, v6.19)", str, "text", metavar="FORMAT"),
                 Opt(("--stacks",), "stacks", "with --format handles: show_stacks_handles (every stack with its "
                     "handle, no threshold)", bool, False),
+                RETRIES,
             ), description="""\b
 Examples:
   pageext-inspect top vmcore -s vmlinux --by stack --limit 10
