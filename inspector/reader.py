@@ -169,8 +169,17 @@ class Presence:
 
 
 def _phys(prog: drgn.Program, addr: int) -> Optional[int]:
-    """The physical address behind a kernel virtual address, or None."""
+    """The physical address behind a kernel virtual address, or None.
+
+    Only asked where a core lists its pages (a core does not change): the
+    translation of each page is kept, so the stack depot's many small reads
+    into the same pool pages cost one page-table walk a page."""
     from drgn.helpers.linux.mm import follow_phys
+    cache = prog.cache.setdefault("pageext_phys", {})
+    vpage, off = divmod(addr, PAGE)
+    if vpage in cache:
+        base = cache[vpage]
+        return None if base is None else base + off
     mm = prog.cache.get("pageext_init_mm")
     if mm is None:
         try:
@@ -178,9 +187,13 @@ def _phys(prog: drgn.Program, addr: int) -> Optional[int]:
         except (LookupError, drgn.FaultError, ValueError):
             return None
     try:
-        return follow_phys(mm, addr).value_()
+        phys = follow_phys(mm, addr).value_()
     except (drgn.FaultError, ValueError, NotImplementedError, OverflowError):
-        return None
+        phys = None
+    if len(cache) >= 1 << 16:
+        cache.clear()
+    cache[vpage] = None if phys is None else phys - off
+    return phys
 
 
 def elf_presence(path: str, page_size: int = PAGE) -> Optional[Presence]:
