@@ -20,7 +20,7 @@ and the drgn-style helpers in :mod:`inspector.helpers`.
 
 __version__ = "0.2.0"
 
-from .errors import (ClientError, CorruptError, NoPageExtError, PageExtError, TargetError,  # noqa: F401
+from .errors import (ClientError, CorruptError, MissingDataError, NoPageExtError, PageExtError, TargetError,  # noqa: F401
                      UsageError, VerificationError)
 
 

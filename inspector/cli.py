@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from .commands import ARCH, EXIT_FAIL, EXIT_USAGE, VMLINUX, Command, Context, Opt, all_commands, finish
+from .commands import ARCH, EXIT_FAIL, EXIT_PARTIAL, EXIT_USAGE, VMLINUX, Command, Context, Opt, all_commands, finish
 from .text import escape
 
 EXIT_TEXT = """\b
@@ -120,9 +120,19 @@ def _register(app: typer.Typer, cmd: Command) -> None:
     app.command(cmd.name, help=text, short_help=cmd.summary)(handler)
 
 
-def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
-    """Open the target, run ``cmd``, and return its exit status (printing errors)."""
-    from .errors import PageExtError, VerificationError
+def defaults(cmd: Command) -> dict[str, Any]:
+    """Every option of ``cmd`` (target options included) at its default, by dest."""
+    opts = list(cmd.options) + (list(TARGET_OPTS) + [FORCE, PROGRESS] if cmd.target else [])
+    return {o.dest: o.default for o in opts}
+
+
+def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> int:
+    """Open the target, run ``cmd``, and return its exit status (printing errors).
+
+    ``target``: an already open :class:`~inspector.target.Target` to run on
+    instead (a fresh session on it: how a test runs a command many times on
+    one live kernel without opening it anew)."""
+    from .errors import MissingDataError, PageExtError, VerificationError
 
     args = SimpleNamespace(**kw)
     progress = _Progress() if kw.get("progress") and sys.stderr.isatty() else None
@@ -132,8 +142,10 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
             cmd.prepare(args)
         if cmd.target:
             from .session import PageExt
-            ctx.session = PageExt.open(args.target, qemu=args.qemu, vmlinux=args.vmlinux, arch=args.arch,
-                                       force=bool(getattr(args, "force", False)), progress=progress)
+            force = bool(getattr(args, "force", False))
+            ctx.session = PageExt(target.prog, target=target, force=force, progress=progress) if target else \
+                PageExt.open(args.target, qemu=args.qemu, vmlinux=args.vmlinux, arch=args.arch, force=force,
+                             progress=progress)
             ctx.session.layout  # a target that cannot be walked is one line, before anything else
             crash = ctx.session.crash if cmd.name != "inspect" else None
             if crash:  # a crashed kernel's dump: the reason first
@@ -147,6 +159,10 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None) -> int:
         _close(progress)
         ctx.err.write(f"pageext-inspect: error: {e}\n")
         return EXIT_FAIL
+    except MissingDataError as e:
+        _close(progress)
+        ctx.err.write(f"pageext-inspect: partial: {e}\n")
+        return EXIT_PARTIAL
     except PageExtError as e:
         _close(progress)
         ctx.err.write(f"pageext-inspect: error: {e}\n")
@@ -188,6 +204,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = set(all_commands())
     if argv and argv[0] == "help":
+        if len(argv) > 1 and argv[1] not in names:
+            typer.echo(f"pageext-inspect: error: no command {argv[1]!r} (commands: {', '.join(all_commands())}; "
+                       "try 'pageext-inspect --help')", err=True)
+            sys.exit(EXIT_USAGE)
         argv = ([argv[1]] if len(argv) > 1 else []) + ["--help"]
     if not argv:
         argv = ["inspect"]
@@ -197,8 +217,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         code = build_app()(argv, prog_name="pageext-inspect", standalone_mode=False)
     except typer.TyperException as e:  # a usage error: one line, not the usage block
         ctx = getattr(e, "ctx", None)
-        where = f"pageext-inspect {ctx.info_name} --help" if ctx is not None and ctx.info_name and \
-            ctx.info_name != "pageext-inspect" else "pageext-inspect --help"
+        name = ctx.info_name if ctx is not None and ctx.info_name != "pageext-inspect" else \
+            argv[0] if argv[0] in names else None
+        where = f"pageext-inspect {name} --help" if name else "pageext-inspect --help"
         first = (e.format_message() or str(e)).splitlines()[0] if (e.format_message() or str(e)) else "usage error"
         typer.echo(f"pageext-inspect: error: {first} (try '{where}')", err=True)
         code = EXIT_USAGE

@@ -84,6 +84,8 @@ VMLINUX = Opt(("-s", "--vmlinux"), "vmlinux", "vmlinux with debug info", metavar
 ARCH = Opt(("--arch",), "arch", "architecture of a core that lacks one (x86_64)", metavar="ARCH")
 THRESHOLD = Opt(("--threshold",), "threshold", "hide rows with fewer pages than this", int, 0, metavar="N",
                 minimum=0)
+RETRIES = Opt(("--retries",), "retries", "on a live target, read again up to N times when memory hotplug changes "
+              "it meanwhile (the output is held back until a read is consistent)", int, 2, metavar="N", minimum=0)
 
 
 def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[int], int, int]:
@@ -137,11 +139,12 @@ class Context:
             from .model import Missing
             self._missing = Missing()
         return self._missing
+        self.terminal: Optional[TextIO] = None  # where held-back output goes in the end (see consistent())
 
     @property
     def tty(self) -> bool:
         try:
-            return self.out.isatty()
+            return (self.terminal or self.out).isatty()
         except (AttributeError, ValueError):
             return False
 
@@ -171,6 +174,16 @@ def finish(ctx: Context, status: int) -> int:
     """Print the notes and what is missing; the final exit status."""
     for line in ctx.notes:
         ctx.err.write(f"pageext-inspect: {line}\n")
+    forced = sorted(getattr(ctx.session, "forced", ()) or (), key=str)
+    if forced:
+        from .model import FAIL
+        where = ", ".join(f"{kind} {n}" for kind, n in forced[:6]) + (" ..." if len(forced) > 6 else "")
+        why = "; ".join(f"check {c.name} failed" for c in ctx.session.checks
+                        if c.status == FAIL and c.name in ("bias", "extent", "clients"))
+        ctx.err.write(f"pageext-inspect: warning: --force decoded {len(forced)} suspect table(s) ({where}; {why}): "
+                      "what they hold may be garbage\n")
+        if status == EXIT_OK:
+            status = EXIT_FAIL
     missing = ctx.missing
     if missing:
         for line in missing.lines():
@@ -180,6 +193,83 @@ def finish(ctx: Context, status: int) -> int:
     if status == EXIT_OK and missing:
         status = EXIT_PARTIAL
     return status
+
+
+CHANGED = ("the target changed while it was read (memory hotplug?): this answer may mix the states before and "
+           "after; --retries N reads it again")
+
+
+def consistent(ctx: Context, body: Callable[[Context], int], retries: int) -> int:
+    """``body(ctx)``, with an answer that comes from one state of a live target.
+
+    On a running kernel or guest, memory hotplug may add or free tables while
+    they are read.  After the body has read, the session's layout is compared
+    with the kernel's as it is now; when they differ the body runs again on a
+    fresh walk, up to ``retries`` more times, its output held back until an
+    attempt is consistent (then printed) or none is (the last printed, and the
+    answer marked partial: exit 3).  On a core the body just runs."""
+    from .errors import PageExtError
+    pe = ctx.session
+    if pe is None or not pe.live:
+        return body(ctx)
+    real = ctx.out
+    ctx.terminal = real
+    for attempt in range(retries + 1):
+        spool = _Spool() if retries else None
+        if spool is not None:
+            ctx.out = spool.text
+        ctx.notes, ctx.corrupt = [], 0
+        failure: Optional[PageExtError] = None
+        try:
+            status = body(ctx)
+        except PageExtError as e:  # a check that failed, a table gone: perhaps only because it changed
+            failure, status = e, EXIT_USAGE
+        finally:
+            ctx.out = real
+        same = pe.unchanged()
+        if same or attempt == retries:
+            if same and failure is not None:
+                raise failure
+            if not same:
+                # What was read mixes states: a failed check or a refusal may be the
+                # change's doing.  The answer is partial, never a verdict.
+                pe.missing.note(CHANGED)
+                if failure is not None:
+                    pe.missing.note(f"on the way: {failure}")
+                status = EXIT_PARTIAL
+            elif attempt:
+                ctx.note(f"note: the target changed while it was read (memory hotplug?): read {attempt + 1} "
+                         "times; this answer is from one state")
+            if spool is not None:
+                spool.copy_to(real)
+            return status
+        pe.reset()
+    return status
+
+
+class _Spool:
+    """Output held back (in memory, then a temporary file) until it is known good."""
+
+    def __init__(self) -> None:
+        import io
+        import tempfile
+        self.raw = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+        self.text = io.TextIOWrapper(self.raw, encoding=getattr(sys.stdout, "encoding", None) or "utf-8",
+                                     errors="surrogateescape", newline="", write_through=True)
+
+    def copy_to(self, out: TextIO) -> None:
+        self.text.flush()
+        self.raw.seek(0)
+        buf = getattr(out, "buffer", None)
+        if buf is not None:
+            out.flush()
+            while chunk := self.raw.read(1 << 20):
+                buf.write(chunk)
+        else:
+            data = self.raw.read()
+            out.write(data.decode(self.text.encoding, "surrogateescape"))
+        self.text.detach()
+        self.raw.close()
 
 
 _commands: Optional[dict[str, Command]] = None

@@ -39,17 +39,13 @@ from .model import (ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, EN
 
 def memory_model(prog: drgn.Program) -> str:
     """sparsemem-vmemmap, sparsemem or flatmem, from which globals exist."""
-    if k.obj(prog, "mem_section") is None:
+    if not k.exists(prog, "mem_section"):
         return "flatmem"
-    # drgn defines "vmemmap" for SPARSEMEM_VMEMMAP kernels (x86-64: from
-    # vmemmap_base, read from memory: a dump may lack it, the model stays).
-    try:
-        prog["vmemmap"]
+    # drgn defines "vmemmap" for SPARSEMEM_VMEMMAP kernels (x86-64: vmemmap_base),
+    # read from memory: a dump that lacks that page still has a vmemmap.
+    if k.exists(prog, "vmemmap"):
         return "sparsemem-vmemmap"
-    except drgn.FaultError:
-        return "sparsemem-vmemmap"
-    except (LookupError, ValueError):
-        return "sparsemem"
+    return "sparsemem"
 
 
 def check_page_extension(prog: drgn.Program, model: str) -> None:
@@ -185,6 +181,12 @@ def discover(prog: drgn.Program) -> Geometry:
         section_pages = 1 << (prog["SECTION_SIZE_BITS"].value_() - (page_size.bit_length() - 1))
     rules = detect_rules(prog, model)
     entry, source = entry_size(prog, rules)
+    if not 0 <= entry <= page_size:
+        # invoke_need_callbacks() adds each client's small struct to
+        # sizeof(struct page_ext): no kernel's entry comes near a page.
+        from .errors import CorruptError
+        raise CorruptError(f"the page_ext entry size ({source}) is {entry}: no kernel has entries larger than "
+                           f"a page ({page_size} bytes); corrupt dump?")
     total_usage = k.value(prog, "total_usage", "page_ext.c")
     allocated = None if total_usage is None else total_usage > 0
     clients = find_clients(prog, entry, allocated, rules)

@@ -28,6 +28,12 @@ class NoPageExtError(PageExtError, LookupError):
     entry exists for the pfn asked about."""
 
 
+class MissingDataError(NoPageExtError):
+    """What was asked about is not in the target (a page the dump lacks, a
+    section whose mem_section entry is unreadable): the answer is partial
+    (exit 3), not a bad question."""
+
+
 class ClientError(PageExtError, LookupError):
     """A page_ext client is not compiled in, or compiled in but inactive in
     this boot; the message says how to enable it."""

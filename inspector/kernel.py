@@ -30,27 +30,43 @@ MAX_NUMNODES_LIMIT = 1 << 10
 
 
 def obj(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[drgn.Object]:
-    """The object ``name`` (a variable, constant or function), or None.
-
-    Some of drgn's Linux objects are computed from memory (``vmemmap`` reads
-    vmemmap_base): where that memory is not in the dump they are None too."""
+    """The object ``name`` (a variable, constant or function), or None: not in
+    this kernel, or (for the objects drgn computes from memory, such as
+    ``vmemmap``) not readable in this target."""
     try:
         if filename:
             return prog.object(name, drgn.FindObjectFlags.ANY, filename)
         return prog[name]
-    except (LookupError, ValueError, drgn.FaultError):
+    except (LookupError, ValueError, drgn.FaultError, drgn.ObjectAbsentError):
         return None
 
 
+def exists(prog: drgn.Program, name: str) -> bool:
+    """Whether the kernel has object ``name``, readable here or not."""
+    try:
+        prog[name]
+        return True
+    except (LookupError, ValueError):
+        return False
+    except (drgn.FaultError, drgn.ObjectAbsentError):
+        return True
+
+
 def value(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[int]:
-    """The integer value of ``name``, or None when absent, optimized out or unreadable."""
+    """The integer value of ``name``, or None when absent, optimized out or
+    unreadable -- or on a page the core does not hold (drgn reads zeros there)."""
     o = obj(prog, name, filename)
     if o is None or o.absent_:
         return None
     try:
-        return o.value_()
+        v = o.value_()
     except (drgn.FaultError, drgn.ObjectAbsentError, TypeError, ValueError):
         return None
+    if o.address_ is not None and "pageext_presence" in prog.cache:
+        from .reader import present
+        if not present(prog, o.address_, max(1, drgn.sizeof(o.type_))):
+            return None
+    return v
 
 
 def address(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Optional[int]:

@@ -351,10 +351,10 @@ class Missing:
         """One sentence per kind of missing data (for stderr)."""
         out = []
         if self.page_ext:
-            out.append(f"page_ext entries of {self.page_ext.pages} pages unreadable "
+            out.append(f"page_ext entries of {_pages(self.page_ext.pages)} unreadable "
                        f"(pfns {self.page_ext.text()}); whatever they hold is unknown")
         if self.memmap:
-            out.append(f"struct pages of {self.memmap.pages} pages unreadable (pfns {self.memmap.text()})")
+            out.append(f"struct pages of {_pages(self.memmap.pages)} unreadable (pfns {self.memmap.text()})")
         if self.stack_handles:
             hs = sorted(self.stack_handles)
             out.append(f"{len(hs)} stack depot record(s) unreadable (handles "
@@ -363,3 +363,7 @@ class Missing:
             out.append(f"{self.records_hidden} record(s) known to exist could not be shown")
         out.extend(self.other)
         return out
+
+
+def _pages(n: int) -> str:
+    return f"{n} page" if n == 1 else f"{n} pages"

@@ -36,23 +36,42 @@ def read_or_holes(prog: drgn.Program, address: int, size: int, granule: int = PA
     """``size`` bytes at ``address`` and the unreadable (offset, length) holes in them.
 
     Holes are whole ``granule``-aligned pieces (clipped to the range); their
-    bytes are zero in the result."""
+    bytes are zero in the result.  Where the core says which pages it holds
+    (a :class:`Presence` in ``prog.cache["pageext_presence"]``), pages it does
+    not hold are holes too, though drgn reads them as zeros."""
     try:
-        return prog.read(address, size, physical), []
+        data, holes = prog.read(address, size, physical), []
     except (drgn.FaultError, ValueError, OverflowError):
-        pass
-    if size <= 0:
-        return b"", []
-    buf = bytearray(size)
-    holes: list[tuple[int, int]] = []
-    _bisect(prog, address, 0, size, granule, physical, buf, holes)
+        if size <= 0:
+            return b"", []
+        buf = bytearray(size)
+        holes = []
+        _bisect(prog, address, 0, size, granule, physical, buf, holes)
+        data = bytes(buf)
+    presence = prog.cache.get("pageext_presence")
+    if presence is not None and size > 0:
+        absent = presence.absent(prog, address, size, physical)
+        if absent:
+            buf = bytearray(data)
+            for off, n in absent:
+                buf[off:off + n] = bytes(n)
+            data = bytes(buf)
+            holes = sorted(holes + absent)
     merged: list[tuple[int, int]] = []
     for off, n in holes:
-        if merged and merged[-1][0] + merged[-1][1] == off:
-            merged[-1] = (merged[-1][0], merged[-1][1] + n)
+        if merged and merged[-1][0] + merged[-1][1] >= off:
+            end = max(merged[-1][0] + merged[-1][1], off + n)
+            merged[-1] = (merged[-1][0], end - merged[-1][0])
         else:
             merged.append((off, n))
-    return bytes(buf), merged
+    return data, merged
+
+
+def present(prog: drgn.Program, address: int, size: int, physical: bool = False) -> bool:
+    """False when the core says it does not hold some page of the range
+    (drgn would read zeros there); True when it does, or cannot say."""
+    presence = prog.cache.get("pageext_presence")
+    return presence is None or size <= 0 or not presence.absent(prog, address, size, physical)
 
 
 def _bisect(prog, base: int, lo: int, hi: int, granule: int, physical: bool,
@@ -83,12 +102,54 @@ def unknown_items(holes: list[tuple[int, int]], item: int, count: int) -> list[t
     return out
 
 
+# Virtual ranges are translated to physical ones in steps of this size (a
+# PMD mapping on x86-64: the direct map and the vmemmap), checked for
+# contiguity at both ends, else page by page.
+_STEP = 2 << 20
+
+
 class Presence:
     """The physical page frames a core file holds (None-free: absent means absent)."""
 
-    def __init__(self, ranges: PfnRanges, source: str):
+    def __init__(self, ranges: PfnRanges, source: str, page_size: int = PAGE):
         self.ranges = ranges
         self.source = source
+        self.page_size = page_size
+
+    def absent(self, prog: drgn.Program, address: int, size: int, physical: bool = False) -> list[tuple[int, int]]:
+        """(offset, length) pieces of [address, address + size) on pages the
+        core does not hold.  Virtual addresses that cannot be translated are
+        left to the reads (they fault)."""
+        page = self.page_size
+        out: list[tuple[int, int]] = []
+
+        def mark(phys: int, vpos: int, n: int) -> None:
+            # [phys, phys + n) is at offset vpos - address: the pieces not held.
+            for a, b in self.missing(phys // page, -(-(phys + n) // page)):
+                lo, hi = max(phys, a * page), min(phys + n, b * page)
+                if lo < hi:
+                    out.append((vpos - address + lo - phys, hi - lo))
+
+        if physical:
+            mark(address, address, size)
+            return out
+        end = address + size
+        pos = address
+        while pos < end:
+            piece = min(end, (pos // _STEP + 1) * _STEP)
+            first, last = _phys(prog, pos), _phys(prog, piece - 1)
+            if first is not None and last is not None and last - first == piece - 1 - pos:
+                mark(first, pos, piece - pos)
+            else:
+                p = pos
+                while p < piece:
+                    q = min(piece, (p // page + 1) * page)
+                    ph = _phys(prog, p)
+                    if ph is not None:
+                        mark(ph, p, q - p)
+                    p = q
+            pos = piece
+        return out
 
     def missing(self, first_pfn: int, end_pfn: int) -> PfnRanges:
         """The pfns in [first_pfn, end_pfn) the core does not hold."""
@@ -107,6 +168,34 @@ class Presence:
         if pos < end_pfn:
             out.add(pos, end_pfn)
         return out
+
+
+def _phys(prog: drgn.Program, addr: int) -> Optional[int]:
+    """The physical address behind a kernel virtual address, or None.
+
+    Only asked where a core lists its pages (a core does not change): the
+    translation of each page is kept, so the stack depot's many small reads
+    into the same pool pages cost one page-table walk a page."""
+    from drgn.helpers.linux.mm import follow_phys
+    cache = prog.cache.setdefault("pageext_phys", {})
+    vpage, off = divmod(addr, PAGE)
+    if vpage in cache:
+        base = cache[vpage]
+        return None if base is None else base + off
+    mm = prog.cache.get("pageext_init_mm")
+    if mm is None:
+        try:
+            mm = prog.cache["pageext_init_mm"] = prog["init_mm"].address_of_()
+        except (LookupError, drgn.FaultError, ValueError):
+            return None
+    try:
+        phys = follow_phys(mm, addr).value_()
+    except (drgn.FaultError, ValueError, NotImplementedError, OverflowError):
+        phys = None
+    if len(cache) >= 1 << 16:
+        cache.clear()
+    cache[vpage] = None if phys is None else phys - off
+    return phys
 
 
 def elf_presence(path: str, page_size: int = PAGE) -> Optional[Presence]:
@@ -133,4 +222,4 @@ def elf_presence(path: str, page_size: int = PAGE) -> Optional[Presence]:
         if p_type == 1 and memsz:
             # Only whole pages count as present.
             ranges.add(-(-paddr // page_size), (paddr + memsz) // page_size)
-    return Presence(ranges, "ELF program headers")
+    return Presence(ranges, "ELF program headers", page_size)

@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from tabulate import tabulate
 
-from .commands import JSON, Command, Context, Opt, missing_json
+from .commands import JSON, RETRIES, Command, Context, Opt, consistent, missing_json
 from .model import FAIL, UNKNOWN, Check, Layout
 from .text import escape
 from .verify import dependencies
@@ -142,20 +142,13 @@ def empty_message(layout: Layout) -> str:
 # -- commands ------------------------------------------------------------------------------------
 
 def run_inspect(ctx: Context) -> int:
+    return consistent(ctx, _inspect, ctx.args.retries)
+
+
+def _inspect(ctx: Context) -> int:
     pe = ctx.session
     target = pe.target.to_json() if pe.target is not None else None
-    for attempt in range(ctx.args.retries + 1):
-        before = pe.fingerprint() if _live(pe) else None
-        if before is not None:
-            pe.reset()  # walk after the first fingerprint: the two then bracket the walk
-        layout, checks = pe.layout, pe.checks
-        if before is None or pe.fingerprint() == before:
-            break
-        if attempt == ctx.args.retries:
-            pe.missing.note("the target changed while it was read (memory hotplug?): this answer may mix the "
-                            "states before and after; --retries N reads it again")
-            break
-        pe.reset()
+    layout, checks = pe.layout, pe.checks
     if ctx.args.as_json:
         ctx.echo(dumps(to_json(target, layout, checks, missing_json(ctx), pe.crash)))
     else:
@@ -167,10 +160,6 @@ def run_inspect(ctx: Context) -> int:
             ctx.echo("")
             ctx.echo(sections_table(layout))
     return 1 if any(c.status == FAIL for c in checks) else 0
-
-
-def _live(pe) -> bool:
-    return pe.target is not None and pe.target.kind in ("kcore", "qemu")
 
 
 def run_clients(ctx: Context) -> int:
@@ -202,8 +191,7 @@ COMMANDS = [
         Opt(("--sections",), "sections", "list every section with its flags, page_ext pointer and table",
             bool, False),
         JSON,
-        Opt(("--retries",), "retries", "on a live target, read again up to N times when memory hotplug changes "
-            "it meanwhile", int, 2, metavar="N", minimum=0),
+        RETRIES,
     ), description="""The word "inspect" may be left out: pageext-inspect VMCORE is the same command.
 
 \b

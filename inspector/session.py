@@ -33,11 +33,11 @@ import drgn
 
 from . import kernel as k
 from .clients import decoder_class, registry
-from .errors import ClientError, NoPageExtError, TargetError, VerificationError
+from .errors import ClientError, MissingDataError, NoPageExtError, TargetError, VerificationError
 from .model import FAIL, Check, Geometry, Layout, Missing, Table
 from .reader import read_or_holes, unknown_items
 from .verify import DECODE_CHECKS, memory_probe, suspect_tables, verify
-from .walk import entry_address, spans, table_for, walk
+from .walk import GIVE_UP_CHUNKS, entry_address, readable_end, spans, table_for, walk
 
 # Entries per chunk: one x86-64 section (128 MiB of 4 KiB pages); a FLATMEM
 # node's table is cut into pieces of this size.
@@ -92,6 +92,7 @@ class PageExt:
         self.presence = getattr(target, "presence", None) or prog.cache.get("pageext_presence")
         self._decoders: dict[str, Any] = {}
         self._suspects: Optional[set] = None
+        self.forced: set = set()  # keys of suspect tables decoded anyway (force)
         self._page_struct_size: Optional[int] = None
         if layout is not None:
             self.__dict__["geometry"] = layout
@@ -113,7 +114,7 @@ class PageExt:
 
     @cached_property
     def layout(self) -> Layout:
-        geo = self.geometry
+        geo = self._current_geometry()
         label = "walking mem_section" if geo.sparse else "walking nodes"
         bar: list = []
 
@@ -135,7 +136,7 @@ class PageExt:
     @cached_property
     def memory(self):
         """The :class:`~inspector.verify.Memory` probe of this target."""
-        return memory_probe(self.prog, self.layout, self.presence)
+        return memory_probe(self.prog, self.layout, self.presence, self.missing)
 
     @cached_property
     def checks(self) -> list[Check]:
@@ -234,18 +235,26 @@ class PageExt:
         """The address of pfn's ``struct page_ext``, or NoPageExtError saying why there is none."""
         t = self.table_for(pfn)
         if t is None:
-            raise NoPageExtError(self.no_page_ext(pfn))
+            raise self._no_entry(pfn)
         return entry_address(t, pfn, self.layout.entry_size)
 
     def entry(self, pfn: int) -> bytes:
         """The bytes of pfn's entry, or NoPageExtError saying why there are none."""
         t = self.table_for(pfn)
         if t is None:
-            raise NoPageExtError(self.no_page_ext(pfn))
+            raise self._no_entry(pfn)
         raw, lost = self.read_entries(t, pfn, pfn + 1)
         if lost:
-            raise NoPageExtError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
+            raise MissingDataError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
         return raw
+
+    def _no_entry(self, pfn: int) -> NoPageExtError:
+        """Why pfn has no entry to read, as the exception to raise: missing data
+        (its mem_section entry could not be read) or no entry at all."""
+        if self.missing.page_ext.overlaps(pfn, pfn + 1):
+            return MissingDataError(f"pfn {pfn:#x}'s page_ext is unknown: what would locate it is not in the "
+                                    "dump")
+        return NoPageExtError(self.no_page_ext(pfn))
 
     def no_page_ext(self, pfn: int) -> str:
         """Why pfn has no page_ext entry, in one line."""
@@ -272,6 +281,9 @@ class PageExt:
             raise NoPageExtError(f"there is no node {node} (nodes: {', '.join(map(str, self.layout.nodes)) or 'none'})")
         if not any(spans(self.layout, lo, hi, node)):
             where = f" on node {node}" if node is not None else ""
+            if self.missing.page_ext.overlaps(lo, hi):
+                raise MissingDataError(f"no page_ext that could be read in {lo:#x}-{hi - 1:#x}{where}: "
+                                       f"{self.missing.lines()[0]}")
             raise NoPageExtError(self.no_page_ext(lo) + f"; no page_ext anywhere in {lo:#x}-{hi - 1:#x}{where}")
 
     # -- reading ---------------------------------------------------------------------------
@@ -317,7 +329,15 @@ class PageExt:
         Tables a failed decode check points at are skipped, or (with
         ``force``) yielded with ``suspect`` set."""
         self.require_decodable()
-        work = list(spans(self.layout, lo, hi, node))
+        max_pfn = k.value(self.prog, "max_pfn")
+        work = []
+        for t, a, b in spans(self.layout, lo, hi, node):
+            end = readable_end(self.layout, t, max_pfn)
+            if end < b:  # a FLATMEM span beyond max_pfn: corrupt (extent fails it), not read
+                self.missing.note(f"node {t.node}'s table claims pfns up to {t.end_pfn - 1:#x}, beyond max_pfn: "
+                                  f"entries past {end - 1:#x} not read")
+            if a < min(b, end):
+                work.append((t, a, min(b, end)))
         total = sum(-(-(b - a) // CHUNK_PAGES) for _, a, b in work)
         advance = self.progress(label, total) if total > 4 else (lambda n: None)
         suspects = self.suspects
@@ -326,30 +346,60 @@ class PageExt:
             suspect = t.key in suspects
             if suspect and not self.force:
                 continue
+            if suspect:
+                self.forced.add(t.key)
+            failed = 0
             for c in range(a, b, CHUNK_PAGES):
                 d = min(b, c + CHUNK_PAGES)
+                if failed >= GIVE_UP_CHUNKS:  # a table that reads nowhere: the rest is unknown, unread
+                    self.missing.page_ext.add(c, b)
+                    break
                 if esz == 0:
                     raw, lost = b"", []
                 else:
                     raw, lost = self.read_entries(t, c, d)
+                    failed = failed + 1 if lost == [(0, d - c)] else 0
                 mm, mm_lost = self.read_memmap(c, d) if memmap else (None, [])
                 yield Chunk(t, c, d, raw, lost, mm, mm_lost, suspect)
                 advance(1)
 
     # -- a live target changes while it is read -------------------------------------------------
-    def fingerprint(self) -> str:
-        """A digest of what the layout depends on (every mem_section's flags and
-        page_ext pointer, or every node's table and span, and total_usage),
-        read afresh: two equal fingerprints mean no table came or went between."""
-        from .walk import walk as _walk
-        again = _walk(self.prog, self.geometry, Missing())
+    @property
+    def live(self) -> bool:
+        """A running kernel (/proc/kcore) or a running QEMU guest: it may change while read."""
+        return self.target is not None and getattr(self.target, "kind", None) in ("kcore", "qemu")
+
+    def _current_geometry(self) -> Geometry:
+        """The geometry with total_usage read now (memory hotplug grows it)."""
+        geo = self.geometry
+        if self.live and geo.total_usage is not None:
+            usage = k.value(self.prog, "total_usage", "page_ext.c")
+            if usage is not None and usage != geo.total_usage:
+                import dataclasses
+                geo = dataclasses.replace(geo, total_usage=usage)
+        return geo
+
+    def fingerprint(self, layout: Optional[Layout] = None) -> str:
+        """A digest of what a layout depends on (every mem_section's flags and
+        page_ext pointer, or every node's table and span, and total_usage):
+        of ``layout``, or of the kernel walked afresh.  The session's layout
+        and a fresh walk with equal fingerprints: no table came or went."""
+        if layout is None:
+            layout = walk(self.prog, self._current_geometry(), Missing())
         h = hashlib.sha256()
-        h.update(repr(k.value(self.prog, "total_usage", "page_ext.c")).encode())
-        for s in again.sections:
+        h.update(repr(layout.total_usage).encode())
+        for s in layout.sections:
             h.update(f"{s.nr}:{s.present}:{s.online}:{s.stored};".encode())
-        for t in again.tables:
+        for t in layout.tables:
             h.update(f"{t.key}:{t.start_pfn}:{t.nr_pages}:{t.address}:{t.state};".encode())
         return h.hexdigest()
+
+    def unchanged(self) -> bool:
+        """Whether the kernel's layout, read now, is still the one this session
+        walked (and read its tables by).  Always true of a core."""
+        if not self.live:
+            return True
+        return self.fingerprint(self.layout) == self.fingerprint()
 
     def reset(self) -> None:
         """Forget everything learnt from the target's memory (a live target moved on)."""
@@ -358,3 +408,4 @@ class PageExt:
         self.missing = Missing()
         self._decoders.clear()
         self._suspects = None
+        self.forced = set()

@@ -267,6 +267,9 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
         if head[:4] == b"\x7fELF" and kind == "vmcore":
             from .reader import elf_presence
             presence = elf_presence(shown, prog["PAGE_SIZE"].value_() if _has(prog, "PAGE_SIZE") else 4096)
+            if presence is not None:
+                # Every bulk read (inspector.reader) takes pages the core lacks as holes.
+                prog.cache["pageext_presence"] = presence
     _load_debug_info(prog, vmlinux, shown)
     _check_i386_translation(prog, kind)
     return Target(kind, shown, prog, presence, notes if not qemu else ())
@@ -379,17 +382,49 @@ def _load_debug_info(prog: drgn.Program, vmlinux: Optional[str], shown: str) -> 
             raise TargetError(f"{vmlinux} does not match the kernel in {shown} ({_mismatch(prog, vmlinux, release)})")
         raise TargetError(
             f"no debug info found for kernel {release}: pass -s/--vmlinux with its vmlinux") from None
+    if vmlinux and _core_build_id(prog) is None:
+        _check_banner(prog, vmlinux, shown)
+
+
+def _core_build_id(prog: drgn.Program) -> Optional[str]:
+    try:
+        for line in prog["VMCOREINFO"].string_().decode(errors="replace").splitlines():
+            if line.startswith("BUILD-ID="):
+                return line.split("=", 1)[1].strip() or None
+    except (LookupError, drgn.FaultError, ValueError):
+        pass
+    return None
+
+
+def _check_banner(prog: drgn.Program, vmlinux: str, shown: str) -> None:
+    """Without a build ID drgn takes any vmlinux it is given: compare the
+    kernel's own linux_banner (read where the vmlinux says it is) with the
+    vmlinux's.  Unreadable either way: nothing to compare, so nothing said."""
+    try:
+        raw = prog["linux_banner"].string_()
+    except (LookupError, drgn.FaultError, ValueError, drgn.ObjectAbsentError):
+        return
+    try:
+        with open(vmlinux, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            if not raw or m.find(b"\0" + raw + b"\0") >= 0 or m.find(raw + b"\0") >= 0:
+                return
+    except (OSError, ValueError):
+        return
+    theirs = raw.decode(errors="replace").strip()
+    ours = vmlinux_banner(vmlinux)
+    if not theirs.startswith("Linux version "):
+        what = "its linux_banner is not where this vmlinux puts it"
+    else:
+        def build(b: str) -> str:  # "#1 SMP Sat Nov 28 09:21:00 UTC 2026": the build, after the compiler
+            return b.rsplit(") ", 1)[-1][:80]
+        what = f"the kernel is build {build(theirs)!r}" + (f", the vmlinux {build(ours)!r}" if ours else "")
+    raise TargetError(f"{vmlinux} does not match the kernel in {shown} (the core carries no build ID to match "
+                      f"by, and {what})")
 
 
 def _mismatch(prog: drgn.Program, vmlinux: str, release: str) -> str:
     """Why drgn refused a vmlinux: which build IDs or releases differ."""
-    core_id = None
-    try:
-        for line in prog["VMCOREINFO"].string_().decode(errors="replace").splitlines():
-            if line.startswith("BUILD-ID="):
-                core_id = line.split("=", 1)[1].strip()
-    except (LookupError, drgn.FaultError, ValueError):
-        pass
+    core_id = _core_build_id(prog)
     theirs = vmlinux_release(vmlinux)
     if theirs and theirs != release:
         return f"the kernel is {release}, the vmlinux is {theirs}"
@@ -399,19 +434,42 @@ def _mismatch(prog: drgn.Program, vmlinux: str, release: str) -> str:
             "debug info in this file")
 
 
-def vmlinux_release(path: str) -> Optional[str]:
-    """The release in a vmlinux's "Linux version X ..." banner, or None."""
+def vmlinux_banner(path: str) -> Optional[str]:
+    """A vmlinux's "Linux version X ..." banner line (linux_banner), or None."""
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
             i = m.find(b"Linux version ")
-            if i < 0:
-                return None
-            m.seek(i)
-            banner = m.read(200)
+            found = None
+            while i >= 0:
+                m.seek(i)
+                banner = m.read(512).split(b"\0", 1)[0]
+                # linux_banner: "... #VERSION FLAGS TIMESTAMP\n" (a copy without them comes first)
+                if re.search(rb" #\S+ .*\d\d:\d\d:\d\d.*\n$", banner):
+                    return banner.decode(errors="replace").strip()
+                found = found or banner
+                i = m.find(b"Linux version ", i + 1)
+            if found:
+                return found.decode(errors="replace").strip()
     except (OSError, ValueError):
         return None
-    mt = re.match(rb"Linux version (\S+)", banner)
-    return mt.group(1).decode(errors="replace") if mt else None
+    return None
+
+
+def vmlinux_release(path: str) -> Optional[str]:
+    """The release in a vmlinux's "Linux version X ..." banner, or None."""
+    banner = vmlinux_banner(path)
+    if banner is None:
+        try:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                i = m.find(b"Linux version ")
+                if i < 0:
+                    return None
+                m.seek(i)
+                banner = m.read(200).decode(errors="replace")
+        except (OSError, ValueError):
+            return None
+    mt = re.match(r"Linux version (\S+)", banner)
+    return mt.group(1) if mt else None
 
 
 def _short(e: BaseException) -> str:

@@ -328,21 +328,28 @@ def suspect_tables(layout: Layout, checks: list[Check]) -> set[tuple[str, int]]:
 
 # -- the probe of a real (or synthetic) kernel -------------------------------------------------------
 
-def memory_probe(prog: drgn.Program, layout: Layout, presence=None) -> Memory:
+def memory_probe(prog: drgn.Program, layout: Layout, presence=None, missing=None) -> Memory:
     """A Memory that reads the target (reads only, never writes).
 
     ``presence`` (a :class:`inspector.reader.Presence`) answers the
-    ``readable`` check from the core's own page list where the core has one."""
+    ``readable`` check from the core's own page list where the core has one.
+    A struct page that cannot be read (or that the core does not hold) is
+    recorded in ``missing`` (an :class:`inspector.model.Missing`)."""
     from drgn.helpers.linux.mm import pfn_to_page
 
     from . import kernel as k
-    from .reader import read_or_holes, unknown_items
+    from .reader import present, read_or_holes, unknown_items
 
     def page_allocated(pfn: int) -> Optional[bool]:
         try:
-            return pfn_to_page(prog, pfn)._refcount.counter.value_() > 0
-        except (drgn.FaultError, LookupError, AttributeError, ValueError):
-            return None
+            ref = pfn_to_page(prog, pfn)._refcount.counter
+            if present(prog, ref.address_, drgn.sizeof(ref)):
+                return ref.value_() > 0
+        except (drgn.FaultError, LookupError, AttributeError, ValueError, OverflowError):
+            pass
+        if missing is not None:
+            missing.memmap.add(pfn, pfn + 1)
+        return None
 
     def unreadable(t: Table) -> PfnRanges:
         if presence is not None and t.table_mem == "direct" and t.table_pfn is not None:
@@ -355,15 +362,24 @@ def memory_probe(prog: drgn.Program, layout: Layout, presence=None) -> Memory:
                 hi = -(-((b - first) * layout.page_size) // layout.entry_size)
                 out.add(t.start_pfn + lo, t.start_pfn + min(hi, t.nr_pages))
             return out
+        from .walk import GIVE_UP_CHUNKS, readable_end
         out = PfnRanges()
         chunk = 1 << 15
-        for i in range(0, t.nr_pages, chunk):
-            n = min(chunk, t.nr_pages - i)
+        end = readable_end(layout, t, max_pfn) - t.start_pfn
+        failed = 0
+        for i in range(0, end, chunk):
+            n = min(chunk, end - i)
+            if failed >= GIVE_UP_CHUNKS:
+                out.add(t.start_pfn + i, t.start_pfn + end)
+                break
             _, holes = read_or_holes(prog, t.address + i * layout.entry_size, n * layout.entry_size)
-            for a, b in unknown_items(holes, layout.entry_size, n):
+            lost = unknown_items(holes, layout.entry_size, n)
+            failed = failed + 1 if lost == [(0, n)] else 0
+            for a, b in lost:
                 out.add(t.start_pfn + i + a, t.start_pfn + i + b)
         return out
 
+    max_pfn = k.value(prog, "max_pfn")
     capacity = None
     max_possible = k.value(prog, "max_possible_pfn")
     if layout.section_pages and max_possible is not None:

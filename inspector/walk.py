@@ -100,7 +100,8 @@ def highest_present_section_nr(prog: drgn.Program) -> tuple[int, Optional[str]]:
 
 def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
                     section_pages: int, spr: int, highest: int) -> Iterator[tuple[int, int]]:
-    """(root number, address of its first struct mem_section) of allocated roots."""
+    """(root number, address of its first struct mem_section) of allocated roots;
+    an unreadable root pointer loses its sections up to ``highest``."""
     ms = prog["mem_section"]
     t = ms.type_.unaliased()
     if t.kind == drgn.TypeKind.ARRAY and t.type.unaliased_kind() == drgn.TypeKind.ARRAY:
@@ -116,6 +117,9 @@ def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
             base = ms.value_()
         except drgn.FaultError as e:
             raise TargetError(f"cannot read mem_section: {e}") from None
+        from .reader import present
+        if not present(prog, ms.address_, k.pointer_size(prog)):
+            raise TargetError("cannot read mem_section: the dump does not hold its page")
         if not base:
             return
     else:
@@ -140,32 +144,78 @@ def _read(prog: drgn.Program, addr: int, size: int) -> tuple[bytes, list]:
     return read_or_holes(prog, addr, size)
 
 
+# At most this many buses are registered (drivers/base/bus.c): a guard on the
+# walk of bus_kset, not a kernel limit.
+MAX_BUSES = 4096
+
+
+def _list_nodes(prog: drgn.Program, head: int, bound: int) -> Iterator[int]:
+    """Addresses of the list_heads after ``head``, each once, at most ``bound``;
+    raises CorruptError when the list loops without coming back to its head
+    or is longer than ``bound``."""
+    from .errors import CorruptError
+    lh = prog.type("struct list_head *")
+    seen: set[int] = set()
+    pos = drgn.Object(prog, lh, head).next.value_()
+    while pos != head:
+        if pos in seen:
+            raise CorruptError(f"the list at {head:#x} loops after {len(seen)} entries")
+        if len(seen) >= bound:
+            raise CorruptError(f"the list at {head:#x} is longer than {bound} entries")
+        seen.add(pos)
+        yield pos
+        pos = drgn.Object(prog, lh, pos).next.value_()
+
+
+def _memory_block_objects(prog: drgn.Program, bound: int) -> Iterator[drgn.Object]:
+    """drgn's for_each_memory_block() (bus_for_each_dev(&memory_subsys): find
+    the bus's subsys_private on bus_kset's list, then walk its klist_devices),
+    with every list bounded and guarded against cycles."""
+    bus = prog["memory_subsys"].address_of_().value_()
+    sp_t = prog.type("struct subsys_private")
+    entry = drgn.offsetof(sp_t, "subsys.kobj.entry")
+    sp = None
+    for node in _list_nodes(prog, prog["bus_kset"].list.address_of_().value_(), MAX_BUSES):
+        cand = drgn.Object(prog, prog.pointer_type(sp_t), node - entry)
+        if cand.bus.value_() == bus:
+            sp = cand
+            break
+    if sp is None:
+        return
+    dp_t = prog.type("struct device_private")
+    knode = drgn.offsetof(dp_t, "knode_bus.n_node")
+    mb_t = prog.type("struct memory_block")
+    dev_off = drgn.offsetof(mb_t, "dev")
+    for node in _list_nodes(prog, sp.klist_devices.k_list.address_of_().value_(), bound):
+        dev = drgn.Object(prog, prog.pointer_type(dp_t), node - knode).device.value_()
+        yield drgn.Object(prog, prog.pointer_type(mb_t), dev - dev_off)
+
+
 def memory_blocks(prog: drgn.Program, bound: int, missing: Optional[Missing] = None) -> dict[int, tuple[int, str]]:
     """memory block number -> (nid, state name), from drivers/base/memory.c.
 
-    At most ``bound`` blocks are visited, each once (a cycle in the device
-    list ends the walk, noted in ``missing``)."""
-    from drgn.helpers.linux.mm import decode_memory_block_state, for_each_memory_block
+    At most ``bound`` blocks are visited, each once; a list that loops (the
+    device list or the list of buses) ends the walk, noted in ``missing``."""
+    from drgn.helpers.linux.mm import decode_memory_block_state
+
+    from .errors import CorruptError
 
     out: dict[int, tuple[int, str]] = {}
     spb = k.value(prog, "sections_per_block", "memory.c")
     if not spb:
         return out
-    seen: set[int] = set()
+    seen = 0
     try:
-        for mem in for_each_memory_block(prog):
-            addr = mem.value_()
-            if addr in seen or len(seen) >= bound:
-                if missing is not None:
-                    missing.note("the memory block list loops or is longer than the kernel allows: "
-                                 f"stopped after {len(seen)} blocks")
-                break
-            seen.add(addr)
+        for mem in _memory_block_objects(prog, bound):
+            seen += 1
             nr = mem.start_section_nr.value_()
             out[nr // spb] = (mem.nid.value_(), decode_memory_block_state(mem))
-    except (LookupError, drgn.FaultError, AttributeError, ValueError) as e:
+    except CorruptError as e:
+        if missing is not None:
+            missing.note(f"the memory block list is corrupt ({e}): stopped after {seen} blocks")
+    except (LookupError, drgn.FaultError, AttributeError, ValueError, TypeError, OverflowError) as e:
         if missing is not None and seen:
-            missing.note(f"memory block list unreadable after {len(seen)} blocks ({e})")
+            missing.note(f"memory block list unreadable after {seen} blocks ({e})")
     return out
 
 
@@ -379,6 +429,23 @@ def walk(prog: drgn.Program, geo: Geometry, missing: Optional[Missing] = None,
         for c in layout.clients:
             c.active = False
     return layout
+
+
+# A table whose reads fail for this many chunks in a row is not probed further:
+# the rest of it is taken as unreadable (a corrupt span costs no more than this).
+GIVE_UP_CHUNKS = 16
+
+
+def readable_end(layout: Layout, t: Table, max_pfn: Optional[int]) -> int:
+    """The end pfn of ``t``'s entries worth reading: every entry of a
+    section's table; a FLATMEM node's up to max_pfn plus its MAX_ORDER slack
+    (a longer span is corrupt, and the extent check fails it)."""
+    if layout.section_pages is not None:
+        return t.end_pfn
+    if max_pfn is None:
+        return min(t.end_pfn, t.start_pfn + (1 << 32))
+    slack = 2 * (layout.max_order_nr_pages or 1)
+    return max(t.start_pfn, min(t.end_pfn, max_pfn + slack))
 
 
 def table_for(layout: Layout, pfn: int) -> Optional[Table]:

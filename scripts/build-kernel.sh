@@ -17,6 +17,7 @@
 #       -f fixtures/kernel/memcg.config -f fixtures/kernel/kdump.config -f fixtures/kernel/alloc-tags.config
 #   scripts/build-kernel.sh -f A.config -f B.config           # B overrides A
 #   scripts/build-kernel.sh -a i386 -f fixtures/kernel/page-idle-i386.config  # 32-bit (ARCH=i386)
+#   scripts/build-kernel.sh -v 6.1 -S     # only print the kernel source directory (extracted if needed)
 #
 # -a ARCH is x86_64 (the default) or i386; a non-default ARCH is part of the
 # cache key and of the directory names (kernel-<version>-i386-<hash>).
@@ -26,12 +27,14 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 version=6.1
 arch=x86_64
 frags=()
-while getopts "v:f:a:h" opt; do
+print_src=
+while getopts "v:f:a:Sh" opt; do
     case $opt in
         v) version=$OPTARG ;;
         a) arch=$OPTARG ;;
         f) frags+=("$(realpath "$OPTARG")") ;;
-        h) sed -n '2,25p' "$0"; exit 0 ;;
+        S) print_src=1 ;;
+        h) sed -n '2,23p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
@@ -56,6 +59,22 @@ if [ ! -f "$tarball" ]; then
     apt-get install -y -q "$pkg" build-essential flex bison libelf-dev libssl-dev bc cpio xz-utils >&2
 fi
 pkgver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || stat -c %s "$tarball")
+src=$cache/src-$pkgver
+extract_src() {
+    [ -f "$src/Makefile" ] && return 0
+    exec 8>"$cache/.lock-src-$pkgver"
+    flock 8 || true
+    [ -f "$src/Makefile" ] && return 0
+    log "extracting $tarball"
+    rm -rf "$src.tmp"; mkdir -p "$src.tmp"
+    tar -C "$src.tmp" --strip-components=1 -xf "$tarball"
+    mv "$src.tmp" "$src"
+}
+if [ -n "$print_src" ]; then
+    extract_src
+    echo "$src"
+    exit 0
+fi
 
 # Bump RECIPE when the build steps below change what they produce.
 RECIPE=1
@@ -75,13 +94,7 @@ if cached; then
     exit 0
 fi
 
-src=$cache/src-$pkgver
-if [ ! -f "$src/Makefile" ]; then
-    log "extracting $tarball"
-    rm -rf "$src.tmp"; mkdir -p "$src.tmp"
-    tar -C "$src.tmp" --strip-components=1 -xf "$tarball"
-    mv "$src.tmp" "$src"
-fi
+extract_src
 
 build=$cache/build-$tag-$hash
 mkdir -p "$build"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what pageext-inspect and its test VM need, idempotently:
-# Debian packages (QEMU, busybox, the kernel build chain, linux-source-6.1,
-# Debian's bcc, kexec-tools and makedumpfile) and a venv in .venv that sees
-# Debian's python3-bpfcc.
+# Debian packages (QEMU, busybox, the kernel build chain, linux-source-6.1 and
+# -6.12, Debian's bcc, kexec-tools and makedumpfile) and a venv in .venv that
+# sees Debian's python3-bpfcc.  Everything the tests use is installed here, up
+# front: a test never depends on another one having installed it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(qemu-system-x86 busybox-static cpio xz-utils python3-venv python3-bpfcc
-      build-essential flex bison libelf-dev libssl-dev bc kmod linux-source-6.1)
+      build-essential flex bison libelf-dev libssl-dev bc kmod linux-source-6.1 linux-source-6.12)
 # The kdump tools run inside the test guest from the host's root over 9p
 # (chroot /host kexec, chroot /host makedumpfile), as bcc does.  Without their
 # recommends: makedumpfile's would pull in crash, kexec-tools' nothing needed.

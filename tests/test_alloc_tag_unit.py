@@ -37,7 +37,10 @@ def _m(t, name, off):
     return drgn.TypeMember(t, name, off * 8)
 
 
-def build(*, compressed: bool = False, key_on: bool = True):
+def build(*, compressed: bool = False, key_on: bool = True, cycle: bool = False, missing_cpu=None):
+    """The hand-made kernel; ``cycle``: pages +30 and +31 are each other's
+    compound head (a loop in a damaged memmap); ``missing_cpu``: that CPU's
+    per-CPU area is not in the image."""
     prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
                                       drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
     prog.set_linux_kernel_custom("OSRELEASE=6.12.0\nPAGESIZE=4096\nKERNELOFFSET=0\n"
@@ -161,6 +164,9 @@ def build(*, compressed: bool = False, key_on: bool = True):
     ref(21, 0xDEADBEEF00)
     ref(22, addrs[0] + 8)  # inside a tag, not a tag
     ref(N - 1, addrs[0], 0)  # the last entry
+    if cycle:
+        struct.pack_into("<Q", memmap, 64 * 30 + 8, (VMEMMAP + 64 * (START_PFN + 31)) | 1)
+        struct.pack_into("<Q", memmap, 64 * 31 + 8, (VMEMMAP + 64 * (START_PFN + 30)) | 1)
 
     def reader(base, data):
         return lambda a, c, o, p: bytes(data[o:o + c])
@@ -169,7 +175,8 @@ def build(*, compressed: bool = False, key_on: bool = True):
     prog.add_memory_segment(TABLE, len(table), reader(TABLE, table))
     prog.add_memory_segment(VMEMMAP + 64 * START_PFN, len(memmap), reader(0, memmap))
     for cpu, buf in percpu.items():
-        prog.add_memory_segment(PCPU[cpu], len(buf), reader(0, buf))
+        if cpu != missing_cpu:
+            prog.add_memory_segment(PCPU[cpu], len(buf), reader(0, buf))
 
     clients = [Client("page_owner", OWNER_OFF, 56, True, True),
                Client("page_alloc_tagging", REF_OFF, 8, key_on and not compressed, False,
@@ -182,6 +189,7 @@ def build(*, compressed: bool = False, key_on: bool = True):
 
 
 def tags(**kw):
+    """(the decoder, the tag addresses) of :func:`build` (its keywords)."""
     pe, addrs = build(**kw)
     return pe.client("page_alloc_tagging"), addrs
 

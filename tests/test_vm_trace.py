@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,7 +31,13 @@ from tracevm import TOOL, GuestTracer
 pytestmark = pytest.mark.vm
 
 NO_NOTRACE = ROOT / "fixtures" / "kernel" / "no-notrace.config"
-SRC = Path("/var/cache/pageext-inspect/src-6.1.192-2")
+
+
+def kernel_source(version: str = "6.1") -> Path:
+    """The extracted kernel source scripts/build-kernel.sh builds from (it extracts it if needed)."""
+    out = subprocess.run([str(ROOT / "scripts" / "build-kernel.sh"), "-v", version, "-S"], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module", params=["direct", "fallback"])
@@ -48,7 +55,7 @@ def kernel_config(kdir: Path) -> str:
 
 def section_size_bits() -> int:
     """x86_64 SECTION_SIZE_BITS from the kernel source (arch/x86/include/asm/sparsemem.h)."""
-    text = (SRC / "arch/x86/include/asm/sparsemem.h").read_text()
+    text = (kernel_source() / "arch/x86/include/asm/sparsemem.h").read_text()
     x86_64 = text[text.index("#else /* CONFIG_X86_32 */"):]
     return int(re.search(r"#\s*define SECTION_SIZE_BITS\s+(\d+)", x86_64).group(1))
 

@@ -369,9 +369,12 @@ class AllocTags:
         return tag
 
     # -- the kernel's counters --------------------------------------------------
-    def kernel_counters(self) -> dict[int, tuple[int, int]]:
+    def kernel_counters(self) -> dict[int, tuple[Optional[int], Optional[int]]]:
         """tag address -> (bytes, calls) summed over the possible CPUs, as
-        alloc_tag_read() does (bytes printed signed, calls unsigned)."""
+        alloc_tag_read() does (bytes printed signed, calls unsigned); (None,
+        None) for a tag whose counters are not all in the dump: one CPU's
+        share may be negative (freed on another CPU), so a partial sum is
+        not even a lower bound."""
         from drgn.helpers.linux.cpumask import for_each_possible_cpu
         from drgn.helpers.linux.percpu import per_cpu_ptr
 
@@ -395,30 +398,35 @@ class AllocTags:
         clusters.append(cur)
         sums: dict[int, list[int]] = {p: [0, 0] for p in ptrs}
         ub, uc = struct.Struct("<Q").unpack_from, struct.Struct("<Q").unpack_from
-        unread = 0
+        unread: set[int] = set()  # counter pointers with a CPU's counters not in the dump
         for off in offsets:
             for cl in clusters:
                 lo, hi = cl[0], cl[-1] + self.ctr_size
                 if hi - lo > MAX_TAG_BYTES:
-                    unread += len(cl)
+                    unread.update(cl)
                     continue
-                try:
-                    buf = self.prog.read((lo + off) & 0xFFFFFFFFFFFFFFFF, hi - lo)
-                except drgn.FaultError:
-                    unread += len(cl)
-                    continue
+                buf, holes = read_or_holes(self.prog, (lo + off) & 0xFFFFFFFFFFFFFFFF, hi - lo)
                 for p in cl:
+                    a = p - lo
+                    if any(h < a + self.ctr_size and a < h + n for h, n in holes):
+                        unread.add(p)
+                        continue
                     s = sums[p]
-                    s[0] += ub(buf, p - lo + self.ctr_bytes_off)[0]
-                    s[1] += uc(buf, p - lo + self.ctr_calls_off)[0]
-        if unread:
-            self.session.missing.note(f"{unread} per-CPU allocation tag counter(s) are not in the dump: the "
-                                      "kernel's bytes and calls of those tags are too low")
-        out = {}
+                    s[0] += ub(buf, a + self.ctr_bytes_off)[0]
+                    s[1] += uc(buf, a + self.ctr_calls_off)[0]
+        out: dict[int, tuple[Optional[int], Optional[int]]] = {}
+        lost = 0
         for addr, c in tags:
+            if c in unread:
+                out[addr] = (None, None)
+                lost += 1
+                continue
             b, n = sums[c]
             b &= 0xFFFFFFFFFFFFFFFF
             out[addr] = (b - (1 << 64) if b >= 1 << 63 else b, n & 0xFFFFFFFFFFFFFFFF)
+        if lost:
+            self.session.missing.note(f"the per-CPU counters of {lost} allocation tag(s) are not all in the dump: "
+                                      "the kernel's bytes and calls of those tags are unknown")
         return out
 
     # -- page_ext ------------------------------------------------------------------
@@ -635,8 +643,10 @@ def run_alloc_tags(ctx: Context) -> int:
                "pages": s.pages, "bytes": s.pages * page, "tags": len(s.tags) - len(s.invalid),
                "order_source": dict(sorted(s.order_source.items())),
                "kernel": None if not kernel else {
-                   "tags": len(kernel), "bytes": sum(b for b, _ in kernel.values()),
-                   "calls": sum(c for _, c in kernel.values())},
+                   "tags": sum(1 for b, _ in kernel.values() if b is not None),
+                   "bytes": sum(b for b, _ in kernel.values() if b is not None),
+                   "calls": sum(c for _, c in kernel.values() if c is not None),
+                   "unknown_tags": sum(1 for b, _ in kernel.values() if b is None)},
                "tag_list": at.catalogue_note or "the kernel's"}
     if a.as_json:
         ctx.echo(json.dumps({"summary": summary, "tags": rows, "missing": missing_json(ctx)}, indent=1))
@@ -655,7 +665,8 @@ def run_alloc_tags(ctx: Context) -> int:
         if kernel:
             kk = summary["kernel"]
             ctx.echo(f"kernel counters   {kk['bytes']} bytes, {kk['calls']} calls in {kk['tags']} tags "
-                     "(page, slab and percpu allocations: /proc/allocinfo)")
+                     "(page, slab and percpu allocations: /proc/allocinfo)"
+                     + (f"; {kk['unknown_tags']} tags' counters not in the dump" if kk["unknown_tags"] else ""))
     if s.invalid:
         ctx.note(f"{summary['invalid']} page_ext entr{'y' if summary['invalid'] == 1 else 'ies'} hold "
                  f"{len(s.invalid)} pointer(s) that are not allocation tags")

@@ -28,25 +28,42 @@ from ..text import escape
 class KernelNames:
     """Flag, migratetype and reason names, as the target kernel prints them."""
 
-    def __init__(self, prog: drgn.Program):
+    def __init__(self, prog: drgn.Program, missing: Optional[Any] = None):
+        """``missing`` (an :class:`inspector.model.Missing`) learns of a table
+        that cannot be read: the names it holds are then left out."""
         self.prog = prog
-        self.gfp_names = gfp_flag_names(prog)
-        self.page_names = _flag_table(prog, "pageflag_names")
+        self.missing = missing
+        self.gfp_names = self._read("gfpflag_names", lambda: gfp_flag_names(prog), [])
+        self.page_names = self._read("pageflag_names", lambda: _flag_table(prog, "pageflag_names"), [])
         nr = _enum_value(prog, "__NR_PAGEFLAGS")
         self.pageflags_mask = (1 << nr) - 1 if nr is not None else (1 << 64) - 1
-        self.pff = self._page_flags_fields()
+        self.pff = self._read("pff", self._page_flags_fields, None)
         self.migratetype_names = self._strings("migratetype_names")
         self.migrate_reason_names = self._strings("migrate_reason_names")
         self._gfp_cache: dict[int, str] = {}
         self._pflags_cache: dict[int, str] = {}
+
+    def _read(self, what: str, fn: Callable[[], Any], default: Any) -> Any:
+        """fn(), or ``default`` when the kernel's table cannot be read (noted)."""
+        try:
+            return fn()
+        except (drgn.FaultError, drgn.ObjectAbsentError, ValueError, OverflowError) as e:
+            if self.missing is not None:
+                self.missing.note(f"the kernel's {what} cannot be read ({str(e).splitlines()[0][:120]}): "
+                                  "the names it holds are not printed")
+            return default
 
     def _strings(self, name: str) -> list[str]:
         try:
             arr = self.prog[name]
         except KeyError:
             return []
-        return [arr[i].string_().decode("latin-1") if arr[i].value_() else "(null)"
-                for i in range(arr.type_.length or 0)]
+        out = []
+        for i in range(min(arr.type_.length or 0, 256)):
+            text = self._read(f"{name}[{i}]", lambda: arr[i].string_().decode("latin-1")
+                              if arr[i].value_() else "(null)", None)
+            out.append(f"<{name}[{i}] unreadable>" if text is None else text)
+        return out
 
     def _page_flags_fields(self) -> Optional[list[tuple[int, int, int, bool, str]]]:
         # lib/vsprintf.c pff[]: the section/node/zone/lastcpupid/kasantag

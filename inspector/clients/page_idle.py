@@ -221,6 +221,11 @@ class PageIdle:
             if self.max_pfn is None:
                 raise UsageError("max_pfn is unreadable: give the bitmap's end pfn")
             hi = self.max_pfn
+            bound = self._pfn_bound()
+            if bound is not None and hi > bound:
+                self.session.missing.note(f"max_pfn {hi:#x} is beyond what the kernel can address "
+                                          f"({bound:#x}): the bitmap ends there")
+                hi = bound
         if lo % 64:
             raise UsageError("the bitmap starts at a multiple of 64 pfns")
         end = lo + 64 * ((hi - lo) // 64)
@@ -230,7 +235,7 @@ class PageIdle:
                 continue
             first = int(c.pfn[0]) - int(c.pfn[0]) % 64
             if first > pos:
-                yield bytes((first - pos) // 8)
+                yield from _zeros((first - pos) // 8)
                 pos = first
             last = int(c.pfn[-1]) + 1
             span = -(-(last - pos) // 64) * 64
@@ -240,10 +245,22 @@ class PageIdle:
             yield words.tobytes()
             pos += span
         if end > pos:
-            yield bytes((end - pos) // 8)
+            yield from _zeros((end - pos) // 8)
+
+    def _pfn_bound(self) -> Optional[int]:
+        """1 << (MAX_PHYSMEM_BITS - PAGE_SHIFT): no pfn reaches it."""
+        bits, shift = k.value(self.prog, "MAX_PHYSMEM_BITS"), k.value(self.prog, "PAGE_SHIFT")
+        return None if bits is None or shift is None else 1 << max(0, bits - shift)
 
     def bitmap(self, lo: int = 0, hi: Optional[int] = None) -> bytes:
         return b"".join(self.bitmap_chunks(lo, hi))
+
+
+def _zeros(n: int, piece: int = 1 << 20) -> Iterator[bytes]:
+    """n zero bytes, a MiB at a time."""
+    while n > 0:
+        yield bytes(min(n, piece))
+        n -= piece
 
 
 def run_page_idle(ctx: Context) -> int:

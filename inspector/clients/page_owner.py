@@ -36,9 +36,9 @@ import drgn
 from ..lazy import np
 
 from .. import kernel as k
-from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, THRESHOLD, Command, Context, Opt, missing_json,
-                        pfn_selection)
-from ..errors import ClientError, NoPageExtError, TargetError, UsageError
+from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, RETRIES, THRESHOLD, Command, Context, Opt, consistent,
+                        missing_json, pfn_selection)
+from ..errors import ClientError, MissingDataError, NoPageExtError, TargetError, UsageError
 from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
@@ -114,6 +114,7 @@ class Record:
     pageblock_mt: Optional[int]
     memcg_data: int = 0
     corrupt: tuple = ()
+    suspect: bool = False  # from a table a failed decode check points at (decoded with --force)
 
 
 class PageOwner:
@@ -124,7 +125,7 @@ class PageOwner:
         self.prog = prog = session.prog
         self.layout = session.layout
         self.client = session.require_client("page_owner", CLIENT.config, CLIENT.enable)
-        self.names = KernelNames(prog)
+        self.names = KernelNames(prog, session.missing)
         self.symbolize = Symbolizer(prog)
         self.depot = StackDepot(prog, self.symbolize, session.missing)
         self.strings = KernelStrings(prog)
@@ -419,7 +420,7 @@ class PageOwner:
                          v["free_handle"], v["last_migrate_reason"], v["ts_nsec"], v["free_ts_nsec"], v["pid"],
                          v["tgid"], v["comm"], v["free_pid"], v["free_tgid"], pflags[i],
                          None if mt[i] < 0 else mt[i], memcg[i] or 0,
-                         tuple(n for bit, n in CORRUPT_NAMES.items() if bad[i] & bit))
+                         tuple(n for bit, n in CORRUPT_NAMES.items() if bad[i] & bit), b.suspect)
 
     def record_at(self, pfn: int) -> Record:
         """The record of one pfn (tail pages included).
@@ -430,7 +431,7 @@ class PageOwner:
         for r in self.records(ALL, pfn, pfn + 1, heads_only=False):
             return r
         if self.session.missing.page_ext.overlaps(pfn, pfn + 1):
-            raise NoPageExtError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
+            raise MissingDataError(f"pfn {pfn:#x}'s page_ext entry is not in the dump")
         raise NoPageExtError(f"pfn {pfn:#x} has no page_owner record (never allocated since page_owner "
                              "was initialised)")
 
@@ -625,6 +626,7 @@ class PageOwner:
             "free_stack": self.stack_lines(r.free_handle),
             "memcg": self.memcg_name(r.memcg_data),
             "corrupt": list(r.corrupt),
+            "suspect": r.suspect,
         }
 
     def json_bytes(self, b: Batch) -> bytes:
@@ -674,7 +676,8 @@ class PageOwner:
         else:
             pieces.append(null)
         pieces += [b', "corrupt": ',
-                   lookup(b.corrupt, lambda v: [name for bit, name in CORRUPT_NAMES.items() if v & bit]), b"}\n"]
+                   lookup(b.corrupt, lambda v: [name for bit, name in CORRUPT_NAMES.items() if v & bit]),
+                   b', "suspect": true}\n' if b.suspect else b', "suspect": false}\n']
         return render(pieces, n)
 
     def text(self, r: Record) -> str:
@@ -695,6 +698,8 @@ class PageOwner:
         lines = [head, "  " + ", ".join(who)] if who else [head]
         if r.corrupt:
             lines.append("  CORRUPT: " + ", ".join(f"{c} beyond what the kernel can hold" for c in r.corrupt))
+        if r.suspect:
+            lines.append("  SUSPECT: decoded with --force from a table a failed check points at")
         if d["memcg"] is not None:
             lines.append(f"  memcg: {d['memcg']}")
         if d["last_migrate_reason"]:
@@ -731,6 +736,8 @@ class PageOwner:
                 b = b.take(np.flatnonzero(good))
             if not len(b):
                 continue
+            if "handle" in keys:
+                _count_invalid(self, b)
             cols = np.empty(len(b), dtype=dtype)
             for key in keys:
                 if key == "migratetype":
@@ -850,7 +857,8 @@ TOP_COLUMN = {"stack": "handle", "gfp": "gfp_mask"}  # top --by KEY -> the colum
 TOP_FORMATS = ("text", "page_owner_sort", "show_stacks", "handles")
 CSV_COLUMNS = ("pfn", "state", "order", "gfp_mask", "gfp_flags", "migratetype", "pageblock_migratetype",
                "pid", "tgid", "comm", "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid",
-               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack", "memcg", "corrupt")
+               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack", "memcg", "corrupt",
+               "suspect")
 
 
 def _owner_notes(ctx: Context, po: PageOwner) -> None:
@@ -859,8 +867,22 @@ def _owner_notes(ctx: Context, po: PageOwner) -> None:
                  "their memcg lines are left out")
     n = len(po.depot.invalid)
     if n:
-        ctx.note(f"{po.invalid_records} record(s) with invalid stack handles ({n} distinct handle(s))")
+        if po.invalid_records:
+            ctx.note(f"{po.invalid_records} record(s) with invalid stack handles ({n} distinct handle(s))")
+        else:  # handles met outside the records (show_stacks' list)
+            ctx.note(f"{n} invalid stack handle(s)")
         ctx.corrupt += n
+
+
+def _count_invalid(po: PageOwner, b: Batch, free: bool = False) -> None:
+    """Count the records of a decoded batch whose stack handle (or, with
+    ``free``, free stack handle) the depot found invalid."""
+    if po.depot.invalid:
+        invalid = np.fromiter(po.depot.invalid, dtype=np.uint64)
+        bad = np.isin(b.e["handle"], invalid)
+        if free and "free_handle" in po.has:
+            bad |= np.isin(b.e["free_handle"], invalid)
+        po.invalid_records += int(bad.sum())
 
 
 def _corrupt_note(ctx: Context, count: int) -> None:
@@ -888,6 +910,10 @@ def prepare_owner(a) -> None:
 
 
 def run_owner(ctx: Context) -> int:
+    return consistent(ctx, _owner, ctx.args.retries)
+
+
+def _owner(ctx: Context) -> int:
     a = ctx.args
     fmt, which = a.fmt, a.which
     one, lo, hi = a.one, a.lo, a.hi
@@ -922,7 +948,7 @@ def run_owner(ctx: Context) -> int:
         if a.as_json:
             ctx.write_bytes(po.json_bytes(b))
         elif fmt == "debugfs":
-            ctx.write_bytes(po.debugfs_bytes(b, raw=not ctx.tty))
+            ctx.write_bytes(po.debugfs_bytes(b, raw=not ctx.tty))  # counts its invalid handles itself
         elif writer is not None:
             for r in po.batch_records(b):
                 d = po.record_dict(r)
@@ -931,6 +957,8 @@ def run_owner(ctx: Context) -> int:
                 writer.writerow([("" if d[c] is None else d[c]) for c in CSV_COLUMNS])
         else:
             ctx.write("".join(po.text(r) for r in po.batch_records(b)))
+        if a.as_json or fmt != "debugfs":
+            _count_invalid(po, b, free=True)
     if a.as_json:
         ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
     _owner_notes(ctx, po)
@@ -969,6 +997,10 @@ def prepare_top(a) -> None:
 
 
 def run_top(ctx: Context) -> int:
+    return consistent(ctx, _top, ctx.args.retries)
+
+
+def _top(ctx: Context) -> int:
     from . import aggregators as agg
     a = ctx.args
     by, fmt = a.by, a.fmt
@@ -1024,6 +1056,7 @@ COMMANDS = [
         Opt(("-o", "--output"), "output", "the file --format parquet writes", metavar="FILE"),
         Opt(("--json",), "as_json", "JSON Lines, one record a line, then one line with the key \"missing\"",
             bool, False),
+        RETRIES,
     ), description="""\b
 Examples:
   pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
@@ -1041,6 +1074,7 @@ Examples:
                     "(page_owner_stacks/show_handles, v6.19)", str, "text", metavar="FORMAT"),
                 Opt(("--stacks",), "stacks", "with --format handles: show_stacks_handles (every stack with its "
                     "handle, no threshold)", bool, False),
+                RETRIES,
             ), description="""\b
 Examples:
   pageext-inspect top vmcore -s vmlinux --by stack --limit 10

@@ -28,6 +28,7 @@ from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
 from ..kernel import STACKDEPOT_MAX_FRAMES, pointer_size
 from ..model import Missing
+from ..reader import present
 
 # STACK_ALLOC_ALIGN / DEPOT_STACK_ALIGN: 4 since the depot's introduction
 # (cd11016e5f52, v4.6), as drgn's helper also assumes.
@@ -123,6 +124,8 @@ class StackDepot:
             raw = self.prog.read(base + offset, self._rec_handle_off + 4)
         except drgn.FaultError:
             return MISSING
+        if not present(self.prog, base + offset, self._rec_handle_off + 4):
+            return MISSING  # a page the core does not hold reads as zeros: not a stack, not corrupt
         size = int.from_bytes(raw[self._rec_size_off:self._rec_size_off + 4], "little")
         stored = int.from_bytes(raw[self._rec_handle_off:self._rec_handle_off + 4], "little")
         mask = ~self._extra_mask() & 0xFFFFFFFF
@@ -162,6 +165,8 @@ class StackDepot:
         which the kernel does not print and which costs ~2 ms a stack)."""
         w = self._word
         raw = self.prog.read(record + self._rec_entries_off, size * w)
+        if not present(self.prog, record + self._rec_entries_off, size * w):
+            raise drgn.FaultError("stack record not in the dump", record + self._rec_entries_off)
         return [int.from_bytes(raw[i:i + w], "little") for i in range(0, len(raw), w)]
 
     def fetch_pcs(self, handle: int) -> Optional[list[int]]:

@@ -56,6 +56,8 @@ class Picture:
     table_segments: list[tuple[int, int]] = field(default_factory=list)
     total_usage: int = 0
     client_offsets: dict[str, int] = field(default_factory=dict)
+    # max_pfn when it is not the end of the last node (a corrupt node span)
+    max_pfn: Optional[int] = None
 
 
 def picture(result: SimResult, variant: Variant) -> Picture:
@@ -237,7 +239,7 @@ def build(pic: Picture) -> drgn.Program:
         img.u64(pg + 16, end - start)
         if lay.section_pages is None:
             img.u64(pg + 24, pic.node_page_ext.get(n, 0))
-    const("max_pfn", max((e for _, e in pic.spans.values()), default=0))
+    const("max_pfn", pic.max_pfn if pic.max_pfn is not None else max((e for _, e in pic.spans.values()), default=0))
     mm = var("init_mm", mm_t)
     img.u64(mm, DIRECT_MAP + 0x1000)  # a pgd nobody mapped: follow_phys() faults, as on a core without it
     if lay.section_pages is not None:
