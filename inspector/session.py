@@ -89,6 +89,7 @@ class PageExt:
         self.presence = getattr(target, "presence", None) or prog.cache.get("pageext_presence")
         self._decoders: dict[str, Any] = {}
         self._suspects: Optional[set] = None
+        self._decode_checks: list[Check] = []
         self._page_struct_size: Optional[int] = None
         if layout is not None:
             self.__dict__["geometry"] = layout
@@ -181,6 +182,12 @@ class PageExt:
                 raise VerificationError(f"check {c.name} failed: {c.detail}; decoding this page_ext would print "
                                         "garbage (--force decodes anyway, marking the suspect tables)", failed)
             self._suspects = suspect_tables(self.layout, checks)
+            self._decode_checks = checks
+        if self.presence is None:
+            # No page list (kdump, live, kcore): the readable check would read
+            # every table once more; the decode's own reads find the same holes
+            # in what it reads, and record them in missing.
+            return self._decode_checks
         return [c for c in self.checks if c.name in DECODE_CHECKS]
 
     @property
