@@ -142,7 +142,13 @@ class Symbolizer:
         self._addrs: list[int] = []
         self._names: list[str] = []
         self._ends: list[int] = []
-        syms = kallsyms_in_order(prog)
+        self._loaded = False
+
+    def _load(self) -> None:
+        """Read the kallsyms table, on the first address asked for (a decode
+        that prints no stack, e.g. ``top --by pid``, never pays for it)."""
+        self._loaded = True
+        syms = kallsyms_in_order(self.prog)
         for sym in syms:  # kallsyms order: sorted by address
             if self._addrs and sym.address == self._addrs[-1]:
                 continue  # an alias: the first one is printed
@@ -156,6 +162,9 @@ class Symbolizer:
 
     def _lookup(self, pc: int) -> Optional[tuple[str, int, int, Optional[str]]]:
         import bisect
+
+        if not self._loaded:
+            self._load()
 
         i = bisect.bisect_right(self._addrs, pc) - 1
         if 0 <= i and pc < self._ends[i]:
