@@ -451,17 +451,21 @@ class PageOwner:
         """(index, table, printable): the stack, migrate-reason and memcg lines
         and the closing blank line of each record, each distinct combination
         built once; records whose stack is not in the dump are not printable."""
-        key = np.zeros(len(b), dtype=[("h", "<u8"), ("r", "<i8"), ("m", "<u8")])
-        key["h"] = b.e["handle"]
-        if "last_migrate_reason" in self.has:
-            key["r"] = b.e["last_migrate_reason"]
-        else:
-            key["r"] = -1
-        if b.p is not None and "memcg_data" in b.p.dtype.names:
-            key["m"] = b.p["memcg_data"]
-        uniq, inv = np.unique(key, return_inverse=True)
+        # Distinct (handle, reason, memcg) triples as one int64 code from each
+        # column's own distinct values (sorting a structured key is 5x slower).
+        n = len(b)
+        hs, hi = np.unique(b.e["handle"], return_inverse=True)
+        rs, ri = (np.unique(b.e["last_migrate_reason"].astype(np.int64), return_inverse=True)
+                  if "last_migrate_reason" in self.has else (np.array([-1]), np.zeros(n, np.int64)))
+        ms, mi = (np.unique(b.p["memcg_data"], return_inverse=True) if b.p is not None
+                  and "memcg_data" in b.p.dtype.names else (np.array([0], np.uint64), np.zeros(n, np.int64)))
+        nr, nm = len(rs), len(ms)
+        codes, inv = np.unique((hi.reshape(-1).astype(np.int64) * nr + ri.reshape(-1)) * nm + mi.reshape(-1),
+                               return_inverse=True)
+        hs, rs, ms = hs.tolist(), rs.tolist(), ms.tolist()
         table, good = [], []
-        for h, r, m in uniq.tolist():
+        for c in codes.tolist():
+            h, r, m = hs[c // (nr * nm)], rs[c // nm % nr], ms[c % nm]
             lines = self.depot.lines(h)
             if lines == MISSING:
                 table.append(b"")
