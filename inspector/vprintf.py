@@ -196,14 +196,14 @@ def render(pieces: list[Piece], n: int) -> bytes:
             runs[-1].append(p)
     if not longs:
         return _render_run(runs[0], n)[0].tobytes()
-    rendered = [_render_run(r, n) for r in runs]
     columns: list[list] = []
-    for k, (buf, starts, ends) in enumerate(rendered):
-        mv = memoryview(buf)
-        columns.append([mv[a:b] for a, b in zip(starts.tolist(), ends.tolist())])
+    for k, run in enumerate(runs):
+        if run:  # none before a leading, between adjacent or after a trailing long column
+            buf, starts, ends = _render_run(run, n)
+            # Slices of the buffer, one per record, by map() (no bytecode per record).
+            columns.append(list(map(memoryview(buf).__getitem__, map(slice, starts.tolist(), ends.tolist()))))
         if k < len(longs):
-            table = longs[k].table
-            columns.append([table[i] for i in np.asarray(longs[k].index).tolist()])
+            columns.append(list(map(longs[k].table.__getitem__, np.asarray(longs[k].index).tolist())))
     seq: list = [None] * (n * len(columns))
     for j, col in enumerate(columns):
         seq[j::len(columns)] = col
