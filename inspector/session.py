@@ -93,6 +93,7 @@ class PageExt:
         self._decoders: dict[str, Any] = {}
         self._suspects: Optional[set] = None
         self.forced: set = set()  # keys of suspect tables decoded anyway (force)
+        self._decode_checks: list[Check] = []
         self._page_struct_size: Optional[int] = None
         if layout is not None:
             self.__dict__["geometry"] = layout
@@ -218,6 +219,12 @@ class PageExt:
                 raise VerificationError(f"check {c.name} failed: {c.detail}; decoding this page_ext would print "
                                         "garbage (--force decodes anyway, marking the suspect tables)", failed)
             self._suspects = suspect_tables(self.layout, checks)
+            self._decode_checks = checks
+        if self.presence is None:
+            # No page list (kdump, live, kcore): the readable check would read
+            # every table once more; the decode's own reads find the same holes
+            # in what it reads, and record them in missing.
+            return self._decode_checks
         return [c for c in self.checks if c.name in DECODE_CHECKS]
 
     @property
@@ -409,3 +416,4 @@ class PageExt:
         self._decoders.clear()
         self._suspects = None
         self.forced = set()
+        self._decode_checks = []

@@ -351,7 +351,17 @@ def memory_probe(prog: drgn.Program, layout: Layout, presence=None, missing=None
             missing.memmap.add(pfn, pfn + 1)
         return None
 
+    seen: dict[tuple, PfnRanges] = {}
+
     def unreadable(t: Table) -> PfnRanges:
+        # Asked twice per table (the readable check, then the session's
+        # missing ranges); without a page list each answer reads the table.
+        key = (t.key, t.address, t.nr_pages)
+        if key not in seen:
+            seen[key] = _unreadable(t)
+        return seen[key]
+
+    def _unreadable(t: Table) -> PfnRanges:
         if presence is not None and t.table_mem == "direct" and t.table_pfn is not None:
             first = t.table_pfn
             end = t.table_pfn + -(-t.bytes // layout.page_size)

@@ -362,12 +362,14 @@ class TestVM:
                  slots: int = 4, maxmem_mb: int = 4096, cmdline: str = "",
                  host_root: bool = False, workdir: Optional[str] = None, smp: int = 2,
                  boot_timeout: float = 180.0, gdb_port: Optional[int] = None, arch: str = "x86_64",
-                 modules: Optional[list[str]] = None, crashkernel: Optional[str] = None, cpu: str = "max"):
+                 modules: Optional[list[str]] = None, crashkernel: Optional[str] = None, cpu: str = "max",
+                 extra_args: Sequence[str] = ()):
         """``crashkernel="160M"`` reserves memory for kdump (and implies
         ``host_root``: kexec and makedumpfile are the host's); ``crash()``
         loads the capture kernel if ``load_capture_kernel()`` has not.
         ``cpu`` is QEMU's -cpu: "max" has LA57, so the guest runs 5-level
-        paging; "max,la57=off" gives the 4-level paging of most machines."""
+        paging; "max,la57=off" gives the 4-level paging of most machines.
+        ``extra_args`` go to QEMU as they are (e.g. another -virtfs share)."""
         if arch not in QEMU:
             raise VMError(f"unknown guest arch {arch!r} (one of: {', '.join(QEMU)})")
         self.arch = arch
@@ -394,6 +396,7 @@ class TestVM:
         self.crash_times: dict[str, float] = {}
         self._qmp: Optional[QEMUMonitorProtocol] = None
         self.cpu = cpu
+        self.extra_args = list(extra_args)
         self.gdb_port = gdb_port  # QEMU's gdbstub on 127.0.0.1:gdb_port, to stop the guest mid-operation
         # A reused workdir may hold the last guest's files: "ready" among them
         # would make us talk to a guest that has not booted.
@@ -437,6 +440,7 @@ class TestVM:
                 args += ["-object", f"memory-backend-ram,id=m{n},size={per}M",
                          "-numa", f"node,nodeid={n},memdev=m{n}"
                          + (f",cpus={n % smp}" if numa <= smp else "")]
+        args += self.extra_args
         self.qemu_args = args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=open(self.dir / "qemu.out", "wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -34,3 +34,17 @@ def test_render_equals_percent_formatting_on_random_columns():
 def test_render_of_nothing_and_of_literals_only():
     assert render([b"x", Dec(np.zeros(0, dtype=np.int64))], 0) == b""
     assert render([b"ab", b"c"], 3) == b"abcabcabc"
+
+
+def test_long_columns_first_last_and_side_by_side():
+    """Long table strings at the start, at the end and next to each other:
+    no gathered run between them, so none is cut out per record."""
+    rng = np.random.default_rng(11)
+    n = 700
+    long = [b"S" * 120 + b"\n", b" frame+0x1/0x2\n" * 9, b"T" * 96]
+    i, j, k = (rng.integers(0, len(long), n) for _ in range(3))
+    d = rng.integers(-10**6, 10**6, n, dtype=np.int64)
+    pieces = [Str(i, long), Str(j, long), b" pid ", Dec(d), Str(k, long)]
+    want = b"".join(long[i[r]] + long[j[r]] + b" pid %d" % int(d[r]) + long[k[r]] for r in range(n))
+    assert render(pieces, n) == want
+    assert render([Str(i, long)], n) == b"".join(long[x] for x in i.tolist())
