@@ -5,7 +5,7 @@ prints them; it never touches the kernel.  The JSON schema is the one other
 tools parse (``target``, ``kernel``, ``page_ext``, ``tables``, ``checks``)
 plus additive keys: ``nodes``, ``dependencies``, ``sections`` (every present
 section or one with a page_ext pointer: flags, node, raw pointer), per table
-``table_mem`` (direct|vmalloc|null) and ``table_pfn``, ``kernel.rules`` (the
+``table_mem`` (direct|vmalloc|unknown|null) and ``table_pfn``, ``kernel.rules`` (the
 version rules discovery detected) and ``missing`` (what could not be read).
 Every number in it is a JSON integer, addresses included.
 

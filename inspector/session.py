@@ -34,7 +34,7 @@ import drgn
 from . import kernel as k
 from .clients import decoder_class, registry
 from .errors import ClientError, MissingDataError, NoPageExtError, TargetError, VerificationError
-from .model import FAIL, Check, Geometry, Layout, Missing, Table
+from .model import FAIL, UNKNOWN, Check, Geometry, Layout, Missing, Table
 from .reader import read_or_holes, unknown_items
 from .verify import DECODE_CHECKS, memory_probe, suspect_tables, verify
 from .walk import GIVE_UP_CHUNKS, entry_address, readable_end, spans, table_for, walk
@@ -220,6 +220,9 @@ class PageExt:
                                         "garbage (--force decodes anyway, marking the suspect tables)", failed)
             self._suspects = suspect_tables(self.layout, checks)
             self._decode_checks = checks
+            for c in checks:
+                if c.name == "bias" and c.status == UNKNOWN:  # decoded, but on a base nobody could verify
+                    self.missing.note(f"check bias unknown: {c.detail}")
         if self.presence is None:
             # No page list (kdump, live, kcore): the readable check would read
             # every table once more; the decode's own reads find the same holes

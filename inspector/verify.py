@@ -91,6 +91,10 @@ def check_bias(layout: Layout, memory: Optional[Memory]) -> Check:
     if lost:
         return Check("bias", FAIL, "unbiased base is neither direct-mapped RAM nor vmalloc: "
                      + _fmt_list([_where(t) for t in lost]), _keys(lost))
+    unsure = [t for t in layout.tables if memory is not None and t.table_mem == "unknown"]
+    if unsure:
+        return Check("bias", UNKNOWN, "where the unbiased bases lie cannot be told (the direct map's base is "
+                     "not in the dump): " + _fmt_list([_where(t) for t in unsure]), _keys(unsure))
     return Check("bias", OK, f"{len(layout.tables)} bases page-aligned"
                  + ("" if memory is None else ", each in the direct map or vmalloc"))
 

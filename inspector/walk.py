@@ -365,9 +365,12 @@ def locate_tables(prog: drgn.Program, layout: Layout) -> None:
     present = {s.nr for s in layout.sections if s.present}
     max_pfn = k.value(prog, "max_pfn")
     for t in layout.tables:
+        fault = False
         try:
             pfn = direct_map_pfn(prog, t.address)
-        except (drgn.FaultError, ValueError, LookupError, OverflowError):
+        except drgn.FaultError:  # the direct map's base (page_offset_base) is not in the dump
+            pfn, fault = None, True
+        except (ValueError, LookupError, OverflowError):
             pfn = None
         if pfn is not None and layout.sparse and pfn // layout.section_pages in present:
             t.table_mem, t.table_pfn = "direct", pfn
@@ -379,6 +382,8 @@ def locate_tables(prog: drgn.Program, layout: Layout) -> None:
             continue
         if _is_vmalloc(prog, t.address):
             t.table_mem = "vmalloc"
+        elif fault:
+            t.table_mem = "unknown"  # neither can be told: check_bias says unknown, not fail
 
 
 def direct_map_pfn(prog: drgn.Program, addr: int) -> int:

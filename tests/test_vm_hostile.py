@@ -5,7 +5,13 @@ page_table_check on) is paused and dumped as ELF; each test damages a working
 copy (tests/coremut.py: at the physical addresses drgn's own page-table walk
 gives for the structure) and undoes it afterwards.  "Gone" pages fault when
 read; "zeros" pages are file-less segment tails, which drgn reads as zeros --
-what makedumpfile's ELF output does with the pages it excludes.  Every
+what makedumpfile's ELF output (-E) does with the pages it excludes.  Of the
+kernel memory we read, -d 31 excludes only all-zero pages, so a file-less
+tail counts as held (zeros): on a real -E -d 31 capture of a small guest,
+25 of 26 segments have such tails, 206,617 pages, among them whole page_ext
+tables of never-allocated pages (tests/test_vm_kdump.py decodes that dump in
+full).  The missing-data tests below therefore take pages away ("gone"); the
+zeros case is test_file_less_tail_over_a_zero_table_page.  Every
 expectation is about what the damage took: the pfns whose entries, struct
 pages or stack records lay there, from the clean core's layout.
 """
@@ -120,7 +126,7 @@ def table_page(core: Core, index: int = 1) -> tuple[int, range]:
 
 # -- one missing 4 KiB page inside a page_ext table -------------------------------------------------
 
-@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+@pytest.mark.parametrize("zeros", [False], ids=["gone"])
 def test_one_missing_table_page(core, zeros):
     a, lost = table_page(core)
     clean_tc = json.loads(core.run("table-check", "--json").stdout)
@@ -152,9 +158,39 @@ def test_one_missing_table_page(core, zeros):
         assert "agrees: " not in v.stdout and "agrees where the target could be read" in v.stdout
 
 
+def test_file_less_tail_over_a_zero_table_page(core):
+    """makedumpfile -E's exclusion of an all-zero page of a page_ext table, as
+    a file-less segment tail: held, read as the zeros it was, the decode as
+    complete as on the clean core (never 'partial' for a real -E -d 31 dump)."""
+    prog = core.prog
+    esz = core.marks.entry_size
+    zero = None
+    for s, e, first in core.marks.tables:
+        for a in range(-(-s // coremut.PAGE) * coremut.PAGE, e - coremut.PAGE + 1, coremut.PAGE):
+            if not any(prog.read(a, coremut.PAGE, True)):
+                zero = a
+                break
+        if zero is not None:
+            break
+    if zero is None:
+        pytest.skip("no all-zero page inside a page_ext table of this boot")
+    clean = core.run("inspect", "--json")
+    clean_tc = json.loads(core.run("table-check", "--json").stdout)
+    with core.damaged(core.elf.hole(zero, zero + coremut.PAGE, zeros=True)):
+        p = core.run("inspect", "--json")
+        assert p.returncode == clean.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        assert doc["checks"] == json.loads(clean.stdout)["checks"] and not doc["missing"]["page_ext"]
+        recs, missing = core.json("owner", "--json", "--all", rc=0)
+        assert {r["pfn"]: r for r in recs} == core.records and not missing["page_ext"]
+        tc = core.run("table-check", "--json")
+        assert tc.returncode == 0 and json.loads(tc.stdout)["pages"] == clean_tc["pages"]
+    assert esz > 0
+
+
 # -- a missing memmap (makedumpfile -e) -------------------------------------------------------------------
 
-@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+@pytest.mark.parametrize("zeros", [False], ids=["gone"])
 def test_missing_memmap(core, zeros):
     s, e, first = core.marks.memmap[0]
     a = s + 5 * coremut.PAGE
@@ -173,7 +209,7 @@ def test_missing_memmap(core, zeros):
         assert tc.returncode == 3 and f"{len(lost)} pages not compared (struct page unreadable)" in tc.stdout
 
 
-@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+@pytest.mark.parametrize("zeros", [False], ids=["gone"])
 def test_missing_struct_page_of_a_tables_last_page(core, zeros):
     """extent asks whether a table's last page is allocated: unknown, never "ok" (nor "fail" on zeros)."""
     t = core.marks.table_list[0]
@@ -191,7 +227,7 @@ def test_missing_struct_page_of_a_tables_last_page(core, zeros):
 
 # -- stack depot ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("zeros", [False, True], ids=["gone", "zeros"])
+@pytest.mark.parametrize("zeros", [False], ids=["gone"])
 def test_missing_stack_depot_pool_is_missing_not_invalid(core, zeros):
     s, e, index = core.marks.pools[1]
     on_pool = {h for a, b, h in core.marks.depot if s <= a < e}
@@ -354,8 +390,12 @@ def test_what_the_fuzz_corpus_found(core, case):
     answer lost) or an internal error before; now a partial answer or one clear line."""
     if case == "mem_section page gone":
         with core.damaged(_roots_hole(core)):
-            recs, missing = core.json("owner", "--json", "--all", rc=3)
-            assert missing["page_ext"] and not recs
+            # Every section of this small guest lies in that page: nothing of the
+            # memory model is left, which is one line (exit 2, as for a capture
+            # cut short before mem_section, tests/test_vm_kdump.py).
+            p = core.run("owner", "--json", "--all")
+            assert p.returncode == 2 and not p.stdout, p.stderr
+            assert p.stderr.count("\n") == 1 and "cannot read mem_section" in p.stderr, p.stderr
     elif case == "vmemmap_base gone":
         with core.damaged(_vmemmap_hole(core)):
             p = core.run("owner", "--json", "--all")
@@ -375,6 +415,8 @@ def test_what_the_fuzz_corpus_found(core, case):
     else:
         pfn = core.marks.section_pages + 5  # section 1
         with core.damaged(_roots_hole(core)):
+            # As above: no section of this guest is left, so even one pfn's answer
+            # is the one line that says the dump lacks mem_section (exit 2).
             p = core.run("owner", "--pfn", hex(pfn))
-            line = one_line(p, 3)
-            assert line.startswith("pageext-inspect: partial:") and "not in the dump" in line, line
+            line = one_line(p, 2)
+            assert "cannot read mem_section" in line and "no section" in line, line

@@ -736,8 +736,6 @@ class PageOwner:
                 b = b.take(np.flatnonzero(good))
             if not len(b):
                 continue
-            if "handle" in keys:
-                _count_invalid(self, b)
             cols = np.empty(len(b), dtype=dtype)
             for key in keys:
                 if key == "migratetype":
@@ -764,6 +762,10 @@ class PageOwner:
                 continue
             pages[key] += pg
             allocs[key] += al
+        if by == "stack" and self.depot.invalid:
+            # The depot learns which handles are invalid as they are resolved (above).
+            bad = np.isin(s.keys[col], np.fromiter(self.depot.invalid, dtype=np.uint64))
+            self.invalid_records += int(s.allocations[bad].sum())
         rows = [{"key": list(key) if isinstance(key, tuple) else key, "pages": pages[key],
                  "allocations": allocs[key]} for key in pages]
         rows.sort(key=lambda d: (-d["pages"], -d["allocations"], str(d["key"])))

@@ -37,6 +37,7 @@ SCHEMA = pa.schema([
     ("last_migrate_reason", pa.string()), ("handle", pa.uint32()), ("free_handle", pa.uint32()),
     ("alloc_stack", pa.string()), ("free_stack", pa.string()), ("memcg", pa.string()),
     ("corrupt", pa.list_(pa.string())),
+    ("suspect", pa.bool_()),  # from a table a failed decode check points at (decoded with --force)
 ])
 
 
@@ -92,6 +93,7 @@ def batch_table(po, b) -> pa.Table:
         cols["memcg"] = pa.nulls(n, pa.string())
     idx, table = lookup_table(b.corrupt, lambda v: [name for bit, name in CORRUPT_NAMES.items() if v & bit])
     cols["corrupt"] = pa.array(table, SCHEMA.field("corrupt").type).take(pa.array(idx))
+    cols["suspect"] = pa.array(np.full(n, bool(b.suspect)), pa.bool_())
     return pa.Table.from_arrays([cols[f.name] for f in SCHEMA], schema=SCHEMA)
 
 
