@@ -828,9 +828,34 @@ class Sums:
 
     @classmethod
     def of(cls, keys: np.ndarray, pages: np.ndarray, allocations: np.ndarray) -> "Sums":
-        """Group rows by their key (np.unique) and add up their pages and allocations (np.bincount)."""
-        uniq, inv = np.unique(keys, return_inverse=True)
-        inv = inv.reshape(-1)
+        """Group rows by their key (np.unique) and add up their pages and allocations (np.bincount).
+
+        Each key column is factorized on its own and the codes combined into
+        one int64 (first column most significant, so the order is the
+        structured sort's): sorting a structured array is several times
+        slower than sorting plain integers."""
+        names = keys.dtype.names
+        factors, codes, stride = [], np.zeros(len(keys), np.int64), 1
+        for name in reversed(names):
+            u, inv = np.unique(keys[name], return_inverse=True)
+            factors.append((name, u, stride))
+            codes += inv.reshape(-1).astype(np.int64) * stride
+            stride *= max(len(u), 1)
+            if stride >= 1 << 62:  # too many combinations for one int64: sort the records themselves
+                uniq, inv = np.unique(keys, return_inverse=True)
+                return cls._sum(uniq, inv.reshape(-1), pages, allocations)
+        if len(names) == 1:
+            ucodes, inv = np.arange(stride if len(keys) else 0), codes
+        else:
+            ucodes, inv = np.unique(codes, return_inverse=True)
+        uniq = np.empty(len(ucodes), dtype=keys.dtype)
+        for name, u, st in factors:
+            if len(ucodes):
+                uniq[name] = u[(ucodes // st) % len(u)]
+        return cls._sum(uniq, inv.reshape(-1), pages, allocations)
+
+    @classmethod
+    def _sum(cls, uniq: np.ndarray, inv: np.ndarray, pages: np.ndarray, allocations: np.ndarray) -> "Sums":
         return cls(uniq, np.bincount(inv, weights=pages, minlength=len(uniq)).astype(np.int64),
                    np.bincount(inv, weights=allocations, minlength=len(uniq)).astype(np.int64))
 
