@@ -72,14 +72,17 @@ def _as_u64(values) -> tuple:
     return a.astype(np.uint64), None
 
 
+_POWERS: dict = {}
+
+
 def _digit_count(v, base: int):
-    nd = np.ones(len(v), dtype=np.int64)
-    for k in range(1, 20 if base == 10 else 16):
-        limit = base ** k
-        if limit >= 1 << 64:
-            break
-        nd += v >= np.uint64(limit)
-    return nd
+    """Digits of each uint64 in ``v``: 1 + how many powers of ``base`` are <= it
+    (a binary search per value, not a pass over the column per power)."""
+    powers = _POWERS.get(base)
+    if powers is None:
+        powers = np.array([base ** k for k in range(1, 20) if base ** k < 1 << 64], dtype=np.uint64)
+        _POWERS[base] = powers
+    return np.searchsorted(powers, v, side="right").astype(np.int64) + 1
 
 
 _HEXDIGITS = b"0123456789abcdef"
