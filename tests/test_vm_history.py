@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +58,7 @@ LEAK_FRAME = "shmem_fallocate+"
 LEAK_RATE = 4  # MiB/s while the leak may grow: 1 MiB steps, about 1024 pages a second
 GROW = [0, 1, 1, 1, 0, 0, 1, 1]  # seconds of growth before each sample: grows, stops, resumes
 SAMPLES = len(GROW)
+DRGN_SAMPLES = 3  # %pageext_watch in a drgn session
 CHURN_COMMS = ("churn-tmpfs", "churn-anon", "churn-file", "churn-pipe")
 KCORE_SAMPLES = 6
 KCORE_LEAK_RATE = 0.25  # MiB/s, running freely through the in-guest watch (about 3 minutes)
@@ -146,10 +148,21 @@ def hist(kernel612):
         times["watch /proc/kcore in the guest"] = time.time() - t
         kcore = {"rc": res.rc, "err": (vm.share / "kcore.err").read_text(),
                  "json": (vm.share / "kcore.json").read_text(), "snaps": vm.share / "kcore"}
+
+        # %pageext_watch in a drgn session on the same guest (drgn --qemu, its
+        # own QMP socket), while the guest's slower leak goes on.
+        t = time.time()
+        dsnaps = WORK / "drgn-snaps"
+        code = ("from drgn.commands import run_command\n"
+                f"run_command(prog, 'pageext_watch --interval 2 --count {DRGN_SAMPLES} -o {dsnaps} --json')")
+        dproc = subprocess.run([str(Path(sys.executable).parent / "drgn"), "--qemu", vm.qmp_path, "-s", vmlinux,
+                                "-q", "-e", code], capture_output=True, text=True, timeout=900)
+        times["%pageext_watch in drgn"] = time.time() - t
+        drgn_watch = {"rc": dproc.returncode, "out": dproc.stdout, "err": dproc.stderr, "snaps": dsnaps}
     times["all"] = time.time() - t0
     print("\n[history] times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return {"vmlinux": vmlinux, "a": a, "b": b, "watch": watch, "watch_stderr": proc.stderr, "oracle": oracle,
-            "snaps": snaps, "png": png, "kcore": kcore, "boot_id": boot_id, "release": uname[0],
+            "snaps": snaps, "png": png, "kcore": kcore, "drgn_watch": drgn_watch, "boot_id": boot_id, "release": uname[0],
             "machine": uname[1]}
 
 
@@ -343,6 +356,27 @@ def test_watch_in_the_guest_on_proc_kcore(hist):
     from inspector.history.snapshot import load
     metas = [load(str(f)).meta for f in sorted(k["snaps"].glob("*.parquet"))]
     assert {m["target"]["kind"] for m in metas} == {"kcore"} and {m["boot_id"] for m in metas} == {hist["boot_id"]}
+
+
+def test_pageext_watch_in_a_drgn_session(hist):
+    """%pageext_watch in drgn --qemu: the same watch, from the same library code,
+    on the session's own live kernel -- its snapshots are this guest's (kind
+    live, the boot the CLI's watch sampled), and each holds the leak's stack."""
+    d = hist["drgn_watch"]
+    assert d["rc"] == 0 and "Traceback" not in d["err"], d["err"][-3000:]
+    w = json.loads(d["out"])
+    files = sorted(d["snaps"].glob("*.parquet"))
+    assert len(w["samples"]) == DRGN_SAMPLES == len(files), (w["samples"], files)
+    from inspector.history.snapshot import load
+    snaps = [load(str(f)) for f in files]
+    # A drgn --qemu program is live; the boot is the one the CLI's watch sampled.
+    assert {s.meta["target"]["kind"] for s in snaps} == {"live"}
+    cli_boot = {load(str(f)).meta["boot_id"] for f in sorted(hist["snaps"].glob("*.parquet"))}
+    assert len(cli_boot) == 1 and {s.meta["boot_id"] for s in snaps} == cli_boot
+    leak = "\n".join(leak_stack(hist))
+    for s in snaps:
+        stacks = s.table.to_pydict()["stack"]
+        assert leak in stacks, "the leak's stack is missing from a sample of %pageext_watch"
 
 
 def test_owner_parquet_holds_what_csv_prints(hist, tmp_path):
