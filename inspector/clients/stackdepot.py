@@ -42,8 +42,10 @@ INVALID, MISSING = "invalid", "missing"
 class StackDepot:
     """The target's stack depot, read lazily."""
 
-    def __init__(self, prog: drgn.Program, symbolize: Callable[[int], str], missing: Optional[Missing] = None):
+    def __init__(self, prog: drgn.Program, symbolize: Callable[[int], str], missing: Optional[Missing] = None,
+                 live: bool = False):
         self.prog = prog
+        self.live = live  # a running kernel: its depot grows while we read
         self.symbolize = symbolize
         self.missing = missing if missing is not None else Missing()
         self._lines: dict[int, Union[tuple[str, ...], str]] = {}
@@ -95,7 +97,19 @@ class StackDepot:
 
     def locate(self, handle: int) -> Union[tuple[int, int], str]:
         """(record address, frame count), or INVALID (not a stack) or MISSING
-        (the pool or record is not in the dump)."""
+        (the pool or record is not in the dump).
+
+        On a live kernel a handle past the pools we saw may be a stack saved
+        since (stack_depot_save() opens pools as it goes): the pool count and
+        pointers are read again once before the handle is called invalid."""
+        where = self._locate(handle)
+        if where == INVALID and self.live:
+            self._max = None
+            self._pool_addr.clear()
+            where = self._locate(handle)
+        return where
+
+    def _locate(self, handle: int) -> Union[tuple[int, int], str]:
         idx = self._part(handle, self._index_name)
         if self._plus_one:
             if idx == 0:
