@@ -33,7 +33,7 @@ from typing import Any, Optional
 import drgn
 
 from .errors import TargetError
-from .kernel import vmcoreinfo_release
+from .kernel import value as kernel_value, vmcoreinfo_release
 
 QMP_TIMEOUT = 10.0  # seconds for a QMP socket to accept and greet
 
@@ -266,21 +266,13 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
             raise TargetError(f"{shown}: a core dump, but not of a Linux kernel (no VMCOREINFO)")
         if head[:4] == b"\x7fELF" and kind == "vmcore":
             from .reader import elf_presence
-            presence = elf_presence(shown, prog["PAGE_SIZE"].value_() if _has(prog, "PAGE_SIZE") else 4096)
+            presence = elf_presence(shown, kernel_value(prog, "PAGE_SIZE") or 4096)
             if presence is not None:
                 # Every bulk read (inspector.reader) takes pages the core lacks as holes.
                 prog.cache["pageext_presence"] = presence
     _load_debug_info(prog, vmlinux, shown)
     _check_i386_translation(prog, kind)
     return Target(kind, shown, prog, presence, notes if not qemu else ())
-
-
-def _has(prog: drgn.Program, name: str) -> bool:
-    try:
-        prog[name]
-        return True
-    except (LookupError, ValueError):
-        return False
 
 
 def _format_hint(head: bytes, e: BaseException) -> str:
