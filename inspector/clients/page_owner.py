@@ -524,8 +524,7 @@ class PageOwner:
             self.session.missing.records_hidden += int(hidden.sum())
         keep &= printable
         if self.depot.invalid:
-            bad = np.isin(b.e["handle"], np.fromiter(self.depot.invalid, dtype=np.uint64))
-            self.invalid_records += int((bad & keep).sum())
+            self.invalid_records += int((self.depot.invalid_mask(b.e["handle"]) & keep).sum())
         if not keep.all():
             idx = np.flatnonzero(keep)
             b = b.take(idx)
@@ -765,8 +764,7 @@ class PageOwner:
             allocs[key] += al
         if by == "stack" and self.depot.invalid:
             # The depot learns which handles are invalid as they are resolved (above).
-            bad = np.isin(s.keys[col], np.fromiter(self.depot.invalid, dtype=np.uint64))
-            self.invalid_records += int(s.allocations[bad].sum())
+            self.invalid_records += int(s.allocations[self.depot.invalid_mask(s.keys[col])].sum())
         rows = [{"key": list(key) if isinstance(key, tuple) else key, "pages": pages[key],
                  "allocations": allocs[key]} for key in pages]
         rows.sort(key=lambda d: (-d["pages"], -d["allocations"], str(d["key"])))
@@ -906,10 +904,9 @@ def _count_invalid(po: PageOwner, b: Batch, free: bool = False) -> None:
     """Count the records of a decoded batch whose stack handle (or, with
     ``free``, free stack handle) the depot found invalid."""
     if po.depot.invalid:
-        invalid = np.fromiter(po.depot.invalid, dtype=np.uint64)
-        bad = np.isin(b.e["handle"], invalid)
+        bad = po.depot.invalid_mask(b.e["handle"])
         if free and "free_handle" in po.has:
-            bad |= np.isin(b.e["free_handle"], invalid)
+            bad |= po.depot.invalid_mask(b.e["free_handle"])
         po.invalid_records += int(bad.sum())
 
 

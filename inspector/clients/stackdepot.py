@@ -27,6 +27,7 @@ import drgn
 from drgn.helpers.linux.stackdepot import stack_depot_fetch
 
 from ..kernel import STACKDEPOT_MAX_FRAMES, pointer_size
+from ..lazy import np
 from ..model import Missing
 from ..reader import present
 
@@ -152,6 +153,10 @@ class StackDepot:
             return 0
         off, size = self._fields["extra"]
         return ((1 << size) - 1) << off
+
+    def invalid_mask(self, handles):
+        """Which of ``handles`` (a numpy column) the depot has found invalid so far."""
+        return np.isin(handles, np.fromiter(self.invalid, dtype=np.uint64, count=len(self.invalid)))
 
     def lines(self, handle: int) -> Union[tuple[str, ...], str]:
         """``%pS`` of each frame, or INVALID / MISSING (see :meth:`locate`)."""
