@@ -51,7 +51,6 @@ def main() -> None:
     with TestVM(kdir, cmdline="page_owner=on page_table_check=on", workdir=str(tmp / "vm")) as vm:
         for i, node in enumerate((0, 1, 0)):
             vm.hot_add(f"d{i}", 1024, node=node)
-        time.sleep(2)
         vm.online_all()
         nsec = len(vm.memory_blocks())
         vm.pause()

@@ -536,11 +536,45 @@ class TestVM:
         self.qmp("dump-guest-memory", **args)
         return path
 
-    def hot_add(self, dimm_id: str, size_mb: int, node: int = 0) -> None:
-        """Plug a pc-dimm; its blocks stay offline until onlined in the guest."""
+    def hot_add(self, dimm_id: str, size_mb: int, node: int = 0, wait: float | None = 60.0) -> list[int]:
+        """Plug a pc-dimm and return its memory block numbers; they stay offline until onlined.
+
+        device_add returns when QEMU has raised the ACPI event; the guest adds the memory
+        later, from its kacpi_hotplug workqueue (acpi_memory_device_add -> add_memory), so
+        memoryN/ may not exist yet.  With wait (seconds, the default) this returns only when
+        every block of the DIMM is in /sys/devices/system/memory; wait=None does not look.
+        """
         self.qmp("object-add", **{"qom-type": "memory-backend-ram", "id": f"mem-{dimm_id}",
                                   "size": size_mb << 20})
         self.qmp("device_add", driver="pc-dimm", id=dimm_id, memdev=f"mem-{dimm_id}", node=node)
+        if wait is None:
+            return []
+        blocks = self.dimm_blocks(dimm_id)
+        self.wait_blocks(blocks, present=True, timeout=wait)
+        return blocks
+
+    def block_size(self) -> int:
+        """The guest's memory block size in bytes (/sys/devices/system/memory/block_size_bytes)."""
+        return int(self.run("cat /sys/devices/system/memory/block_size_bytes").check().out.strip(), 16)
+
+    def dimm_blocks(self, dimm_id: str) -> list[int]:
+        """The memory block numbers a plugged DIMM spans."""
+        addr, size = self.dimm_address(dimm_id)
+        bb = self.block_size()
+        return list(range(addr // bb, (addr + size) // bb))
+
+    def wait_blocks(self, blocks, present: bool, timeout: float = 60.0) -> dict[int, str]:
+        """Poll until every block is (present) or is not (not present) in the guest's sysfs;
+        the states then.  VMError after timeout seconds."""
+        deadline = time.time() + timeout
+        while True:
+            states = self.memory_blocks()
+            if all((b in states) == present for b in blocks):
+                return states
+            if time.time() >= deadline:
+                raise VMError(f"memory blocks {list(blocks)} still {'absent' if present else 'present'} "
+                              f"after {timeout:.0f} s: {states}")
+            time.sleep(0.5)
 
     def dimm_address(self, dimm_id: str) -> tuple[int, int]:
         """(physical address, size) of a plugged DIMM."""
@@ -809,7 +843,7 @@ def _cli() -> int:
             sys.stderr.write(res.err)
             return res.rc
         if args.cmd == "hot-add":
-            vm.hot_add(args.dimm_id, args.size_mb, args.node)
+            print(*vm.hot_add(args.dimm_id, args.size_mb, args.node))  # the DIMM's memory blocks
         elif args.cmd == "hot-remove":
             vm.hot_remove(args.dimm_id)
         elif args.cmd == "dump":

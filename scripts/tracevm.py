@@ -137,14 +137,9 @@ def _main() -> int:
 
             try:
                 if a.demo:
-                    vm.hot_add("dimm1", 256, node=1)
-                    addr, size = vm.dimm_address("dimm1")
-                    bb = int(vm.run("cat /sys/devices/system/memory/block_size_bytes").check().out, 16)
-                    vm.set_blocks(range(addr // bb, (addr + size) // bb), "online_movable").check()
+                    vm.set_blocks(vm.hot_add("dimm1", 256, node=1), "online_movable").check()
                     pump()
-                    vm.hot_add("dimm0", 512, node=0)
-                    addr, size = vm.dimm_address("dimm0")
-                    vm.set_blocks(range(addr // bb, (addr + size) // bb), "online").check()
+                    vm.set_blocks(vm.hot_add("dimm0", 512, node=0), "online").check()
                     pump()
                     vm.hot_remove("dimm1")
                     time.sleep(2)

@@ -71,7 +71,7 @@ def guest_facts(vm: TestVM) -> dict:
     """What the guest kernel itself says about its memory."""
     release = vm.run("uname -r").check().out.strip()
     page_kb = re.search(r"KernelPageSize:\s+(\d+) kB", vm.run("cat /proc/self/smaps").check().out)
-    block = int(vm.run("cat /sys/devices/system/memory/block_size_bytes").check().out.strip(), 16)
+    block = vm.block_size()
     # phys_index is the block's first section: consecutive blocks give sections per block.
     phys = vm.run("cd /sys/devices/system/memory && for m in memory*; do "
                   "echo ${m#memory} $(cat $m/phys_index); done").check().out

@@ -37,7 +37,7 @@ SEP = "=====pageext-test====="
 def before_pause(vm) -> dict:
     return {"dmesg": vm.dmesg(),
             "online_pages": sum(1 for s in vm.memory_blocks().values() if s == "online")
-            * int(vm.run("cat /sys/devices/system/memory/block_size_bytes").check().out, 16) // 4096}
+            * vm.block_size() // 4096}
 
 
 def drgn(snap, code: str, *, qemu: bool = False, args: tuple = ()) -> subprocess.CompletedProcess:

@@ -20,26 +20,6 @@ from testvm import TestVM
 pytestmark = pytest.mark.vm
 
 
-def block_bytes(vm: TestVM) -> int:
-    return int(vm.run("cat /sys/devices/system/memory/block_size_bytes").check().out.strip(), 16)
-
-
-def wait_blocks(vm: TestVM, blocks, present: bool, timeout: float = 60.0) -> dict[int, str]:
-    deadline = time.time() + timeout
-    while True:
-        states = vm.memory_blocks()
-        if all((b in states) == present for b in blocks):
-            return states
-        assert time.time() < deadline, f"blocks {list(blocks)} present={not present} after {timeout} s: {states}"
-        time.sleep(0.5)
-
-
-def dimm_blocks(vm: TestVM, dimm: str) -> list[int]:
-    addr, size = vm.dimm_address(dimm)
-    bb = block_bytes(vm)
-    return list(range(addr // bb, (addr + size) // bb))
-
-
 def sections_of_blocks(doc: dict, bb: int, blocks) -> set[int]:
     per_block = bb // (doc["kernel"]["section_pages"] * doc["kernel"]["page_size"])
     return {b * per_block + i for b in blocks for i in range(per_block)}
@@ -60,7 +40,7 @@ def test_boot_layout_matches_the_kernel(vm, vmlinux):
     assert pe["total_bytes"] == printed == pe["kernel_total_usage"]
 
     # Entry size from the kernel's own numbers: bytes printed / pages online.
-    bb = block_bytes(vm)
+    bb = vm.block_size()
     states, nodes = vm.memory_blocks(), vm.block_nodes()
     online = [b for b, s in states.items() if s == "online"]
     pages = len(online) * bb // doc["kernel"]["page_size"]
@@ -123,9 +103,8 @@ def test_live_elf_and_kdump_agree(vm, vmlinux, tmp_path):
 
 def test_hot_add_on_node1_adds_exactly_its_sections(vm, vmlinux):
     before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
-    vm.hot_add("dimm1", 256, node=1)
-    blocks = dimm_blocks(vm, "dimm1")
-    states = wait_blocks(vm, blocks, present=True)
+    blocks = vm.hot_add("dimm1", 256, node=1)  # returns once the guest shows the blocks
+    states = vm.memory_blocks()
     assert all(states[b] == "offline" for b in blocks)
     # Tables come at MEM_GOING_ONLINE, not when the DIMM is plugged.
     plugged = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
@@ -135,7 +114,7 @@ def test_hot_add_on_node1_adds_exactly_its_sections(vm, vmlinux):
     assert all(vm.memory_blocks()[b] == "online" for b in blocks)
     after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
     assert_all_ok(after)
-    bb = block_bytes(vm)
+    bb = vm.block_size()
     entry = after["page_ext"]["entry_size"]
     new = {t["section"]: t for t in after["tables"]} .keys() - {t["section"] for t in before["tables"]}
     assert new == sections_of_blocks(after, bb, blocks)
@@ -156,13 +135,11 @@ def test_hot_add_on_node1_adds_exactly_its_sections(vm, vmlinux):
 
 def test_hot_remove_frees_the_tables(vm, vmlinux):
     before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
-    vm.hot_add("dimm2", 256, node=1)
-    blocks = dimm_blocks(vm, "dimm2")
-    wait_blocks(vm, blocks, present=True)
+    blocks = vm.hot_add("dimm2", 256, node=1)
     # online_movable: nothing unmovable (page tables, page_ext itself) may
     # land in the DIMM, so the guest can give it back.
     vm.set_blocks(blocks, "online_movable").check()
-    bb = block_bytes(vm)
+    bb = vm.block_size()
     added = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
     sections = sections_of_blocks(added, bb, blocks)
     assert sections <= {t["section"] for t in added["tables"]}
@@ -170,7 +147,7 @@ def test_hot_remove_frees_the_tables(vm, vmlinux):
     assert not [t for t in added["tables"] if t["section"] in sections and t["table_block"] in blocks]
 
     vm.hot_remove("dimm2")  # ACPI eject: the guest offlines and removes the blocks
-    wait_blocks(vm, blocks, present=False)
+    vm.wait_blocks(blocks, present=False)
     after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
     assert_all_ok(after)
     assert not sections & {t["section"] for t in after["tables"]}
@@ -238,11 +215,9 @@ def test_invalid_bit_seen_mid_hot_remove(kernel_dir, vmlinux, tmp_path):
     port = _free_port()
     exe = Path(sys.executable).parent / "pageext-inspect"
     with TestVM(kernel_dir, cmdline=CLIENTS_ON, gdb_port=port, workdir=str(tmp_path / "vm")) as vm:
-        vm.hot_add("dimm3", 128, node=0)
-        blocks = dimm_blocks(vm, "dimm3")
-        wait_blocks(vm, blocks, present=True)
+        blocks = vm.hot_add("dimm3", 128, node=0)
         vm.set_blocks(blocks, "online_movable").check()
-        bb = block_bytes(vm)
+        bb = vm.block_size()
         before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
         sections = sections_of_blocks(before, bb, blocks)
         assert {t["section"]: t["state"] for t in before["tables"] if t["section"] in sections} == \

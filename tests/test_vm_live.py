@@ -34,7 +34,6 @@ import pytest
 
 from conftest import CLIENTS_ON
 from live_driver import summary
-from test_vm_inspect import block_bytes, dimm_blocks, wait_blocks
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -72,9 +71,7 @@ class Hotplug(threading.Thread):
         try:
             while not self.stop.is_set():
                 dimm = f"live{self.cycles}"
-                vm.hot_add(dimm, 256, node=1)
-                blocks = dimm_blocks(vm, dimm)
-                wait_blocks(vm, blocks, present=True)
+                blocks = vm.hot_add(dimm, 256, node=1)
                 for b in blocks:
                     vm.set_blocks([b], "online_movable").check()
                     secs = frozenset(range(b * self.spb, (b + 1) * self.spb))
@@ -89,7 +86,7 @@ class Hotplug(threading.Thread):
                     secs = frozenset(range(b * self.spb, (b + 1) * self.spb))
                     self._step(f"offline {b}", self.tables - secs, self.total)
                 vm.hot_remove(dimm)
-                wait_blocks(vm, blocks, present=False)
+                vm.wait_blocks(blocks, present=False)
                 self.cycles += 1
         except BaseException as e:  # noqa: BLE001 -- reported by the test
             self.error = e
@@ -111,7 +108,7 @@ def live(kernel_dir):
                                         capture_output=True, text=True, check=True).stdout)
         vm.resume()
         pps, esz = doc["kernel"]["section_pages"], doc["page_ext"]["entry_size"]
-        spb = block_bytes(vm) // (pps * doc["kernel"]["page_size"])
+        spb = vm.block_size() // (pps * doc["kernel"]["page_size"])
         hot = Hotplug(vm, frozenset(t["section"] for t in doc["tables"]), doc["page_ext"]["kernel_total_usage"],
                       pps * esz, spb)
         vm.run("mountpoint -q /host/tmp/share || { mkdir -p /host/tmp/share && "

@@ -60,16 +60,11 @@ def section_size_bits() -> int:
     return int(re.search(r"#\s*define SECTION_SIZE_BITS\s+(\d+)", x86_64).group(1))
 
 
-def blocks_of(vm: TestVM, dimm: str, bb: int) -> list[int]:
-    addr, size = vm.dimm_address(dimm)
-    return list(range(addr // bb, (addr + size) // bb))
-
-
 def test_trace_hotplug(traced):
     kdir, vm = traced
     on_notrace = "CONFIG_KPROBE_EVENTS_ON_NOTRACE=y" in kernel_config(kdir).splitlines()
     page_size = 4096  # x86_64
-    bb = int(vm.run("cat /sys/devices/system/memory/block_size_bytes").check().out.strip(), 16)
+    bb = vm.block_size()
     boot_online = [b for b, s in vm.memory_blocks().items() if s == "online"]
     printed = dmesg_page_ext_bytes(vm)
     assert printed, "the kernel printed no 'allocated N bytes of page_ext'"
@@ -85,9 +80,8 @@ def test_trace_hotplug(traced):
     assert "tracing: ready" in tracer.err
 
     # 256 MiB on node 1 (online_movable, so it can be removed again), 512 MiB on node 0.
-    vm.hot_add("dimm1", 256, node=1)
-    vm.hot_add("dimm0", 512, node=0)
-    b1, b0 = blocks_of(vm, "dimm1", bb), blocks_of(vm, "dimm0", bb)
+    b1 = vm.hot_add("dimm1", 256, node=1)  # each returns once the guest shows its blocks
+    b0 = vm.hot_add("dimm0", 512, node=0)
     vm.set_blocks(b1, "online_movable").check()
     vm.set_blocks(b0, "online").check()
     assert all(vm.memory_blocks()[b] == "online" for b in b1 + b0)
@@ -205,9 +199,7 @@ def test_count_and_duration_stop_the_tracer(traced):
     if "CONFIG_KPROBE_EVENTS_ON_NOTRACE=y" not in kernel_config(kdir).splitlines():
         pytest.skip("the options do not depend on the probe mode; run once, on the direct kernel")
     tracer = GuestTracer(vm, record="c.jsonl", args="--json --count 3")
-    vm.hot_add("dimm2", 128, node=0)
-    bb = int(vm.run("cat /sys/devices/system/memory/block_size_bytes").check().out.strip(), 16)
-    vm.set_blocks(blocks_of(vm, "dimm2", bb), "online").check()
+    vm.set_blocks(vm.hot_add("dimm2", 128, node=0), "online").check()
     deadline = time.time() + 60
     while not tracer.finished and time.time() < deadline:
         time.sleep(0.2)

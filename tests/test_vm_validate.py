@@ -20,7 +20,6 @@ import pytest
 
 from conftest import dmesg_page_ext_bytes, inspect
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sim"
-from test_vm_inspect import block_bytes, dimm_blocks, wait_blocks
 
 pytestmark = pytest.mark.vm
 
@@ -84,9 +83,8 @@ def test_validate_replays_a_trace_of_a_real_hotplug(vm, vmlinux, tmp_path):
     vm.hot_add("dimmT", 256, node=1)
     # The trace was written for this exact DIMM address: the first one QEMU hands out.
     assert vm.dimm_address("dimmT") == (0x100000000, 256 << 20)
-    blocks = dimm_blocks(vm, "dimmT")
+    blocks = vm.dimm_blocks("dimmT")
     assert blocks == [32, 33]
-    wait_blocks(vm, blocks, present=True)
     for b in blocks:  # one block at a time, as in the trace
         vm.set_blocks([b], "online_movable").check()
     vm.set_blocks([32], "offline").check()
@@ -120,17 +118,17 @@ def test_validate_replays_a_trace_of_a_real_hotplug(vm, vmlinux, tmp_path):
     # Leave the VM clean for the next test: block 33 offline too, DIMM out.
     vm.set_blocks([33], "offline").check()
     vm.hot_remove("dimmT")
-    wait_blocks(vm, blocks, present=False)
+    vm.wait_blocks(blocks, present=False)
 
 
 def test_validate_agrees_after_a_dimm_on_each_node_and_after_offlining_one(vm, vmlinux):
-    bb = block_bytes(vm)
+    bb = vm.block_size()
     added = {}
     for node in (0, 1):
         dimm = f"dimmV{node}"
         vm.hot_add(dimm, 256, node=node)
-        added[node] = dimm_blocks(vm, dimm)
-        wait_blocks(vm, added[node], present=True)
+        added[node] = vm.dimm_blocks(dimm)
+        vm.wait_blocks(added[node], present=True)
         # online_movable on node 1: that DIMM will be offlined below.
         vm.set_blocks(added[node], "online_movable" if node == 1 else "online").check()
     nodes = vm.block_nodes()
