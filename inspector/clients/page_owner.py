@@ -836,7 +836,7 @@ class Sums:
         names = keys.dtype.names
         factors, codes, stride = [], np.zeros(len(keys), np.int64), 1
         for name in reversed(names):
-            u, inv = np.unique(keys[name], return_inverse=True)
+            inv, u = factorize(keys[name])
             factors.append((name, u, stride))
             codes += inv.reshape(-1).astype(np.int64) * stride
             stride *= max(len(u), 1)
