@@ -469,3 +469,63 @@ def _short(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno and not text.strip():
         text = os.strerror(e.errno or errno.EIO)
     return text.splitlines()[0]
+
+
+def own_tgid(prog: drgn.Program) -> Optional[int]:
+    """This process's thread group id as the running kernel (``prog``, opened
+    on /proc/kcore) numbers it: ``task_struct.tgid``, the number in the
+    initial pid namespace, which is what page_owner records.  ``os.getpid()``
+    is that number only outside containers; in a pid namespace it is the
+    namespace's own, and the kernel's may be any other.
+
+    The task is found as the group leader whose number at its own (deepest)
+    level of ``task_struct.thread_pid`` is ``os.getpid()`` and whose comm is
+    ours; when several match (one per container running us as the same pid),
+    the start time breaks the tie (``/proc/self/stat`` field 22: clock ticks
+    of ``start_boottime``, v5.5 cf25e24db61c; a time namespace shifts it, so
+    it only breaks ties).  ``thread_pid`` is v4.19 (2c4704756cab); page_owner
+    has a tgid only from v5.18 (bf215eab785a), so every kernel that needs
+    this has it.  None when no single task matches.  Kept in ``prog.cache``
+    (a watch asks once per sample)."""
+    own = os.getpid()
+    key = ("pageext_own_tgid", own)
+    if key not in prog.cache:
+        prog.cache[key] = _find_own_tgid(prog, own)
+    return prog.cache[key]
+
+
+def _find_own_tgid(prog: drgn.Program, own: int) -> Optional[int]:
+    from drgn.helpers.linux.pid import find_task, for_each_task
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat_line = f.read()
+        comm = stat_line[stat_line.index(b"(") + 1:stat_line.rindex(b")")]
+        start_ticks = int(stat_line[stat_line.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    ticks_ns = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
+
+    def ours(task) -> bool:
+        pid = task.thread_pid
+        return (int(task.pid) == int(task.tgid) and int(pid.numbers[int(pid.level)].nr) == own
+                and task.comm.string_() == comm[:15])
+
+    def started(task) -> Optional[int]:
+        for name in ("start_boottime", "real_start_time"):
+            try:
+                return int(getattr(task, name)) // ticks_ns
+            except AttributeError:
+                continue
+        return None
+
+    try:
+        task = find_task(prog, own)  # outside containers: the number is the kernel's
+        if task and ours(task):
+            return own
+        found = [t for t in for_each_task(prog) if ours(t)]
+        if len(found) > 1:
+            found = [t for t in found if started(t) == start_ticks]
+        return int(found[0].tgid) if len(found) == 1 else None
+    except (drgn.FaultError, LookupError, AttributeError, ValueError):
+        return None

@@ -12,7 +12,7 @@
 # use to check that a mismatched vmlinux is refused.
 #
 # Usage:
-#   scripts/build-kernel.sh             # 6.1 + fixtures/kernel/{pageext-6.1,memcg,kdump}.config
+#   scripts/build-kernel.sh             # 6.1 + fixtures/kernel/{pageext-6.1,memcg,kdump,pidns}.config
 #   scripts/build-kernel.sh -v 6.12 -f fixtures/kernel/pageext-6.1.config \
 #       -f fixtures/kernel/memcg.config -f fixtures/kernel/kdump.config -f fixtures/kernel/alloc-tags.config
 #   scripts/build-kernel.sh -f A.config -f B.config           # B overrides A
@@ -44,7 +44,7 @@ case $arch in
     *) echo "build-kernel: unknown -a $arch (x86_64 or i386)" >&2; exit 2 ;;
 esac
 [ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/pageext-6.1.config" "$here/fixtures/kernel/memcg.config"
-                                   "$here/fixtures/kernel/kdump.config")
+                                   "$here/fixtures/kernel/kdump.config" "$here/fixtures/kernel/pidns.config")
 cache=${PAGEEXT_CACHE:-/var/cache/pageext-inspect}
 mkdir -p "$cache"
 

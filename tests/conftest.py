@@ -26,9 +26,10 @@ NO_PAGE_EXT = ROOT / "fixtures" / "kernel" / "no-page-ext.config"
 MEMCG = ROOT / "fixtures" / "kernel" / "memcg.config"
 ALLOC_TAGS = ROOT / "fixtures" / "kernel" / "alloc-tags.config"
 KDUMP = ROOT / "fixtures" / "kernel" / "kdump.config"
+PIDNS = ROOT / "fixtures" / "kernel" / "pidns.config"
 # The main test kernel (6.1, what scripts/build-kernel.sh builds by default)
 # and the newer one (6.12, with allocation profiling as a third client).
-MAIN_FRAGMENTS = (FRAGMENT, MEMCG, KDUMP)
+MAIN_FRAGMENTS = (FRAGMENT, MEMCG, KDUMP, PIDNS)
 FRAGMENTS_612 = (FRAGMENT, MEMCG, KDUMP, ALLOC_TAGS)
 CLIENTS_ON = "page_owner=on page_table_check=on"
 

@@ -172,6 +172,42 @@ def test_proc_kcore_inside_the_guest(vm, vmlinux):
     assert inside == outside
 
 
+def test_snapshot_on_proc_kcore_leaves_out_its_own_process_also_in_a_pid_namespace(vm, vmlinux):
+    """snapshot on /proc/kcore leaves out its own pages by the tgid the kernel
+    records -- the initial pid namespace's.  The oracle is the guest kernel's
+    /proc: the shell's $$ when run plainly; in a new pid namespace (unshare
+    --pid --fork, where the tool is pid 1) the process whose NSpid line is
+    "<global> 1", found while it runs."""
+    import json
+    from inspector.history.snapshot import load
+    from testvm import CHROOT_SHARE
+    exe = Path(sys.executable).parent / "pageext-inspect"
+    snap = f"{exe} snapshot /proc/kcore -s {vmlinux} --json --no-progress -o {CHROOT_SHARE}"
+    res = vm.run(f"sh -c 'echo $$ > /share/plain.pid; exec chroot /host {snap}/plain.parquet'", timeout=900)
+    assert res.rc == 0, res.err
+    runs = {"plain": (json.loads(res.out), int((vm.share / "plain.pid").read_text()))}
+    res = vm.run(f"chroot /host unshare --pid --fork --mount-proc {snap}/ns.parquet > /share/ns.json 2> /share/ns.err &\n"
+                 "bg=$!; g=\n"
+                 "while kill -0 $bg 2>/dev/null; do\n"
+                 "  [ -n \"$g\" ] || g=$(grep -l '^NSpid:[[:space:]]*[0-9][0-9]*[[:space:]][[:space:]]*1$' /proc/[0-9]*/status 2>/dev/null"
+                 " | head -n 1 | cut -d/ -f3)\n"
+                 "  sleep 0.1\n"
+                 "done\n"
+                 "wait $bg; rc=$?; echo $rc $g", timeout=900)
+    rc, global_pid = res.check().out.split()
+    assert rc == "0", (vm.share / "ns.err").read_text()
+    runs["pid namespace"] = (json.loads((vm.share / "ns.json").read_text()), int(global_pid))
+    for name, (doc, pid) in runs.items():
+        obs = doc["observer"]
+        print(f"\n[kcore observer] {name}: {obs}, the guest's pid {pid}")
+        assert obs["tgid"] == pid and obs["pages"] > 0 and obs["allocations"] > 0, (name, obs, pid)
+        assert obs["ns_tgid"] == (pid if name == "plain" else 1)
+        tasks = [r for r in load(str(vm.share / Path(doc["file"]).name)).table.to_pylist() if r["kind"] == "task"]
+        assert tasks and not [r for r in tasks if r["tgid"] == pid]
+        # init (tgid 1) is counted: os.getpid() in the namespace would have left it out.
+        assert [r for r in tasks if r["tgid"] == 1]
+
+
 def test_mismatched_vmlinux_is_refused(vm, kernel_dir):
     proc = inspect("--qemu", vm.qmp_path, "-s", str(kernel_dir / "vmlinux-other"), check_rc=2)
     lines = proc.stderr.strip().splitlines()

@@ -75,9 +75,16 @@ def run_snapshot(ctx: Context) -> int:
                  f"{t['stack']['allocations']} allocations ({t['stack']['rows']} stack rows, "
                  f"{t['task']['rows']} task rows), {size} bytes; {snap.meta['release']}, boot "
                  f"{snap.meta['boot_id']}, read in {snap.meta['read_seconds']:.1f} s"
-                 + (f"; this process's own {snap.meta['observer']['pages']} pages left out"
-                    if snap.meta["observer"] else ""))
+                 + _observer_text(snap.meta["observer"]))
     return 0
+
+
+def _observer_text(observer) -> str:
+    if not observer:
+        return ""
+    if observer["tgid"] is None:
+        return f"; this process's own pages not left out: {observer['why']}"
+    return f"; this process's own {observer['pages']} pages (tgid {observer['tgid']}) left out"
 
 
 # -- diff ------------------------------------------------------------------------------------------

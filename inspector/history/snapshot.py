@@ -81,6 +81,7 @@ from .. import __version__
 from .. import kernel as k
 from ..clients.page_owner import Sums, target_clock_ns
 from ..errors import UsageError
+from ..target import own_tgid
 from ..text import escape
 
 SCHEMA_VERSION = 1
@@ -318,13 +319,19 @@ def _without_observer(pe, po, fine: Sums) -> tuple[Sums, Optional[dict]]:
     one of those it counts, and its pages (its memory, the page cache of the
     files it reads, its threads': all records with its tgid) grow and shrink
     with its own work.  They are left out, and their sums kept in the
-    metadata as ``observer``.  (The tgid is ours in our pid namespace: the
-    initial one, unless run in a container.)"""
+    metadata as ``observer``.  The tgid is the kernel's number for us
+    (:func:`inspector.target.own_tgid`), not ``os.getpid()``, which in a
+    container is the pid namespace's.  When no single task of the kernel is
+    us, nothing is left out and ``observer`` says why."""
     if target_of(pe)["kind"] != "kcore" or "tgid" not in po.has:
         return fine, None
-    own = os.getpid()
+    own = own_tgid(pe.prog)
+    if own is None:
+        return fine, {"tgid": None, "ns_tgid": os.getpid(), "pages": 0, "allocations": 0,
+                      "why": "no single task of the kernel is this process (pid, comm and start time)"}
     mine = fine.keys["tgid"] == own
-    observer = {"tgid": own, "pages": int(fine.pages[mine].sum()), "allocations": int(fine.allocations[mine].sum())}
+    observer = {"tgid": own, "ns_tgid": os.getpid(), "pages": int(fine.pages[mine].sum()),
+                "allocations": int(fine.allocations[mine].sum())}
     return Sums(fine.keys[~mine], fine.pages[~mine], fine.allocations[~mine]), observer
 
 
