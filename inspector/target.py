@@ -521,7 +521,7 @@ def _find_own_tgid(prog: drgn.Program, own: int) -> Optional[int]:
 
     try:
         task = find_task(prog, own)  # outside containers: the number is the kernel's
-        if task and ours(task):
+        if task and ours(task) and started(task) in (start_ticks, None):
             return own
         found = [t for t in for_each_task(prog) if ours(t)]
         if len(found) > 1:
