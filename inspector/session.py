@@ -376,8 +376,11 @@ class PageExt:
     # -- a live target changes while it is read -------------------------------------------------
     @property
     def live(self) -> bool:
-        """A running kernel (/proc/kcore) or a running QEMU guest: it may change while read."""
-        return self.target is not None and getattr(self.target, "kind", None) in ("kcore", "qemu")
+        """A running kernel (/proc/kcore) or a running QEMU guest: it may change while read.
+        In a drgn session (no Target), what the program says (drgn on /proc/kcore, drgn --qemu)."""
+        if self.target is not None:
+            return getattr(self.target, "kind", None) in ("kcore", "qemu")
+        return bool(self.prog.flags & drgn.ProgramFlags.IS_LIVE)
 
     def _current_geometry(self) -> Geometry:
         """The geometry with total_usage read now (memory hotplug grows it)."""

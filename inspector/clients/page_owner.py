@@ -127,8 +127,7 @@ class PageOwner:
         self.client = session.require_client("page_owner", CLIENT.config, CLIENT.enable)
         self.names = KernelNames(prog, session.missing)
         self.symbolize = Symbolizer(prog)
-        self.depot = StackDepot(prog, self.symbolize, session.missing,
-                                live=session.live or bool(prog.flags & drgn.ProgramFlags.IS_LIVE))
+        self.depot = StackDepot(prog, self.symbolize, session.missing, live=session.live)
         self.strings = KernelStrings(prog)
         self._setup_entry()
         self._setup_page()

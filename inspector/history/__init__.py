@@ -188,12 +188,10 @@ def prepare_watch(a) -> None:
 
 
 def run_watch(ctx: Context) -> int:
-    import drgn
-
     from .analysis import RULE
     from .watch import Watcher, table, verdict
     a, pe = ctx.args, ctx.session
-    if not pe.prog.flags & drgn.ProgramFlags.IS_LIVE:
+    if not pe.live:
         raise UsageError("watch samples a live kernel (/proc/kcore or --qemu); a vmcore never changes: "
                          "compare two with diff")
     if a.pause and pe.target is not None and pe.target.kind != "qemu":
