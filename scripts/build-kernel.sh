@@ -59,6 +59,8 @@ if [ ! -f "$tarball" ]; then
     apt-get install -y -q "$pkg" build-essential flex bison libelf-dev libssl-dev bc cpio xz-utils >&2
 fi
 pkgver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || stat -c %s "$tarball")
+# The README records which source versions a cold run used: say it on every run.
+log "source: $pkg $pkgver"
 src=$cache/src-$pkgver
 extract_src() {
     [ -f "$src/Makefile" ] && return 0

@@ -60,6 +60,22 @@ def vmlinux(kernel_dir: Path) -> str:
     return str(kernel_dir / "vmlinux")
 
 
+def vmlinux_release(vmlinux: Path | str) -> str:
+    """The release a built kernel reports (``uname -r``), from its own banner.
+
+    ``linux_banner`` ("Linux version RELEASE (builder) ...") sits in the
+    vmlinux's .rodata as a plain string; it is the same text the booted guest
+    shows in /proc/version.  Tests compare against this, never a literal patch
+    release: Debian moves linux-source-6.1/-6.12 forward, so the release a
+    fresh machine builds is whatever is current that day (issue 24).
+    """
+    with open(vmlinux, "rb") as f:
+        data = f.read()
+    m = re.search(rb"Linux version (\S+) \(", data)
+    assert m, f"no linux_banner in {vmlinux}"
+    return m.group(1).decode()
+
+
 def inspect(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     """Run the installed CLI exactly as a user would."""
     exe = Path(sys.executable).parent / "pageext-inspect"

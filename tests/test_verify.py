@@ -20,7 +20,7 @@ ENTRY = 72
 
 
 def clean_layout(nr_sections: int = 4) -> Layout:
-    lay = Layout(release="6.1.192", memory_model="sparsemem-vmemmap", page_size=4096, section_pages=PAGES,
+    lay = Layout(release="6.1.0", memory_model="sparsemem-vmemmap", page_size=4096, section_pages=PAGES,
                  entry_size=ENTRY,
                  clients=[Client("page_owner", 8, 56, True), Client("page_table_check", 64, 8, True)],
                  total_usage=nr_sections * PAGES * ENTRY, sections_per_block=1, nodes=[0])

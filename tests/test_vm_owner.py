@@ -109,7 +109,8 @@ MEMCG_PAGES = (
     "rmdir /sys/fs/cgroup/gone")
 
 
-# Debian's 6.12.117 print_page_owner_memcg() reads objcg->memcg from every
+# 6.12 from 6.12.115 on (the 90f095b816e2 backport, see
+# inspector/clients/memcg.py) print_page_owner_memcg() reads objcg->memcg from every
 # memcg_data word, also a user page's plain mem_cgroup pointer: the first
 # charged user page oopses the reader (in print_page_owner, see
 # test_612_memcg_oops_and_we_still_read_the_dump).  Its snapshot boots
@@ -296,8 +297,9 @@ def test_memcg_lines_are_the_kernels(snap, compared):
 
 
 def test_612_memcg_oops_and_we_still_read_the_dump(kernel_dir, tmp_path):
-    """With the memory controller on, Debian 6.12.117's own page_owner file
-    oopses at the first charged user page; the dump still decodes in full."""
+    """With the memory controller on, 6.12's own page_owner file (from
+    6.12.115 on: the 90f095b816e2 backport) oopses at the first charged user
+    page; the dump still decodes in full."""
     kdir = _kernel("6.12", kernel_dir)
     with TestVM(kdir, cmdline=CLIENTS_ON, workdir=str(tmp_path / "vm")) as vm:
         vm.run(MEMCG_PAGES).check()  # pages charged to cgroups (none are, before any)

@@ -16,7 +16,7 @@ Two resolutions exist, and we follow the target's:
   after the slab line nothing more for a slab page; a kmem page goes
   through its objcg; any other page's word is the memcg itself.
 * 90f095b816e2 (v7.3-rc1, backported to 7.2.4 and 6.12.115; Debian's
-  6.12.117 test kernel has it) prints "Slab cache page" and stops, and
+  6.12 test kernels from 6.12.115 on have it) prints "Slab cache page" and stops, and
   otherwise treats *every* word as an objcg and prints ``objcg->memcg`` --
   for a user page of 6.12, whose word still holds a mem_cgroup, that reads a
   field of the mem_cgroup itself, not a memcg.  We repeat that read, so our
