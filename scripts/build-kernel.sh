@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build (or reuse) the pageext-inspect test kernel.
 #
-# The kernel is Debian's linux-source-6.1 (or -6.12), configured as
-# `make tinyconfig` plus the fragment(s) given, and cached by a hash of the
-# source package version, the fragments and this script. Outputs land in
+# The kernel is Debian's linux-source-VERSION (5.10, 6.1, 6.12, 7.2 or 7.3,
+# fetched by scripts/debian-source.sh), configured as `make tinyconfig` plus
+# the fragment(s) given, and cached by a hash of the source package version,
+# the fragments and RECIPE below. Outputs land in
 #   $PAGEEXT_CACHE/kernel-<version>-<hash>/{bzImage,vmlinux,vmlinux-other,config,build.log}
 # (RECIPE below is part of the key) and the directory is printed on the last line of stdout.
 #
@@ -13,6 +14,7 @@
 #
 # Usage:
 #   scripts/build-kernel.sh             # 6.1 + fixtures/kernel/{pageext-6.1,memcg,kdump,pidns}.config
+#   scripts/build-kernel.sh 7.3 -f fixtures/kernel/pageext-6.1.config -f fixtures/kernel/alloc-tags.config
 #   scripts/build-kernel.sh -v 6.12 -f fixtures/kernel/pageext-6.1.config \
 #       -f fixtures/kernel/memcg.config -f fixtures/kernel/kdump.config -f fixtures/kernel/alloc-tags.config
 #   scripts/build-kernel.sh -f A.config -f B.config           # B overrides A
@@ -28,13 +30,15 @@ version=6.1
 arch=x86_64
 frags=()
 print_src=
+# The version may also come first, as a word: build-kernel.sh 7.3 [-f ...]
+case ${1:-} in [0-9]*) version=$1; shift ;; esac
 while getopts "v:f:a:Sh" opt; do
     case $opt in
         v) version=$OPTARG ;;
         a) arch=$OPTARG ;;
         f) frags+=("$(realpath "$OPTARG")") ;;
         S) print_src=1 ;;
-        h) sed -n '2,23p' "$0"; exit 0 ;;
+        h) sed -n '2,25p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
@@ -51,14 +55,17 @@ mkdir -p "$cache"
 log() { echo "build-kernel: $*" >&2; }
 
 pkg=linux-source-$version
-tarball=/usr/src/$pkg.tar.xz
-if [ ! -f "$tarball" ]; then
-    log "installing $pkg and the build dependencies with apt"
+# Debian's source package, from the machine's own suites or a side apt
+# configuration (scripts/debian-source.sh): its version, then its tarball.
+{ read -r pkgver; read -r tarball; } < <("$here/scripts/debian-source.sh" "$version" | tail -n 2)
+[ -n "${tarball:-}" ] && [ -f "$tarball" ] || { log "no source tarball for $pkg"; exit 1; }
+for tool in flex bison bc cpio xz; do command -v $tool >/dev/null || missing_tools=1; done
+if [ -n "${missing_tools:-}" ] || [ ! -f /usr/include/libelf.h ]; then
+    log "installing the build dependencies with apt"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2
-    apt-get install -y -q "$pkg" build-essential flex bison libelf-dev libssl-dev bc cpio xz-utils >&2
+    apt-get install -y -q build-essential flex bison libelf-dev libssl-dev bc cpio xz-utils >&2
 fi
-pkgver=$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || stat -c %s "$tarball")
 # The README records which source versions a cold run used: say it on every run.
 log "source: $pkg $pkgver"
 src=$cache/src-$pkgver
