@@ -31,6 +31,12 @@ PIDNS = ROOT / "fixtures" / "kernel" / "pidns.config"
 # and the newer one (6.12, with allocation profiling as a third client).
 MAIN_FRAGMENTS = (FRAGMENT, MEMCG, KDUMP, PIDNS)
 FRAGMENTS_612 = (FRAGMENT, MEMCG, KDUMP, ALLOC_TAGS)
+# The newest kernel (7.3, from trixie-backports): 6.12's fragments, 7.x's
+# SYSCTL, and the fifth client page_iommu_debug compiled in (off unless
+# booted with iommu.debug_pagealloc=1).
+V7 = ROOT / "fixtures" / "kernel" / "v7.config"
+IOMMU_DEBUG = ROOT / "fixtures" / "kernel" / "iommu-debug.config"
+FRAGMENTS_73 = FRAGMENTS_612 + (V7, IOMMU_DEBUG)
 CLIENTS_ON = "page_owner=on page_table_check=on"
 
 
@@ -53,6 +59,12 @@ def kernel_dir() -> Path:
 def kernel612() -> Path:
     """Debian's 6.12 built from the same fragments plus allocation profiling."""
     return build_kernel(*FRAGMENTS_612, version="6.12")
+
+
+@pytest.fixture(scope="session")
+def kernel73() -> Path:
+    """Debian's 7.3 (trixie-backports) built from FRAGMENTS_73."""
+    return build_kernel(*FRAGMENTS_73, version="7.3")
 
 
 @pytest.fixture(scope="session")
