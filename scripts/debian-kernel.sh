@@ -22,6 +22,10 @@
 # Usage:
 #   scripts/debian-kernel.sh                                   # what linux-image-amd64 depends on
 #   scripts/debian-kernel.sh -p linux-image-6.1.0-56-cloud-amd64
+#   scripts/debian-kernel.sh -s sid                            # Debian's newest (7.2)
+#   scripts/debian-kernel.sh -s bullseye,bullseye-security     # 5.10 LTS
+# -s reads other suites through a side apt configuration (scripts/side-apt.sh)
+# that leaves the machine's own sources untouched.
 set -euo pipefail
 
 # The modules the test VM loads (scripts/testvm.py reads modules.load);
@@ -31,11 +35,13 @@ VM_MODULES=(virtio_pci 9pnet_virtio 9p qemu_fw_cfg)
 
 meta=linux-image-amd64
 pkg=
-usage="usage: $0 [-p linux-image-PACKAGE]"
-while getopts ":p:h" opt; do
+suites=
+usage="usage: $0 [-p linux-image-PACKAGE] [-s SUITE[,SUITE]]"
+while getopts ":p:s:h" opt; do
     case $opt in
         p) pkg=$OPTARG ;;
-        h) sed -n '2,23p' "$0"; exit 0 ;;
+        s) suites=$OPTARG ;;
+        h) sed -n '2,27p' "$0"; exit 0 ;;
         :) echo "debian-kernel: -$OPTARG needs a package name ($usage)" >&2; exit 2 ;;
         *) echo "debian-kernel: unknown option -$OPTARG ($usage)" >&2; exit 2 ;;
     esac
@@ -47,11 +53,16 @@ log() { echo "debian-kernel: $*" >&2; }
 die() { log "$1"; exit "${2:-1}"; }
 cache=${PAGEEXT_CACHE:-/var/cache/pageext-inspect}
 mkdir -p "$cache" || die "cannot create the cache directory $cache"
+APT_OPTS=()
+if [ -n "$suites" ]; then
+    . "$(dirname "$0")/side-apt.sh"
+    side_apt ${suites//,/ } || die "cannot read the suites $suites" 2
+fi
 
 # The package to fetch: -p, else linux-image-amd64's dependency, as the apt
 # lists on the machine say (read the index first if there are none).
-depends_of() { apt-cache depends "$1" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1; }
-candidate() { apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p' | grep -vx '(none)'; }
+depends_of() { apt-cache "${APT_OPTS[@]}" depends "$1" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n 1; }
+candidate() { apt-cache "${APT_OPTS[@]}" policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p' | grep -vx '(none)'; }
 given=$pkg
 resolve() {  # sets pkg version release dbg dbg_version out debs
     pkg=${given:-$(depends_of "$meta")}
@@ -69,9 +80,9 @@ resolve() {  # sets pkg version release dbg dbg_version out debs
     out=$cache/debian-$release-$version
     debs=$out.debs
 }
-if [ -z "$(apt-cache policy "$meta" 2>/dev/null)" ]; then
+if [ -z "$(apt-cache "${APT_OPTS[@]}" policy "$meta" 2>/dev/null)" ]; then
     log "reading the package index (apt-get update)"
-    apt-get update -q >&2
+    apt-get "${APT_OPTS[@]}" update -q >&2
 fi
 resolve
 
@@ -103,7 +114,7 @@ if ! done_; then
     # About to download: the lists on the machine may name a version the
     # archive no longer has (the security archive keeps only the latest).
     log "refreshing the package index before downloading"
-    apt-get update -q >&2 || log "apt-get update failed: using the package lists as they are"
+    apt-get "${APT_OPTS[@]}" update -q >&2 || log "apt-get update failed: using the package lists as they are"
     resolve
 fi
 if ! done_; then
@@ -123,7 +134,7 @@ t0=$(date +%s)
 fetch() {  # download package $1 version $2 into $debs unless it is already there
     if ! ls "$debs/$1"_*.deb >/dev/null 2>&1; then
         log "downloading $1 $2"
-        (cd "$debs" && apt-get download -q "$1=$2" >&2) || die "apt-get download $1=$2 failed"
+        (cd "$debs" && apt-get "${APT_OPTS[@]}" download -q "$1=$2" >&2) || die "apt-get download $1=$2 failed"
     fi
     ls "$debs/$1"_*.deb
 }

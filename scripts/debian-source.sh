@@ -27,9 +27,9 @@ log() { echo "debian-source: $*" >&2; }
 
 case $version in
     6.1|6.12) suites=() ;;
-    5.10) suites=("bullseye main" "bullseye-security main") ;;
-    7.2) suites=("sid main") ;;
-    7.3) suites=("trixie-backports main") ;;
+    5.10) suites=(bullseye bullseye-security) ;;
+    7.2) suites=(sid) ;;
+    7.3) suites=(trixie-backports) ;;
     *) log "no Debian suite known for linux-source-$version (5.10, 6.1, 6.12, 7.2, 7.3)"; exit 2 ;;
 esac
 
@@ -45,48 +45,23 @@ if [ ${#suites[@]} -eq 0 ]; then
     exit 0
 fi
 
-# The archive URIs of the machine's own sources (deb822 .sources or one-line
-# .list), the same mirror for the side suites; security suites come from the
-# URI the machine uses for its own security suite.
-uris=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '$1 == "deb" { print $2 }';
-       cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }')
-main_uri=$(echo "$uris" | grep -v -- '-security' | head -n 1)
-sec_uri=$(echo "$uris" | grep -- '-security' | head -n 1)
-[ -n "$main_uri" ] || { log "no archive URI in the machine's apt sources"; exit 2; }
-
-side=$cache/apt
-mkdir -p "$side/lists/partial" "$side/cache/archives/partial" "$side/dl"
-list=$side/sources-$version.list
-: > "$list.tmp"
-for s in "${suites[@]}"; do
-    case $s in
-        *-security*) echo "deb ${sec_uri:-${main_uri%/debian}/debian-security} $s" ;;
-        *) echo "deb $main_uri $s" ;;
-    esac >> "$list.tmp"
-done
-mv "$list.tmp" "$list"
-opts=(-o Dir::Etc::sourcelist="$list" -o Dir::Etc::sourceparts=/nonexistent
-      -o Dir::State::Lists="$side/lists-$version" -o Dir::Cache="$side/cache")
-mkdir -p "$side/lists-$version/partial"
-
-exec 9>"$side/.lock-$version"
+. "$(dirname "$0")/side-apt.sh"
+mkdir -p "$cache/apt/dl"
+exec 9>"$cache/apt/.lock-$version"
 flock 9 || true
-# A day-old index is refreshed: the suites move their kernels forward.
-if [ -z "$(find "$side/lists-$version" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -n 1)" ]; then
-    log "apt-get update for ${suites[*]} (side configuration in $side)"
-    apt-get "${opts[@]}" update -q >&2
-fi
+side_apt "${suites[@]}"
+opts=("${APT_OPTS[@]}")
 pkgver=$(apt-cache "${opts[@]}" policy "$pkg" | awk '/Candidate:/ { print $2 }')
 [ -n "$pkgver" ] && [ "$pkgver" != "(none)" ] || { log "$pkg is not in ${suites[*]}"; exit 2; }
 dest=$cache/debsrc-$pkgver
 tarball=$dest/$pkg.tar.xz
 if [ ! -f "$tarball" ]; then
     log "downloading $pkg $pkgver"
-    (cd "$side/dl" && rm -f "${pkg}"_*.deb && apt-get "${opts[@]}" download -q "$pkg=$pkgver" >&2)
+    (cd "$cache/apt/dl" && rm -f "${pkg}"_*.deb && apt-get "${opts[@]}" download -q "$pkg=$pkgver" >&2)
     rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
-    dpkg-deb --fsys-tarfile "$side/dl/${pkg}_"*.deb | tar -x -C "$dest.tmp" "./usr/src/$pkg.tar.xz"
+    dpkg-deb --fsys-tarfile "$cache/apt/dl/${pkg}_"*.deb | tar -x -C "$dest.tmp" "./usr/src/$pkg.tar.xz"
     mv "$dest.tmp/usr/src/$pkg.tar.xz" "$dest.tmp/"
-    rm -rf "$dest.tmp/usr" "$side/dl/${pkg}_"*.deb
+    rm -rf "$dest.tmp/usr" "$cache/apt/dl/${pkg}_"*.deb
     rm -rf "$dest"; mv "$dest.tmp" "$dest"
 fi
 echo "$pkgver"
