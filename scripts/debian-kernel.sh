@@ -145,15 +145,32 @@ if ! have_image; then
     tree=$out/.image.tmp
     rm -rf "$tree"; mkdir -p "$tree"
     log "extracting $pkg"
-    dpkg-deb --fsys-tarfile "$deb" | tar -C "$tree" -x ./boot "./lib/modules/$release" \
-        || die "$deb: not a kernel image package"
+    dpkg-deb -x "$deb" "$tree" || die "$deb: not a Debian package"
+    debs_x=("$deb")
+    # Debian's 7.x ("+deb14") image package holds nothing itself: the kernel
+    # is in linux-binary-RELEASE, config and System.map in linux-base-RELEASE,
+    # the modules in linux-modules-RELEASE, all under /usr/lib/modules.
+    if [ ! -d "$tree/boot" ] && [ ! -f "$tree/usr/lib/modules/$release/vmlinuz" ]; then
+        for part in linux-binary-$release linux-base-$release linux-modules-$release; do
+            v=$(candidate "$part") || die "$pkg has no /boot and apt knows no $part"
+            d=$(fetch "$part" "$v"); debs_x+=("$d")
+            log "extracting $part"
+            dpkg-deb -x "$d" "$tree" || die "$d: not a Debian package"
+        done
+    fi
+    mods=$tree/lib/modules/$release
+    [ -d "$mods" ] || mods=$tree/usr/lib/modules/$release
     for f in vmlinuz config; do
-        [ -f "$tree/boot/$f-$release" ] || die "$deb has no /boot/$f-$release"
+        if [ -f "$tree/boot/$f-$release" ]; then mv "$tree/boot/$f-$release" "$tree/$f"
+        elif [ -f "$mods/$f" ]; then mv "$mods/$f" "$tree/$f"
+        else die "$pkg has no /boot/$f-$release (nor $f in its modules directory)"; fi
     done
+    [ -d "$mods" ] || die "$pkg has no modules directory for $release"
     # The package ships no modules.dep (its postinst runs depmod): make it.
+    if [ "$mods" != "$tree/lib/modules/$release" ]; then mkdir -p "$tree/lib/modules"; mv "$mods" "$tree/lib/modules/"; fi
+    mods=$tree/lib/modules/$release
     depmod -b "$tree" "$release" \
         || die "depmod failed on $pkg's modules"
-    mods=$tree/lib/modules/$release
     keep=()
     for m in "${VM_MODULES[@]}"; do
         files=$(module_files "$mods" "$m") || die "$pkg has no module $m"
@@ -162,9 +179,9 @@ if ! have_image; then
     keep=($(printf '%s\n' "${keep[@]}" | sort -u))
     rm -rf "$out/modules"; mkdir -p "$out/modules"
     (cd "$mods" && cp --parents modules.* "$out/modules/" && { [ ${#keep[@]} -eq 0 ] || cp --parents "${keep[@]}" "$out/modules/"; })
-    for f in vmlinuz config; do mv "$tree/boot/$f-$release" "$out/$f"; done
+    for f in vmlinuz config; do mv "$tree/$f" "$out/$f"; done
     printf '%s\n' "${VM_MODULES[@]}" > "$out/modules.load"
-    rm -rf "$tree" "$deb"
+    rm -rf "$tree" "${debs_x[@]}"
     log "image and ${#keep[@]} module file(s) in place ($(( $(date +%s) - t1 )) s to extract)"
 fi
 
@@ -176,7 +193,14 @@ if ! have_dbg; then
     # --occurrence lets tar stop at the member instead of reading to the end;
     # dpkg-deb then dies of SIGPIPE, which is fine when the file is whole.
     set +o pipefail
-    dpkg-deb --fsys-tarfile "$deb" | tar -xO --occurrence=1 "$member" > "$out/vmlinux.tmp"
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO --occurrence=1 "$member" > "$out/vmlinux.tmp" || true
+    if [ ! -s "$out/vmlinux.tmp" ]; then
+        # 7.x ("+deb14"): /usr/lib/debug/boot/vmlinux-RELEASE is a symlink
+        # (tar -O gives nothing for it) to lib/modules/RELEASE/vmlinux.
+        member=./usr/lib/debug/lib/modules/$release/vmlinux
+        log "no file at the boot path; extracting $member"
+        dpkg-deb --fsys-tarfile "$deb" | tar -xO --occurrence=1 "$member" > "$out/vmlinux.tmp" || true
+    fi
     set -o pipefail
     [ -s "$out/vmlinux.tmp" ] || die "$deb has no $member"
     readelf -S "$out/vmlinux.tmp" 2>/dev/null | grep -q '\.debug_info' \
