@@ -630,13 +630,13 @@ class TestVM:
 
     def memory_blocks(self) -> dict[int, str]:
         """{block number: state} from /sys/devices/system/memory."""
-        out = self.run("cd /sys/devices/system/memory && for m in memory*; do "
+        out = self.run("cd /sys/devices/system/memory && for m in memory[0-9]*; do "
                        "echo ${m#memory} $(cat $m/state); done").check().out
         return {int(a): b for a, b in (line.split() for line in out.splitlines())}
 
     def block_nodes(self) -> dict[int, int]:
         """{block number: node} from /sys/devices/system/node/nodeN/memoryM links."""
-        out = self.run("cd /sys/devices/system/node && for n in node*; do for m in $n/memory*; do "
+        out = self.run("cd /sys/devices/system/node && for n in node*; do for m in $n/memory[0-9]*; do "
                        "[ -e $m ] && echo ${n#node} ${m##*/memory}; done; done").check().out
         return {int(m): int(n) for n, m in (line.split() for line in out.splitlines())}
 
