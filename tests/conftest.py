@@ -37,6 +37,42 @@ FRAGMENTS_612 = (FRAGMENT, MEMCG, KDUMP, ALLOC_TAGS)
 V7 = ROOT / "fixtures" / "kernel" / "v7.config"
 IOMMU_DEBUG = ROOT / "fixtures" / "kernel" / "iommu-debug.config"
 FRAGMENTS_73 = FRAGMENTS_612 + (V7, IOMMU_DEBUG)
+V5_10 = ROOT / "fixtures" / "kernel" / "v5.10.config"
+# Every kernel the VM tests know (issue 18), with the fragments each is built
+# from.  CI covers CI_KERNELS; PAGEEXT_KERNELS=all (scripts/test.sh --kernels
+# all, scripts/matrix.sh) or a list (PAGEEXT_KERNELS=5.10,7.2) picks others.
+FRAGMENTS_BY_VERSION = {
+    "5.10": (FRAGMENT, V5_10, MEMCG, KDUMP, PIDNS),
+    "6.1": MAIN_FRAGMENTS,
+    "6.12": FRAGMENTS_612,
+    "7.2": FRAGMENTS_73,
+    "7.3": FRAGMENTS_73,
+}
+CI_KERNELS = ("6.1", "6.12", "7.3")
+
+
+def kernels() -> tuple[str, ...]:
+    """The kernel versions this run covers: $PAGEEXT_KERNELS ("all" or a comma
+    list), else CI_KERNELS."""
+    want = os.environ.get("PAGEEXT_KERNELS", "").strip()
+    if not want:
+        return CI_KERNELS
+    if want == "all":
+        return tuple(FRAGMENTS_BY_VERSION)
+    chosen = tuple(v.strip() for v in want.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in FRAGMENTS_BY_VERSION]
+    if unknown:
+        raise pytest.UsageError(f"PAGEEXT_KERNELS: unknown version(s) {', '.join(unknown)} "
+                                f"(known: {', '.join(FRAGMENTS_BY_VERSION)}, or all)")
+    return chosen
+
+
+def kernel_for(version: str) -> Path:
+    """The test kernel of ``version``, built or from the cache; 6.1 is the main
+    kernel ($PAGEEXT_KERNEL_DIR when set)."""
+    if version == "6.1" and os.environ.get("PAGEEXT_KERNEL_DIR"):
+        return Path(os.environ["PAGEEXT_KERNEL_DIR"])
+    return build_kernel(*FRAGMENTS_BY_VERSION[version], version=version)
 CLIENTS_ON = "page_owner=on page_table_check=on"
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLIENTS_ON, FRAGMENTS_612, build_kernel, inspect
+from conftest import CLIENTS_ON, inspect, kernel_for, kernels
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -121,8 +121,8 @@ NO_MEMCG = {"6.12": " cgroup_disable=memory"}
 def _kernel(version: str, main_dir: Path) -> Path:
     if version == "6.1":
         return main_dir
-    # The newer kernel: Debian's linux-source-6.12 (built or cached).
-    return build_kernel(*FRAGMENTS_612, version=version)
+    # A newer (or older) kernel: Debian's linux-source-VERSION (built or cached).
+    return kernel_for(version)
 
 
 # Our own directory, not pytest's tmp_path: other pytest sessions on this
@@ -131,7 +131,7 @@ def _kernel(version: str, main_dir: Path) -> Path:
 WORK = Path(tempfile.gettempdir()) / "pageext-owner-tests"
 
 
-@pytest.fixture(scope="module", params=["6.1", "6.12"])
+@pytest.fixture(scope="module", params=list(kernels()))
 def snap(request, kernel_dir):
     """Boot, allocate, read debugfs in the guest, pause, dump; live output while paused."""
     kernel_dir = _kernel(request.param, kernel_dir)

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Write the kernel x feature matrix from test results (JUnit XML), never by hand.
+
+Design.  scripts/matrix.sh runs the VM tests over every kernel
+(``scripts/test.sh --kernels all``) and test_vm_distro once per Debian stock
+kernel, each run writing JUnit XML.  This script reads those files and puts
+every test case in one cell: its *feature* (a row, from the module and test
+name: :data:`FEATURES`) and its *kernel* (a column: the ``[VERSION]`` in a
+parametrized test's id, else the module's own kernel, :data:`MODULE_KERNEL`,
+else the stock kernel a distro run names).  A cell reads
+
+* ``Y`` -- every case in it passed,
+* ``N (k/n)`` -- k of its n cases failed or errored,
+* ``not in this kernel: REASON`` -- every case in it was skipped for a reason
+  that starts with "not in this kernel" (the tests say why),
+* ``-`` -- no test covers it on this kernel (yet).
+
+With ``--readme README.md`` the table replaces what stands between the
+``<!-- matrix:begin -->`` and ``<!-- matrix:end -->`` lines, with the date,
+the command, and the time the run took; without it the table is printed.
+
+    scripts/matrix.py --seconds 5400 --readme README.md results/*.xml
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+# Columns, in order: built kernels, then Debian's stock ones ("stock X").
+KERNELS = ("5.10", "6.1", "6.12", "7.2", "7.3", "stock 5.10", "stock 6.1", "stock 7.2")
+
+# (module, test-name pattern) -> feature, first match wins.
+FEATURES = [
+    ("test_vm_distro", r".", "stock kernel: page_ext empty, owner refuses"),
+    (r"test_vm_(inspect|versions)", r"hot_(add|remove)|invalid_bit", "hot-add / hot-remove exact"),
+    (r"test_vm_(inspect|versions)", r"table_check", "table-check"),
+    (r"test_vm_(inspect|versions)", r".", "locate + verify, live QMP"),
+    ("test_vm_kdump", r".", "ELF and kdump dumps, kdump capture"),
+    ("test_vm_owner_sort", r".", "top vs page_owner_sort / page_owner_stacks"),
+    ("test_vm_owner", r"memcg", "memcg lines"),
+    ("test_vm_owner", r".", "owner --format debugfs"),
+    ("test_vm_alloc_tags", r".", "alloc-tags vs /proc/allocinfo"),
+    ("test_vm_page_idle", r".", "page-idle"),
+    ("test_vm_trace", r".", "trace (bcc)"),
+    ("test_vm_validate", r".", "simulate validate"),
+    ("test_vm_history", r".", "snapshot / diff / watch"),
+    ("test_vm_drgn", r".", "drgn plugin"),
+    (r"test_vm_(live|hostile)", r".", "live targets, damaged dumps"),
+    (r"test_vm_7x", r"stack|owner|pageblock|order", "owner --format debugfs"),
+    (r"test_vm_7x", r"memcg", "memcg lines"),
+    (r"test_vm_7x", r"table_check", "table-check"),
+    (r"test_vm_7x", r"idle", "page-idle"),
+    (r"test_vm_7x", r"tag", "alloc-tags vs /proc/allocinfo"),
+    (r"test_vm_7x", r"trace", "trace (bcc)"),
+    (r"test_vm_7x", r"iommu|client", "locate + verify, live QMP"),
+]
+# The kernel of a module's unparametrized tests.
+MODULE_KERNEL = {"test_vm_alloc_tags": "6.12", "test_vm_history": "6.12", "test_vm_page_idle": "6.1",
+                 "test_vm_7x_decode": "7.3", "test_vm_7x_clients": "7.3"}
+NOT_IN_KERNEL = "not in this kernel"
+
+
+def feature_of(module: str, name: str) -> str | None:
+    for mod, pat, feature in FEATURES:
+        if re.fullmatch(mod, module) and re.search(pat, name):
+            return feature
+    return None
+
+
+def kernel_of(module: str, name: str, stock: str | None) -> str:
+    if stock:
+        return f"stock {stock}"
+    m = re.search(r"\[(?:[^\]]*-)?(\d+\.\d+)(?:-[^\]]*)?\]$", name)
+    if m and m.group(1) in KERNELS:
+        return m.group(1)
+    return MODULE_KERNEL.get(module, "6.1")
+
+
+def read(paths: list[Path]) -> dict:
+    """{(feature, kernel): [(outcome, message)]} from JUnit files; a file named
+    ``stock-VERSION.xml`` is a test_vm_distro run on that stock kernel."""
+    cells: dict = defaultdict(list)
+    for path in paths:
+        m = re.fullmatch(r"stock-(\d+\.\d+)\.xml", path.name)
+        stock = m.group(1) if m else None
+        for case in ET.parse(path).iter("testcase"):
+            module = case.get("classname", "").rsplit(".", 1)[-1]
+            name = case.get("name", "")
+            feature = feature_of(module, name)
+            if feature is None:
+                continue
+            outcome, message = "passed", ""
+            for tag in ("failure", "error", "skipped"):
+                el = case.find(tag)
+                if el is not None:
+                    outcome, message = tag, el.get("message", "")
+                    break
+            cells[feature, kernel_of(module, name, stock)].append((outcome, message))
+    return cells
+
+
+def cell(results: list) -> str:
+    if not results:
+        return "-"
+    bad = sum(o in ("failure", "error") for o, _ in results)
+    if bad:
+        return f"N ({bad}/{len(results)})"
+    ran = [r for r in results if r[0] == "passed"]
+    if ran:
+        return "Y"
+    reasons = sorted({re.sub(r"^Skipped: ", "", m) for _, m in results})
+    if all(NOT_IN_KERNEL in r for r in reasons):
+        return reasons[0][reasons[0].index(NOT_IN_KERNEL):]
+    return "skipped: " + "; ".join(reasons)[:80]
+
+
+def table(cells: dict) -> str:
+    features = list(dict.fromkeys(f for _, _, f in FEATURES))
+    cols = [k for k in KERNELS if any(kk == k for _, kk in cells)]
+    lines = ["| feature | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for f in features:
+        if not any(ff == f for ff, _ in cells):
+            continue
+        lines.append(f"| {f} | " + " | ".join(cell(cells.get((f, k), [])) for k in cols) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("xml", nargs="+", type=Path)
+    ap.add_argument("--readme", type=Path, help="replace the matrix between its markers in this file")
+    ap.add_argument("--seconds", type=float, help="how long the run took")
+    ap.add_argument("--command", default="scripts/matrix.sh")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.xml if not p.is_file()]
+    if missing:
+        print(f"matrix: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    text = table(read(args.xml))
+    took = f", {args.seconds / 60:.0f} min" if args.seconds else ""
+    block = (f"Written by `{args.command}` on {dt.date.today().isoformat()}{took}, from the test results "
+             f"(Y: every test of the cell passed; N (k/n): k of n failed; -: no test covers it yet).\n\n{text}\n")
+    if not args.readme:
+        print(block)
+        return 0
+    doc = args.readme.read_text()
+    begin, end = "<!-- matrix:begin -->", "<!-- matrix:end -->"
+    if begin not in doc or end not in doc:
+        print(f"matrix: {args.readme} has no {begin} ... {end} lines", file=sys.stderr)
+        return 2
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    args.readme.write_text(f"{head}{begin}\n{block}{end}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""scripts/matrix.py: test results (JUnit XML) to the README's kernel x feature table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+BUILT = """<?xml version="1.0"?><testsuites><testsuite>
+<testcase classname="tests.test_vm_owner" name="test_debugfs_text_matches_the_kernel[6.1]"/>
+<testcase classname="tests.test_vm_owner" name="test_debugfs_text_matches_the_kernel[7.3]"><failure message="boom"/></testcase>
+<testcase classname="tests.test_vm_owner" name="test_one_pfn[7.3]"/>
+<testcase classname="tests.test_vm_versions" name="test_hot_add_on_node1[7.3]"/>
+<testcase classname="tests.test_vm_inspect" name="test_hot_remove_frees_the_tables"/>
+<testcase classname="tests.test_vm_versions" name="test_clients_agree_with_the_kernel[5.10]">
+  <skipped message="not in this kernel: page_table_check is v5.17"/></testcase>
+<testcase classname="tests.test_vm_alloc_tags" name="test_tmpfs_fill_is_tagged_at_shmem"/>
+<testcase classname="tests.test_cli" name="test_help"/>
+</testsuite></testsuites>"""
+STOCK = """<?xml version="1.0"?><testsuites><testsuite>
+<testcase classname="tests.test_vm_distro" name="test_stock_kernel_reports_compiled_in_nothing_allocated"/>
+</testsuite></testsuites>"""
+
+
+def test_cells_from_results(tmp_path):
+    (tmp_path / "built.xml").write_text(BUILT)
+    (tmp_path / "stock-7.2.xml").write_text(STOCK)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- matrix:begin -->\nold table\n<!-- matrix:end -->\nafter\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "matrix.py"), "--readme", str(readme),
+                           "--seconds", "600", str(tmp_path / "built.xml"), str(tmp_path / "stock-7.2.xml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    doc = readme.read_text()
+    assert doc.startswith("intro\n<!-- matrix:begin -->\n") and doc.endswith("<!-- matrix:end -->\nafter\n")
+    assert "old table" not in doc and "10 min" in doc
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in doc.splitlines() if line.startswith("| ") and not line.startswith("| feature")}
+    header = next(line for line in doc.splitlines() if line.startswith("| feature"))
+    cols = [c.strip() for c in header.split("|")[2:-1]]
+    assert cols == ["5.10", "6.1", "6.12", "7.3", "stock 7.2"]
+    row = dict(zip(cols, rows["owner --format debugfs"]))
+    assert row == {"5.10": "-", "6.1": "Y", "6.12": "-", "7.3": "N (1/2)", "stock 7.2": "-"}
+    assert dict(zip(cols, rows["hot-add / hot-remove exact"]))["7.3"] == "Y"
+    assert dict(zip(cols, rows["hot-add / hot-remove exact"]))["6.1"] == "Y"
+    assert dict(zip(cols, rows["locate + verify, live QMP"]))["5.10"] == "not in this kernel: page_table_check is v5.17"
+    assert dict(zip(cols, rows["alloc-tags vs /proc/allocinfo"]))["6.12"] == "Y"
+    assert dict(zip(cols, rows["stock kernel: page_ext empty, owner refuses"]))["stock 7.2"] == "Y"
+
+
+def test_missing_file_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "matrix.py"), str(tmp_path / "nope.xml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such file" in proc.stderr
