@@ -235,11 +235,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as e:  # never a traceback for the user; PAGEEXT_DEBUG=1 shows it
         if os.environ.get("PAGEEXT_DEBUG"):
             raise
-        fault = type(e).__name__ == "FaultError" and type(e).__module__.startswith("_drgn")
-        what = "cannot read the target" if fault else "internal error"
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        typer.echo(f"pageext-inspect: error: {what}: {first} (PAGEEXT_DEBUG=1 for details)", err=True)
-        code = EXIT_USAGE
+        from .versions import unmatched_message
+        newer = unmatched_message(e)
+        if newer:  # a kernel newer than any rule: what it could not match, as a partial answer
+            typer.echo(f"pageext-inspect: partial: {newer} (PAGEEXT_DEBUG=1 for details)", err=True)
+            code = EXIT_PARTIAL
+        else:
+            fault = type(e).__name__ == "FaultError" and type(e).__module__.startswith("_drgn")
+            what = "cannot read the target" if fault else "internal error"
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            typer.echo(f"pageext-inspect: error: {what}: {first} (PAGEEXT_DEBUG=1 for details)", err=True)
+            code = EXIT_USAGE
     try:
         sys.stdout.flush()
     except BrokenPipeError:

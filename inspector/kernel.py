@@ -13,10 +13,10 @@ live here too: a value read from a dump beyond them is corrupt, not a fact.
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 import drgn
+
 
 # include/linux/threads.h: PID_MAX_LIMIT is 4 * 1024 * 1024 on 64-bit
 # (CONFIG_BASE_SMALL=0) and PID_MAX_DEFAULT (32768) on 32-bit.
@@ -143,12 +143,6 @@ def vmcoreinfo_release(prog: drgn.Program) -> Optional[str]:
     except (LookupError, drgn.FaultError, ValueError):
         pass
     return None
-
-
-def release_version(release: str) -> Optional[tuple[int, int]]:
-    """(major, minor) of a kernel release string such as "6.1.192-2", or None."""
-    m = re.match(r"(\d+)\.(\d+)", release)
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def nr_orders(prog: drgn.Program) -> int:

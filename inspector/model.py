@@ -45,7 +45,7 @@ class Rules:
     """The rules of mm/page_ext.c that differ between kernel versions.
 
     :mod:`inspector.discover` detects them in a kernel from its types and
-    symbols; the simulator's :class:`~inspector.sim.variants.Variant` is a
+    symbols; the simulator's :class:`~inspector.versions.Variant` is a
     Rules with a name and further behaviour; the walker and the synthetic
     kernels consume them, so no stage re-checks a release string.
     """

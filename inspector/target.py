@@ -33,7 +33,8 @@ from typing import Any, Optional
 import drgn
 
 from .errors import TargetError
-from .kernel import value as kernel_value, vmcoreinfo_release
+from .kernel import release as kernel_release, value as kernel_value, vmcoreinfo_release
+from .versions import note_target
 
 QMP_TIMEOUT = 10.0  # seconds for a QMP socket to accept and greet
 
@@ -272,6 +273,9 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
                 prog.cache["pageext_presence"] = presence
     _load_debug_info(prog, vmlinux, shown)
     _check_i386_translation(prog, kind)
+    # For the command line's last word on a failure no rule explains: a
+    # kernel newer than the rules were read against gets a partial answer.
+    note_target(kernel_release(prog))
     return Target(kind, shown, prog, presence, notes if not qemu else ())
 
 

@@ -216,7 +216,7 @@ def sim_walk(sections: int) -> dict:
     from inspector.sim import scenarios
     from inspector.sim.model import simulate
     from inspector.sim.synthetic import build, picture
-    from inspector.sim.variants import get
+    from inspector.versions import get
     doc = scenarios.load("boot-2-nodes")
     machine = dict(doc["input"], sections=[{"nr": i, "node": i * 2 // sections} for i in range(sections)])
     variant = get(doc["variant"])

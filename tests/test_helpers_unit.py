@@ -17,7 +17,7 @@ from inspector.helpers import (decode_gfp_mask, for_each_page_ext_table, get_pag
                                page_ext_data, page_ext_next, page_ext_size, pfn_to_page_ext, static_key_enabled)
 from inspector.sim import scenarios
 from inspector.sim.synthetic import build, picture
-from inspector.sim.variants import VARIANTS, get
+from inspector.versions import VARIANTS, get
 
 
 def kernel(name: str, variant: str):

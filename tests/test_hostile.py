@@ -31,7 +31,7 @@ from conftest import inspect
 from inspector import PageExt
 from inspector.sim import scenarios
 from inspector.sim.synthetic import build, picture
-from inspector.sim.variants import get
+from inspector.versions import get
 from inspector.target import QMP_TIMEOUT
 
 EXE = str(Path(sys.executable).parent / "pageext-inspect")

@@ -11,7 +11,7 @@ import pytest
 from inspector import ClientError, PageExt
 from inspector.sim import scenarios
 from inspector.sim.synthetic import build, picture
-from inspector.sim.variants import get
+from inspector.versions import get
 
 
 def test_64bit_kernel_is_refused_with_one_clear_line():

@@ -15,7 +15,7 @@ import pytest
 from conftest import inspect
 from inspector.sim import scenarios
 from inspector.sim.model import SimError, simulate
-from inspector.sim.variants import VARIANTS, get, variant_for_release
+from inspector.versions import VARIANTS, get, variant_for_release
 
 PAGES = 32768
 
@@ -127,7 +127,8 @@ def test_variant_for_release():
     assert variant_for_release("6.1.0-13-amd64").name == "v6.1"
     assert variant_for_release("6.5.3").name == "v6.3"
     assert variant_for_release("6.12.0").name == "v6.6"
-    assert variant_for_release("7.0.0").name == "v6.17"
+    assert variant_for_release("6.17.1").name == "v6.17"
+    assert variant_for_release("7.0.0").name == variant_for_release("7.3.4").name == "v7.0"
     assert variant_for_release("4.19.0").name == "v4.9"
     with pytest.raises(ValueError):
         variant_for_release("3.18.0")

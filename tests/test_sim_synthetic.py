@@ -16,7 +16,7 @@ import pytest
 from inspector.sim import scenarios
 from inspector.sim.synthetic import CORRUPTIONS, build, inspect_program, picture
 from inspector.sim.validate import diff_layouts, validate_program
-from inspector.sim.variants import VARIANTS, get
+from inspector.versions import VARIANTS, get
 
 ALL = sorted(VARIANTS)
 # (scenario, variants it applies to)

@@ -1,6 +1,6 @@
 """The reference simulator of mm/page_ext.c.
 
-Design: :mod:`.variants` names the rules that differ between kernel versions,
+Design: :mod:`inspector.versions` names the rules that differ between kernel versions,
 each citing its commit and function; :mod:`.model` is the one deterministic
 model of boot, hotplug and rollback that branches on those rules and returns
 the event log, ``total_usage``, the dmesg line and an
@@ -14,4 +14,4 @@ walk (and optionally a bcc trace) with the simulator's prediction;
 """
 
 from .model import SimError, SimResult, simulate  # noqa: F401
-from .variants import VARIANTS, Variant, get, variant_for_release  # noqa: F401
+from ..versions import VARIANTS, Variant, get, variant_for_release  # noqa: F401

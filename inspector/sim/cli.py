@@ -20,7 +20,7 @@ def run_simulate(ctx: Context) -> int:
     from ..report import sections_table
     from . import scenarios
     from .model import SimError
-    from .variants import get
+    from ..versions import get
 
     a = ctx.args
     try:

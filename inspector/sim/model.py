@@ -1,7 +1,7 @@
 """The simulator proper: a deterministic twin of mm/page_ext.c.
 
 Given a machine (memory model, nodes, present sections, clients) and a
-:class:`~inspector.sim.variants.Variant`, :func:`simulate` replays boot
+:class:`~inspector.versions.Variant`, :func:`simulate` replays boot
 (``page_ext_init`` / ``page_ext_init_flatmem``) and then a list of hotplug
 steps driven the way mm/memory_hotplug.c drives the memory notifier
 (online_pages: GOING_ONLINE, then ONLINE or CANCEL_ONLINE; offline_pages:
@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from ..model import (ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, ENTRY_STRUCT, INVALID, OFFLINE,
                      ONLINE, Client, Layout, SectionInfo, Table)
-from .variants import Variant
+from ..versions import Variant
 
 DIRECT_MAP = 0xFFFF888000000000  # x86-64 page_offset_base without KASLR
 PAGE_EXT_INVALID = 0x1  # mm/page_ext.c, b1d5488a252d (v6.1)

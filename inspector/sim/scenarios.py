@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .model import SimResult, simulate
-from .variants import get
+from ..versions import get
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
 

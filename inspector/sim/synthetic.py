@@ -27,7 +27,7 @@ import drgn
 
 from ..model import Layout
 from .model import DIRECT_MAP, MASK64, PAGE_EXT_INVALID, SimResult
-from .variants import Variant
+from ..versions import Variant
 
 DATA_BASE = 0xFFFFFFFF82000000  # kernel .data/.bss: every global and the mem_section roots
 TEXT_BASE = 0xFFFFFFFF81000000  # function addresses (page_ext_get)

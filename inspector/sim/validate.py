@@ -26,7 +26,7 @@ from ..errors import PageExtError
 from ..events import read_trace, schema_view
 from ..model import Layout
 from .model import SimResult, Simulator
-from .variants import Variant, get, variant_for_release
+from ..versions import Variant, get, variant_for_release
 
 TABLE_FIELDS = ("node", "start_pfn", "nr_pages", "bytes", "state")
 

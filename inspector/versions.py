@@ -1,0 +1,190 @@
+"""Kernel versions: which kernels the rules were read against, and the simulator's variants.
+
+Design.  page_ext, page_owner and the stack depot changed shape many times
+between v3.19 (2014) and 7.3; every such change is a *rule*.  A real kernel
+is never matched by its release string: the readers detect each rule from
+what the kernel's debug info holds (a type, a member, an enumerator, a
+variable), so a distribution backport is read as what it is.  Two things
+*are* version facts, and they live here:
+
+* :data:`NEWEST_READ`: the newest kernel whose sources the rules were read
+  against (Debian's linux-source-7.3, 7.3.4).  A target newer than that
+  may hold a shape no rule knows: :func:`newer_than_read` tells, and the
+  command line then calls a failure a partial answer that names the kernel
+  (exit 3), not an internal error (:func:`note_target`, :func:`unmatched_message`).
+* The simulator's :class:`Variant` table (:data:`VARIANTS`): the rules of
+  mm/page_ext.c for a synthetic kernel of each version, chosen by release
+  because a simulation has no debug info to detect them from.  Each rule
+  cites the commit it models; each was read in the source (the 2014 seed
+  patch in ../shared/seed/page_ext-v2-patch.txt, Debian's 6.1, 6.12 and 7.3
+  trees, and torvalds/linux diffs through the code search).
+
+:func:`release_version` is the one parser of release strings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from .model import ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, ENTRY_STRUCT, Rules
+
+# The newest kernel whose sources the rules were read against: Debian's
+# linux-source-7.3 (7.3.4-1~bpo13+1), Dec 2026.
+NEWEST_READ = (7, 3)
+# The oldest with page_ext at all (eefa864b701d, v3.19).
+OLDEST = (3, 19)
+
+
+def release_version(release: str) -> Optional[tuple[int, int]]:
+    """(major, minor) of a kernel release string, or None.
+
+    >>> release_version("6.1.192-2")
+    (6, 1)
+    >>> release_version("7.2.13+deb14-amd64")
+    (7, 2)
+    >>> release_version("(release unknown)") is None
+    True
+    """
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def newer_than_read(release: str) -> bool:
+    """Whether ``release`` is newer than every kernel the rules were read against.
+
+    >>> newer_than_read("7.3.4"), newer_than_read("7.4.0-rc1"), newer_than_read("8.0")
+    (False, True, True)
+    """
+    ver = release_version(release)
+    return ver is not None and ver > NEWEST_READ
+
+
+# The release of the kernel the command line is reading, for its last word on
+# an unexpected failure (set by the session when a target opens).
+_target_release: Optional[str] = None
+
+
+def note_target(release: Optional[str]) -> None:
+    """Remember the release of the kernel being read (see :func:`unmatched_message`)."""
+    global _target_release
+    _target_release = release
+
+
+def unmatched_message(error: BaseException) -> Optional[str]:
+    """For a failure no rule explains, on a kernel newer than :data:`NEWEST_READ`:
+    the one line that says so (the answer is then partial, exit 3); else None.
+
+    >>> note_target("7.4.1")
+    >>> print(unmatched_message(AttributeError("no member 'entries'")))
+    kernel 7.4.1 is newer than any this version of pageext-inspect was read against (7.3): it could not match its layout here: no member 'entries'
+    >>> note_target("6.12.118"); unmatched_message(KeyError("x")) is None
+    True
+    >>> note_target(None)
+    """
+    if _target_release is None or not newer_than_read(_target_release):
+        return None
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return (f"kernel {_target_release} is newer than any this version of pageext-inspect was read against "
+            f"({NEWEST_READ[0]}.{NEWEST_READ[1]}): it could not match its layout here: {first}")
+
+
+# -- the simulator's variants -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant(Rules):
+    """The rules of one kernel version for the simulator: the
+    :class:`~inspector.model.Rules` discovery detects in a real kernel
+    (entry_rule, ops_has_offset, ops_has_shared_flags, invalid_bit,
+    flatmem_max_order_slack -- see there, each with its commit) plus the
+    behaviour only a run shows."""
+
+    name: str = ""
+    release: str = ""  # the init_uts_ns release a synthetic kernel of this variant reports
+    # Seed v2 (21 Nov 2014) page_ext_init_flatmem(): `if (!invoke_need_callbacks)`
+    # tests the function's address, never NULL, so FLATMEM always allocates.
+    # Fixed in v3 before the merge (eefa864b701d).
+    flatmem_need_bug: bool = False
+    # online_page_ext(): the seed/v3.19 skip sections with !pfn_present(pfn);
+    # the 6.1, 6.12 and 7.3 sources call init_section_page_ext() on every
+    # section of the range.
+    online_skips_absent: bool = False
+    # Rollback after a failed init_section_page_ext() in online_page_ext():
+    #   "all"    seed..v6.5: __free_page_ext() on every section of the range
+    #   "before" v6.6 (Kemeng Shi, "mm/page_ext: remove rollback for untouched
+    #            mem_section in online_page_ext"): end = pfn - PAGES_PER_SECTION,
+    #            so only the sections before the failed one (6.12 and 7.3 sources)
+    rollback: str = "all"
+    # c4f20f1479c4 (v6.1) early_param("early_page_ext"): page_ext_init() runs in
+    # mm_init(); the layout is the same, only the time differs.
+    early_page_ext: bool = False
+    # Which node online_page_ext() allocates on:
+    #   "status_change_nid" (seed..v6.16): mn->status_change_nid, or
+    #                       pfn_to_nid(start_pfn) when it is NUMA_NO_NODE
+    #   "pfn_to_nid"        (v6.17, Oscar Salvador 2025-06): always pfn_to_nid(start_pfn);
+    #                       7.3's online_page_ext(start_pfn, nr_pages) takes no nid at all
+    # Both give the node of the block being onlined: a hot-added block's
+    # memmap carries its zone's node before MEM_GOING_ONLINE.
+    online_nid: str = "status_change_nid"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return release_version(self.release) or (0, 0)
+
+
+# The FLATMEM rounding and slack (flatmem_max_order_slack) are in
+# eefa864b701d itself (folded in before the merge at Joonsoo Kim's request,
+# lkml 2014-12-03, "fix the problem on !CONFIG_SPARSEMEM"); the seed as
+# posted (v2, and v3 of 24 Nov 2014) indexed from node_start_pfn exactly.
+V3_19 = Variant(name="v3.19", release="3.19.0", entry_rule=ENTRY_STRUCT, online_skips_absent=True,
+                ops_has_offset=False)
+SEED_AS_POSTED = replace(V3_19, name="seed-as-posted", release="3.19.0-seed", flatmem_need_bug=True,
+                         flatmem_max_order_slack=False, notes=("page_ext v2 1/7 as posted, 2014-11-21",))
+V4_9 = Variant(name="v4.9", release="4.9.0", entry_rule=ENTRY_EXTRA_MEM)
+V5_4 = replace(V4_9, name="v5.4", release="5.4.0", entry_rule=ENTRY_PAGE_EXT_SIZE)
+V6_1 = replace(V5_4, name="v6.1", release="6.1.0", invalid_bit=True, early_page_ext=True)
+V6_3 = replace(V6_1, name="v6.3", release="6.3.0", entry_rule=ENTRY_SHARED_FLAGS, ops_has_shared_flags=True)
+V6_6 = replace(V6_3, name="v6.6", release="6.6.0", rollback="before")
+V6_17 = replace(V6_6, name="v6.17", release="6.17.0", online_nid="pfn_to_nid")
+# 7.0: the allocation algorithm is 6.17's (read in Debian's 7.3.4: the diff
+# from 6.12 is online_page_ext() deriving its node, page_ext_lookup() and
+# page_ext_from_phys(), and FLATMEM's pgdat_page_ext_init() gone, which only
+# set node_page_ext = NULL).  page_ext_ops[] gains a fifth client,
+# page_iommu_debug (d414b83dc5f9, CONFIG_IOMMU_DEBUG_PAGEALLOC), which a
+# scenario declares like any other client.
+V7_0 = replace(V6_17, name="v7.0", release="7.0.0",
+               notes=("online_page_ext(start_pfn, nr_pages): the node from pfn_to_nid() only",))
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in
+                                (V3_19, SEED_AS_POSTED, V4_9, V5_4, V6_1, V6_3, V6_6, V6_17, V7_0)}
+# Oldest first, for choosing by release; the seed is never chosen by release.
+BY_VERSION = [V3_19, V4_9, V5_4, V6_1, V6_3, V6_6, V6_17, V7_0]
+
+
+def variant_for_release(release: str) -> Variant:
+    """The newest modelled variant not newer than ``release``.
+
+    >>> variant_for_release("6.12.0").name, variant_for_release("7.3.4").name
+    ('v6.6', 'v7.0')
+    """
+    ver = release_version(release)
+    if ver is None:
+        raise ValueError(f"cannot read a version from release {release!r}")
+    if ver < V3_19.version:
+        raise ValueError(f"release {release} predates page_ext (v3.19)")
+    chosen = V3_19
+    for v in BY_VERSION:
+        if v.version <= ver:
+            chosen = v
+    return chosen
+
+
+def get(name: str) -> Variant:
+    """The variant called ``name`` (a key of :data:`VARIANTS`), or ValueError naming them all."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r} (one of: {', '.join(VARIANTS)})") from None
