@@ -128,6 +128,7 @@ class Context:
         self.notes: list[str] = []  # stderr lines printed after the output
         self.corrupt = 0  # records found corrupt (exit 1)
         self._missing = None
+        self.terminal: Optional[TextIO] = None  # where held-back output goes in the end (see consistent())
 
     @property
     def missing(self):
@@ -139,7 +140,6 @@ class Context:
             from .model import Missing
             self._missing = Missing()
         return self._missing
-        self.terminal: Optional[TextIO] = None  # where held-back output goes in the end (see consistent())
 
     @property
     def tty(self) -> bool:

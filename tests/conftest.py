@@ -133,6 +133,29 @@ def inspect(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess
     return proc
 
 
+def inspect_pty(*args: str, timeout: float = 600) -> tuple[int, bytes]:
+    """Run the installed CLI with its stdout on a pseudo-terminal, as on a user's
+    screen: (exit status, the bytes it wrote there; the terminal turns each
+    newline into CR LF)."""
+    import pty
+    exe = Path(sys.executable).parent / "pageext-inspect"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(exe), *args], stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its side
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    proc.wait(timeout=timeout)
+    return proc.returncode, bytes(out)
+
+
 def inspect_json(*args: str, check_rc: int | None = 0) -> dict:
     return json.loads(inspect(*args, "--json", "--no-progress", check_rc=check_rc).stdout)
 

@@ -28,6 +28,8 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLIENTS_ON, inspect, kernel_for, kernels
+from conftest import CLIENTS_ON, inspect, inspect_pty, kernel_for, kernels
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -334,6 +336,18 @@ def test_escaped_comm_is_the_kernels_bytes_in_debugfs_and_escaped_elsewhere(snap
     assert "\x1b" not in text and "(ev\\x1bil)" in text
     js = json_lines(inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(pfn), "--json").stdout)[0]
     assert js["comm"] == "ev\\x1bil"
+
+
+def test_debugfs_text_is_escaped_on_a_terminal_only(snap, compared):
+    """--format debugfs writes the kernel's own bytes to a pipe, and escapes
+    them on a terminal (Context.tty; it was always False before issue 19)."""
+    evil = next(k for k, b in compared["kernel"].items() if f"({COMM})" in b and k in compared["ours"])
+    args = ("owner", snap["core"], "-s", snap["vmlinux"], "--pfn", str(evil[0]), "--format", "debugfs")
+    piped = subprocess.run([str(Path(sys.executable).parent / "pageext-inspect"), *args],
+                           capture_output=True, timeout=600)
+    assert piped.returncode == 0 and b"(ev\x1bil)" in piped.stdout
+    rc, screen = inspect_pty(*args)
+    assert rc == 0 and b"\x1b" not in screen and b"(ev\\x1bil)" in screen
 
 
 def test_live_qmp_equals_vmcore_of_the_paused_guest(snap, compared):
