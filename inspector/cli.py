@@ -200,9 +200,80 @@ def build_app() -> typer.Typer:
     return app
 
 
+def versions_text() -> str:
+    """``--version``: this tool's, drgn's, and the bcc ``trace`` would use (Debian's python3-bpfcc)."""
+    from . import __version__
+    try:
+        import drgn
+        drgn_v = drgn.__version__
+    except ImportError:
+        drgn_v = "not found"
+    try:  # the module trace imports; PyPI's project named "bcc" is another thing
+        import bcc
+        try:
+            from importlib.metadata import version as dist_version
+            bcc_v = dist_version("bcc")
+        except Exception:  # no metadata
+            bcc_v = "(version unknown)"
+        bcc_v += f" ({os.path.dirname(os.path.dirname(bcc.__file__))})"
+    except Exception:
+        bcc_v = "not found (trace needs Debian's python3-bpfcc)"
+    return f"pageext-inspect {__version__}\ndrgn {drgn_v}\nbcc {bcc_v}"
+
+
+def _drgn_habits(argv: list[str]) -> list[str]:
+    """drgn's target options, as its users type them: ``-c/--core FILE`` is the
+    TARGET argument and ``-k`` the running kernel (/proc/kcore).
+
+    >>> _drgn_habits(["owner", "-c", "vmcore", "-s", "vmlinux"])
+    ['owner', 'vmcore', '-s', 'vmlinux']
+    >>> _drgn_habits(["--core=vmcore"]), _drgn_habits(["top", "-k"])
+    (['vmcore'], ['top', '/proc/kcore'])
+    """
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out += argv[i:]
+            break
+        if a in ("-c", "--core") and i + 1 < len(argv):
+            out.append(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith("--core="):
+            out.append(a.split("=", 1)[1])
+        elif a == "-k":
+            out.append("/proc/kcore")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+def _unknown_command(word: str, names: set[str]) -> Optional[str]:
+    """The one line for a first word that is neither a command nor a file but
+    close to a command's name (``ownr``), else None."""
+    import difflib
+    if word.startswith("-") or os.path.exists(word) or "/" in word:
+        return None
+    close = difflib.get_close_matches(word, sorted(names | {"help"}), n=1, cutoff=0.6)
+    if not close:
+        return None
+    return f"no such command {escape(word)!r}; did you mean {close[0]!r}? (try 'pageext-inspect --help')"
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = set(all_commands())
+    if argv[:1] in (["--version"], ["-V"]):
+        typer.echo(versions_text())
+        sys.exit(0)
+    if argv and argv[0] not in names and argv[0] != "help":
+        line = _unknown_command(argv[0], names)
+        if line:
+            typer.echo(f"pageext-inspect: error: {line}", err=True)
+            sys.exit(EXIT_USAGE)
+    argv = _drgn_habits(argv)
     if argv and argv[0] == "help":
         if len(argv) > 1 and argv[1] not in names:
             typer.echo(f"pageext-inspect: error: no command {argv[1]!r} (commands: {', '.join(all_commands())}; "

@@ -277,6 +277,13 @@ class PfnRanges:
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(self._r)
 
+    def __repr__(self) -> str:
+        """
+        >>> PfnRanges([(0x100, 0x200), (0x180, 0x300), (0x1000, 0x1001)])
+        PfnRanges([(0x100, 0x300), (0x1000, 0x1001)])
+        """
+        return "PfnRanges([" + ", ".join(f"({a:#x}, {b:#x})" for a, b in self._r) + "])"
+
     def __bool__(self) -> bool:
         return bool(self._r)
 

@@ -33,7 +33,7 @@ import drgn
 
 from . import kernel as k
 from .clients import decoder_class, registry
-from .errors import ClientError, MissingDataError, NoPageExtError, TargetError, VerificationError
+from .errors import ClientError, MissingDataError, NoPageExtError, PageExtError, TargetError, VerificationError
 from .model import FAIL, UNKNOWN, Check, Geometry, Layout, Missing, Table
 from .reader import read_or_holes, unknown_items
 from .verify import DECODE_CHECKS, memory_probe, suspect_tables, verify
@@ -190,7 +190,13 @@ class PageExt:
             if spec is None or not spec.decoder:
                 raise ClientError(f"pageext-inspect has no decoder for a client named {name!r} "
                                   f"(decoded: {', '.join(n for n, s in registry().items() if s.decoder)})")
-            self._decoders[name] = decoder_class(spec)(self)
+            try:
+                self._decoders[name] = decoder_class(spec)(self)
+            except PageExtError:
+                raise
+            except LookupError as e:  # a type or symbol the decoder needs is not in the debug info
+                raise ClientError(f"cannot decode {name} in this kernel: {e} ({spec.config} off, or debug "
+                                  "info without its types)") from None
         return self._decoders[name]
 
     def require_client(self, name: str, config: str, enable: str = ""):

@@ -78,6 +78,9 @@ def _regular_file(path: str, what: str, missing: Optional[str] = None) -> os.sta
     if not stat.S_ISREG(st.st_mode) and path != "/proc/kcore":
         kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
             "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
+        if stat.S_ISSOCK(st.st_mode):  # most likely QEMU's QMP socket (issue 20)
+            raise TargetError(f"{path}: a socket, not {what}; for a live QEMU guest's QMP socket "
+                              f"use --qemu {path}")
         raise TargetError(f"{path}: {kind}, not {what} (give a regular file)")
     return st
 

@@ -58,3 +58,52 @@ def test_missing_qmp_socket(tmp_path):
 def test_help_has_examples():
     out = inspect("--help").stdout
     assert "Examples:" in out and "--qemu" in out and "vmcore -s vmlinux" in out
+
+
+# -- first contact: the habits users bring from drgn (issue 20) ---------------------------------------
+
+def test_version_names_the_tool_drgn_and_bcc():
+    import tomllib
+
+    import drgn
+    from conftest import ROOT
+    proc = inspect("--version")
+    lines = proc.stdout.splitlines()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert lines[0] == f"pageext-inspect {project}" and lines[1] == f"drgn {drgn.__version__}"
+    assert lines[2].startswith("bcc ") and len(lines) == 3 and proc.stderr == ""
+
+
+def test_a_mistyped_command_gets_a_suggestion():
+    for argv in (("ownr",), ("ownr", "vmcore"), ("snapshto", "/proc/kcore")):
+        proc = inspect(*argv, check_rc=2)
+        want = {"ownr": "owner", "snapshto": "snapshot"}[argv[0]]
+        assert proc.stderr == (f"pageext-inspect: error: no such command {argv[0]!r}; did you mean {want!r}? "
+                               "(try 'pageext-inspect --help')\n") and proc.stdout == ""
+
+
+def test_a_file_named_like_a_command_is_still_a_target(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ownr").write_bytes(b"not a core")
+    proc = inspect("ownr", check_rc=2)
+    assert "did you mean" not in proc.stderr and "ownr: too short to be a vmcore" in proc.stderr
+
+
+def test_drgn_core_options(tmp_path):
+    missing = str(tmp_path / "vmcore")
+    for argv in (("-c", missing), ("--core", missing), (f"--core={missing}",), ("owner", "-c", missing, "-s", "x")):
+        proc = inspect(*argv, check_rc=2)
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    assert inspect("-c", missing, check_rc=2).stderr == f"pageext-inspect: error: {missing}: no such file\n"
+
+
+def test_a_socket_given_as_target_points_at_qemu(tmp_path):
+    import socket
+    path = str(tmp_path / "qmp.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    try:
+        proc = inspect(path, check_rc=2)
+    finally:
+        s.close()
+    assert proc.stderr.count("\n") == 1 and f"use --qemu {path}" in proc.stderr

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["inspector.versions"]
+MODULES = ["inspector.versions", "inspector.cli", "inspector.model"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -79,3 +79,15 @@ def test_gfp_names_fall_back_to_the_enum_and_print_leftovers_in_hex():
                                       | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
     # No gfpflag_names table and no ___GFP_*_BIT enum: no names, every bit in hex.
     assert decode_gfp_mask(prog, 0xcc0) == "0xcc0"
+
+
+def test_a_client_the_kernel_cannot_decode_is_a_client_error():
+    """pe.client() on a kernel whose debug info lacks the client's types: a
+    ClientError (a LookupError too), never a bare LookupError (issue 20)."""
+    from inspector.errors import ClientError
+    from inspector.session import PageExt
+    _, prog = kernel("boot-2-nodes", "v6.1")  # no union handle_parts, no struct page_table_check
+    pe = PageExt(prog)
+    for name in ("page_owner", "page_table_check"):
+        with pytest.raises(ClientError, match=f"cannot decode {name} in this kernel"):
+            pe.client(name)
