@@ -58,6 +58,18 @@ def _argument(opt: Opt):
 
 
 FORCE = Opt(("--force",), "force", "decode even where a check the decode relies on failed", bool, False)
+# drgn 0.3.0 makes its parsers with add_help=False: -h/--help is ours, and
+# prints the text drgn's own parser formats from the command's definition
+# (the same summary, description and option texts as the CLI's --help).
+HELP = Opt(("-h", "--help"), "help", "show this help", bool, False)
+
+
+def _print_help(prog: Program, name: str) -> None:
+    import sys
+
+    from drgn.commands import DEFAULT_COMMAND_NAMESPACE
+    text = DEFAULT_COMMAND_NAMESPACE.lookup(prog, name).format_help()
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def _handler(cmd: Command):
@@ -67,6 +79,9 @@ def _handler(cmd: Command):
         from .errors import UsageError
         from .session import PageExt
 
+        if getattr(args, "help", False):
+            _print_help(prog, name)
+            return
         for opt in cmd.options:
             if opt.type is int and opt.minimum is not None and getattr(args, opt.dest, None) is not None \
                     and getattr(args, opt.dest) < opt.minimum:
@@ -81,6 +96,57 @@ def _handler(cmd: Command):
     return run
 
 
+# Options that name the target: the drgn session is the target, so drgn's
+# help shows the CLI's examples without them.
+_TARGET_FLAGS = ("-s", "--vmlinux", "--qemu", "--arch", "-c", "--core")
+
+
+def _drgn_example(line: str, cmd: Command) -> str:
+    """A CLI example line as the drgn command it is (``%name`` and its options);
+    the comment goes where it spoke of the target, which drgn already has.
+
+    >>> c = Command("top", "", lambda ctx: 0, drgn="page_owner_top")
+    >>> _drgn_example("  pageext-inspect top vmcore -s vmlinux --by pid   # per process", c)
+    '  %page_owner_top --by pid   # per process'
+    >>> _drgn_example("  pageext-inspect /proc/kcore --sections  # every table", Command("inspect", "", lambda ctx: 0, drgn="pageext"))
+    '  %pageext --sections'
+    """
+    indent = line[:len(line) - len(line.lstrip())]
+    code, _, comment = line.strip().partition("#")
+    words, out, i, target = code.split(), [], 1, False
+    if words[1:2] == [cmd.name]:
+        i = 2
+    while i < len(words):
+        w = words[i]
+        if w in _TARGET_FLAGS:
+            i += 2
+            continue
+        if not w.startswith("-") and not target and (not out or not out[-1].startswith("-")):
+            target = True  # the TARGET argument
+            i += 1
+            continue
+        out.append(w)
+        i += 1
+    text = " ".join([f"%{cmd.drgn}"] + out)
+    # The inspect examples (no command word) speak of their targets: no comment.
+    keep = bool(comment.strip()) and words[1:2] == [cmd.name]
+    return indent + (f"{text}   # {comment.strip()}" if keep else text)
+
+
+def drgn_description(cmd: Command) -> str:
+    """The command's description for drgn's help: the CLI's text, its example
+    blocks ("\\b" paragraphs, kept as line blocks) rewritten as drgn commands."""
+    paragraphs = []
+    for para in cmd.description.split("\n\n"):
+        if para.startswith("\b\n"):
+            lines = para[2:].splitlines()
+            lines = [_drgn_example(ln, cmd) if ln.strip().startswith("pageext-inspect") else ln for ln in lines]
+            unique = {ln.partition("   #")[0].rstrip(): ln for ln in reversed(lines)}  # the first of each
+            para = "\n".join("|" + ln for ln in lines if unique.get(ln.partition("   #")[0].rstrip()) is ln)
+        paragraphs.append(para.replace("pageext-inspect VMCORE", f"%{cmd.drgn}"))
+    return "\n\n".join(paragraphs)
+
+
 def register() -> list[str]:
     """Register every command that has a drgn name; their names."""
     from drgn.commands.linux import linux_kernel_command
@@ -89,15 +155,39 @@ def register() -> list[str]:
     for cmd in all_commands().values():
         if not cmd.drgn:
             continue
-        opts = [o for o in cmd.options if not o.cli_only] + ([FORCE] if cmd.force else [])
+        opts = [o for o in cmd.options if not o.cli_only] + ([FORCE] if cmd.force else []) + [HELP]
         linux_kernel_command(name=cmd.drgn, description=cmd.summary.rstrip("."),
-                             long_description=cmd.description.replace("\b\n", "") or None,
+                             long_description=drgn_description(cmd) or None,
                              arguments=[_argument(o) for o in opts])(_handler(cmd))
         names.append(cmd.drgn)
     return names
 
 
+def _register_help() -> bool:
+    """``%help [COMMAND]`` where drgn has none (0.3.0): the commands with their
+    one-line descriptions, or one command's help.  Kept out of the way when
+    drgn brings its own."""
+    from drgn.commands import DEFAULT_COMMAND_NAMESPACE, argument, command
+
+    if "help" in getattr(DEFAULT_COMMAND_NAMESPACE, "_commands", {}):
+        return False
+
+    @command(description="list the commands, or show one command's help",
+             arguments=(argument("name", nargs="?", help="a command"),))
+    def _cmd_help(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+        import sys
+
+        if args.name:
+            _print_help(prog, args.name.lstrip("%"))
+            return
+        rows = sorted(DEFAULT_COMMAND_NAMESPACE.enabled(prog))
+        width = max(len(n) for n, _ in rows)
+        sys.stdout.write("".join(f"%{n:<{width}}  {c.description()}\n" for n, c in rows))
+    return True
+
+
 COMMAND_NAMES = register()
+HELP_REGISTERED = _register_help()
 
 
 def drgn_prog_set(prog: Program) -> None:

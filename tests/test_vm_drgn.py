@@ -76,6 +76,27 @@ def test_plugin_registers_the_commands(snap):
         assert f"'{name}'" in names, (name, proc.stdout, proc.stderr)
 
 
+def test_help_inside_drgn_is_the_clis_text(snap):
+    """%pageext --help and %help NAME print each command's help from the text
+    the CLI's help prints (summary, option texts); %help lists the commands
+    (drgn 0.3.0 has neither, issue 20)."""
+    from inspector.commands import all_commands
+    pageext, page_owner, listing = run_commands(snap, ["pageext --help", "help page_owner", "help"])
+    for text, cmd in ((pageext, "inspect"), (page_owner, "owner")):
+        assert "ERROR" not in text and "-h, --help" in text
+        command = all_commands()[cmd]
+        cli_help = inspect(cmd, "--help").stdout
+        for opt in command.options:
+            if not opt.cli_only:
+                first = opt.help.split()[0]
+                assert opt.flags[0] in text and first in text and opt.flags[0] in cli_help, (cmd, opt.flags)
+        assert "pageext-inspect" not in text and f"%{command.drgn}" in text  # the examples as drgn commands
+    rows = {line.split()[0]: line for line in listing.splitlines() if line.startswith("%")}
+    for command in all_commands().values():
+        if command.drgn:
+            assert command.summary.rstrip(".").split(" (")[0] in rows[f"%{command.drgn}"]
+
+
 def test_commands_on_a_vmcore_print_what_the_cli_prints(snap):
     pfn = min(k[0] for k in parse_debugfs(snap["kernel"]))
     pairs = [("pageext", ("inspect",)), ("pageext --sections", ("inspect", "--sections")),
