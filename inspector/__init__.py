@@ -18,7 +18,11 @@ Library use, in a drgn session or a script::
 and the drgn-style helpers in :mod:`inspector.helpers`.
 """
 
-__version__ = "0.2.0"
+try:  # one place for the version: pyproject.toml, as the installed metadata says it
+    from importlib.metadata import PackageNotFoundError, version as _version
+    __version__ = _version("pageext-inspect")
+except PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "unknown"
 
 from .errors import (ClientError, CorruptError, MissingDataError, NoPageExtError, PageExtError, TargetError,  # noqa: F401
                      UsageError, VerificationError)

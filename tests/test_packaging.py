@@ -55,3 +55,17 @@ def test_installed_copy_has_the_bpf_program_and_no_checkout_paths(installed):
         for line in py.read_text().splitlines():
             code = line.split("#", 1)[0]
             assert "scripts/" not in code or '"""' in line, f"{py}: {line.strip()}"
+
+
+def test_installed_metadata_is_fit_for_a_public_index(installed, tmp_path):
+    """The installed distribution names its version, licence, classifiers and
+    the pageext-inspect entry point; python -m inspector --version agrees (issue 20)."""
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dist = next(installed.glob("pageext_inspect-*.dist-info"))
+    meta = (dist / "METADATA").read_text()
+    assert f"Version: {project['version']}\n" in meta and "License: GPL-2.0-or-later" in meta
+    assert "Classifier: Operating System :: POSIX :: Linux" in meta and "Requires-Python: >=3.11" in meta
+    assert "pageext-inspect = inspector.cli:main" in (dist / "entry_points.txt").read_text()
+    proc = run(installed, tmp_path, "--version")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0] == f"pageext-inspect {project['version']}"
