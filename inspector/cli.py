@@ -262,28 +262,47 @@ def _unknown_command(word: str, names: set[str]) -> Optional[str]:
     return f"no such command {escape(word)!r}; did you mean {close[0]!r}? (try 'pageext-inspect --help')"
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def normalize_argv(argv: list[str]) -> list[str]:
+    """The command line as typer parses it: drgn's habits translated, ``help
+    COMMAND`` as ``COMMAND --help``, and ``inspect`` where no command is named.
+    A mistyped command or ``help`` of an unknown one is :class:`UsageError`.
+
+    >>> normalize_argv(["-c", "vmcore", "-s", "vmlinux"])
+    ['inspect', 'vmcore', '-s', 'vmlinux']
+    >>> normalize_argv(["help", "top"])
+    ['top', '--help']
+    """
+    from .errors import UsageError
     names = set(all_commands())
-    if argv[:1] in (["--version"], ["-V"]):
-        typer.echo(versions_text())
-        sys.exit(0)
     if argv and argv[0] not in names and argv[0] != "help":
         line = _unknown_command(argv[0], names)
         if line:
-            typer.echo(f"pageext-inspect: error: {line}", err=True)
-            sys.exit(EXIT_USAGE)
+            raise UsageError(line)
     argv = _drgn_habits(argv)
     if argv and argv[0] == "help":
         if len(argv) > 1 and argv[1] not in names:
-            typer.echo(f"pageext-inspect: error: no command {argv[1]!r} (commands: {', '.join(all_commands())}; "
-                       "try 'pageext-inspect --help')", err=True)
-            sys.exit(EXIT_USAGE)
+            raise UsageError(f"no command {argv[1]!r} (commands: {', '.join(all_commands())}; "
+                             "try 'pageext-inspect --help')")
         argv = ([argv[1]] if len(argv) > 1 else []) + ["--help"]
     if not argv:
         argv = ["inspect"]
     elif argv[0] not in names and argv[0] not in ("-h", "--help"):
         argv.insert(0, "inspect")
+    return argv
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    from .errors import UsageError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = set(all_commands())
+    if argv[:1] in (["--version"], ["-V"]):
+        typer.echo(versions_text())
+        sys.exit(0)
+    try:
+        argv = normalize_argv(argv)
+    except UsageError as e:
+        typer.echo(f"pageext-inspect: error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
     try:
         code = build_app()(argv, prog_name="pageext-inspect", standalone_mode=False)
     except typer.TyperException as e:  # a usage error: one line, not the usage block
