@@ -8,7 +8,11 @@ JSON lines over a unix socket: a greeting, ``qmp_capabilities``, then one
 reply per command, with asynchronous events (STOP, RESUME, ...) in between,
 which we skip.  We connect for each pause and leave the socket free between
 samples for other tools.  A guest that was already paused when we came is
-left paused.
+left paused, and :func:`paused` says so.  Every exchange is bounded by the
+timeout (``--timeout``): a socket that stops answering is
+:class:`~inspector.link.NoAnswerError`, never a hang.  A guest we stopped
+is continued on every way out of the block (an exception, Ctrl-C, SIGTERM:
+the command line raises on it) -- unless QEMU itself stopped answering.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import socket
 from typing import Iterator
 
 from ..errors import TargetError
+from ..link import DEFAULT_TIMEOUT, NoAnswerError, no_answer
 
-TIMEOUT = 10.0
+TIMEOUT = DEFAULT_TIMEOUT
 
 
 class QMP:
     def __init__(self, path: str, timeout: float = TIMEOUT):
-        self.path = path
+        self.path, self.timeout = path, timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -40,6 +45,8 @@ class QMP:
             self.sock.close()
             if isinstance(e, TargetError):
                 raise
+            if isinstance(e, socket.timeout):
+                raise NoAnswerError(no_answer(path, timeout) + " (--pause)") from None
             raise TargetError(f"--pause {path}: {getattr(e, 'strerror', None) or e} (QEMU's control "
                               "socket, one client at a time)") from None
 
@@ -58,6 +65,8 @@ class QMP:
                 reply = self._read()
                 if "return" in reply or "error" in reply:
                     break
+        except socket.timeout:
+            raise NoAnswerError(f"{no_answer(self.path, self.timeout)} (QMP {command}, --pause)") from None
         except (OSError, ValueError) as e:
             raise TargetError(f"QMP {command} on {self.path}: {getattr(e, 'strerror', None) or e}") from None
         if "return" in reply:
@@ -70,16 +79,17 @@ class QMP:
 
 
 @contextlib.contextmanager
-def paused(path: str) -> Iterator[None]:
+def paused(path: str, timeout: float = TIMEOUT) -> Iterator[bool]:
     """The guest behind QMP socket ``path`` stopped for the block (and
-    continued after it, unless it was stopped before)."""
-    q = QMP(path)
+    continued after it, unless it was stopped before).  Yields whether we
+    stopped it: False for a guest someone else had paused (left paused)."""
+    q = QMP(path, timeout)
     try:
         running = q.execute("query-status").get("running", True)
         if running:
             q.execute("stop")
         try:
-            yield
+            yield bool(running)
         finally:
             if running:
                 q.execute("cont")
