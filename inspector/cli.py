@@ -121,7 +121,11 @@ def _register(app: typer.Typer, cmd: Command) -> None:
         opts = list(TARGET_OPTS) + opts + ([FORCE] if cmd.force else []) + [PROGRESS]
 
     def handler(**kw: Any) -> None:
-        raise typer.Exit(run(cmd, kw))
+        try:
+            code = run(cmd, kw)
+        except KeyboardInterrupt as e:  # typer would make it a silent Exit(130)
+            raise Interrupted(isinstance(e, Terminated)) from None
+        raise typer.Exit(code)
 
     handler.__signature__ = _inspect.Signature([_param(o) for o in opts])  # type: ignore[attr-defined]
     handler.__name__ = cmd.name.replace("-", "_")
@@ -244,6 +248,15 @@ class Terminated(KeyboardInterrupt):
     ``finally`` clauses run (a paused guest is continued) on the way out."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM (``term``) on its way out of typer, which would
+    swallow a KeyboardInterrupt."""
+
+    def __init__(self, term: bool):
+        super().__init__("terminated" if term else "interrupted")
+        self.term = term
+
+
 def _terminate(signum, frame) -> None:
     raise Terminated()
 
@@ -272,8 +285,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         first = (e.format_message() or str(e)).splitlines()[0] if (e.format_message() or str(e)) else "usage error"
         typer.echo(f"pageext-inspect: error: {first} (try '{where}')", err=True)
         code = EXIT_USAGE
-    except (typer.Abort, KeyboardInterrupt) as e:  # click turns Ctrl-C into Abort (the signal is its cause)
-        term = isinstance(e, Terminated) or isinstance(e.__cause__, Terminated)
+    except (Interrupted, typer.Abort, KeyboardInterrupt) as e:
+        term = getattr(e, "term", False) or isinstance(e, Terminated) or isinstance(e.__cause__, Terminated)
         typer.echo("pageext-inspect: terminated" if term else "pageext-inspect: interrupted", err=True)
         code = 143 if term else 130
     except BrokenPipeError:

@@ -118,11 +118,14 @@ def proxy(args) -> None:
         muted = threading.Event()
 
         def down() -> None:  # QEMU -> client
-            while True:
-                data = qemu.recv(65536)
-                if not data or muted.is_set():
-                    break
-                client.sendall(data)
+            try:
+                while True:
+                    data = qemu.recv(65536)
+                    if not data or muted.is_set():
+                        break
+                    client.sendall(data)
+            except OSError:  # the other side went first
+                pass
 
         threading.Thread(target=down, daemon=True).start()
         buf = b""
