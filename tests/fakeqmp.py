@@ -3,7 +3,8 @@
 Run as a script in its own process (drgn holds the GIL while it sets up a
 QMP connection, so a fake in the test's own process could not answer it):
 
-  python fakeqmp.py serve SOCKET [--mute-cmd CMD] [--mute-after N] [--close-after N] [--paused] [--log FILE]
+  python fakeqmp.py serve SOCKET [--mute-cmd CMD [--mute-on K]] [--mute-after N] [--close-after N]
+                             [--paused] [--log FILE]
   python fakeqmp.py proxy SOCKET QEMU_SOCKET [--mute-after N] [--log FILE]
 
 ``serve`` speaks as much QMP as drgn needs for physical reads: the greeting,
@@ -11,8 +12,8 @@ QMP connection, so a fake in the test's own process could not answer it):
 with ``info mtree -f`` (no RAM: drgn reads everything through ``xp``) and
 ``xp /Nxb ADDR`` (byte i of guest memory is ``i & 0xff``),
 ``query-status``/``stop``/``cont``.  ``--mute-cmd`` never answers that
-command; ``--mute-after N`` answers N ``xp`` reads and no more;
-``--close-after N`` hangs up on read N+1.  ``proxy`` forwards to a real QEMU
+command (from its K-th time on, with ``--mute-on K``); ``--mute-after N``
+answers N ``xp`` reads and no more; ``--close-after N`` hangs up on read N+1.  ``proxy`` forwards to a real QEMU
 (file descriptors too: drgn passes one for VMCOREINFO) and answers
 ``gpa2hva`` itself with a failure, since drgn would otherwise read guest
 RAM from the process at the socket's other end, which is this one.  Each
@@ -66,8 +67,10 @@ def serve(args) -> None:
             cmd = req.get("execute")
             log(f"cmd {cmd}")
             if cmd == args.mute_cmd:
-                log("muted")
-                time.sleep(3600)
+                state[cmd] = state.get(cmd, 0) + 1
+                if state[cmd] >= args.mute_on:
+                    log("muted")
+                    time.sleep(3600)
             if cmd == "human-monitor-command":
                 text = req["arguments"]["command-line"]
                 if text.startswith("xp "):
@@ -172,6 +175,7 @@ def main() -> None:
     s = sub.add_parser("serve")
     s.add_argument("socket")
     s.add_argument("--mute-cmd")
+    s.add_argument("--mute-on", type=int, default=1, help="the time --mute-cmd comes that goes unanswered")
     s.add_argument("--mute-after", type=int)
     s.add_argument("--close-after", type=int)
     s.add_argument("--paused", action="store_true")

@@ -155,27 +155,54 @@ def test_a_signal_in_the_middle_of_a_command(guest, tmp_path, command, sig):
     assert running(vm)
 
 
-def test_a_mute_control_socket_under_pause(guest, tmp_path):
-    """--pause's socket answers query-status, then never answers stop."""
-    vm, vmlinux = guest
+def _watch_with_a_mute_control_socket(vm, vmlinux, tmp_path, mute_on: int):
+    """watch --pause through a fake control socket whose mute_on-th stop goes unanswered."""
     ctl, log = str(tmp_path / "ctl.sock"), tmp_path / "ctl.log"
-    fake = subprocess.Popen([sys.executable, FAKE, "serve", ctl, "--mute-cmd", "stop", "--log", str(log)])
+    log.write_text("")
+    fake = subprocess.Popen([sys.executable, FAKE, "serve", ctl, "--mute-cmd", "stop", "--mute-on", str(mute_on),
+                             "--log", str(log)])
     try:
         for _ in range(100):
             if os.path.exists(ctl):
                 break
             time.sleep(0.05)
-        t = time.monotonic()
-        proc = start("watch", "--qemu", vm.qmp_path, "-s", vmlinux, "--pause", ctl, "--count", "2", "--interval", "0",
+        proc = start("watch", "--qemu", vm.qmp_path, "-s", vmlinux, "--pause", ctl, "--count", "3", "--interval", "0",
                      "--timeout", "3")
-        rc, lines, took = finish(proc, t, 3)
+        muted = None
+        while proc.poll() is None and muted is None:
+            if "muted" in log.read_text():
+                muted = time.monotonic()
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - (muted or time.monotonic())
     finally:
         fake.kill()
         fake.wait()
+    assert "Traceback" not in err, err
+    assert muted is not None, (proc.returncode, err)
+    return ctl, proc.returncode, out, err.strip().splitlines(), took
+
+
+def test_a_mute_control_socket_under_pause(guest, tmp_path):
+    """--pause's socket answers query-status, then never answers stop: no sample, exit 2."""
+    vm, vmlinux = guest
+    ctl, rc, out, lines, took = _watch_with_a_mute_control_socket(vm, vmlinux, tmp_path, 1)
     assert (rc, lines) == (2, [f"pageext-inspect: error: QEMU at {ctl} did not answer within 3 s "
                                "(QMP stop, --pause)"])
-    assert "muted" in log.read_text()
-    assert took < 3 + 30 + SLACK, took  # the open and the walk, then the stop's 3 s
+    assert took < 3 + SLACK, took
+    print(f"\n[bounds] watch --pause, the first stop unanswered: ended {took:.1f} s after it, exit {rc}")
+    assert running(vm)
+
+
+def test_a_mute_control_socket_after_a_sample(guest, tmp_path):
+    """The second stop goes unanswered: the first sample's verdict, marked partial (exit 3)."""
+    vm, vmlinux = guest
+    ctl, rc, out, lines, took = _watch_with_a_mute_control_socket(vm, vmlinux, tmp_path, 2)
+    assert (rc, lines) == (3, [f"pageext-inspect: partial: sampling ended after 1 samples: QEMU at {ctl} did not "
+                               "answer within 3 s (QMP stop, --pause)"])
+    assert out.startswith("sample 1/3: ") and "verdict: too few samples for a verdict (1 samples" in out, out
+    assert took < 3 + SLACK, took
+    print(f"\n[bounds] watch --pause, the second stop unanswered: ended {took:.1f} s after it, exit {rc}")
     assert running(vm)
 
 
@@ -188,6 +215,7 @@ def test_a_guest_paused_by_someone_else(guest):
             proc = start("watch", "--qemu", vm.qmp_path, "-s", vmlinux, "--pause", vm.ctl_path, "--count", "2",
                          "--interval", "0", "--timeout", "10")
             rc, lines, took = finish(proc, time.monotonic(), 60)
+        print(f"\n[bounds] watch --pause on a guest paused by someone else: exit {rc}, {lines}")
         assert rc == 0, lines
         assert lines == [f"pageext-inspect: note: the guest behind --pause {vm.ctl_path} was paused already "
                          "(not by pageext-inspect): sampled as it was, and left paused"]

@@ -250,13 +250,16 @@ def run_watch(ctx: Context) -> int:
         except KeyboardInterrupt:
             if not w.snapshots:
                 raise
-        except Exception:
-            # The target stopped answering: the samples so far still make a
-            # verdict, marked partial (exit 3) with the reason.  (A signal that
-            # cut a wait on QEMU ends the sampling like Ctrl-C.)
+        except Exception as e:
+            # The target (or --pause's socket) stopped answering: the samples
+            # so far still make a verdict, marked partial (exit 3) with the
+            # reason.  (A signal that cut a wait on QEMU ends the sampling like Ctrl-C.)
+            from ..link import NoAnswerError
             link = getattr(pe.target, "link", None)
             interrupted = link is not None and link.interrupted() and w.snapshots
             why = pe.target.take_failure() if w.snapshots and link is not None else None
+            if w.snapshots and not why and isinstance(e, NoAnswerError) and not (link and link.failure()):
+                why = str(e)
             if not why and not interrupted:
                 raise
             if why:
