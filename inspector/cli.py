@@ -188,9 +188,11 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> in
         sys.stdout.flush()
         return finish(ctx, status)
     except VerificationError as e:
+        if (stalled := no_answer()) is not None:
+            return stalled
         _close(progress)
         ctx.err.write(f"pageext-inspect: error: {e}\n")
-        return no_answer() or EXIT_FAIL
+        return EXIT_FAIL
     except MissingDataError as e:
         if (stalled := no_answer()) is not None:
             return stalled

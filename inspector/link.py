@@ -29,7 +29,9 @@ A signal (Ctrl-C, SIGTERM) while drgn waits on the relay also ends the wait:
 Python's C-level handler writes the signal to :func:`signal.set_wakeup_fd`,
 which the relay watches; it shuts drgn's end, and the Python handler then
 raises in the main thread.  Without that, drgn retries its read after EINTR
-and the handler would run only when the timeout struck.
+and the handler would run only when the timeout struck -- which is what
+happens during the set-up, where no thread of ours can run: a signal then
+takes effect within the timeout, not at once.
 """
 
 from __future__ import annotations
