@@ -105,11 +105,16 @@ class Link:
             r.setblocking(False)
             w.setblocking(False)
             try:
-                self._old_wakeup = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
-                self._wake_r, self._wake_w = r, w
+                old = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
             except ValueError:
+                old = None
+            if old is None or old != -1:  # not ours to take (an event loop's): a signal waits for the timeout
+                if old is not None:
+                    signal.set_wakeup_fd(old)
                 r.close()
                 w.close()
+            else:
+                self._old_wakeup, self._wake_r, self._wake_w = old, r, w
         self._thread = threading.Thread(target=self._run, name="pageext-qmp-relay", daemon=True)
         self._thread.start()
 
