@@ -4,7 +4,7 @@ Run as a script in its own process (drgn holds the GIL while it sets up a
 QMP connection, so a fake in the test's own process could not answer it):
 
   python fakeqmp.py serve SOCKET [--mute-cmd CMD [--mute-on K]] [--mute-after N] [--close-after N]
-                             [--paused] [--log FILE]
+                             [--slow-cmd CMD [--slow-s S]] [--paused] [--log FILE]
   python fakeqmp.py proxy SOCKET QEMU_SOCKET [--mute-after N] [--log FILE]
 
 ``serve`` speaks as much QMP as drgn needs for physical reads: the greeting,
@@ -13,7 +13,8 @@ with ``info mtree -f`` (no RAM: drgn reads everything through ``xp``) and
 ``xp /Nxb ADDR`` (byte i of guest memory is ``i & 0xff``),
 ``query-status``/``stop``/``cont``.  ``--mute-cmd`` never answers that
 command (from its K-th time on, with ``--mute-on K``); ``--mute-after N``
-answers N ``xp`` reads and no more; ``--close-after N`` hangs up on read N+1.  ``proxy`` forwards to a real QEMU
+answers N ``xp`` reads and no more; ``--close-after N`` hangs up on read N+1;
+``--slow-cmd CMD`` answers CMD only after ``--slow-s`` seconds.  ``proxy`` forwards to a real QEMU
 (file descriptors too: drgn passes one for VMCOREINFO) and answers
 ``gpa2hva`` itself with a failure, since drgn would otherwise read guest
 RAM from the process at the socket's other end, which is this one.  Each
@@ -66,6 +67,9 @@ def serve(args) -> None:
             req = json.loads(line)
             cmd = req.get("execute")
             log(f"cmd {cmd}")
+            if cmd == args.slow_cmd:
+                log(f"slow {cmd}")
+                time.sleep(args.slow_s)
             if cmd == args.mute_cmd:
                 state[cmd] = state.get(cmd, 0) + 1
                 if state[cmd] >= args.mute_on:
@@ -178,6 +182,8 @@ def main() -> None:
     s.add_argument("--mute-on", type=int, default=1, help="the time --mute-cmd comes that goes unanswered")
     s.add_argument("--mute-after", type=int)
     s.add_argument("--close-after", type=int)
+    s.add_argument("--slow-cmd", help="answer this command only after --slow-s seconds")
+    s.add_argument("--slow-s", type=float, default=2.0)
     s.add_argument("--paused", action="store_true")
     s.add_argument("--log")
     x = sub.add_parser("proxy")

@@ -205,3 +205,31 @@ def test_pause_of_a_mute_control_socket(fake, running):
         with paused(sock, 1) as ours:
             assert ours is False
         assert [x for x in log.read_text().split() if x in ("stop", "cont")] == []
+
+
+@pytest.mark.parametrize("cmd,sig", [("stop", signal.SIGTERM), ("stop", signal.SIGINT), ("cont", signal.SIGTERM)])
+def test_a_signal_during_stop_or_cont_still_continues_the_guest(fake, cmd, sig):
+    """SIGTERM or Ctrl-C while --pause's stop (or cont) is under way: the
+    exchange finishes, then the signal raises, and the guest is continued."""
+    sock, log = fake("--slow-cmd", cmd, "--slow-s", "2")
+    code = ("import signal, sys\nfrom inspector.cli import _terminate\nfrom inspector.history.qmp import paused\n"
+            "signal.signal(signal.SIGTERM, _terminate)\ntry:\n    with paused(sys.argv[1], 10):\n"
+            "        print('paused', flush=True)\nexcept KeyboardInterrupt as e:\n    print(type(e).__name__)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, sock], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        for _ in range(400):
+            if f"slow {cmd}" in log.read_text():
+                break
+            time.sleep(0.02)
+        t = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t
+    finally:
+        proc.kill()
+    assert "Traceback" not in err, err
+    assert out.split()[-1] == ("Terminated" if sig == signal.SIGTERM else "KeyboardInterrupt"), out
+    cmds = [x.split()[1] for x in log.read_text().splitlines() if x.startswith("cmd ")]
+    assert cmds == ["qmp_capabilities", "query-status", "stop", "cont"], cmds
+    assert took < 2 + SLACK, took

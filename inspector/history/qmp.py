@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
+import threading
 from typing import Iterator
 
 from ..errors import TargetError
@@ -79,19 +81,41 @@ class QMP:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back (delivered after the block) in the main
+    thread: a stop or cont is never cut between sending it and knowing it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
 def paused(path: str, timeout: float = TIMEOUT) -> Iterator[bool]:
     """The guest behind QMP socket ``path`` stopped for the block (and
     continued after it, unless it was stopped before).  Yields whether we
-    stopped it: False for a guest someone else had paused (left paused)."""
+    stopped it: False for a guest someone else had paused (left paused).
+
+    A signal that comes while the stop is under way is held until it is done,
+    inside the block's ``try``: the guest is continued whatever the signal."""
     q = QMP(path, timeout)
+    stopped = False
     try:
-        running = q.execute("query-status").get("running", True)
-        if running:
-            q.execute("stop")
-        try:
-            yield bool(running)
-        finally:
+        running = bool(q.execute("query-status").get("running", True))
+        with _signals_held():
             if running:
-                q.execute("cont")
+                q.execute("stop")
+                stopped = True
+        yield running
     finally:
-        q.close()
+        try:
+            if stopped:
+                with _signals_held():
+                    q.execute("cont")
+        finally:
+            q.close()
