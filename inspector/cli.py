@@ -13,12 +13,19 @@ statuses with one line on stderr:
 
 The default command is ``inspect``: any first argument that is not a
 command name is taken as its target.
+
+A live QEMU guest that stops answering ends the run within ``--timeout``
+(:mod:`inspector.link`): one line, exit 2.  Ctrl-C ends it with 130 and
+SIGTERM with 143 (a handler raises, so every ``with`` unwinds: a guest that
+``--pause`` stopped is continued); ``watch`` takes either as the end of its
+sampling and gives its verdict.
 """
 
 from __future__ import annotations
 
 import inspect as _inspect
 import os
+import signal
 import sys
 import time
 from types import SimpleNamespace
@@ -26,7 +33,8 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from .commands import ARCH, EXIT_FAIL, EXIT_PARTIAL, EXIT_USAGE, VMLINUX, Command, Context, Opt, all_commands, finish
+from .commands import (ARCH, EXIT_FAIL, EXIT_PARTIAL, EXIT_USAGE, TIMEOUT, VMLINUX, Command, Context, Opt, all_commands,
+                       finish, timeout_of)
 from .text import escape
 
 EXIT_TEXT = """\b
@@ -51,6 +59,7 @@ TARGET_OPTS = (
     VMLINUX,
     Opt(("--qemu",), "qemu", "QMP socket of a live QEMU guest", metavar="SOCKET"),
     ARCH,
+    TIMEOUT,
 )
 FORCE = Opt(("--force",), "force", "decode even where a check the decode relies on failed (bias, extent, "
             "clients); suspect tables are marked", bool, False)
@@ -112,7 +121,11 @@ def _register(app: typer.Typer, cmd: Command) -> None:
         opts = list(TARGET_OPTS) + opts + ([FORCE] if cmd.force else []) + [PROGRESS]
 
     def handler(**kw: Any) -> None:
-        raise typer.Exit(run(cmd, kw))
+        try:
+            code = run(cmd, kw)
+        except KeyboardInterrupt as e:  # typer would make it a silent Exit(130)
+            raise Interrupted(isinstance(e, Terminated)) from None
+        raise typer.Exit(code)
 
     handler.__signature__ = _inspect.Signature([_param(o) for o in opts])  # type: ignore[attr-defined]
     handler.__name__ = cmd.name.replace("-", "_")
@@ -137,15 +150,31 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> in
     args = SimpleNamespace(**kw)
     progress = _Progress() if kw.get("progress") and sys.stderr.isatty() else None
     ctx = Context(cmd, args, None, out, err)
+
+    def no_answer() -> Optional[int]:
+        """A live target that stopped answering: whatever the command made of
+        the reads that failed, this is the one line (exit 2)."""
+        link = getattr(getattr(ctx.session, "target", None), "link", None)
+        if link is not None and link.interrupted():
+            raise Terminated() if link.interrupted() == signal.SIGTERM else KeyboardInterrupt()
+        why = ctx.session.target.failure() if link is not None else None
+        if not why:
+            return None
+        _close(progress)
+        ctx.err.write(f"pageext-inspect: error: {why}\n")
+        return EXIT_USAGE
+
     try:
         if cmd.prepare is not None:
             cmd.prepare(args)
+        if "timeout" in kw:
+            args.timeout_s = timeout_of(args)
         if cmd.target:
             from .session import PageExt
             force = bool(getattr(args, "force", False))
             ctx.session = PageExt(target.prog, target=target, force=force, progress=progress) if target else \
                 PageExt.open(args.target, qemu=args.qemu, vmlinux=args.vmlinux, arch=args.arch, force=force,
-                             progress=progress)
+                             progress=progress, timeout=args.timeout_s)
             ctx.session.layout  # a target that cannot be walked is one line, before anything else
             crash = ctx.session.crash if cmd.name != "inspect" else None
             if crash:  # a crashed kernel's dump: the reason first
@@ -153,17 +182,26 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> in
         status = cmd.run(ctx)
         if progress is not None:
             progress.close()
+        stalled = no_answer()
+        if stalled is not None:
+            return stalled
         sys.stdout.flush()
         return finish(ctx, status)
     except VerificationError as e:
+        if (stalled := no_answer()) is not None:
+            return stalled
         _close(progress)
         ctx.err.write(f"pageext-inspect: error: {e}\n")
         return EXIT_FAIL
     except MissingDataError as e:
+        if (stalled := no_answer()) is not None:
+            return stalled
         _close(progress)
         ctx.err.write(f"pageext-inspect: partial: {e}\n")
         return EXIT_PARTIAL
     except PageExtError as e:
+        if (stalled := no_answer()) is not None:
+            return stalled
         _close(progress)
         ctx.err.write(f"pageext-inspect: error: {e}\n")
         return EXIT_USAGE
@@ -171,6 +209,13 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> in
         _close(progress)
         _quiet_stdout()
         return 0
+    except Exception:  # what drgn raises for a read the relay cut off
+        if (stalled := no_answer()) is not None:
+            return stalled
+        raise
+    finally:
+        if target is None and ctx.session is not None and ctx.session.target is not None:
+            ctx.session.target.close()
 
 
 def _close(progress: Optional[_Progress]) -> None:
@@ -198,6 +243,24 @@ def build_app() -> typer.Typer:
     for cmd in all_commands().values():
         _register(app, cmd)
     return app
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C: ``with`` blocks and
+    ``finally`` clauses run (a paused guest is continued) on the way out."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM (``term``) on its way out of typer, which would
+    swallow a KeyboardInterrupt."""
+
+    def __init__(self, term: bool):
+        super().__init__("terminated" if term else "interrupted")
+        self.term = term
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def versions_text() -> str:
@@ -294,6 +357,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
 def main(argv: Optional[list[str]] = None) -> None:
     from .errors import UsageError
     argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminate)
     names = set(all_commands())
     if argv[:1] in (["--version"], ["-V"]):
         typer.echo(versions_text())
@@ -313,12 +377,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         first = (e.format_message() or str(e)).splitlines()[0] if (e.format_message() or str(e)) else "usage error"
         typer.echo(f"pageext-inspect: error: {first} (try '{where}')", err=True)
         code = EXIT_USAGE
-    except typer.Abort:
-        typer.echo("pageext-inspect: interrupted", err=True)
-        code = 130
-    except KeyboardInterrupt:
-        typer.echo("pageext-inspect: interrupted", err=True)
-        code = 130
+    except (Interrupted, typer.Abort, KeyboardInterrupt) as e:
+        term = getattr(e, "term", False) or isinstance(e, Terminated) or isinstance(e.__cause__, Terminated)
+        typer.echo("pageext-inspect: terminated" if term else "pageext-inspect: interrupted", err=True)
+        code = 143 if term else 130
     except BrokenPipeError:
         _quiet_stdout()
         code = 0

@@ -84,8 +84,29 @@ VMLINUX = Opt(("-s", "--vmlinux"), "vmlinux", "vmlinux with debug info", metavar
 ARCH = Opt(("--arch",), "arch", "architecture of a core that lacks one (x86_64)", metavar="ARCH")
 THRESHOLD = Opt(("--threshold",), "threshold", "hide rows with fewer pages than this", int, 0, metavar="N",
                 minimum=0)
+TIMEOUT = Opt(("--timeout",), "timeout", "a live QEMU guest (--qemu, --pause) must answer each exchange within this "
+              "many seconds; past it the run ends (exit 2)", default="30", metavar="SECONDS")
 RETRIES = Opt(("--retries",), "retries", "on a live target, read again up to N times when memory hotplug changes "
               "it meanwhile (the output is held back until a read is consistent)", int, 2, metavar="N", minimum=0)
+
+
+def parse_timeout(text) -> float:
+    """--timeout SECONDS: a positive number."""
+    from .errors import UsageError
+    try:
+        t = float(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad --timeout {text!r}: expected seconds, e.g. 30 or 2.5") from None
+    if not 0 < t < 1e6:
+        raise UsageError(f"bad --timeout {text!r}: must be more than 0 s (and less than 1e6)")
+    return t
+
+
+def timeout_of(args) -> float:
+    """The --timeout of a command's arguments, in seconds (its default where
+    the command was not given one: a drgn command, a library call)."""
+    t = getattr(args, "timeout_s", None)
+    return t if t is not None else parse_timeout(getattr(args, "timeout", None) or TIMEOUT.default)
 
 
 def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[int], int, int]:

@@ -101,10 +101,11 @@ class PageExt:
 
     @classmethod
     def open(cls, path: Optional[str] = None, *, qemu: Optional[str] = None, vmlinux: Optional[str] = None,
-             arch: Optional[str] = None, **kw: Any) -> "PageExt":
-        """Open a kernel (see :func:`inspector.target.open_target`) and start a session on it."""
-        from .target import open_target
-        target = open_target(path, qemu, vmlinux, arch)
+             arch: Optional[str] = None, timeout: Optional[float] = None, **kw: Any) -> "PageExt":
+        """Open a kernel (see :func:`inspector.target.open_target`; ``timeout``:
+        seconds each exchange with a QEMU guest may take) and start a session on it."""
+        from .target import DEFAULT_TIMEOUT, open_target
+        target = open_target(path, qemu, vmlinux, arch, DEFAULT_TIMEOUT if timeout is None else timeout)
         return cls(target.prog, target=target, **kw)
 
     # -- what is learnt once ---------------------------------------------------------

@@ -9,8 +9,12 @@ file, or guest memory over QMP.
 
 Every input is bounded before drgn sees it: a core must be a regular file
 (or /proc/kcore) and is opened without blocking; its ELF or kdump header is
-checked against its own size; a QMP socket must greet us within
-:data:`QMP_TIMEOUT` seconds.  Following drgn's conventions, debug info comes
+checked against its own size; a QMP socket must greet us, and answer
+every exchange after that, within the timeout (``--timeout``,
+:data:`~inspector.link.DEFAULT_TIMEOUT` by default; :mod:`inspector.link`
+bounds drgn's own exchanges).  /proc/kcore and core files are not bounded
+that way: a read of either is the kernel copying memory or a file's pages,
+which waits on nothing that can stop answering.  Following drgn's conventions, debug info comes
 from ``-s/--vmlinux`` when given, otherwise from drgn's default search; drgn
 matches a vmlinux to the kernel by build ID and silently ignores one that
 does not match, so a mismatch shows up as "no debug info", and we say which.
@@ -34,9 +38,10 @@ import drgn
 
 from .errors import TargetError
 from .kernel import release as kernel_release, value as kernel_value, vmcoreinfo_release
+from .link import DEFAULT_TIMEOUT, Link, NoAnswerError, open_link
 from .versions import note_target
 
-QMP_TIMEOUT = 10.0  # seconds for a QMP socket to accept and greet
+QMP_TIMEOUT = DEFAULT_TIMEOUT  # seconds for a QMP socket to accept and greet (the default --timeout)
 
 
 @dataclass
@@ -48,9 +53,27 @@ class Target:
     # What the core's own header says is wrong with it (makedumpfile's
     # incomplete flag), for the answer's "missing" list.
     notes: tuple[str, ...] = ()
+    link: Optional[Link] = None  # a QEMU guest's bounded QMP connection (inspector.link)
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "path": self.path}
+
+    def failure(self) -> Optional[str]:
+        """Why the target stopped answering (one line), if it did."""
+        return self.link.failure() if self.link is not None and not self.link.taken else None
+
+    def take_failure(self) -> Optional[str]:
+        """:meth:`failure`, for a command that keeps what it read before and
+        marks its answer partial with this line (then it is no error)."""
+        why = self.failure()
+        if why:
+            self.link.taken = True
+        return why
+
+    def close(self) -> None:
+        """Let go of a QEMU guest's connection (a core needs nothing)."""
+        if self.link is not None:
+            self.link.close()
 
 
 # Whole-file compression (kdump-tools' KDUMP_COMPRESSION): magic -> (name, command).
@@ -211,7 +234,7 @@ def qmp_greeting(path: str, timeout: float = QMP_TIMEOUT) -> None:
         if not isinstance(greeting, dict) or "QMP" not in greeting:
             raise TargetError(f"{path}: not a QMP socket (its first line is not a QMP greeting)")
     except socket.timeout:
-        raise TargetError(f"{path}: no QMP greeting within {timeout:.0f} s (is it QEMU's QMP socket, "
+        raise TargetError(f"{path}: no QMP greeting within {timeout:g} s (is it QEMU's QMP socket, "
                           "and is no other client connected?)") from None
     except OSError as e:
         raise TargetError(f"cannot connect to QMP socket {path}: {e.strerror or e}") from None
@@ -220,8 +243,33 @@ def qmp_greeting(path: str, timeout: float = QMP_TIMEOUT) -> None:
 
 
 def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str],
-                arch: Optional[str] = None) -> Target:
-    """Open what the user named and load debug info, or raise TargetError."""
+                arch: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT) -> Target:
+    """Open what the user named and load debug info, or raise TargetError.
+
+    ``timeout``: seconds each QMP exchange with a QEMU guest may take; past
+    it :class:`~inspector.link.NoAnswerError` (a TargetError)."""
+    if not qemu:
+        return _open_target(path, None, vmlinux, arch, timeout, {})
+    opening: dict = {}  # the link, once there is one: closed if the open fails
+    try:
+        target = _open_target(path, qemu, vmlinux, arch, timeout, opening)
+    except BaseException as e:  # Ctrl-C too: the link is closed either way
+        link = opening.get("link")
+        why = link.failure() if link is not None else None
+        if link is not None:
+            link.close()
+        if why and isinstance(e, Exception) and not isinstance(e, NoAnswerError):  # a read the relay cut off, whatever drgn made of it
+            raise NoAnswerError(why) from None
+        raise
+    why = target.failure()  # a check that swallowed a failed read
+    if why:
+        target.close()
+        raise NoAnswerError(why)
+    return target
+
+
+def _open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str],
+                 arch: Optional[str], timeout: float, opening: dict) -> Target:
     # drgn logs its own warnings (missing symbols, ignored files); we turn the
     # ones that matter into a single line of ours.  PAGEEXT_DEBUG shows them.
     if not os.environ.get("PAGEEXT_DEBUG"):
@@ -235,12 +283,11 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
     notes: tuple[str, ...] = ()
     if qemu:
         kind, shown = "qemu", qemu
-        qmp_greeting(qemu)
+        qmp_greeting(qemu, timeout)
         prog = drgn.Program(platform) if platform else drgn.Program()
-        try:
-            prog.set_qemu_qmp(qemu)
-        except Exception as e:  # drgn raises OSError or ValueError here
-            raise TargetError(f"cannot talk to QEMU over {qemu}: {_short(e)}") from None
+        link = open_link(prog, qemu, timeout)
+        opening["link"] = link
+        link.start()
     else:
         shown = path or "/proc/kcore"
         kind = "kcore" if shown == "/proc/kcore" else "vmcore"
@@ -279,7 +326,7 @@ def open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str]
     # For the command line's last word on a failure no rule explains: a
     # kernel newer than the rules were read against gets a partial answer.
     note_target(kernel_release(prog))
-    return Target(kind, shown, prog, presence, notes if not qemu else ())
+    return Target(kind, shown, prog, presence, notes if not qemu else (), link=opening.get("link"))
 
 
 def _format_hint(head: bytes, e: BaseException) -> str:

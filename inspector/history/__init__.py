@@ -28,7 +28,8 @@ import stat
 import tempfile
 from typing import Optional
 
-from ..commands import ARCH, JSON, LIMIT, NODE, RANGE, VMLINUX, Command, Context, Opt, missing_json, pfn_selection
+from ..commands import (ARCH, JSON, LIMIT, NODE, RANGE, TIMEOUT, VMLINUX, Command, Context, Opt, missing_json,
+                        pfn_selection, timeout_of)
 from ..errors import TargetError, UsageError
 
 
@@ -102,15 +103,31 @@ def _input(ctx: Context, path: str):
     except OSError:
         sock = False
     try:
-        pe = PageExt.open(None if sock else path, qemu=path if sock else None, vmlinux=a.vmlinux, arch=a.arch)
+        pe = PageExt.open(None if sock else path, qemu=path if sock else None, vmlinux=a.vmlinux, arch=a.arch,
+                          timeout=timeout_of(a))
     except TargetError as e:
         msg = str(e)
         if os.path.isfile(path) and ("vmcore" in msg or "truncated" in msg) and "vmlinux" not in msg:
             raise UsageError(f"{e}; nor is it a snapshot (no Parquet magic)") from None
         raise
-    snap = take(pe)  # what it missed is in its metadata, merged with the files' by run_diff()
+    try:
+        snap = take(pe)  # what it missed is in its metadata, merged with the files' by run_diff()
+    except Exception:
+        _no_answer(pe)
+        raise
+    finally:
+        pe.target.close()
+    _no_answer(pe)
     _corrupt(ctx, snap.meta["corrupt_records"])
     return snap
+
+
+def _no_answer(pe) -> None:
+    """A live target that stopped answering: its one line, whatever the reads made of it."""
+    from ..link import NoAnswerError
+    why = pe.target.failure() if pe.target is not None else None
+    if why:
+        raise NoAnswerError(why)
 
 
 def run_diff(ctx: Context) -> int:
@@ -204,7 +221,8 @@ def run_watch(ctx: Context) -> int:
     with tempfile.TemporaryDirectory(prefix="pageext-watch-") as tmp:
         outdir = a.output or tmp
         os.makedirs(outdir, exist_ok=True)
-        w = Watcher(pe, interval=a.interval_s, count=a.count, outdir=outdir, pause=a.pause, exec_cmd=a.exec_cmd)
+        w = Watcher(pe, interval=a.interval_s, count=a.count, outdir=outdir, pause=a.pause, exec_cmd=a.exec_cmd,
+                    timeout=timeout_of(a))
         if a.plot:
             import matplotlib.figure  # noqa: F401  (loaded before the first sample, see watch.py)
         live = None
@@ -232,9 +250,26 @@ def run_watch(ctx: Context) -> int:
         except KeyboardInterrupt:
             if not w.snapshots:
                 raise
+        except Exception as e:
+            # The target (or --pause's socket) stopped answering: the samples
+            # so far still make a verdict, marked partial (exit 3) with the
+            # reason.  (A signal that cut a wait on QEMU ends the sampling like Ctrl-C.)
+            from ..link import NoAnswerError
+            link = getattr(pe.target, "link", None)
+            interrupted = link is not None and link.interrupted() and w.snapshots
+            why = pe.target.take_failure() if w.snapshots and link is not None else None
+            if w.snapshots and not why and isinstance(e, NoAnswerError) and not (link and link.failure()):
+                why = str(e)
+            if not why and not interrupted:
+                raise
+            if why:
+                w.missing.note(f"sampling ended after {len(w.snapshots)} samples: {why}")
         finally:
             if live is not None:
                 live.stop()
+        if w.paused_by_other:
+            ctx.note(f"note: the guest behind --pause {a.pause} was paused already (not by pageext-inspect): "
+                     "sampled as it was, and left paused")
         pe.missing = w.missing
         _corrupt(ctx, sum(s.meta["corrupt_records"] for s in w.snapshots))
         if samples is None:
@@ -334,7 +369,7 @@ Examples:
     Command("diff", "Which stacks (or pids, comms) hold more pages in B than in A.", run_diff, (
         Opt(("a",), "a", "a snapshot file, a vmcore, /proc/kcore or a QMP socket", positional=True, required=True),
         Opt(("b",), "b", "the same, later", positional=True, required=True),
-        VMLINUX, ARCH,
+        VMLINUX, ARCH, TIMEOUT,
         Opt(("--by",), "by", "stack | pid | comm", str, "stack", metavar="KEY"),
         LIMIT, JSON,
         Opt(("--stacks",), "stacks", "print each stack's frames", bool, False),

@@ -8,24 +8,31 @@ JSON lines over a unix socket: a greeting, ``qmp_capabilities``, then one
 reply per command, with asynchronous events (STOP, RESUME, ...) in between,
 which we skip.  We connect for each pause and leave the socket free between
 samples for other tools.  A guest that was already paused when we came is
-left paused.
+left paused, and :func:`paused` says so.  Every exchange is bounded by the
+timeout (``--timeout``): a socket that stops answering is
+:class:`~inspector.link.NoAnswerError`, never a hang.  A guest we stopped
+is continued on every way out of the block (an exception, Ctrl-C, SIGTERM:
+the command line raises on it) -- unless QEMU itself stopped answering.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
+import threading
 from typing import Iterator
 
 from ..errors import TargetError
+from ..link import DEFAULT_TIMEOUT, NoAnswerError, no_answer
 
-TIMEOUT = 10.0
+TIMEOUT = DEFAULT_TIMEOUT
 
 
 class QMP:
     def __init__(self, path: str, timeout: float = TIMEOUT):
-        self.path = path
+        self.path, self.timeout = path, timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -40,6 +47,8 @@ class QMP:
             self.sock.close()
             if isinstance(e, TargetError):
                 raise
+            if isinstance(e, socket.timeout):
+                raise NoAnswerError(no_answer(path, timeout) + " (--pause)") from None
             raise TargetError(f"--pause {path}: {getattr(e, 'strerror', None) or e} (QEMU's control "
                               "socket, one client at a time)") from None
 
@@ -58,6 +67,8 @@ class QMP:
                 reply = self._read()
                 if "return" in reply or "error" in reply:
                     break
+        except socket.timeout:
+            raise NoAnswerError(f"{no_answer(self.path, self.timeout)} (QMP {command}, --pause)") from None
         except (OSError, ValueError) as e:
             raise TargetError(f"QMP {command} on {self.path}: {getattr(e, 'strerror', None) or e}") from None
         if "return" in reply:
@@ -70,18 +81,41 @@ class QMP:
 
 
 @contextlib.contextmanager
-def paused(path: str) -> Iterator[None]:
-    """The guest behind QMP socket ``path`` stopped for the block (and
-    continued after it, unless it was stopped before)."""
-    q = QMP(path)
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back (delivered after the block) in the main
+    thread: a stop or cont is never cut between sending it and knowing it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        running = q.execute("query-status").get("running", True)
-        if running:
-            q.execute("stop")
-        try:
-            yield
-        finally:
-            if running:
-                q.execute("cont")
+        yield
     finally:
-        q.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def paused(path: str, timeout: float = TIMEOUT) -> Iterator[bool]:
+    """The guest behind QMP socket ``path`` stopped for the block (and
+    continued after it, unless it was stopped before).  Yields whether we
+    stopped it: False for a guest someone else had paused (left paused).
+
+    A signal that comes while the stop is under way is held until it is done,
+    inside the block's ``try``: the guest is continued whatever the signal."""
+    q = QMP(path, timeout)
+    stopped = False
+    try:
+        running = bool(q.execute("query-status").get("running", True))
+        with _signals_held():
+            if running:
+                q.execute("stop")
+                stopped = True
+        yield running
+    finally:
+        try:
+            if stopped:
+                with _signals_held():
+                    q.execute("cont")
+        finally:
+            q.close()

@@ -56,10 +56,13 @@ class Watcher:
     """Samples of one live kernel (a :class:`~inspector.session.PageExt`)."""
 
     def __init__(self, pe, *, interval: float, count: int, outdir: str, pause: Optional[str] = None,
-                 exec_cmd: Optional[str] = None, sleep: Callable[[float], None] = time.sleep):
+                 exec_cmd: Optional[str] = None, sleep: Callable[[float], None] = time.sleep,
+                 timeout: Optional[float] = None):
         self.pe = pe
         self.interval, self.count, self.outdir = interval, count, outdir
         self.pause, self.exec_cmd, self.sleep = pause, exec_cmd, sleep
+        self.timeout = timeout  # --pause's QMP exchanges (None: qmp.TIMEOUT)
+        self.paused_by_other = False  # --pause found the guest paused already (left so)
         self.snapshots: list[Snapshot] = []
         self.missing = Missing()
         import duckdb
@@ -87,7 +90,9 @@ class Watcher:
                 self.sleep(due)
             if self.exec_cmd:
                 self._exec(n)
-            with paused(self.pause) if self.pause else contextlib.nullcontext():
+            with paused(self.pause, *(() if self.timeout is None else (self.timeout,))) if self.pause \
+                    else contextlib.nullcontext() as ours:
+                self.paused_by_other |= ours is False
                 if n > 1:
                     self.pe.reset()  # a live kernel moved on: read everything afresh
                 snap = take(self.pe)
