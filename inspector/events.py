@@ -26,6 +26,8 @@ import os
 import stat
 from typing import Any
 
+from .errors import PageExtError
+
 TRACE_KIND = "pageext-trace"
 TRACE_VERSION = 1
 
@@ -39,7 +41,7 @@ SCHEMA_KEYS = {"notifier": ("event", "action", "start_pfn", "nr_pages", "nid", "
 ACTIONS = ("ONLINE", "GOING_OFFLINE", "OFFLINE", "GOING_ONLINE", "CANCEL_ONLINE", "CANCEL_OFFLINE")
 
 
-class TraceFileError(ValueError):
+class TraceFileError(PageExtError, ValueError):
     """A trace record that cannot be read (one line for the user)."""
 
 

@@ -168,3 +168,12 @@ def test_simulate_refuses_a_bad_scenario_file_in_one_line(tmp_path):
                                                            "steps": [{"op": "explode"}]}}))
     proc = inspect("simulate", str(p), check_rc=2)
     assert "unknown step 'explode'" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_library_errors_are_pageext_errors():
+    """A caller catches every error the library raises on purpose as one type (issue 19)."""
+    from inspector.errors import PageExtError
+    from inspector.events import TraceFileError
+    from inspector.sim.model import SimError
+    assert issubclass(SimError, PageExtError) and issubclass(SimError, ValueError)
+    assert issubclass(TraceFileError, PageExtError) and issubclass(TraceFileError, ValueError)

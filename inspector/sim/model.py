@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from ..model import (ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, ENTRY_STRUCT, INVALID, OFFLINE,
                      ONLINE, Client, Layout, SectionInfo, Table)
+from ..errors import PageExtError
 from ..versions import Variant
 
 DIRECT_MAP = 0xFFFF888000000000  # x86-64 page_offset_base without KASLR
@@ -37,7 +38,7 @@ ENTRY_SOURCES = {ENTRY_STRUCT: "sizeof(struct page_ext)", ENTRY_EXTRA_MEM: "size
 
 
 
-class SimError(ValueError):
+class SimError(PageExtError, ValueError):
     """The scenario asks for something the kernel would not do."""
 
 
