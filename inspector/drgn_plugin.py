@@ -72,12 +72,34 @@ def _print_help(prog: Program, name: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def session(prog: Program, force: bool = False):
+    """The :class:`~inspector.session.PageExt` of a % command on ``prog``.
+
+    A core does not change, so its walk (the layout, and what the walk could
+    not read) is made once per program and kept in ``prog.cache``; each
+    command gets a session of its own on it, with its own record of what its
+    answer lacks.  A live kernel (drgn -k, drgn --qemu) is walked afresh by
+    every command: it moves on between them."""
+    from .model import Missing
+    from .session import PageExt
+
+    kept = prog.cache.get("pageext_walk")
+    pe = PageExt(prog, force=force, layout=kept[0] if kept else None)
+    if kept:
+        pe.missing.merge(kept[1])
+    elif not pe.live:
+        layout = pe.layout  # the walk, now: what it could not read is all pe.missing holds yet
+        walk_missing = Missing()
+        walk_missing.merge(pe.missing)
+        prog.cache["pageext_walk"] = (layout, walk_missing)
+    return pe
+
+
 def _handler(cmd: Command):
     def run(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
         import sys
 
         from .errors import UsageError
-        from .session import PageExt
 
         if getattr(args, "help", False):
             _print_help(prog, name)
@@ -88,7 +110,7 @@ def _handler(cmd: Command):
                 raise UsageError(f"{opt.flags[0]} must be at least {opt.minimum}")
         if cmd.prepare is not None:
             cmd.prepare(args)
-        ctx = Context(cmd, args, PageExt(prog, force=bool(getattr(args, "force", False))) if cmd.target else None,
+        ctx = Context(cmd, args, session(prog, bool(getattr(args, "force", False))) if cmd.target else None,
                       sys.stdout, sys.stderr, frontend="drgn")
         status = finish(ctx, cmd.run(ctx))
         if status == 1:
@@ -191,4 +213,4 @@ HELP_REGISTERED = _register_help()
 
 
 def drgn_prog_set(prog: Program) -> None:
-    """drgn's plugin hook: nothing to set up per program (sessions are made per command)."""
+    """drgn's plugin hook: nothing to set up per program (the walk is kept on first use, see :func:`session`)."""

@@ -91,3 +91,13 @@ def test_a_client_the_kernel_cannot_decode_is_a_client_error():
     for name in ("page_owner", "page_table_check"):
         with pytest.raises(ClientError, match=f"cannot decode {name} in this kernel"):
             pe.client(name)
+
+
+def test_the_drgn_plugin_walks_a_core_once():
+    """One walk per drgn program for a core (issue 19): each % command gets its
+    own session, on the same layout, with its own record of what is missing."""
+    from inspector.drgn_plugin import session
+    res, prog = kernel("boot-2-nodes", "v6.1")
+    a, b = session(prog), session(prog)
+    assert a is not b and a.layout is b.layout and a.missing is not b.missing
+    assert [t.address for t in b.layout.tables] == [t.address for t in res.layout.tables]
