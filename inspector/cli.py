@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from .commands import (ARCH, EXIT_FAIL, EXIT_PARTIAL, EXIT_USAGE, TIMEOUT, VMLINUX, Command, Context, Opt, all_commands,
-                       finish, timeout_of)
+                       consistent, finish, timeout_of)
 from .text import escape
 
 EXIT_TEXT = """\b
@@ -116,7 +116,7 @@ def _param(opt: Opt) -> _inspect.Parameter:
 
 
 def _register(app: typer.Typer, cmd: Command) -> None:
-    opts = list(cmd.options)
+    opts = list(cmd.all_options())
     if cmd.target:
         opts = list(TARGET_OPTS) + opts + ([FORCE] if cmd.force else []) + [PROGRESS]
 
@@ -135,7 +135,7 @@ def _register(app: typer.Typer, cmd: Command) -> None:
 
 def defaults(cmd: Command) -> dict[str, Any]:
     """Every option of ``cmd`` (target options included) at its default, by dest."""
-    opts = list(cmd.options) + (list(TARGET_OPTS) + [FORCE, PROGRESS] if cmd.target else [])
+    opts = list(cmd.all_options()) + (list(TARGET_OPTS) + [FORCE, PROGRESS] if cmd.target else [])
     return {o.dest: o.default for o in opts}
 
 
@@ -179,7 +179,7 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> in
             crash = ctx.session.crash if cmd.name != "inspect" else None
             if crash:  # a crashed kernel's dump: the reason first
                 ctx.err.write(f"pageext-inspect: the dump's kernel crashed: {escape(crash['message'])}\n")
-        status = cmd.run(ctx)
+        status = consistent(ctx, cmd.run, args.retries) if cmd.rereads else cmd.run(ctx)
         if progress is not None:
             progress.close()
         stalled = no_answer()

@@ -61,6 +61,22 @@ class Command:
     # Checks the arguments before the target is opened (bad options fail
     # fast); may add parsed values to args.
     prepare: Optional[Callable[[SimpleNamespace], None]] = None
+    # A live target that changes while read is read again (--retries, see
+    # consistent()): every command that reads a kernel, but one that samples
+    # a changing kernel on purpose (watch).
+    retries: bool = True
+
+    @property
+    def rereads(self) -> bool:
+        """Whether the command takes --retries and runs under consistent()."""
+        return self.target and self.retries
+
+    def all_options(self) -> tuple["Opt", ...]:
+        """Its own options, plus --retries where it rereads a changing target
+        (one definition for every command, issue 20)."""
+        if self.rereads and not any(o.dest == "retries" for o in self.options):
+            return self.options + (RETRIES,)
+        return self.options
 
 
 def parse_int(text: str, what: str, minimum: Optional[int] = None) -> int:
@@ -229,10 +245,18 @@ def consistent(ctx: Context, body: Callable[[Context], int], retries: int) -> in
     fresh walk, up to ``retries`` more times, its output held back until an
     attempt is consistent (then printed) or none is (the last printed, and the
     answer marked partial: exit 3).  On a core the body just runs."""
-    from .errors import PageExtError
     pe = ctx.session
-    if pe is None or not pe.live:
-        return body(ctx)
+    if pe is None or not pe.live or getattr(ctx, "_rereading", False):
+        return body(ctx)  # a core, or already inside consistent() (the front ends wrap every command)
+    ctx._rereading = True
+    try:
+        return _consistent(ctx, body, retries, pe)
+    finally:
+        ctx._rereading = False
+
+
+def _consistent(ctx: Context, body: Callable[[Context], int], retries: int, pe) -> int:
+    from .errors import PageExtError
     real = ctx.out
     ctx.terminal = real
     for attempt in range(retries + 1):

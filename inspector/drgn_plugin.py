@@ -31,7 +31,7 @@ from typing import Any
 
 from drgn import Program
 
-from .commands import Command, Context, Opt, all_commands, finish
+from .commands import Command, Context, Opt, all_commands, consistent, finish
 
 drgn_priority = 60  # after drgn's own built-in commands
 
@@ -112,7 +112,7 @@ def _handler(cmd: Command):
             cmd.prepare(args)
         ctx = Context(cmd, args, session(prog, bool(getattr(args, "force", False))) if cmd.target else None,
                       sys.stdout, sys.stderr, frontend="drgn")
-        status = finish(ctx, cmd.run(ctx))
+        status = finish(ctx, consistent(ctx, cmd.run, args.retries) if cmd.rereads else cmd.run(ctx))
         if status == 1:
             sys.stderr.write(f"{name}: a check failed (see above)\n")
     return run
@@ -177,7 +177,7 @@ def register() -> list[str]:
     for cmd in all_commands().values():
         if not cmd.drgn:
             continue
-        opts = [o for o in cmd.options if not o.cli_only] + ([FORCE] if cmd.force else []) + [HELP]
+        opts = [o for o in cmd.all_options() if not o.cli_only] + ([FORCE] if cmd.force else []) + [HELP]
         linux_kernel_command(name=cmd.drgn, description=cmd.summary.rstrip("."),
                              long_description=drgn_description(cmd) or None,
                              arguments=[_argument(o) for o in opts])(_handler(cmd))

@@ -107,3 +107,12 @@ def test_a_socket_given_as_target_points_at_qemu(tmp_path):
     finally:
         s.close()
     assert proc.stderr.count("\n") == 1 and f"use --qemu {path}" in proc.stderr
+
+
+def test_retries_is_on_every_command_that_reads_a_live_kernel():
+    """--retries means one thing and is offered wherever a live target is read
+    (issue 20); watch samples a changing kernel on purpose and has none."""
+    from inspector.commands import all_commands
+    for name, cmd in all_commands().items():
+        text = inspect(name, "--help").stdout
+        assert ("--retries" in text) == (cmd.target and name != "watch"), name

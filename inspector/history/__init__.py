@@ -411,7 +411,7 @@ host's.
 Examples:
   pageext-inspect watch --interval 60 --count 30 -o snaps/      # the running kernel
   pageext-inspect watch --qemu vm/qmp.sock -s vmlinux --pause vm/ctl.sock --interval 5 --count 12 --plot leak.png
-  pageext-inspect plot snaps/ -o leak.png""", drgn="pageext_watch", force=True, prepare=prepare_watch),
+  pageext-inspect plot snaps/ -o leak.png""", drgn="pageext_watch", force=True, prepare=prepare_watch, retries=False),
     Command("plot", "Draw pages over time for the stacks that grew most, from a directory of snapshots.", run_plot, (
         Opt(("directory",), "directory", "a directory of snapshots (*.parquet)", positional=True, required=True),
         Opt(("-o", "--output"), "output", "the picture to write (png, svg, pdf)", metavar="FILE"),
