@@ -29,6 +29,8 @@ from typing import Iterator, List, NamedTuple, Tuple
 from drgn import IntegerLike, Object, Program, cast
 from drgn.helpers.common.prog import takes_program_or_default
 
+from .kernel import static_key_enabled  # noqa: F401  (a helper; it lives with the kernel lookups)
+
 __all__ = (
     "PageExtTable",
     "decode_gfp_mask",
@@ -55,25 +57,6 @@ class PageExtTable(NamedTuple):
     start_pfn: int
     nr_pages: int
     page_ext: Object  # ``struct page_ext *`` of start_pfn's entry
-
-
-def static_key_enabled(key: Object) -> bool:
-    """
-    Return whether a static key is enabled, like the kernel's
-    ``static_key_enabled()``.
-
-    >>> static_key_enabled(prog["page_owner_inited"])
-    True
-
-    :param key: ``struct static_key``, ``struct static_key_true``,
-        ``struct static_key_false``, or a pointer to one of them
-    """
-    if key.type_.unaliased_kind().name == "POINTER":
-        key = key[0]
-    name = key.type_.unqualified().type_name()
-    if name in ("struct static_key_true", "struct static_key_false"):
-        key = key.key
-    return key.enabled.counter.value_() > 0
 
 
 @takes_program_or_default

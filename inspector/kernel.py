@@ -151,3 +151,22 @@ def nr_orders(prog: drgn.Program) -> int:
     are not in DWARF; the array length is, in every version."""
     zone = prog.type("struct zone")
     return zone.member("free_area").type.length
+
+
+def static_key_enabled(key: drgn.Object) -> bool:
+    """
+    Return whether a static key is enabled, like the kernel's
+    ``static_key_enabled()``.
+
+    >>> static_key_enabled(prog["page_owner_inited"])
+    True
+
+    :param key: ``struct static_key``, ``struct static_key_true``,
+        ``struct static_key_false``, or a pointer to one of them
+    """
+    if key.type_.unaliased_kind().name == "POINTER":
+        key = key[0]
+    name = key.type_.unqualified().type_name()
+    if name in ("struct static_key_true", "struct static_key_false"):
+        key = key.key
+    return key.enabled.counter.value_() > 0

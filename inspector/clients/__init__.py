@@ -50,8 +50,7 @@ class ClientSpec:
 
 def _key(name: str) -> Callable[[drgn.Program], Optional[bool]]:
     def probe(prog: drgn.Program) -> Optional[bool]:
-        from ..helpers import static_key_enabled
-        from ..kernel import obj
+        from ..kernel import obj, static_key_enabled
         key = obj(prog, name)
         if key is None or key.absent_:
             return None
