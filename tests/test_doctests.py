@@ -11,7 +11,8 @@ import importlib
 
 import pytest
 
-MODULES = ["inspector.versions", "inspector.cli", "inspector.model", "inspector.drgn_plugin"]
+MODULES = ["inspector.versions", "inspector.cli", "inspector.model", "inspector.drgn_plugin",
+           "inspector.clients.page_owner"]
 
 
 class _Parser(doctest.DocTestParser):

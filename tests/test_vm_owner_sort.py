@@ -43,8 +43,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import inspect
-from test_vm_owner import compared, fields, local_clock, snap  # noqa: F401  (module-scoped fixtures: a boot of our own)
+from conftest import ROOT, inspect
+from test_vm_owner import compared, fields, local_clock, parse_debugfs, snap  # noqa: F401  (module-scoped fixtures: a boot of our own)
 
 pytestmark = pytest.mark.vm
 
@@ -56,17 +56,17 @@ CACHE = Path(os.environ.get("PAGEEXT_CACHE", "/var/cache/pageext-inspect"))
 # -- page_owner_sort, built from the guest kernel's own source ---------------------------
 
 def _source(version: str) -> tuple[str, bytes]:
-    """(package version, page_owner_sort.c) of Debian's linux-source-VERSION."""
-    pkg = f"linux-source-{version}"
-    pkgver = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True,
-                            text=True).stdout.strip()
-    assert pkgver, f"{pkg} is not installed (scripts/build-kernel.sh installs it)"
+    """(package version, page_owner_sort.c) of Debian's linux-source-VERSION
+    (scripts/debian-source.sh: the machine's own suites or a side apt
+    configuration, as the kernel builds fetch it)."""
+    out = subprocess.run([str(ROOT / "scripts" / "debian-source.sh"), version], capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    pkgver, tarball = [line for line in out if line][-2:]
     # tools/vm/ until v6.2 (799fb82aa132 moved it to tools/mm/).
     for rel in ("tools/mm/page_owner_sort.c", "tools/vm/page_owner_sort.c"):
         path = CACHE / f"src-{pkgver}" / rel
         if path.exists():
             return pkgver, path.read_bytes()
-    tarball = f"/usr/src/{pkg}.tar.xz"
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["tar", "-C", tmp, "-xJf", tarball, "--wildcards", "*/tools/*/page_owner_sort.c"],
                        check=True)
@@ -90,9 +90,9 @@ def page_owner_sort_tool(version: str) -> Path:
     return out
 
 
-def run_page_owner_sort(tool: Path, src: Path, cull: str) -> bytes:
-    dst = src.with_name(f"{src.name}.{cull}")
-    subprocess.run([str(tool), "--cull", cull, str(src), str(dst)], check=True, stdout=subprocess.DEVNULL)
+def run_page_owner_sort(tool: Path, src: Path, cull: str, *select: str) -> bytes:
+    dst = src.with_name(f"{src.name}.{cull}{'.sel' if select else ''}")
+    subprocess.run([str(tool), *select, "--cull", cull, str(src), str(dst)], check=True, stdout=subprocess.DEVNULL)
     return dst.read_bytes()
 
 
@@ -456,3 +456,30 @@ def test_handles_format_joined_by_handle_is_the_kernels_show_stacks(snap, since)
           f"{len(frames)} stacks; against the kernel's show_stacks: {_summary(res)}")
     assert not res["unexplained"], res["unexplained"][:3]
     assert res["identical"] >= 0.8 * len(kernel)
+
+
+def test_select_options_are_page_owner_sorts(snap, tmp_path):
+    """--pid, --tgid and --name select as page_owner_sort's own options do, on
+    the same text (issue 20): page_owner_sort with the option on the dump's
+    full debugfs text equals page_owner_sort without it on what ``owner
+    --format debugfs`` selects with it, and equals ``top --format
+    page_owner_sort`` with it."""
+    from collections import Counter
+    tool = page_owner_sort_tool(snap["version"])
+    core, vmlinux = snap["core"], snap["vmlinux"]
+    full = inspect_bytes("owner", core, "-s", vmlinux, "--format", "debugfs")
+    (tmp_path / "full").write_bytes(full)
+    recs = [fields(b) for b in parse_debugfs(full.decode("latin-1")).values()]
+    pid = Counter(r["pid"] for r in recs).most_common(1)[0][0]
+    tgid = Counter(r["tgid"] for r in recs if r["tgid"] != pid).most_common(1)[0][0]
+    comm = Counter(r["comm"] for r in recs if "," not in r["comm"] and r["comm"].isprintable()).most_common(2)
+    names = ",".join(c for c, _ in comm)
+    for flag, value in (("--pid", str(pid)), ("--tgid", str(tgid)), ("--name", names), ("--pid", f"{pid},1")):
+        theirs = run_page_owner_sort(tool, tmp_path / "full", "stacktrace", flag, value)
+        assert theirs, (flag, value)
+        ours = inspect_bytes("owner", core, "-s", vmlinux, "--format", "debugfs", flag, value)
+        (tmp_path / "sel").write_bytes(ours)
+        assert 0 < len(ours) < len(full)
+        assert run_page_owner_sort(tool, tmp_path / "sel", "stacktrace") == theirs, (flag, value)
+        assert inspect_bytes("top", core, "-s", vmlinux, "--format", "page_owner_sort", "--by", "stack",
+                             flag, value) == theirs, (flag, value)

@@ -92,6 +92,54 @@ class Batch:
                      None if self.pknown is None else self.pknown[idx])
 
 
+@dataclass(frozen=True)
+class Select:
+    """page_owner_sort's select options: ``--pid``, ``--tgid``, ``--name``
+    (tools/mm/page_owner_sort.c, v5.17+): a record is kept when its pid is
+    in ``pids``, its tgid in ``tgids`` and its comm in ``names`` (each that
+    is given; the tool compares the comm with strcmp, so a name matches
+    whole)."""
+
+    pids: tuple[int, ...] = ()
+    tgids: tuple[int, ...] = ()
+    names: tuple[bytes, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.pids or self.tgids or self.names)
+
+    def mask(self, e: np.ndarray) -> np.ndarray:
+        """Which of the records ``e`` (structured entries) are selected."""
+        keep = np.ones(len(e), dtype=bool)
+        if self.pids:
+            keep &= np.isin(e["pid"], self.pids)
+        if self.tgids:
+            keep &= np.isin(e["tgid"], self.tgids)
+        if self.names and len(e):
+            # %s prints the comm up to its NUL (strscpy() leaves old bytes after it)
+            c = np.ascontiguousarray(e["comm"]).view(np.uint8).reshape(len(e), -1).copy()
+            c[np.cumsum(c == 0, axis=1) > 0] = 0
+            comm = c.view(e["comm"].dtype).ravel()
+            keep &= np.isin(comm, np.array(self.names, dtype=comm.dtype))
+        return keep
+
+    @classmethod
+    def parse(cls, pid: Optional[str], tgid: Optional[str], name: Optional[str]) -> "Select":
+        """The comma-separated lists as page_owner_sort takes them.
+
+        >>> Select.parse("1,2", None, "leaker,sh")
+        Select(pids=(1, 2), tgids=(), names=(b'leaker', b'sh'))
+        """
+        def ints(text: Optional[str], flag: str) -> tuple[int, ...]:
+            if text is None:
+                return ()
+            try:
+                return tuple(int(x, 0) for x in text.split(",") if x.strip())
+            except ValueError:
+                raise UsageError(f"bad {flag} {text!r}: a comma-separated list of numbers") from None
+        names = tuple(n.encode("latin-1", "replace") for n in name.split(",")) if name is not None else ()
+        return cls(ints(pid, "--pid"), ints(tgid, "--tgid"), names)
+
+
 @dataclass
 class Record:
     """One page_owner record (None: the field does not exist in this kernel)."""
@@ -161,6 +209,7 @@ class PageOwner:
                 self.owner_fields.append(m.name)
         self.dtype = record_dtype(fields, self.layout.entry_size)
         self.has = set(self.dtype.names)
+        self.select = Select()  # page_owner_sort's --pid/--tgid/--name (set by the commands)
 
     def _setup_page(self) -> None:
         # print_page_owner_memcg() (v5.18, fcf8935832b8) adds "Slab cache page"
@@ -344,6 +393,8 @@ class PageOwner:
                         unchecked[0] += int(blind.sum())
                 if p is not None and sel.any():
                     sel &= ~self._buddy_skips(p, pknown)
+            if self.select:
+                sel &= self.select.mask(e)
             idx = np.flatnonzero(sel)
             if not len(idx):
                 continue
@@ -917,6 +968,17 @@ def _corrupt_note(ctx: Context, count: int) -> None:
         ctx.corrupt += count
 
 
+# page_owner_sort's select options, with its names and meanings (tools/mm/page_owner_sort.c).
+SELECT_OPTS = (
+    Opt(("--pid",), "sel_pid", "only records whose pid is in this comma-separated list (page_owner_sort --pid)",
+        metavar="LIST"),
+    Opt(("--tgid",), "sel_tgid", "only records whose tgid is in the list (page_owner_sort --tgid)",
+        metavar="LIST"),
+    Opt(("--name", "--comm"), "sel_name", "only records whose task comm is one of the list "
+        "(page_owner_sort --name)", metavar="LIST"),
+)
+
+
 def prepare_owner(a) -> None:
     if a.fmt not in FORMATS:
         raise UsageError(f"unknown --format {a.fmt!r} (one of: {', '.join(FORMATS)})")
@@ -931,6 +993,7 @@ def prepare_owner(a) -> None:
         raise UsageError("--format parquet writes a file: give it with -o FILE" if a.fmt == "parquet" else
                          "-o FILE goes with --format parquet (the other formats go to standard output)")
     a.one, a.lo, a.hi = pfn_selection(a.pfn, a.prange)
+    a.select = Select.parse(a.sel_pid, a.sel_tgid, a.sel_name)
 
 
 def run_owner(ctx: Context) -> int:
@@ -943,6 +1006,7 @@ def _owner(ctx: Context) -> int:
     one, lo, hi = a.one, a.lo, a.hi
     pe = ctx.session
     po = pe.client("page_owner")
+    po.select = a.select
     if one is not None:
         rec = po.record_at(one)  # a clear error for a pfn without a record
         if fmt != "debugfs" and which != ALL and rec.allocated != (which == ALLOCATED):
@@ -1018,6 +1082,9 @@ def prepare_top(a) -> None:
     if a.stacks and fmt != "handles":
         raise UsageError("--stacks goes with --format handles (show_stacks_handles)")
     _, a.lo, a.hi = pfn_selection(None, a.prange)
+    a.select = Select.parse(a.sel_pid, a.sel_tgid, a.sel_name)
+    if a.select and fmt in ("show_stacks", "handles"):
+        raise UsageError(f"--format {fmt} prints the kernel's own per-stack counts: it takes no --pid/--tgid/--name")
 
 
 def run_top(ctx: Context) -> int:
@@ -1033,6 +1100,7 @@ def _top(ctx: Context) -> int:
     if a.prange is not None or a.node is not None:
         pe.check_range(lo, hi, a.node)
     po = pe.client("page_owner")
+    po.select = a.select
     if fmt != "text":
         if fmt == "page_owner_sort":
             texts = (po.debugfs_bytes(b).decode("latin-1")
@@ -1080,10 +1148,12 @@ COMMANDS = [
         Opt(("-o", "--output"), "output", "the file --format parquet writes", metavar="FILE"),
         Opt(("--json",), "as_json", "JSON Lines, one record a line, then one line with the key \"missing\"",
             bool, False),
+        *SELECT_OPTS,
         RETRIES,
     ), description="""\b
 Examples:
   pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
+  pageext-inspect owner vmcore -s vmlinux --pid 1,42 --format debugfs   # as page_owner_sort --pid 1,42
   pageext-inspect owner vmcore -s vmlinux --format debugfs    # byte-identical to /sys/kernel/debug/page_owner
   pageext-inspect owner --qemu SOCKET -s vmlinux --pfn 0x1234 --json
   pageext-inspect owner vmcore -s vmlinux --node 1 --json | head
@@ -1098,6 +1168,7 @@ Examples:
                     "(page_owner_stacks/show_handles, v6.19)", str, "text", metavar="FORMAT"),
                 Opt(("--stacks",), "stacks", "with --format handles: show_stacks_handles (every stack with its "
                     "handle, no threshold)", bool, False),
+                *SELECT_OPTS,
                 RETRIES,
             ), description="""\b
 Examples:
@@ -1105,6 +1176,7 @@ Examples:
   pageext-inspect top vmcore -s vmlinux --by pid --format page_owner_sort
   pageext-inspect top vmcore -s vmlinux --format show_stacks --threshold 10
   pageext-inspect top vmcore -s vmlinux --format handles      # show_handles (v6.19)
-  pageext-inspect top vmcore -s vmlinux --by node""", drgn="page_owner_top", force=True,
+  pageext-inspect top vmcore -s vmlinux --by node
+  pageext-inspect top vmcore -s vmlinux --name leaker --by pid   # as page_owner_sort --name leaker --cull pid""", drgn="page_owner_top", force=True,
             prepare=prepare_top),
 ]
