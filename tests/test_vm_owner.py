@@ -61,10 +61,11 @@ def parse_debugfs(text: str) -> dict[tuple[int, int], str]:
 
 
 def json_lines(text: str) -> list[dict]:
-    """``owner --json``: one record a line, then the line with the key "missing" (nothing missing here)."""
+    """``owner --json``: one record a line and nothing else (issue 20: no trailer
+    unless --trailer), so every line is a record with a pfn."""
     docs = [json.loads(line) for line in text.splitlines()]
-    assert docs and docs[-1]["missing"]["page_ext"] == [] and docs[-1]["missing"]["stack_handles"] == []
-    return docs[:-1]
+    assert docs and all("pfn" in d and "missing" not in d for d in docs)
+    return docs
 
 
 def fields(block: str) -> dict:
@@ -336,6 +337,20 @@ def test_escaped_comm_is_the_kernels_bytes_in_debugfs_and_escaped_elsewhere(snap
     assert "\x1b" not in text and "(ev\\x1bil)" in text
     js = json_lines(inspect("owner", snap["core"], "-s", vmlinux, "--pfn", str(pfn), "--json").stdout)[0]
     assert js["comm"] == "ev\\x1bil"
+
+
+def test_json_lines_are_records_and_the_trailer_is_asked_for(snap):
+    """owner --json: every line a record (pandas.read_json(lines=True) and jq
+    .pfn take it as it is); --trailer adds the {"missing": ...} line (issue 20)."""
+    pfn = min(k[0] for k in parse_debugfs(snap["kernel"]))
+    args = ("owner", snap["core"], "-s", snap["vmlinux"], "--pfn", str(pfn), "--json")
+    plain = inspect(*args).stdout.splitlines()
+    assert len(plain) == 1 and json.loads(plain[0])["pfn"] == pfn
+    trailed = inspect(*args, "--trailer").stdout.splitlines()
+    assert trailed[:1] == plain and len(trailed) == 2
+    assert json.loads(trailed[1]) == {"missing": json.loads(trailed[1])["missing"]}
+    assert json.loads(trailed[1])["missing"]["page_ext"] == [] and json.loads(trailed[1])["missing"]["stack_handles"] == []
+    assert inspect("owner", snap["core"], "-s", snap["vmlinux"], "--trailer", check_rc=2).stderr.count("\n") == 1
 
 
 def test_debugfs_text_is_escaped_on_a_terminal_only(snap, compared):

@@ -989,6 +989,8 @@ def prepare_owner(a) -> None:
         raise UsageError("--format debugfs prints what the kernel prints: allocated pages only")
     if a.fmt != "text" and a.as_json:
         raise UsageError(f"--json is its own format; leave out --format {a.fmt}")
+    if a.trailer and not a.as_json:
+        raise UsageError("--trailer goes with --json (the line it adds is JSON)")
     if (a.fmt == "parquet") != (a.output is not None):
         raise UsageError("--format parquet writes a file: give it with -o FILE" if a.fmt == "parquet" else
                          "-o FILE goes with --format parquet (the other formats go to standard output)")
@@ -1047,7 +1049,7 @@ def _owner(ctx: Context) -> int:
             ctx.write("".join(po.text(r) for r in po.batch_records(b)))
         if a.as_json or fmt != "debugfs":
             _count_invalid(po, b, free=True)
-    if a.as_json:
+    if a.as_json and a.trailer:  # JSON Lines carry records only, unless asked (issue 20)
         ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
     _owner_notes(ctx, po)
     _corrupt_note(ctx, corrupt)
@@ -1146,8 +1148,10 @@ COMMANDS = [
         Opt(("--format",), "fmt", "text | debugfs (byte-identical to the kernel's) | csv | parquet (a typed "
             "table, one row per record; with -o)", str, "text", metavar="FORMAT"),
         Opt(("-o", "--output"), "output", "the file --format parquet writes", metavar="FILE"),
-        Opt(("--json",), "as_json", "JSON Lines, one record a line, then one line with the key \"missing\"",
-            bool, False),
+        Opt(("--json",), "as_json", "JSON Lines, one record a line and nothing else (what is missing goes to "
+            "stderr, as for every format)", bool, False),
+        Opt(("--trailer",), "trailer", "with --json: end with one more line, {\"missing\": ...}, what the answer "
+            "lacks (as --json of the other commands has it)", bool, False),
         *SELECT_OPTS,
         RETRIES,
     ), description="""\b
