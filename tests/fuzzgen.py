@@ -54,9 +54,9 @@ class Cmd:
 
 
 CMDS_61 = [
-    Cmd("owner-json-all", ("owner", "--json", "--all"), "owner-json", weight=14),
-    Cmd("owner-json", ("owner", "--json"), "owner-json", weight=4),
-    Cmd("owner-json-force", ("owner", "--json", "--all", "--force"), "owner-json", weight=2),
+    Cmd("owner-json-all", ("owner", "--json", "--trailer", "--all"), "owner-json", weight=14),
+    Cmd("owner-json", ("owner", "--json", "--trailer"), "owner-json", weight=4),
+    Cmd("owner-json-force", ("owner", "--json", "--trailer", "--all", "--force"), "owner-json", weight=2),
     Cmd("owner-debugfs", ("owner", "--format", "debugfs"), "owner-debugfs", weight=6),
     Cmd("owner-csv", ("owner", "--format", "csv", "--all"), "owner-csv", weight=2),
     Cmd("owner-text", ("owner",), "owner-text", weight=2),
@@ -79,7 +79,7 @@ CMDS_61 = [
     Cmd("validate", ("validate",), weight=2),
     Cmd("page-idle", ("page-idle",), weight=1),
     Cmd("drgn-pageext", ("pageext --sections",), mode="drgn", weight=1, cores=("elf61", "plain61")),
-    Cmd("drgn-page-owner", ("page_owner --json --all",), "owner-json", mode="drgn", weight=2,
+    Cmd("drgn-page-owner", ("page_owner --json --trailer --all",), "owner-json", mode="drgn", weight=2,
         cores=("elf61", "plain61")),
     Cmd("drgn-top", ("page_owner_top --by comm",), mode="drgn", weight=1, cores=("elf61", "plain61")),
     Cmd("drgn-table-check", ("page_table_check",), mode="drgn", weight=1, cores=("elf61", "plain61")),
@@ -88,7 +88,7 @@ CMDS_612 = [
     Cmd("alloc-tags", ("alloc-tags", "--limit", "20"), weight=4, cores=("elf612",)),
     Cmd("alloc-tags-json", ("alloc-tags", "--json", "--all"), weight=4, cores=("elf612",)),
     Cmd("alloc-tags-pfn", ("alloc-tags", "--pfn", "0x{pfn:x}"), weight=2, cores=("elf612",)),
-    Cmd("owner-json-612", ("owner", "--json", "--all"), "owner-json", weight=2, cores=("elf612",)),
+    Cmd("owner-json-612", ("owner", "--json", "--trailer", "--all"), "owner-json", weight=2, cores=("elf612",)),
     Cmd("inspect-612", ("inspect", "--json"), "inspect-json", weight=1, cores=("elf612",)),
     Cmd("drgn-alloc-tags", ("alloc_tags --limit 5",), mode="drgn", weight=1, cores=("elf612",)),
 ]

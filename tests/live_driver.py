@@ -58,6 +58,7 @@ def main() -> None:
                 kw = dict(defaults(cmds[name]), target=where, vmlinux=vmlinux, as_json=True, progress=False)
                 if name == "owner":
                     kw["prange"] = prange
+                    kw["trailer"] = True  # the {"missing": ...} line summary() reads
                 out, err = io.StringIO(), io.StringIO()
                 t0 = time.time()
                 try:

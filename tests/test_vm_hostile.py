@@ -64,8 +64,8 @@ class Core:
                               capture_output=True, text=True, timeout=600)
 
     def json(self, *args: str, rc: int = 0) -> tuple[list[dict], dict]:
-        """owner --json: (records, missing)."""
-        p = self.run(*args)
+        """owner --json --trailer: (records, missing)."""
+        p = self.run(*args, "--trailer")
         assert p.returncode == rc, (p.returncode, p.stderr)
         docs = [json.loads(line) for line in p.stdout.splitlines()]
         assert "missing" in docs[-1] and "pfn" not in docs[-1]

@@ -319,7 +319,7 @@ def test_unused_vmemmap_excluded_is_reported_missing(formats, where):
     print(f"\n[kdump 6.1] -e: {len(lost)} memmap pages excluded (the struct pages of {len(expected)} pfns); "
           f"owner --format debugfs: exit {text.returncode}, {len(ours)} of the {len(full)} records, "
           f"stderr {text.stderr.strip()[-200:]!r}")
-    missing = partial(inspect("owner", path, "-s", vmlinux, "--json", check_rc=None))
+    missing = partial(inspect("owner", path, "-s", vmlinux, "--json", "--trailer", check_rc=None))
     assert missing["memmap"] and overlaps(missing["memmap"], expected), (missing["memmap"][:5], len(expected))
     assert all(overlaps([r], expected) for r in missing["memmap"]), "memmap reported missing that -e kept"
     assert missing["page_ext"] == [] and missing["stack_handles"] == []
@@ -351,7 +351,7 @@ def test_a_capture_cut_short_by_a_full_disk_is_never_read_as_complete(formats, w
     status, lost = _lost(formats, "full-disk")
     assert status & KDUMP_INCOMPLETE and lost
     expected = {kind: on_pages(where[kind], lost) for kind in where}
-    proc = inspect("owner", str(d.path), "-s", formats["vmlinux"], "--json", check_rc=None)
+    proc = inspect("owner", str(d.path), "-s", formats["vmlinux"], "--json", "--trailer", check_rc=None)
     print(f"\n[kdump 6.1] full disk: {len(lost)} pages cut; page_ext of {len(expected['page_ext'])} pfns, "
           f"struct pages of {len(expected['memmap'])}, {len(expected['stack_depot'])} depot pools, "
           f"{len(expected['mem_section'])} mem_section entries; "
