@@ -98,7 +98,7 @@ NODE = Opt(("--node",), "node", "only the pages of this NUMA node", int, None, m
 LIMIT = Opt(("--limit",), "limit", "show at most this many rows (0: all)", int, 0, metavar="N", minimum=0)
 VMLINUX = Opt(("-s", "--vmlinux"), "vmlinux", "vmlinux with debug info", metavar="VMLINUX")
 ARCH = Opt(("--arch",), "arch", "architecture of a core that lacks one (x86_64)", metavar="ARCH")
-THRESHOLD = Opt(("--threshold",), "threshold", "hide rows with fewer pages than this", int, 0, metavar="N",
+THRESHOLD = Opt(("--min-pages",), "threshold", "hide rows with fewer pages than this", int, 0, metavar="N",
                 minimum=0)
 TIMEOUT = Opt(("--timeout",), "timeout", "a live QEMU guest (--qemu, --pause) must answer each exchange within this "
               "many seconds; past it the run ends (exit 2)", default="30", metavar="SECONDS")

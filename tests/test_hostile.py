@@ -178,7 +178,7 @@ def test_unknown_arch(tmp_path):
     (["top", "core", "--bogus"], "No such option: --bogus"),
     (["top", "core", "--limit"], "requires an argument"),
     (["top", "core", "--limit", "-1"], "greater than or equal to 0"),
-    (["top", "core", "--threshold", "-5"], "greater than or equal to 0"),
+    (["top", "core", "--min-pages", "-5"], "greater than or equal to 0"),
     (["alloc-tags", "core", "--limit", "-1"], "greater than or equal to 0"),
     (["owner", "core", "--node", "-1"], "greater than or equal to 0"),
     (["help", "bogus"], "no command 'bogus'"),

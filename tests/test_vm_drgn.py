@@ -107,8 +107,8 @@ def test_commands_on_a_vmcore_print_what_the_cli_prints(snap):
              ("page_owner_top --by stack --limit 5", ("top", "--by", "stack", "--limit", "5")),
              ("page_table_check", ("table-check",))]
     if snap["version"] == "6.12":
-        pairs += [("page_owner_top --format show_stacks --threshold 5", ("top", "--format", "show_stacks",
-                                                                          "--threshold", "5")),
+        pairs += [("page_owner_top --format show_stacks --min-pages 5", ("top", "--format", "show_stacks",
+                                                                          "--min-pages", "5")),
                   ("alloc_tags --limit 20", ("alloc-tags", "--limit", "20"))]
     got = run_commands(snap, [c for c, _ in pairs])
     for (command, args), out in zip(pairs, got):

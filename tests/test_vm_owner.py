@@ -399,9 +399,9 @@ def test_top_equals_the_aggregate_of_the_kernels_text(snap, compared, by):
     # The same sums straight from the kernel's text differ only by the explained records.
     raw = _aggregate(compared["kernel"], by)
     assert sum(p for p, _ in raw.values()) > 20000
-    # --threshold and --limit cut the same sorted list.
+    # --min-pages and --limit cut the same sorted list.
     top2 = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json", "--limit", "2",
-                              "--threshold", "2").stdout)["rows"]
+                              "--min-pages", "2").stdout)["rows"]
     assert top2 == [r for r in rows if r["pages"] >= 2][:2]
 
 

@@ -202,9 +202,9 @@ def test_page_owner_sort_format_is_the_tools_output(snap, compared, sorted_outpu
     # The tool's own sort: times descending, ties in key order.
     rows = parse_sorted(ours, by)
     assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
-    # --limit and --threshold cut the same list.
+    # --limit and --min-pages cut the same list.
     cut = inspect_bytes("top", core, "-s", vmlinux, "--by", by, "--format", "page_owner_sort",
-                        "--limit", "3", "--threshold", "2")
+                        "--limit", "3", "--min-pages", "2")
     assert parse_sorted(cut, by) == [r for r in rows if r[2] >= 2][:3]
 
 
@@ -370,7 +370,7 @@ def test_show_stacks_format_is_the_kernels(snap, since, threshold):
     """``top --format show_stacks`` walks the kernel's stack_list in the dump:
     the kernel's show_stacks text, stack by stack and in its order."""
     args = ["top", snap["core"], "-s", snap["vmlinux"], "--by", "stack", "--format", "show_stacks"]
-    text = inspect_bytes(*args, "--threshold", str(threshold)).decode("latin-1")
+    text = inspect_bytes(*args, "--min-pages", str(threshold)).decode("latin-1")
     ours = parse_show_stacks(text)
     kernel = parse_show_stacks(snap["show_stacks"] if threshold == 0 else snap["show_stacks_10"])
     assert all(n >= max(1, threshold) for _, n in kernel + ours)

@@ -37,7 +37,7 @@ __reset_page_owner() unless the page carries ``early_handle`` (pages allocated
 before page_owner was initialised are never counted).  stack_print() prints,
 for each list entry with ``count - 1 >= 1`` and ``>= count_threshold``, every
 frame as ``" %pS\\n"`` and ``"nr_base_pages: %d\\n\\n"``.  We walk the same list in
-the target's memory and print the same; ``--threshold`` plays count_threshold.
+the target's memory and print the same; ``--min-pages`` plays count_threshold.
 """
 
 from __future__ import annotations

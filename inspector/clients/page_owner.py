@@ -1178,7 +1178,7 @@ Examples:
 Examples:
   pageext-inspect top vmcore -s vmlinux --by stack --limit 10
   pageext-inspect top vmcore -s vmlinux --by pid --format page_owner_sort
-  pageext-inspect top vmcore -s vmlinux --format show_stacks --threshold 10
+  pageext-inspect top vmcore -s vmlinux --format show_stacks --min-pages 10
   pageext-inspect top vmcore -s vmlinux --format handles      # show_handles (v6.19)
   pageext-inspect top vmcore -s vmlinux --by node
   pageext-inspect top vmcore -s vmlinux --name leaker --by pid   # as page_owner_sort --name leaker --cull pid""", drgn="page_owner_top", force=True,
