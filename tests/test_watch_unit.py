@@ -259,3 +259,16 @@ def test_compacted_files_refuse_what_is_not_one_sample(tmp_path):
         assert why in one_error_line(proc), proc.stderr
     with pytest.raises(Exception, match="compacted into one file"):
         snapshot.load(hour)
+
+
+def test_the_full_series_watch_prints_come_from_the_files(tmp_path):
+    """Samples.series (watch --json's full series): per stack key, pages at every sample, 0 where absent."""
+    a, b = frames(1), frames(2)
+    paths = [str(make(tmp_path / f"s{i}.parquet", {a: va, b: vb}, sample=i, clock_s=i * 10.0,
+                      handles={a: 11, b: 12}))
+             for i, (va, vb) in enumerate([(5, 0), (7, {0: 3, 1: 4}), (0, 9)])]
+    s = analysis.Samples(paths)
+    assert s.series([11, 12]) == {11: [5, 7, 0], 12: [0, 7, 9]}
+    paths.append(str(make(tmp_path / "r.parquet", {a: 1}, sample=3, boot="boot-2", handles={a: 99})))
+    s = analysis.Samples(paths)  # another boot: stacks by their text
+    assert s.series(["\n".join(a)]) == {"\n".join(a): [5, 7, 0, 1]}

@@ -23,8 +23,8 @@ kept here:
   for every stack.  first is the value at sample 0, last the latest.
 * The axis (:mod:`.analysis`): the target's clock while every sample is of
   the first sample's boot with a clock that increases, else the host's wall
-  clock -- for good, once either fails, as in the query.  So Σty is kept for
-  both axes while the target's holds.  Stacks are matched by handle within
+  clock -- for good, once either fails, as in the query.  So Σt, Σt² and
+  Σty are kept for both axes from the first sample on.  Stacks are matched by handle within
   one boot and by their text across boots; sums are kept by both keys until
   a sample of another boot drops the handles.
 * For the live table's sparklines each stack keeps its last ``window``
