@@ -93,11 +93,18 @@ def _observer_text(observer) -> str:
 def _input(ctx: Context, path: str):
     """A diff input: a snapshot file (Parquet magic), a QMP socket, or a core."""
     from ..session import PageExt
-    from .snapshot import is_parquet, read_meta, take
+    from .snapshot import file_metas, is_parquet, read_meta, take
     a = ctx.args
     if is_parquet(path):
         read_meta(path)  # a clear line for anything but a snapshot
         return path
+    base, _, number = path.rpartition("#")
+    if base and not os.path.exists(path) and is_parquet(base):  # FILE#N: one of a compacted file's samples
+        metas, compacted = file_metas(base)
+        if not number.isdigit() or not 1 <= int(number) <= len(metas):
+            raise UsageError(f"{path}: {base} holds {len(metas)} snapshot{'s' if len(metas) > 1 else ''}; "
+                             f"N goes from 1 to {len(metas)}")
+        return (base, int(number) - 1) if compacted else base
     try:
         sock = stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:
@@ -232,13 +239,14 @@ def run_watch(ctx: Context) -> int:
             live = Live(console=Console(file=ctx.out), auto_refresh=False)
             live.start()
             pe.progress = lambda label, total: (lambda n: None)  # no progress bars under the live table
-        samples, trend = None, []
+        trend = []
         try:
             for snap in w.samples():
-                samples, trend = w.trend(rule)
-                n, m = len(w.snapshots), snap.meta
+                trend = w.trend(rule)
+                n, m = w.taken, snap.meta
                 head = (f"sample {n}{'/' + str(a.count) if a.count else ''}: {m['totals']['stack']['pages']} pages, "
                         f"{m['stacks']} stacks, read in {m['read_seconds']:.1f} s")
+                del snap, m  # nothing keeps a sample in memory (issue 26)
                 if live is not None:
                     live.update(table(trend, a.limit or 10, head), refresh=True)
                 elif not a.as_json:
@@ -248,7 +256,7 @@ def run_watch(ctx: Context) -> int:
                                      if top and n > 1 else ""))
                     ctx.out.flush()
         except KeyboardInterrupt:
-            if not w.snapshots:
+            if not w.taken:
                 raise
         except Exception as e:
             # The target (or --pause's socket) stopped answering: the samples
@@ -256,14 +264,14 @@ def run_watch(ctx: Context) -> int:
             # reason.  (A signal that cut a wait on QEMU ends the sampling like Ctrl-C.)
             from ..link import NoAnswerError
             link = getattr(pe.target, "link", None)
-            interrupted = link is not None and link.interrupted() and w.snapshots
-            why = pe.target.take_failure() if w.snapshots and link is not None else None
-            if w.snapshots and not why and isinstance(e, NoAnswerError) and not (link and link.failure()):
+            interrupted = link is not None and link.interrupted() and w.taken
+            why = pe.target.take_failure() if w.taken and link is not None else None
+            if w.taken and not why and isinstance(e, NoAnswerError) and not (link and link.failure()):
                 why = str(e)
             if not why and not interrupted:
                 raise
             if why:
-                w.missing.note(f"sampling ended after {len(w.snapshots)} samples: {why}")
+                w.missing.note(f"sampling ended after {w.taken} samples: {why}")
         finally:
             if live is not None:
                 live.stop()
@@ -271,27 +279,31 @@ def run_watch(ctx: Context) -> int:
             ctx.note(f"note: the guest behind --pause {a.pause} was paused already (not by pageext-inspect): "
                      "sampled as it was, and left paused")
         pe.missing = w.missing
-        _corrupt(ctx, sum(s.meta["corrupt_records"] for s in w.snapshots))
-        if samples is None:
+        _corrupt(ctx, w.corrupt_records)
+        if not w.taken:
             raise UsageError("no sample was taken")
-        lines = verdict(samples, trend, rule)
-        drawn = None
+        lines = verdict(w.running, trend, rule)
+        drawn = history = None
+        if a.plot or a.as_json:  # the whole history, read back from the files once
+            history = w.history()
         if a.plot:
             from .plot import draw
-            drawn = draw(samples, a.plot, a.limit or 8, rule)
+            drawn = draw(history, a.plot, a.limit or 8, rule)
+        if a.as_json:
+            from .analysis import labels
+            shown = [r for r in trend if r["suspect"]] + [r for r in trend if not r["suspect"]][:a.limit or 10]
+            # The full series of the stacks shown (the running trend keeps the last few only).
+            keys = [r["handle"] if history.stack_key == "handle" else "\n".join(r["stack"]) for r in shown]
+            full = history.series(keys)
+            for r, k, label in zip(shown, keys, labels([r["stack"] for r in shown])):
+                r["label"], r["series"] = label, full[k]
+            doc = {"samples": w.sample_list(), "kept": a.output is not None, "time_axis": w.running.axis,
+                   "t_min": [r["t_min"] for r in history.query("SELECT t_min FROM samples ORDER BY sample")],
+                   "rule": rule, "stacks": shown, "suspects": [r["label"] for r in shown if r["suspect"]],
+                   "verdict": lines[0], "plot": drawn, "missing": missing_json(ctx)}
+            history.con.close()
     if a.as_json:
-        from .analysis import labels
-        shown = [r for r in trend if r["suspect"]] + [r for r in trend if not r["suspect"]][:a.limit or 10]
-        for r, label in zip(shown, labels([r["stack"] for r in shown])):
-            r["label"] = label
-        ctx.echo(json.dumps({
-            "samples": [{"file": s.path, "time": s.meta["time"], "time_ns": s.meta["time_ns"],
-                         "clock_ns": s.meta["clock_ns"], "read_seconds": s.meta["read_seconds"],
-                         "pages": s.meta["totals"]["stack"]["pages"]} for s in w.snapshots],
-            "kept": a.output is not None, "time_axis": samples.axis,
-            "t_min": [r["t_min"] for r in samples.query("SELECT t_min FROM samples ORDER BY sample")],
-            "rule": rule, "stacks": shown, "suspects": [r["label"] for r in shown if r["suspect"]],
-            "verdict": lines[0], "plot": drawn, "missing": missing_json(ctx)}, indent=1, default=str))
+        ctx.echo(json.dumps(doc, indent=1, default=str))
     else:
         if live is not None:
             ctx.echo()
@@ -316,14 +328,20 @@ def prepare_plot(a) -> None:
 def run_plot(ctx: Context) -> int:
     from .analysis import Samples
     from .plot import draw
-    from .snapshot import read_meta
+    from .snapshot import file_metas
     a = ctx.args
     if not os.path.isdir(a.directory):
         raise UsageError(f"{a.directory}: not a directory of snapshots")
     paths = sorted(os.path.join(a.directory, f) for f in os.listdir(a.directory) if f.endswith(".parquet"))
     if not paths:
         raise UsageError(f"{a.directory}: no snapshots (*.parquet) in it")
-    metas = {p: read_meta(p) for p in paths}
+    held = {p: file_metas(p)[0] for p in paths}  # a compacted file holds many
+    # A sample's own file left beside the compacted file that holds it (a watch
+    # stopped between the two) is drawn once.
+    compacted = {(m.get("machine"), m["time_ns"]) for p in paths if len(held[p]) > 1 for m in held[p]}
+    paths = [p for p in paths if len(held[p]) > 1 or (held[p][0].get("machine"), held[p][0]["time_ns"])
+             not in compacted]
+    metas = {p: held[p][0] for p in paths}
     machines = sorted({m.get("machine") or "?" for m in metas.values()})
     if a.machine is not None:
         paths = [p for p in paths if (metas[p].get("machine") or "?") == a.machine]
@@ -335,14 +353,14 @@ def run_plot(ctx: Context) -> int:
     paths.sort(key=lambda p: metas[p]["time_ns"])
     samples = Samples(paths)
     from ..model import Missing
-    for p in paths:
-        ctx.missing.merge(Missing.from_json(metas[p].get("missing") or {}))
+    for m in samples.metas:
+        ctx.missing.merge(Missing.from_json(m.get("missing") or {}))
     drawn = draw(samples, a.output, a.limit or 8)
     if a.as_json:
-        ctx.echo(json.dumps({"file": a.output, "samples": len(paths), "time_axis": samples.axis, "lines": drawn,
+        ctx.echo(json.dumps({"file": a.output, "samples": samples.n, "time_axis": samples.axis, "lines": drawn,
                              "missing": missing_json(ctx)}, indent=1))
     else:
-        ctx.echo(f"{a.output}: {len(drawn)} stacks over {len(paths)} samples ({samples.minutes:.1f} min of the "
+        ctx.echo(f"{a.output}: {len(drawn)} stacks over {samples.n} samples ({samples.minutes:.1f} min of the "
                  f"{samples.axis})")
         for line in drawn:
             ctx.echo(f"  {line['label']}: {line['y'][0]} -> {line['y'][-1]} pages")
@@ -374,8 +392,9 @@ Examples:
         LIMIT, JSON,
         Opt(("--stacks",), "stacks", "print each stack's frames", bool, False),
     ), description="""\b
-Each of A and B is a snapshot file (told by Parquet's PAR1 magic) or a
-target to snapshot now: a vmcore, /proc/kcore, or a QEMU QMP socket.
+Each of A and B is a snapshot file (told by Parquet's PAR1 magic), one
+sample of a long watch's folded hour (NAME.hour.parquet#N), or a target to
+snapshot now: a vmcore, /proc/kcore, or a QEMU QMP socket.
 Rows are sorted by growth (Δpages); stacks are matched by their handle
 within one boot, by their symbolized text across boots.  Snapshots of
 different kernel releases are compared with a warning.
@@ -407,6 +426,15 @@ between samples do not go down, and its drops add up to at most 10% of its
 growth.  Time is the target's own clock when the
 snapshots have it (it stands still while --pause holds a guest), else the
 host's.
+\b
+A watch can run for days: the rule is kept by running sums per stack, so
+each sample costs the same however many came before, and memory follows the
+number of stacks, not of samples.  Each sample is a Parquet file in -o DIR
+(a temporary directory without it); once the watch is two hours past an
+hour, that hour's files are folded into one, NAME.hour.parquet, several
+times smaller (the stack texts stored once, not once a sample).  plot and
+diff read both; diff names one sample of a folded hour as
+NAME.hour.parquet#N (--json lists each sample's file so).
 \b
 Examples:
   pageext-inspect watch --interval 60 --count 30 -o snaps/      # the running kernel

@@ -2,8 +2,9 @@
 
 Design.  Every question over time is a query over the snapshots' rows, run
 by DuckDB inside this process (no server): :class:`Samples` puts N
-snapshots -- Parquet files, read where they lie, or snapshots just taken in
-memory (Arrow tables) -- behind two views: ``samples`` (one row per
+snapshots -- Parquet files, read where they lie (a compacted file of a long
+watch is the many samples it holds), or snapshots just taken in memory
+(Arrow tables) -- behind two views: ``samples`` (one row per
 snapshot: its number, time axis and metadata) and ``rows`` (every row of
 every snapshot, with its ``sample`` number).  Snapshots of an older schema
 are mapped onto the current columns by their SELECT (:func:`_columns`).
@@ -45,7 +46,7 @@ from typing import Optional, Sequence, Union
 import duckdb
 
 from ..errors import UsageError
-from .snapshot import ALLOCATOR_FRAMES, Snapshot, function_of, read_meta, same_boot, top_frame
+from .snapshot import ALLOCATOR_FRAMES, Snapshot, file_metas, function_of, same_boot, top_frame
 
 RULE = {"min_samples": 3, "min_rate": 256.0, "min_growth": 256, "min_r2": 0.8, "min_rising": 0.8, "max_drop": 0.1}
 BY = ("stack", "pid", "comm")
@@ -66,7 +67,7 @@ class Samples:
     """Snapshots, in the order given, behind the views ``samples`` and ``rows``
     (in ``con``, a DuckDB connection to reuse, else a new one)."""
 
-    sources: Sequence[Union[str, Snapshot]]
+    sources: Sequence[Union[str, Snapshot, tuple]]
     con: Optional[duckdb.DuckDBPyConnection] = None
     metas: list = field(default_factory=list)
 
@@ -74,16 +75,25 @@ class Samples:
         if self.con is None:
             self.con = duckdb.connect()
         selects = []
-        for i, src in enumerate(self.sources):
+        for src in self.sources:
+            i = len(self.metas)  # the number of this source's (first) sample
             if isinstance(src, Snapshot):
-                meta = src.meta
+                metas, compacted, part = [src.meta], False, None
                 self.con.register(f"snap_{i}", src.table)
                 where = f"snap_{i}"
+            else:  # a file: every snapshot it holds, or (file, index) one of a compacted file's
+                path, part = src if isinstance(src, tuple) else (src, None)
+                metas, compacted = file_metas(path)
+                where = f"read_parquet({_quote(path)})"
+            if not compacted:
+                selects.append(f"SELECT {i} AS sample, {_columns(metas[0])} FROM {where}")
+            elif part is not None:
+                metas = [metas[part]]
+                selects.append(f"SELECT {i} AS sample, {_columns(metas[0])} EXCLUDE (part) FROM {where} "
+                               f"WHERE part = {int(part)}")
             else:
-                meta = read_meta(src)
-                where = f"read_parquet({_quote(src)})"
-            self.metas.append(meta)
-            selects.append(f"SELECT {i} AS sample, {_columns(meta)} FROM {where}")
+                selects.append(f"SELECT {i} + part AS sample, {_columns(metas[0])} EXCLUDE (part) FROM {where}")
+            self.metas.extend(metas)
         if not selects:
             raise UsageError("no snapshots")
         self.con.execute("CREATE OR REPLACE VIEW rows AS " + " UNION ALL BY NAME ".join(selects))
@@ -105,6 +115,21 @@ class Samples:
         cur = self.con.execute(sql, list(params))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    @property
+    def n(self) -> int:
+        """How many samples."""
+        return len(self.metas)
+
+    def series(self, keys: Sequence) -> dict:
+        """Per stack key (a handle within one boot, else the stack's text): its
+        pages at every sample, 0 where absent."""
+        out = {k: [0] * len(self.metas) for k in keys}
+        for r in self.query(f"""SELECT sample, {self.stack_key} AS k, sum(pages) AS pages FROM rows
+                                WHERE kind = 'stack' AND list_contains(?, {self.stack_key}) GROUP BY ALL""",
+                            (list(keys),)):
+            out[r["k"]][r["sample"]] = int(r["pages"])
+        return out
 
     @property
     def minutes(self) -> float:

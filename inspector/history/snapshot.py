@@ -45,6 +45,13 @@ of the process that took the snapshot, left out of it; else null),
 are added, none renamed, and :func:`load` refuses only a schema newer than
 it knows.
 
+Compacted files (format ``pageext-inspect snapshots``, :func:`compact`): a
+long ``watch`` folds each hour's per-sample files into one, the same
+columns plus ``part`` (the sample's index in the file), with the metadata
+as ``common`` (the keys every sample's metadata shares) and ``samples``
+(the rest of each, in order).  :func:`file_metas` reads either kind; a
+compacted file's sample N is named ``FILE#N`` where one snapshot is wanted.
+
 The boot identity (:func:`boot_identity`): the kernel's own boot ID,
 ``sysctl_bootid`` in drivers/char/random.c -- what
 /proc/sys/kernel/random/boot_id prints -- when it is set.  The kernel fills
@@ -87,6 +94,7 @@ from ..text import escape
 SCHEMA_VERSION = 1
 META_KEY = b"pageext_inspect"
 SNAPSHOT, RECORDS = "pageext-inspect snapshot", "pageext-inspect page_owner records"
+SNAPSHOTS = "pageext-inspect snapshots"  # many, compacted into one file by a long watch (:func:`compact`)
 MAGIC = b"PAR1"
 
 # The allocators' own frames, on top of every allocation stack: page_owner,
@@ -371,9 +379,8 @@ def is_parquet(path: str) -> bool:
         return False
 
 
-def read_meta(path: str) -> dict:
-    """Our metadata of a snapshot file, checked: a UsageError (one line) for
-    anything that is not a snapshot this version can read."""
+def _read_doc(path: str) -> dict:
+    """Our metadata document of a file of snapshots, checked (see :func:`read_meta`)."""
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
     if not is_parquet(path):
@@ -393,13 +400,61 @@ def read_meta(path: str) -> dict:
     if meta.get("format") == RECORDS:
         raise UsageError(f"{path}: a table of page_owner records (owner --format parquet), not a snapshot "
                          "(pageext-inspect snapshot writes those)")
-    if meta.get("format") != SNAPSHOT or not isinstance(meta.get("schema"), int):
+    if meta.get("format") not in (SNAPSHOT, SNAPSHOTS) or not isinstance(meta.get("schema"), int):
         raise UsageError(f"{path}: not a pageext-inspect snapshot (format {meta.get('format')!r})")
     if meta["schema"] > SCHEMA_VERSION:
         raise UsageError(f"{path}: written by a newer pageext-inspect ({meta.get('tool_version')}, snapshot "
                          f"schema {meta['schema']}); this one ({__version__}) reads schema {SCHEMA_VERSION} "
                          "and older")
+    if meta["format"] == SNAPSHOTS and not (isinstance(meta.get("samples"), list) and meta["samples"]
+                                            and isinstance(meta.get("common"), dict)):
+        raise UsageError(f"{path}: compacted snapshots without their list of samples")
     return meta
+
+
+def file_metas(path: str) -> tuple[list[dict], bool]:
+    """The metadata of every snapshot a file holds, in order, and whether the
+    file is compacted (:func:`compact`: many snapshots, told apart by ``part``)."""
+    doc = _read_doc(path)
+    if doc["format"] == SNAPSHOTS:
+        return [dict(doc["common"], **m) for m in doc["samples"]], True
+    return [doc], False
+
+
+def read_meta(path: str) -> dict:
+    """Our metadata of a snapshot file, checked: a UsageError (one line) for
+    anything that is not a snapshot this version can read (a compacted file
+    of many: name one of them, ``FILE#N``)."""
+    metas, compacted = file_metas(path)
+    if compacted:
+        raise UsageError(f"{path}: {len(metas)} snapshots of a watch, compacted into one file; name one as "
+                         f"{path}#N (N from 1 to {len(metas)})")
+    return metas[0]
+
+
+def compact(paths: list[str], out: str) -> int:
+    """Write the snapshot files ``paths`` (in order) whole as one file ``out``
+    and remove them; its size.  The rows gain ``part`` (the snapshot's index
+    in the file); the metadata is ``common`` (what all the snapshots' metadata
+    share) and ``samples`` (the rest of each one's), format
+    :data:`SNAPSHOTS`.  One file instead of many: the stack texts, the same
+    in every sample, are stored once per column chunk, not once per sample."""
+    tables, metas = [], []
+    for j, p in enumerate(paths):
+        snap = load(p)
+        tables.append(snap.table.select(SCHEMA.names).append_column(
+            "part", pa.array([j] * snap.table.num_rows, pa.int32())))
+        metas.append(snap.meta)
+    common = {k: v for k, v in metas[0].items() if all(k in m and m[k] == v for m in metas[1:])}
+    doc = {"format": SNAPSHOTS, "schema": SCHEMA_VERSION, "tool_version": __version__, "common": common,
+           "samples": [{k: v for k, v in m.items() if k not in common} for m in metas]}
+    write_table(pa.concat_tables(tables), doc, out)
+    del tables
+    for p in paths:
+        if os.path.abspath(p) != os.path.abspath(out):
+            os.unlink(p)
+    pa.default_memory_pool().release_unused()  # else the allocator keeps the hour's tables' pages (~100 MiB)
+    return os.path.getsize(out)
 
 
 def load(path: str) -> Snapshot:
