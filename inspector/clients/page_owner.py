@@ -43,8 +43,8 @@ from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
 from . import ClientSpec, static_key_probe
-from .engine import (columns, factorize, first_of_each, known_mask, lookup_table, member_field, page_fields,
-                     record_dtype)
+from .engine import (columns, factorize, first_of_each, known_mask, lookup_table, member_field,
+                     page_fields, record_dtype)
 from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format, format_pieces
 from .memcg import MemcgNames
 from .stackdepot import INVALID, MISSING, StackDepot
@@ -68,6 +68,47 @@ OWNER_FIELDS = ("order", "last_migrate_reason", "gfp_mask", "handle", "free_hand
 # Why a record is corrupt (bits of Batch.corrupt).
 C_ORDER, C_PID, C_TS, C_REASON = 1, 2, 4, 8
 CORRUPT_NAMES = {C_ORDER: "order", C_PID: "pid", C_TS: "ts_nsec", C_REASON: "last_migrate_reason"}
+
+
+def pageblock_layout(enum: dict[str, int]) -> Optional[tuple[int, int, int]]:
+    """(bits a pageblock, migratetype mask, isolate bit mask) from the
+    enumerators of enum pageblock_bits, or None for a layout we do not know.
+
+    * v2.6.24 .. v6.16: PB_migrate..PB_migrate_end (3 bits), PB_migrate_skip,
+      NR_PAGEBLOCK_BITS (4) an enumerator; MIGRATE_ISOLATE is a value of the
+      migratetype bits.
+    * v6.17 ("mm/page_isolation: make page isolation a standalone bit", Zi
+      Yan; v6 posted 30 May 2025, after the v6.16 merge window opened, so
+      v6.17 by date -- the mainline hash is unverified; not in the 6.12
+      sources, in the 7.2 and 7.3 ones): PB_migrate_0..PB_migrate_2,
+      PB_compact_skip, PB_migrate_isolate (CONFIG_MEMORY_ISOLATION),
+      __NR_PAGEBLOCK_BITS; NR_PAGEBLOCK_BITS is now a macro,
+      roundup_pow_of_two(__NR_PAGEBLOCK_BITS) -- 8 with isolation, 4
+      without -- and a set PB_migrate_isolate reads as MIGRATE_ISOLATE."""
+    if "PB_migrate_end" in enum and "NR_PAGEBLOCK_BITS" in enum:
+        return (enum["NR_PAGEBLOCK_BITS"],
+                (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1, 0)
+    if "__NR_PAGEBLOCK_BITS" in enum and "PB_migrate_0" in enum:
+        n = enum["__NR_PAGEBLOCK_BITS"]
+        mt = 0
+        for i in range(8):
+            if f"PB_migrate_{i}" in enum:
+                mt |= 1 << enum[f"PB_migrate_{i}"]
+        iso = 1 << enum["PB_migrate_isolate"] if "PB_migrate_isolate" in enum else 0
+        return 1 << max(0, n - 1).bit_length(), mt, iso
+    return None
+
+
+def block_migratetype(usemap: np.ndarray, bitidx: np.ndarray, mt_mask: int, iso_bit: int,
+                      isolate_mt: int) -> np.ndarray:
+    """get_pfnblock_migratetype() over a section's pageblock bitmap (uint64
+    words) at each block's first bit: the migratetype bits, or MIGRATE_ISOLATE
+    where the standalone isolate bit (v6.17) is set."""
+    word = usemap[np.minimum(bitidx // 64, len(usemap) - 1)] >> (bitidx % 64).astype(np.uint64)
+    mt = (word & np.uint64(mt_mask)).astype(np.int64)
+    if iso_bit:
+        mt = np.where((word & np.uint64(iso_bit)) != 0, np.int64(isolate_mt), mt)
+    return mt
 
 
 @dataclass
@@ -179,14 +220,20 @@ class PageOwner:
         self.nr_orders = k.nr_orders(self.prog)  # MAX_ORDER (<6.4) / MAX_PAGE_ORDER + 1
 
     def _setup_pageblock(self) -> None:
+        """The pageblock bits get_pfnblock_migratetype() reads, from enum
+        pageblock_bits (:func:`pageblock_layout`)."""
         prog = self.prog
-        enum = k.enumerators(prog, "NR_PAGEBLOCK_BITS")
-        if "PB_migrate_end" in enum:  # v2.6.24 .. v6.14: PB_migrate..PB_migrate_end
-            self.mt_mask = (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1
-            self.nr_pageblock_bits = enum["NR_PAGEBLOCK_BITS"]
-        else:
-            self.mt_mask = 7
-            self.nr_pageblock_bits = enum.get("NR_PAGEBLOCK_BITS", 4)
+        lay = pageblock_layout(k.enumerators(prog, "PB_compact_skip") or k.enumerators(prog, "PB_migrate_skip")
+                               or k.enumerators(prog, "NR_PAGEBLOCK_BITS"))
+        if lay is None:
+            lay = (4, 7, 0)
+            self.session.missing.note(
+                f"enum pageblock_bits of this kernel ({k.release(prog)}) matches no layout we know "
+                "(PB_migrate..PB_migrate_end, or PB_migrate_0..2 and __NR_PAGEBLOCK_BITS): "
+                "the pageblock migratetypes (\"Block\") assume 4 bits a block, 3 of them the type")
+        self.nr_pageblock_bits, self.mt_mask, self.iso_bit = lay
+        iso = k.constant(prog, "MIGRATE_ISOLATE")
+        self.isolate_mt = iso if iso is not None else -1
         self.pageblock_order = self._pageblock_order()
         self.mobility_disabled = bool(k.value(prog, "page_group_by_mobility_disabled"))
         movable = self.names.gfp_bit("__GFP_MOVABLE")
@@ -251,12 +298,11 @@ class PageOwner:
             return None
 
     def _block_mt(self, usemap: Optional[np.ndarray], table: Table, pfn: np.ndarray) -> np.ndarray:
-        """get_pfnblock_flags_mask(page, pfn, MIGRATETYPE_MASK), SPARSEMEM."""
+        """get_pfnblock_migratetype(page, pfn), SPARSEMEM."""
         if usemap is None:
             return np.full(len(pfn), -1, dtype=np.int64)
         bitidx = ((pfn - table.start_pfn) >> self.pageblock_order) * self.nr_pageblock_bits
-        word = usemap[np.minimum(bitidx // 64, len(usemap) - 1)]
-        return ((word >> (bitidx % 64).astype(np.uint64)) & np.uint64(self.mt_mask)).astype(np.int64)
+        return block_migratetype(usemap, bitidx, self.mt_mask, self.iso_bit, self.isolate_mt)
 
     def gfp_migratetype(self, gfp):
         """gfp_migratetype() of a gfp mask (or a column of them)."""
