@@ -11,7 +11,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from inspector.clients.engine import PageFields, head_pfns, record_dtype
 from inspector.clients.page_owner import block_migratetype, pageblock_layout
+
+VMEMMAP = 0xFFFFEA0000000000
+PAGE = 64  # sizeof(struct page) on x86-64: a power of two
+
+
+def _pf(mask: bool) -> PageFields:
+    return PageFields(record_dtype([], PAGE), PAGE, 1 << 6, 1 << 4, VMEMMAP, mask)
+
+
+def set_compound_head(tail_pfn: int, head_pfn: int, order: int, mask: bool) -> int:
+    """The word set_compound_head() stores in a tail (7.x)."""
+    if not mask:
+        return VMEMMAP + head_pfn * PAGE | 1
+    shift = order + (PAGE.bit_length() - 1)
+    return (((1 << 64) - 1) >> shift << shift) | 1  # GENMASK(63, shift) | 1
+
+
+def test_tail_pages_find_their_head_with_a_pointer_and_with_the_hvo_mask():
+    head, order = 0x40000, 9  # a 2 MiB hugetlb folio
+    pfns = np.array([head, head + 1, head + 7, head + 511, head + 512], dtype=np.int64)
+    for mask in (False, True):
+        words = np.array([0] + [set_compound_head(p, head, order, mask) for p in pfns[1:4].tolist()] + [0],
+                         dtype=np.uint64)
+        got = head_pfns(None, _pf(mask), words, pfns)
+        assert got.tolist() == [head, head, head, head, head + 512], mask
+    # The mask read as a pointer (the rule before the rework) lands nowhere near the head.
+    words = np.array([set_compound_head(head + 1, head, order, True)], dtype=np.uint64)
+    assert head_pfns(None, _pf(False), words, pfns[1:2]).tolist() != [head]
+
 
 def test_pageblock_bits_of_7x_and_the_isolate_bit():
     old = {"PB_migrate": 0, "PB_migrate_end": 2, "PB_migrate_skip": 3, "NR_PAGEBLOCK_BITS": 4}
