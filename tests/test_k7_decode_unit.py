@@ -9,10 +9,11 @@ print_page_owner_memcg())."""
 
 from __future__ import annotations
 
+import drgn
 import numpy as np
 
 from inspector.clients.engine import PageFields, head_pfns, record_dtype
-from inspector.clients.page_owner import block_migratetype, pageblock_layout
+from inspector.clients.page_owner import block_migratetype, max_record_order, pageblock_layout
 
 VMEMMAP = 0xFFFFEA0000000000
 PAGE = 64  # sizeof(struct page) on x86-64: a power of two
@@ -59,3 +60,30 @@ def test_pageblock_bits_of_7x_and_the_isolate_bit():
     isolate = 5  # MIGRATE_ISOLATE's value in this synthetic enum
     got = block_migratetype(usemap, np.array([0, bits, 2 * bits], dtype=np.int64), mt_mask, iso, isolate)
     assert got.tolist() == [1, isolate, 0]
+
+
+class _Prog:
+    """Just enough of a drgn.Program for max_record_order()."""
+
+    def __init__(self, iterator: bool, max_pfn: int):
+        self.iterator, self.cache = iterator, {}
+        self._p = drgn.Program(drgn.host_platform)
+        self._max_pfn = drgn.Object(self._p, self._p.int_type("unsigned long", 8, False), max_pfn)
+
+    def type(self, name: str):
+        if name == "struct page_ext_iter" and self.iterator:
+            return self._p.int_type("int", 4, True)
+        raise LookupError(name)
+
+    def __getitem__(self, name: str):
+        if name == "max_pfn":
+            return self._max_pfn
+        raise KeyError(name)
+
+
+def test_orders_above_max_page_order_are_records_with_for_each_page_ext():
+    nr_orders = 11  # MAX_PAGE_ORDER 10
+    assert max_record_order(_Prog(False, 1 << 20), nr_orders) == 10
+    # for_each_page_ext(): a 1 GiB folio (order 18) on a 4 GiB machine is a record, order 21 is not.
+    assert max_record_order(_Prog(True, 1 << 20), nr_orders) == 20
+    assert max_record_order(_Prog(True, 1 << 10), nr_orders) == 10

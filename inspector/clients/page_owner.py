@@ -18,7 +18,9 @@ masks, the buddy skips included.  A selected chunk is a :class:`Batch`;
 :meth:`PageOwner.debugfs_bytes` prints print_page_owner()'s text for a whole
 batch at once with the format strings taken from the kernel image
 (:mod:`.kformat`) through :mod:`inspector.vprintf`, stacks symbolized once
-per handle.  Values no kernel can hold -- an order above MAX_ORDER, a pid
+per handle.  Values no kernel can hold -- an order above MAX_ORDER (above
+the machine's size once for_each_page_ext() exists, see
+:func:`max_record_order`), a pid
 above PID_MAX_LIMIT, a time after the dump's own clock -- mark a record
 corrupt: it is shown as such, and left out of the kernel's text and of every
 sum.  Memory holds one chunk and the unique stacks.
@@ -68,6 +70,27 @@ OWNER_FIELDS = ("order", "last_migrate_reason", "gfp_mask", "handle", "free_hand
 # Why a record is corrupt (bits of Batch.corrupt).
 C_ORDER, C_PID, C_TS, C_REASON = 1, 2, 4, 8
 CORRUPT_NAMES = {C_ORDER: "order", C_PID: "pid", C_TS: "ts_nsec", C_REASON: "last_migrate_reason"}
+
+
+def max_record_order(prog: drgn.Program, nr_orders: int) -> int:
+    """The highest order a page_owner record can hold.
+
+    Before, __set_page_owner() walked 1 << order entries with
+    page_ext_next(), which is only right inside one section: an allocation
+    above the buddy's MAX_PAGE_ORDER (alloc_contig_pages() with __GFP_COMP:
+    gigantic hugetlb pages, CMA) was not safe, so an order >= ``nr_orders``
+    marks a corrupt record.  From "mm: page_owner: use new iteration API"
+    (Luiz Capitulino, v3 posted 6 March 2025: v6.15 by date, the mainline
+    hash unverified; not in the 6.12 sources, in the 7.2 and 7.3 ones) the
+    walk is for_each_page_ext(), which crosses sections, and such orders
+    are records like any other (up to MAX_FOLIO_ORDER, a macro: PUD order,
+    16G, or a section).  Detected by
+    ``struct page_ext_iter`` in the debug info; then the bound is the most
+    pages the machine has (``max_pfn``), or 2**30 pages without it."""
+    if k.type_or_none(prog, "struct page_ext_iter") is None:
+        return nr_orders - 1
+    top = k.value(prog, "max_pfn") or (1 << 30)
+    return max(nr_orders - 1, top.bit_length() - 1)
 
 
 def pageblock_layout(enum: dict[str, int]) -> Optional[tuple[int, int, int]]:
@@ -218,6 +241,7 @@ class PageOwner:
         else:
             self.is_buddy = lambda t: (t & np.uint32(0xF0000080)) == np.uint32(0xF0000000)
         self.nr_orders = k.nr_orders(self.prog)  # MAX_ORDER (<6.4) / MAX_PAGE_ORDER + 1
+        self.max_record_order = max_record_order(self.prog, self.nr_orders)
 
     def _setup_pageblock(self) -> None:
         """The pageblock bits get_pfnblock_migratetype() reads, from enum
@@ -319,7 +343,7 @@ class PageOwner:
 
     def _corrupt(self, e: np.ndarray) -> np.ndarray:
         bad = np.zeros(len(e), dtype=np.uint32)
-        bad |= np.where(e["order"] >= self.nr_orders, C_ORDER, 0).astype(np.uint32)
+        bad |= np.where(e["order"] > self.max_record_order, C_ORDER, 0).astype(np.uint32)
         for f in ("pid", "tgid"):
             if f in self.has:
                 v = e[f].astype(np.int64)
