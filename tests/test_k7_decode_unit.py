@@ -13,7 +13,8 @@ import drgn
 import numpy as np
 
 from inspector.clients.engine import PageFields, head_pfns, record_dtype
-from inspector.clients.page_owner import block_migratetype, max_record_order, pageblock_layout
+from inspector.clients.memcg import skips_tail_pages
+from inspector.clients.page_owner import block_migratetype, clear_tail_memcg, max_record_order, pageblock_layout
 
 VMEMMAP = 0xFFFFEA0000000000
 PAGE = 64  # sizeof(struct page) on x86-64: a power of two
@@ -87,3 +88,27 @@ def test_orders_above_max_page_order_are_records_with_for_each_page_ext():
     # for_each_page_ext(): a 1 GiB folio (order 18) on a 4 GiB machine is a record, order 21 is not.
     assert max_record_order(_Prog(True, 1 << 20), nr_orders) == 20
     assert max_record_order(_Prog(True, 1 << 10), nr_orders) == 10
+
+
+def _memcg_prog(overlay: bool) -> drgn.Program:
+    """struct page and struct folio as 7.x lays them out (``_nr_pages`` in
+    the first tail page's memcg_data word), or as 6.12 does (no ``_nr_pages``)."""
+    prog = drgn.Program(drgn.host_platform)
+    ul, ui = prog.int_type("unsigned long", 8, False), prog.int_type("unsigned int", 4, False)
+    page = prog.struct_type("page", 64, [drgn.TypeMember(ul, "flags", 0), drgn.TypeMember(ul, "compound_info", 64),
+                                         drgn.TypeMember(ul, "memcg_data", 448)])
+    folio_members = [drgn.TypeMember(ul, "flags", 0), drgn.TypeMember(ul, "_flags_1", 512)]
+    if overlay:
+        folio_members.append(drgn.TypeMember(ui, "_nr_pages", (64 + 56) * 8))
+    types = {"page": page, "folio": prog.struct_type("folio", 256, folio_members)}
+    prog.register_type_finder("k7", lambda p, kinds, name, fn: types.get(name), enable_index=0)
+    return prog
+
+
+def test_tail_pages_print_no_memcg_where_nr_pages_overlays_memcg_data():
+    assert skips_tail_pages(_memcg_prog(True)) and not skips_tail_pages(_memcg_prog(False))
+    p = np.zeros(4, dtype=[("compound_head", "<u8"), ("memcg_data", "<u8")])
+    p["memcg_data"] = [0xFFFF888001234000, 4, 0xFFFF888001234002, 0]  # head, first tail (_nr_pages), tail, none
+    p["compound_head"] = [0, VMEMMAP + 1, VMEMMAP + 1, 0]
+    clear_tail_memcg(p)
+    assert p["memcg_data"].tolist() == [0xFFFF888001234000, 0, 0, 0]

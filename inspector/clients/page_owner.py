@@ -45,7 +45,7 @@ from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
 from . import ClientSpec, static_key_probe
-from .engine import (columns, factorize, first_of_each, known_mask, lookup_table, member_field,
+from .engine import (COMPOUND_WORD, columns, factorize, first_of_each, known_mask, lookup_table, member_field,
                      page_fields, record_dtype)
 from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format, format_pieces
 from .memcg import MemcgNames
@@ -70,6 +70,14 @@ OWNER_FIELDS = ("order", "last_migrate_reason", "gfp_mask", "handle", "free_hand
 # Why a record is corrupt (bits of Batch.corrupt).
 C_ORDER, C_PID, C_TS, C_REASON = 1, 2, 4, 8
 CORRUPT_NAMES = {C_ORDER: "order", C_PID: "pid", C_TS: "ts_nsec", C_REASON: "last_migrate_reason"}
+
+
+def clear_tail_memcg(p: np.ndarray) -> None:
+    """print_page_owner_memcg()'s ``if (!memcg_data || PageTail(page))``
+    (see memcg.py): zero the memcg_data word of each tail page among the
+    struct pages ``p``, so that it prints no memcg line."""
+    if "memcg_data" in p.dtype.names and "compound_head" in p.dtype.names:
+        p["memcg_data"][(p["compound_head"] & 1) != 0] = 0
 
 
 def max_record_order(prog: drgn.Program, nr_orders: int) -> int:
@@ -229,7 +237,8 @@ class PageOwner:
     def _setup_page(self) -> None:
         # print_page_owner_memcg() (v5.18, fcf8935832b8) adds "Slab cache page"
         # / "Charged ... memcg" lines from page->memcg_data (CONFIG_MEMCG).
-        self.pf = page_fields(self.prog, "flags", "private", "page_type|_mapcount", "memcg_data")
+        # The compound word, for print_page_owner_memcg()'s tail test (memcg.py).
+        self.pf = page_fields(self.prog, "flags", "private", "page_type|_mapcount", "memcg_data", COMPOUND_WORD)
         # PageBuddy(): from v4.18 (6e292b9be7f4, "mm: split page_type out from
         # _mapcount") page_type with PAGE_TYPE_BASE 0xf0000000 and PG_buddy 0x80
         # (a *cleared* bit marks the type; #defines, so not in DWARF); from
@@ -421,7 +430,10 @@ class PageOwner:
             block_mt = self._block_mt(self._usemap(ch.table), ch.table, pfn[idx])
             if p is None:
                 p = np.zeros(ch.n, dtype=self.pf.dtype)
-            yield Batch(ch.table, pfn[idx], sub_e, p[idx], block_mt, self._corrupt(sub_e), ch.suspect,
+            sub_p = p[idx]  # a copy
+            if self.memcg is not None and self.memcg.skips_tails:
+                clear_tail_memcg(sub_p)
+            yield Batch(ch.table, pfn[idx], sub_e, sub_p, block_mt, self._corrupt(sub_e), ch.suspect,
                         None if pknown[idx].all() else pknown[idx])
         if unchecked[0]:
             missing.note(f"{unchecked[0]} record(s) counted although their struct page is not in the dump "
