@@ -251,6 +251,10 @@ class PageOwner:
             self.is_buddy = lambda t: (t & np.uint32(0xF0000080)) == np.uint32(0xF0000000)
         self.nr_orders = k.nr_orders(self.prog)  # MAX_ORDER (<6.4) / MAX_PAGE_ORDER + 1
         self.max_record_order = max_record_order(self.prog, self.nr_orders)
+        # "Never migrated": -1 until the enumerator MR_NEVER (in the 7.3
+        # sources, not in 7.2 or 6.12), which print_page_owner() compares with.
+        never = k.constant(self.prog, "MR_NEVER")
+        self.mr_never = -1 if never is None else never
 
     def _setup_pageblock(self) -> None:
         """The pageblock bits get_pfnblock_migratetype() reads, from enum
@@ -583,7 +587,7 @@ class PageOwner:
             else:
                 stack = self.depot.text(h)
             out = stack
-            if r != -1:
+            if r not in (-1, self.mr_never):
                 out += f"Page has been migrated, last migrate reason: {self.names.migrate_reason(r)}\n"
             if m and self.memcg is not None:
                 out += self.memcg.text(m)
@@ -699,7 +703,8 @@ class PageOwner:
             "free_ts_nsec": r.free_ts_nsec,
             "free_pid": r.free_pid,
             "free_tgid": r.free_tgid,
-            "last_migrate_reason": None if r.last_migrate_reason in (-1, None) or "last_migrate_reason" in r.corrupt
+            "last_migrate_reason": None if r.last_migrate_reason in (-1, None, self.mr_never)
+            or "last_migrate_reason" in r.corrupt
             else self.names.migrate_reason(r.last_migrate_reason),
             "handle": r.handle,
             "free_handle": r.free_handle,
@@ -743,7 +748,7 @@ class PageOwner:
                    b', "last_migrate_reason": ']
         if "last_migrate_reason" in self.has:
             r = np.where(b.corrupt & C_REASON, -1, e["last_migrate_reason"].astype(np.int64))
-            pieces.append(lookup(r, lambda v: None if v == -1 else self.names.migrate_reason(v)))
+            pieces.append(lookup(r, lambda v: None if v in (-1, self.mr_never) else self.names.migrate_reason(v)))
         else:
             pieces.append(null)
         pieces += [b', "handle": ', Dec(e["handle"]), b', "free_handle": ', *num("free_handle"),
