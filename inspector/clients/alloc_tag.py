@@ -67,7 +67,7 @@ from ..model import Table
 from ..reader import read_or_holes, unknown_items
 from ..text import escape
 from . import ClientSpec, static_key_probe
-from .engine import columns, known_mask, page_fields, record_dtype
+from .engine import COMPOUND_WORD, columns, known_mask, page_fields, record_dtype
 
 CLIENT_NAME = "page_alloc_tagging"
 CONFIG = "CONFIG_MEM_ALLOC_PROFILING"
@@ -232,7 +232,7 @@ class AllocTags:
 
     def _setup_page(self) -> None:
         prog = self.prog
-        self.pf = page_fields(prog, "flags", "compound_head")
+        self.pf = page_fields(prog, "flags", COMPOUND_WORD)
         self.page_struct_size = self.pf.size
         self.head_bit = self.pf.head_bit
         # folio_order(): folio->_flags_1 & 0xff, the first tail page's flags

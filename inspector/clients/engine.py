@@ -11,7 +11,9 @@ unique flag words, per-key sums.
 
 Shared pieces of the clients live here too: the ``struct page`` fields they
 read, the known-entries mask of a chunk whose pages were partly unreadable,
-compound heads, and :func:`lookup_table` (the text of each distinct value
+compound heads (:data:`COMPOUND_WORD` and :func:`head_pfns`: a tail page's first
+word is a pointer to its head plus 1, or under HVO on 7.x a mask plus 1), and
+:func:`lookup_table` (the text of each distinct value
 of a column, computed once per value).
 """
 
@@ -89,6 +91,15 @@ def columns(raw: bytes, dtype: np.dtype, n: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, count=n)
 
 
+# A tail page's first word, stored as "compound_head" whatever this kernel
+# calls it: ``compound_head`` (v4.6, 1d798ca3f164 .. 7.0), renamed
+# ``compound_info`` by "mm: Rename the 'compound_head' field in the 'struct
+# page' to 'compound_info'" (Kiryl Shutsemau; PATCHv7 posted 27 February
+# 2026, so v7.1 by date, the mainline hash unverified; in the 7.2 and 7.3
+# sources).  Bit 0 set marks a tail page in both.
+COMPOUND_WORD = "compound_head|compound_info"
+
+
 @dataclass
 class PageFields:
     """The ``struct page`` fields the clients read, as one dtype."""
@@ -98,6 +109,7 @@ class PageFields:
     head_bit: int  # 1 << PG_head, 0 if unknown
     lru_bit: int
     vmemmap: Optional[int]  # base of the virtual memmap (SPARSEMEM_VMEMMAP), for compound heads
+    compound_mask: bool = False  # a tail's compound_info holds a mask, not its head (compound_info_has_mask())
 
 
 def page_fields(prog: drgn.Program, *names: str) -> PageFields:
@@ -129,19 +141,55 @@ def page_fields(prog: drgn.Program, *names: str) -> PageFields:
         except (drgn.FaultError, drgn.ObjectAbsentError):
             vm = None
     return PageFields(record_dtype(fields, pt.size), pt.size, 1 << head if head is not None else 0,
-                      1 << lru if lru is not None else 0, vm)
+                      1 << lru if lru is not None else 0, vm, compound_info_has_mask(prog))
+
+
+def compound_info_has_mask(prog: drgn.Program) -> bool:
+    """The kernel's compound_info_has_mask() (include/linux/page-flags.h, from
+    "mm: Rework compound_head() for power-of-2 sizeof(struct page)", the
+    series that renamed the field to ``compound_info``; in the 7.2 and 7.3
+    sources): CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP and a power-of-two
+    ``sizeof(struct page)``.  Then set_compound_head() stores
+    ``GENMASK(BITS_PER_LONG - 1, order + log2(sizeof(struct page))) | 1`` in a
+    tail and _compound_head() computes ``page & info``.
+
+    Read from the debug info: the member is ``compound_info``, and
+    mm/hugetlb_vmemmap.c -- built only with HUGETLB_PAGE_OPTIMIZE_VMEMMAP --
+    is in the image (its ``vmemmap_optimize_enabled``, or the
+    ``hugetlb_vmemmap_optimize_folio`` symbol)."""
+    from .. import kernel as k
+    pt = prog.type("struct page")
+    if not k.has_member(pt, "compound_info"):
+        return False  # compound_head: always a pointer (+1)
+    if not (k.exists(prog, "vmemmap_optimize_enabled")
+            or k.symbol_address(prog, "hugetlb_vmemmap_optimize_folio") is not None):
+        return False
+    return pt.size & (pt.size - 1) == 0
 
 
 def head_pfns(prog: drgn.Program, pf: PageFields, chead: np.ndarray, pfns: np.ndarray) -> np.ndarray:
-    """The head pfn of each page: itself unless ``compound_head`` has bit 0 set.
+    """The head pfn of each page: itself unless its compound word (the field
+    :data:`COMPOUND_WORD` names) has bit 0 set.
 
-    With a virtual memmap a head's pfn is (address - vmemmap) / sizeof(struct
-    page); otherwise each distinct head address is converted once."""
+    A tail's word is its head's address + 1, or with ``pf.compound_mask`` a
+    mask + 1 that _compound_head() ANDs with the tail's own address
+    (vmemmap + pfn * sizeof(struct page)).  With a virtual memmap a head's
+    pfn is (address - vmemmap) / sizeof(struct page); otherwise each distinct
+    head address is converted once."""
     out = pfns.astype(np.int64).copy()
-    tail = (chead & 1).astype(bool)
+    chead = np.asarray(chead).astype(np.uint64)
+    tail = (chead & np.uint64(1)).astype(bool)
     if not tail.any():
         return out
-    addrs = chead[tail].astype(np.uint64) - np.uint64(1)
+    if pf.compound_mask:
+        if pf.vmemmap is None:
+            raise TargetError("compound_info holds a mask (HVO) but vmemmap is unknown: no head pages")
+        base = np.uint64(pf.vmemmap)
+        own = base + pfns[tail].astype(np.uint64) * np.uint64(pf.size)
+        addrs = own & chead[tail]  # bit 0 of the mask is set, of the address clear
+        out[tail] = ((addrs - base) // np.uint64(pf.size)).astype(np.int64)
+        return out
+    addrs = chead[tail] - np.uint64(1)
     if pf.vmemmap is not None:
         out[tail] = ((addrs - np.uint64(pf.vmemmap)) // np.uint64(pf.size)).astype(np.int64)
         return out

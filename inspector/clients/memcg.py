@@ -24,6 +24,15 @@ Two resolutions exist, and we follow the target's:
   code carries no type or symbol of its own, so the choice is by version
   (:func:`reads_every_word_as_objcg`).
 
+A tail page prints no memcg line from "mm: let _folio_nr_pages overlay
+memcg_data in first tail page" (David Hildenbrand, v3 posted 3 March 2025:
+v6.15 by date, the mainline hash unverified; not in the 6.12 sources, in the
+7.2 and 7.3 ones): print_page_owner_memcg() tests
+``PageTail(page)``, since the first tail page's memcg_data word now holds
+``folio->_nr_pages``.  The decoder makes the same test where the debug info
+shows that overlay (:func:`skips_tail_pages`): page_owner.py clears a tail
+page's word before it is decoded here.
+
 Every pointer comes from the dump and may be garbage: a read that faults
 gives no line (the kernel would have oopsed), counted in ``unreadable``.
 """
@@ -64,6 +73,18 @@ def reads_every_word_as_objcg(prog: drgn.Program) -> bool:
     return (major, minor) == (7, 2) and sub >= 4 or (major, minor) == (6, 12) and sub >= 115
 
 
+def skips_tail_pages(prog: drgn.Program) -> bool:
+    """Whether print_page_owner_memcg() skips tail pages: the commit that
+    added the ``PageTail()`` test made ``struct folio``'s ``_nr_pages``
+    overlay the first tail page's ``memcg_data``, so that overlay in the
+    debug info is the test."""
+    try:
+        folio, page = prog.type("struct folio"), prog.type("struct page")
+        return drgn.offsetof(folio, "_nr_pages") == page.size + drgn.offsetof(page, "memcg_data")
+    except (LookupError, ValueError):
+        return False
+
+
 class MemcgNames:
     """page->memcg_data -> the text print_page_owner_memcg() adds."""
 
@@ -79,6 +100,7 @@ class MemcgNames:
         self.flags_mask = (nr or 4) - 1
         self.css_online = _enum_value(prog, "CSS_ONLINE") or 2
         self.objcg_variant = reads_every_word_as_objcg(prog)
+        self.skips_tails = skips_tail_pages(prog)
         self.available = self.slab_bit is not None
         if self.available:
             objcg = prog.type("struct obj_cgroup")

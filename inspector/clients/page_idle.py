@@ -44,7 +44,7 @@ from ..commands import JSON, NODE, PFN, RANGE, Command, Context, Opt, missing_js
 from ..errors import ClientError, UsageError
 from ..model import Client, Rules
 from . import ClientSpec
-from .engine import columns, head_pfns, known_mask, member_field, page_fields, record_dtype
+from .engine import COMPOUND_WORD, columns, head_pfns, known_mask, member_field, page_fields, record_dtype
 
 
 def _rebuild(prog: drgn.Program, clients: list[Client], rules: Rules, allocated: bool) -> Optional[Client]:
@@ -144,7 +144,7 @@ class PageIdle:
         pe = prog.type("struct page_ext")
         self.word = pe.member("flags").type.size
         self.dtype = record_dtype([member_field(pe, "flags")], lay.entry_size)
-        self.pf = page_fields(prog, "flags", "compound_head", "_refcount")
+        self.pf = page_fields(prog, "flags", COMPOUND_WORD, "_refcount")
         self.max_pfn = k.value(prog, "max_pfn")
 
     def chunks(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Iterator[IdleChunk]:

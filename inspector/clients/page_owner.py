@@ -18,7 +18,9 @@ masks, the buddy skips included.  A selected chunk is a :class:`Batch`;
 :meth:`PageOwner.debugfs_bytes` prints print_page_owner()'s text for a whole
 batch at once with the format strings taken from the kernel image
 (:mod:`.kformat`) through :mod:`inspector.vprintf`, stacks symbolized once
-per handle.  Values no kernel can hold -- an order above MAX_ORDER, a pid
+per handle.  Values no kernel can hold -- an order above MAX_ORDER (above
+the machine's size once for_each_page_ext() exists, see
+:func:`max_record_order`), a pid
 above PID_MAX_LIMIT, a time after the dump's own clock -- mark a record
 corrupt: it is shown as such, and left out of the kernel's text and of every
 sum.  Memory holds one chunk and the unique stacks.
@@ -43,8 +45,8 @@ from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
 from . import ClientSpec, static_key_probe
-from .engine import (columns, factorize, first_of_each, known_mask, lookup_table, member_field, page_fields,
-                     record_dtype)
+from .engine import (COMPOUND_WORD, columns, factorize, first_of_each, known_mask, lookup_table, member_field,
+                     page_fields, record_dtype)
 from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format, format_pieces
 from .memcg import MemcgNames
 from .stackdepot import INVALID, MISSING, StackDepot
@@ -68,6 +70,76 @@ OWNER_FIELDS = ("order", "last_migrate_reason", "gfp_mask", "handle", "free_hand
 # Why a record is corrupt (bits of Batch.corrupt).
 C_ORDER, C_PID, C_TS, C_REASON = 1, 2, 4, 8
 CORRUPT_NAMES = {C_ORDER: "order", C_PID: "pid", C_TS: "ts_nsec", C_REASON: "last_migrate_reason"}
+
+
+def clear_tail_memcg(p: np.ndarray) -> None:
+    """print_page_owner_memcg()'s ``if (!memcg_data || PageTail(page))``
+    (see memcg.py): zero the memcg_data word of each tail page among the
+    struct pages ``p``, so that it prints no memcg line."""
+    if "memcg_data" in p.dtype.names and "compound_head" in p.dtype.names:
+        p["memcg_data"][(p["compound_head"] & 1) != 0] = 0
+
+
+def max_record_order(prog: drgn.Program, nr_orders: int) -> int:
+    """The highest order a page_owner record can hold.
+
+    Before, __set_page_owner() walked 1 << order entries with
+    page_ext_next(), which is only right inside one section: an allocation
+    above the buddy's MAX_PAGE_ORDER (alloc_contig_pages() with __GFP_COMP:
+    gigantic hugetlb pages, CMA) was not safe, so an order >= ``nr_orders``
+    marks a corrupt record.  From "mm: page_owner: use new iteration API"
+    (Luiz Capitulino, v3 posted 6 March 2025: v6.15 by date, the mainline
+    hash unverified; not in the 6.12 sources, in the 7.2 and 7.3 ones) the
+    walk is for_each_page_ext(), which crosses sections, and such orders
+    are records like any other (up to MAX_FOLIO_ORDER, a macro: PUD order,
+    16G, or a section).  Detected by
+    ``struct page_ext_iter`` in the debug info; then the bound is the most
+    pages the machine has (``max_pfn``), or 2**30 pages without it."""
+    if k.type_or_none(prog, "struct page_ext_iter") is None:
+        return nr_orders - 1
+    top = k.value(prog, "max_pfn") or (1 << 30)
+    return max(nr_orders - 1, top.bit_length() - 1)
+
+
+def pageblock_layout(enum: dict[str, int]) -> Optional[tuple[int, int, int]]:
+    """(bits a pageblock, migratetype mask, isolate bit mask) from the
+    enumerators of enum pageblock_bits, or None for a layout we do not know.
+
+    * v2.6.24 .. v6.16: PB_migrate..PB_migrate_end (3 bits), PB_migrate_skip,
+      NR_PAGEBLOCK_BITS (4) an enumerator; MIGRATE_ISOLATE is a value of the
+      migratetype bits.
+    * v6.17 ("mm/page_isolation: make page isolation a standalone bit", Zi
+      Yan; v6 posted 30 May 2025, after the v6.16 merge window opened, so
+      v6.17 by date -- the mainline hash is unverified; not in the 6.12
+      sources, in the 7.2 and 7.3 ones): PB_migrate_0..PB_migrate_2,
+      PB_compact_skip, PB_migrate_isolate (CONFIG_MEMORY_ISOLATION),
+      __NR_PAGEBLOCK_BITS; NR_PAGEBLOCK_BITS is now a macro,
+      roundup_pow_of_two(__NR_PAGEBLOCK_BITS) -- 8 with isolation, 4
+      without -- and a set PB_migrate_isolate reads as MIGRATE_ISOLATE."""
+    if "PB_migrate_end" in enum and "NR_PAGEBLOCK_BITS" in enum:
+        return (enum["NR_PAGEBLOCK_BITS"],
+                (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1, 0)
+    if "__NR_PAGEBLOCK_BITS" in enum and "PB_migrate_0" in enum:
+        n = enum["__NR_PAGEBLOCK_BITS"]
+        mt = 0
+        for i in range(8):
+            if f"PB_migrate_{i}" in enum:
+                mt |= 1 << enum[f"PB_migrate_{i}"]
+        iso = 1 << enum["PB_migrate_isolate"] if "PB_migrate_isolate" in enum else 0
+        return 1 << max(0, n - 1).bit_length(), mt, iso
+    return None
+
+
+def block_migratetype(usemap: np.ndarray, bitidx: np.ndarray, mt_mask: int, iso_bit: int,
+                      isolate_mt: int) -> np.ndarray:
+    """get_pfnblock_migratetype() over a section's pageblock bitmap (uint64
+    words) at each block's first bit: the migratetype bits, or MIGRATE_ISOLATE
+    where the standalone isolate bit (v6.17) is set."""
+    word = usemap[np.minimum(bitidx // 64, len(usemap) - 1)] >> (bitidx % 64).astype(np.uint64)
+    mt = (word & np.uint64(mt_mask)).astype(np.int64)
+    if iso_bit:
+        mt = np.where((word & np.uint64(iso_bit)) != 0, np.int64(isolate_mt), mt)
+    return mt
 
 
 @dataclass
@@ -214,7 +286,8 @@ class PageOwner:
     def _setup_page(self) -> None:
         # print_page_owner_memcg() (v5.18, fcf8935832b8) adds "Slab cache page"
         # / "Charged ... memcg" lines from page->memcg_data (CONFIG_MEMCG).
-        self.pf = page_fields(self.prog, "flags", "private", "page_type|_mapcount", "memcg_data")
+        # The compound word, for print_page_owner_memcg()'s tail test (memcg.py).
+        self.pf = page_fields(self.prog, "flags", "private", "page_type|_mapcount", "memcg_data", COMPOUND_WORD)
         # PageBuddy(): from v4.18 (6e292b9be7f4, "mm: split page_type out from
         # _mapcount") page_type with PAGE_TYPE_BASE 0xf0000000 and PG_buddy 0x80
         # (a *cleared* bit marks the type; #defines, so not in DWARF); from
@@ -226,16 +299,27 @@ class PageOwner:
         else:
             self.is_buddy = lambda t: (t & np.uint32(0xF0000080)) == np.uint32(0xF0000000)
         self.nr_orders = k.nr_orders(self.prog)  # MAX_ORDER (<6.4) / MAX_PAGE_ORDER + 1
+        self.max_record_order = max_record_order(self.prog, self.nr_orders)
+        # "Never migrated": -1 until the enumerator MR_NEVER (in the 7.3
+        # sources, not in 7.2 or 6.12), which print_page_owner() compares with.
+        never = k.constant(self.prog, "MR_NEVER")
+        self.mr_never = -1 if never is None else never
 
     def _setup_pageblock(self) -> None:
+        """The pageblock bits get_pfnblock_migratetype() reads, from enum
+        pageblock_bits (:func:`pageblock_layout`)."""
         prog = self.prog
-        enum = k.enumerators(prog, "NR_PAGEBLOCK_BITS")
-        if "PB_migrate_end" in enum:  # v2.6.24 .. v6.14: PB_migrate..PB_migrate_end
-            self.mt_mask = (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1
-            self.nr_pageblock_bits = enum["NR_PAGEBLOCK_BITS"]
-        else:
-            self.mt_mask = 7
-            self.nr_pageblock_bits = enum.get("NR_PAGEBLOCK_BITS", 4)
+        lay = pageblock_layout(k.enumerators(prog, "PB_compact_skip") or k.enumerators(prog, "PB_migrate_skip")
+                               or k.enumerators(prog, "NR_PAGEBLOCK_BITS"))
+        if lay is None:
+            lay = (4, 7, 0)
+            self.session.missing.note(
+                f"enum pageblock_bits of this kernel ({k.release(prog)}) matches no layout we know "
+                "(PB_migrate..PB_migrate_end, or PB_migrate_0..2 and __NR_PAGEBLOCK_BITS): "
+                "the pageblock migratetypes (\"Block\") assume 4 bits a block, 3 of them the type")
+        self.nr_pageblock_bits, self.mt_mask, self.iso_bit = lay
+        iso = k.constant(prog, "MIGRATE_ISOLATE")
+        self.isolate_mt = iso if iso is not None else -1
         self.pageblock_order = self._pageblock_order()
         self.mobility_disabled = bool(k.value(prog, "page_group_by_mobility_disabled"))
         movable = self.names.gfp_bit("__GFP_MOVABLE")
@@ -300,12 +384,11 @@ class PageOwner:
             return None
 
     def _block_mt(self, usemap: Optional[np.ndarray], table: Table, pfn: np.ndarray) -> np.ndarray:
-        """get_pfnblock_flags_mask(page, pfn, MIGRATETYPE_MASK), SPARSEMEM."""
+        """get_pfnblock_migratetype(page, pfn), SPARSEMEM."""
         if usemap is None:
             return np.full(len(pfn), -1, dtype=np.int64)
         bitidx = ((pfn - table.start_pfn) >> self.pageblock_order) * self.nr_pageblock_bits
-        word = usemap[np.minimum(bitidx // 64, len(usemap) - 1)]
-        return ((word >> (bitidx % 64).astype(np.uint64)) & np.uint64(self.mt_mask)).astype(np.int64)
+        return block_migratetype(usemap, bitidx, self.mt_mask, self.iso_bit, self.isolate_mt)
 
     def gfp_migratetype(self, gfp):
         """gfp_migratetype() of a gfp mask (or a column of them)."""
@@ -322,7 +405,7 @@ class PageOwner:
 
     def _corrupt(self, e: np.ndarray) -> np.ndarray:
         bad = np.zeros(len(e), dtype=np.uint32)
-        bad |= np.where(e["order"] >= self.nr_orders, C_ORDER, 0).astype(np.uint32)
+        bad |= np.where(e["order"] > self.max_record_order, C_ORDER, 0).astype(np.uint32)
         for f in ("pid", "tgid"):
             if f in self.has:
                 v = e[f].astype(np.int64)
@@ -402,7 +485,10 @@ class PageOwner:
             block_mt = self._block_mt(self._usemap(ch.table), ch.table, pfn[idx])
             if p is None:
                 p = np.zeros(ch.n, dtype=self.pf.dtype)
-            yield Batch(ch.table, pfn[idx], sub_e, p[idx], block_mt, self._corrupt(sub_e), ch.suspect,
+            sub_p = p[idx]  # a copy
+            if self.memcg is not None and self.memcg.skips_tails:
+                clear_tail_memcg(sub_p)
+            yield Batch(ch.table, pfn[idx], sub_e, sub_p, block_mt, self._corrupt(sub_e), ch.suspect,
                         None if pknown[idx].all() else pknown[idx])
         if unchecked[0]:
             missing.note(f"{unchecked[0]} record(s) counted although their struct page is not in the dump "
@@ -552,7 +638,7 @@ class PageOwner:
             else:
                 stack = self.depot.text(h)
             out = stack
-            if r != -1:
+            if r not in (-1, self.mr_never):
                 out += f"Page has been migrated, last migrate reason: {self.names.migrate_reason(r)}\n"
             if m and self.memcg is not None:
                 out += self.memcg.text(m)
@@ -668,7 +754,8 @@ class PageOwner:
             "free_ts_nsec": r.free_ts_nsec,
             "free_pid": r.free_pid,
             "free_tgid": r.free_tgid,
-            "last_migrate_reason": None if r.last_migrate_reason in (-1, None) or "last_migrate_reason" in r.corrupt
+            "last_migrate_reason": None if r.last_migrate_reason in (-1, None, self.mr_never)
+            or "last_migrate_reason" in r.corrupt
             else self.names.migrate_reason(r.last_migrate_reason),
             "handle": r.handle,
             "free_handle": r.free_handle,
@@ -712,7 +799,7 @@ class PageOwner:
                    b', "last_migrate_reason": ']
         if "last_migrate_reason" in self.has:
             r = np.where(b.corrupt & C_REASON, -1, e["last_migrate_reason"].astype(np.int64))
-            pieces.append(lookup(r, lambda v: None if v == -1 else self.names.migrate_reason(v)))
+            pieces.append(lookup(r, lambda v: None if v in (-1, self.mr_never) else self.names.migrate_reason(v)))
         else:
             pieces.append(null)
         pieces += [b', "handle": ', Dec(e["handle"]), b', "free_handle": ', *num("free_handle"),

@@ -30,7 +30,7 @@ from ..lazy import np
 from .. import kernel as k
 from ..commands import JSON, NODE, RANGE, Command, Context, Opt, missing_json, pfn_selection
 from . import ClientSpec, static_key_probe
-from .engine import columns, known_mask, member_field, page_fields, record_dtype
+from .engine import COMPOUND_WORD, columns, known_mask, member_field, page_fields, record_dtype
 
 PAGE_MAPPING_ANON = 0x1  # include/linux/page-flags.h, unchanged since v2.6
 # Page types share _mapcount (v4.18 6e292b9be7f4): a value at or below
@@ -82,7 +82,7 @@ class PageTableCheck:
         t = prog.type("struct page_table_check")
         self.dtype = record_dtype([member_field(t, "anon_map_count", client.offset),
                                    member_field(t, "file_map_count", client.offset)], session.layout.entry_size)
-        self.pf = page_fields(prog, "flags", "mapping", "compound_head", "_mapcount")
+        self.pf = page_fields(prog, "flags", "mapping", COMPOUND_WORD, "_mapcount")
         self.zero_pfn = None
         try:  # empty_zero_page is an assembler symbol (no DWARF) in the kernel image
             from drgn.helpers.linux.mm import follow_phys

@@ -6,9 +6,18 @@ handle_parts``: a pool (``slab`` before v6.3, 961c949b012f) index, an offset
 in ``1 << DEPOT_STACK_ALIGN`` units and, on some versions, a valid bit and
 extra bits; its bitfield widths come from the target's DWARF.  Before
 trusting a handle we check it the way the kernel's stack_depot_fetch() does
--- index within the pools allocated so far and below DEPOT_MAX_POOLS, pool
+-- index within the pools allocated so far and below the pool cap, pool
 present, offset inside the pool -- and then that the record there names the
 same handle and a frame count the depot allows.
+
+The pool table and its cap (:attr:`StackDepot.max_pools`): up to v6.16 an
+array ``stack_pools[DEPOT_MAX_POOLS]`` (``stack_slabs`` before v6.3), whose
+DWARF length is the cap (at most 8192, DEPOT_POOLS_CAP); from v6.17
+(ed4f142f72a9, "stackdepot: make max number of pools boot-time
+configurable") a pointer ``void **stack_pools`` to ``stack_max_pools``
+entries, set by the ``stack_depot_max_pools=`` boot parameter (1024 up to
+``(1 << DEPOT_POOL_INDEX_BITS) - 1``, default min(that, 8192)).  Which one
+is read from the debug info: the type of ``stack_pools``.
 
 Two ways to fail are kept apart: a handle whose record *reads* but is not a
 stack is corrupt (printed as ``<invalid handle 0x...>`` and counted in
@@ -34,7 +43,8 @@ from ..reader import present
 # STACK_ALLOC_ALIGN / DEPOT_STACK_ALIGN: 4 since the depot's introduction
 # (cd11016e5f52, v4.6), as drgn's helper also assumes.
 DEPOT_STACK_ALIGN = 4
-# STACK_ALLOC_SLABS_CAP (v6.1) / DEPOT_POOLS_CAP (v6.3+): at most 8192 pools.
+# STACK_ALLOC_SLABS_CAP (v6.1) / DEPOT_POOLS_CAP (v6.3 .. v6.16): at most 8192
+# pools in the array; from v6.17 the cap is the variable stack_max_pools.
 DEPOT_POOLS_CAP = 8192
 
 INVALID, MISSING = "invalid", "missing"
@@ -69,6 +79,7 @@ class StackDepot:
             self._pools = prog["stack_pools"]
         except KeyError:
             self._pools = prog["stack_slabs"]
+        self.max_pools = self._pool_cap()
         rec = prog.type("struct stack_record")
         self._rec_size_off = drgn.offsetof(rec, "size")
         self._rec_handle_off = drgn.offsetof(rec, "handle")
@@ -77,12 +88,34 @@ class StackDepot:
         self._pool_addr: dict[int, Optional[int]] = {}
         self._max: Optional[int] = None
 
+    def _pool_cap(self) -> int:
+        """How many pools the depot can have: the array's length (v4.6 ..
+        v6.16), or ``stack_max_pools`` behind the pointer (v6.17,
+        ed4f142f72a9).  A pointer without a readable ``stack_max_pools``
+        falls back to the most the handle's index bits can name."""
+        t = self._pools.type_.unaliased()
+        if t.kind == drgn.TypeKind.ARRAY:
+            return min(t.length or DEPOT_POOLS_CAP, DEPOT_POOLS_CAP)
+        idx_bits = self._fields[self._index_name][1]
+        limit = (1 << idx_bits) - (1 if self._plus_one else 0)
+        try:
+            o = self.prog.object("stack_max_pools", drgn.FindObjectFlags.VARIABLE, "stackdepot.c")
+            v = o.value_()
+        except (LookupError, ValueError, drgn.FaultError, drgn.ObjectAbsentError):
+            try:
+                v = self.prog["stack_max_pools"].value_()
+            except (LookupError, ValueError, drgn.FaultError, drgn.ObjectAbsentError):
+                v = None
+        if v is None or not 0 < v <= limit:
+            return limit  # unreadable or damaged: the most a handle can name
+        return v
+
     def _part(self, handle: int, name: str) -> int:
         off, size = self._fields[name]
         return (handle >> off) & ((1 << size) - 1)
 
     def _max_index(self) -> int:
-        """Highest pool index in use (inclusive), bounded by DEPOT_POOLS_CAP."""
+        """Highest pool index in use (inclusive), bounded by the pool cap."""
         found = None
         for name, inclusive in (("pools_num", False), ("pool_index", True), ("depot_index", True)):
             try:
@@ -93,8 +126,8 @@ class StackDepot:
             found = v if inclusive else v - 1
             break
         if found is None:
-            found = (self._pools.type_.length or DEPOT_POOLS_CAP) - 1
-        return max(-1, min(found, DEPOT_POOLS_CAP - 1))
+            found = self.max_pools - 1
+        return max(-1, min(found, self.max_pools - 1))
 
     def locate(self, handle: int) -> Union[tuple[int, int], str]:
         """(record address, frame count), or INVALID (not a stack) or MISSING
@@ -120,7 +153,7 @@ class StackDepot:
             return INVALID
         if self._max is None:
             self._max = self._max_index()
-        if idx > self._max or (self._pools.type_.length and idx >= self._pools.type_.length):
+        if idx > self._max or idx >= self.max_pools:
             return INVALID
         if idx not in self._pool_addr:
             try:
