@@ -19,4 +19,7 @@ export PAGEEXT_KERNEL_DIR=${PAGEEXT_KERNEL_DIR:-$(scripts/build-kernel.sh | tail
 # Debian's stock kernel for tests/test_vm_distro.py: about 930 MB the first
 # time, then reused from the same cache as the built kernels.
 export PAGEEXT_DEBIAN_KERNEL_DIR=${PAGEEXT_DEBIAN_KERNEL_DIR:-$(scripts/debian-kernel.sh | tail -n 1)}
+# Debian's stock 7.2 (sid) for tests/test_vm_72_stock.py (HVO, the 7.x stack
+# depot and pageblock bits on a distribution kernel): about 1.2 GB the first time.
+export PAGEEXT_DEBIAN72_KERNEL_DIR=${PAGEEXT_DEBIAN72_KERNEL_DIR:-$(scripts/debian-kernel.sh -s sid | tail -n 1)}
 exec .venv/bin/python -m pytest -q -rs "$@"

@@ -54,7 +54,7 @@ def snap():
     dirs = [Path(env)] if env else sorted(CACHE.glob("debian-7.2.*"))
     if not dirs or not (dirs[-1] / "vmlinux").exists():
         pytest.skip("no Debian 7.2 stock kernel in the cache "
-                    "(scripts/debian-kernel.sh -p linux-image-7.2.13+deb14-amd64)")
+                    "(scripts/debian-kernel.sh -s sid; scripts/test.sh fetches it)")
     kdir = dirs[-1]
     if not (os.environ.get("PAGEEXT_REUSE_7X") and (WORK / "done").exists()):
         shutil.rmtree(WORK, ignore_errors=True)
