@@ -127,14 +127,20 @@ def test_compressed_alloc_tags_against_allocinfo(on):
     # Every tag of the kernel's list, in /proc/allocinfo's order, with its text.
     assert [r["tag"] for r in rows] == [t for t, _b, _c in kernel]
     assert s["invalid"] == 0 and not any(r["tag"].startswith("<invalid") for r in doc["tags"])
-    # The refs against the kernel's counters (read just before the pause: a few may move).
+    # The kernel's per-CPU counters read from the paused guest against its /proc/allocinfo,
+    # read just before the pause (a few tags may move in between) ...
+    same = [r for r in rows if (r["kernel_bytes"], r["kernel_calls"]) == tuple(kernel[r["index"]][1:])]
+    assert len(same) >= 0.95 * len(rows), len(same)
+    # ... and the refs against those counters of the same instant: one call and
+    # PAGE_SIZE << order bytes per live page allocation, never more than the kernel counts.
     tagged = [r for r in rows if r["allocations"]]
-    over = [(r["tag"], r["allocations"], r["pages"], kernel[r["index"]][1:]) for r in tagged
-            if r["allocations"] > kernel[r["index"]][2] or r["bytes"] > kernel[r["index"]][1]]
+    over = [(r["tag"], r["allocations"], r["pages"], r["kernel_bytes"], r["kernel_calls"]) for r in tagged
+            if r["allocations"] > r["kernel_calls"] or r["bytes"] > r["kernel_bytes"]]
     print(f"\ncompressed: {s['tagged']} refs, {s['pages']} pages in {len(tagged)} tags; "
-          f"orders {s['order_source']}; over the kernel's counters: {over[:5]}")
-    assert len(tagged) > 50 and s["tagged"] > 10000
-    assert len(over) <= 0.02 * len(tagged), over
+          f"orders {s['order_source']}; {len(same)} of {len(rows)} tags' counters equal /proc/allocinfo; "
+          f"over the kernel's counters: {over[:5]}")
+    assert len(tagged) > 20 and s["tagged"] > 10000
+    assert not over
     # The tmpfs fill: >= 16384 pages at shmem's folio allocation, and exactly its bytes.
     shmem = [r for r in tagged if r["file"] == "mm/shmem.c" and r["pages"] >= 16384]
     assert len(shmem) == 1, [(r["tag"], r["pages"]) for r in tagged if r["file"] == "mm/shmem.c"]
@@ -144,4 +150,6 @@ def test_compressed_alloc_tags_against_allocinfo(on):
 def test_trace_hotplug_on_7x(off):
     """Item 4: trace works where struct memory_notify has no status_change_nid."""
     kdir, vm = off
-    trace.check_trace_hotplug(kdir, vm, version="7.3")
+    # bcc compiles bpf.c against 7.3's kheaders under TCG: far slower than 6.1's (over 300 s on a
+    # loaded 2-core host), so the tracer gets longer to become ready.
+    trace.check_trace_hotplug(kdir, vm, version="7.3", ready_timeout=1200)

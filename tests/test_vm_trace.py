@@ -65,7 +65,7 @@ def test_trace_hotplug(traced):
     check_trace_hotplug(kdir, vm)
 
 
-def check_trace_hotplug(kdir: Path, vm: TestVM, version: str = "6.1") -> None:
+def check_trace_hotplug(kdir: Path, vm: TestVM, version: str = "6.1", ready_timeout: float = 300.0) -> None:
     """Trace a hot-add of 256 MiB on node 1 and 512 MiB on node 0 and the removal
     of the first, in ``vm`` (booted from ``kdir``, the kernel of source ``version``),
     and check every event against the kernel's own numbers."""
@@ -83,7 +83,7 @@ def check_trace_hotplug(kdir: Path, vm: TestVM, version: str = "6.1") -> None:
 
     # The direct kernel prints text lines, the fallback one JSON Lines (both write the record).
     as_json = not on_notrace
-    tracer = GuestTracer(vm, record="t.jsonl", args="--json" if as_json else "")
+    tracer = GuestTracer(vm, record="t.jsonl", args="--json" if as_json else "", ready_timeout=ready_timeout)
     assert "tracing: ready" in tracer.err
 
     # 256 MiB on node 1 (online_movable, so it can be removed again), 512 MiB on node 0.
