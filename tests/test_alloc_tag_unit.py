@@ -37,10 +37,18 @@ def _m(t, name, off):
     return drgn.TypeMember(t, name, off * 8)
 
 
-def build(*, compressed: bool = False, key_on: bool = True, cycle: bool = False, missing_cpu=None):
+REF_SHIFT, REF_MASK = 40, 0xFF  # a compressed boot's alloc_tag_ref_offs, alloc_tag_ref_mask
+GARBAGE_IDX = 0x80  # an index past every tag
+
+
+def build(*, compressed: bool = False, key_on: bool = True, cycle: bool = False, missing_cpu=None,
+          index: bool = False):
     """The hand-made kernel; ``cycle``: pages +30 and +31 are each other's
     compound head (a loop in a damaged memmap); ``missing_cpu``: that CPU's
-    per-CPU area is not in the image."""
+    per-CPU area is not in the image; ``index`` (with ``compressed``): the
+    kernel's compressed-tag variables are there and each ref is an index in
+    page->flags (idx_to_ref(): 0 none, 1 empty, 2.. the two vmlinux tags,
+    then the module's), not a pointer in page_ext."""
     prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
                                       drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
     prog.set_linux_kernel_custom("OSRELEASE=6.12.0\nPAGESIZE=4096\nKERNELOFFSET=0\n"
@@ -124,6 +132,20 @@ def build(*, compressed: bool = False, key_on: bool = True, cycle: bool = False,
     if compressed:
         var("mem_profiling_compressed", keyf, 0x2028)
         struct.pack_into("<I", img, 0x2028, 1)
+    if index:
+        tag_p = prog.pointer_type(types["alloc_tag"])
+        types["alloc_tag_kernel_section"] = kts = prog.struct_type("alloc_tag_kernel_section", 16, [
+            _m(tag_p, "first_tag", 0), _m(ul, "count", 8)])
+        types["alloc_tag_module_section"] = mts = prog.struct_type("alloc_tag_module_section", 24, [
+            _m(tag_p, "first_tag", 0), _m(ul, "end_addr", 8), _m(ul, "size", 16)])
+        var("alloc_tag_ref_offs", i32, 0x2040)
+        struct.pack_into("<i", img, 0x2040, REF_SHIFT)
+        var("alloc_tag_ref_mask", ul, 0x2048)
+        struct.pack_into("<Q", img, 0x2048, REF_MASK)
+        var("kernel_tags", kts, 0x2050)
+        struct.pack_into("<QQ", img, 0x2050, DATA + 0x100, 2)
+        var("module_tags", mts, 0x2060)
+        struct.pack_into("<QQQ", img, 0x2060, DATA + 0x100 + 80, DATA + 0x100 + 120, 40)
 
     def find_object(prog_, name, flags, filename):
         return objects.get(name)
@@ -144,7 +166,12 @@ def build(*, compressed: bool = False, key_on: bool = True, cycle: bool = False,
     memmap = bytearray(64 * (N + 1))
 
     def ref(i, value, owner_order=None, handle=0x1234):
-        struct.pack_into("<Q", table, ESZ * i + REF_OFF, value)
+        if index:  # ref_to_idx(); what no index can say becomes one past every tag
+            idx = {0: 0, CODETAG_EMPTY: 1, addrs[0]: 2, addrs[1]: 3, addrs[2]: 4}.get(value, GARBAGE_IDX)
+            old = struct.unpack_from("<Q", memmap, 64 * i)[0]
+            struct.pack_into("<Q", memmap, 64 * i, old | idx << REF_SHIFT)
+        else:
+            struct.pack_into("<Q", table, ESZ * i + REF_OFF, value)
         if owner_order is not None:
             struct.pack_into("<Q", table, ESZ * i, 1 << ALLOCATED_BIT | 1 << 1)
             struct.pack_into("<HHI", table, ESZ * i + OWNER_OFF, owner_order, 0, handle)
@@ -152,8 +179,8 @@ def build(*, compressed: bool = False, key_on: bool = True, cycle: bool = False,
     ref(0, addrs[0], 0)  # order-0, page_owner agrees
     ref(1, addrs[0])  # order-0, no page_owner record: assumed
     ref(2, CODETAG_EMPTY)
-    ref(4, addrs[1], 2)  # compound head, order 2 from the folio (page_owner says 2 too)
     struct.pack_into("<Q", memmap, 64 * 4, 1 << PG_HEAD)
+    ref(4, addrs[1], 2)  # compound head, order 2 from the folio (page_owner says 2 too)
     # folio->_flags_1 (offset 64 of the folio) is the flags word of page 5: order 2.
     struct.pack_into("<Q", memmap, 64 * 5, 2)
     struct.pack_into("<Q", memmap, 64 * 5 + 8, (VMEMMAP + 64 * (START_PFN + 4)) | 1)  # tail -> head
@@ -239,3 +266,24 @@ def test_inactive_and_compressed_are_refused():
         tags(key_on=False)
     with pytest.raises(ClientError, match="compressed"):
         tags(compressed=True)
+
+
+def test_compressed_tags_are_read_from_page_flags():
+    """v6.13 (4835f747d3ed) ",compressed": the same allocations as test_scan_counts_every_case,
+    each kept as an index in page->flags; the two garbage pointers and the one inside
+    a tag become the one index past every tag."""
+    at, addrs = tags(compressed=True, index=True)
+    assert at.compressed is not None
+    s = at.scan()
+    assert s.entries == N
+    assert s.empty == 1
+    garbage = DATA + 0x100 + 80 + (GARBAGE_IDX - 2 - 2) * 40  # module_tags.first_tag[idx - 2 - count]
+    assert s.invalid == {garbage: 3}
+    assert s.tagged == 10
+    assert (s.tags[addrs[0]].allocations, s.tags[addrs[0]].pages, s.tags[addrs[0]].assumed) == (3, 3, 0)
+    assert (s.tags[addrs[1]].allocations, s.tags[addrs[1]].pages, s.tags[addrs[1]].assumed) == (2, 4 + 8, 0)
+    assert (s.tags[addrs[2]].allocations, s.tags[addrs[2]].pages, s.tags[addrs[2]].assumed) == (2, 2, 1)
+    d = at.at(START_PFN + 4)
+    assert (d["state"], d["order"], d["order_source"]) == ("tagged", 2, COMPOUND)
+    assert at.at(START_PFN + 16)["tag"] == "drivers/x/mod.c:42 [mymod] func:mod_alloc"
+    assert at.at(START_PFN + 3)["state"] == "none"

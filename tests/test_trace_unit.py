@@ -26,3 +26,34 @@ def test_not_root_is_one_line(monkeypatch, capsys):
 def test_bad_probes_value_is_one_line(monkeypatch, capsys):
     code, err = run_main(monkeypatch, capsys, "trace", "--probes", "sideways")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--probes" in err
+
+
+SOURCES = {"6.1": "src-6.1.192-3", "6.12": "src-6.12.118-1~deb12u1", "7.3": "src-7.3.4-1~bpo13+1"}
+
+
+@pytest.mark.parametrize("version", sorted(SOURCES))
+def test_memory_notify_layout_from_the_kernel_header(version, monkeypatch, tmp_path):
+    """bpf.c's struct memory_notify layout is chosen from the kernel's own
+    include/linux/memory.h: status_change_nid up to v6.16, gone in 7.x (its
+    node moved to struct node_notify, include/linux/node.h)."""
+    from pathlib import Path
+
+    from inspector.trace import probes
+
+    src = Path("/var/cache/pageext-inspect") / SOURCES[version]
+    if not (src / "include/linux/memory.h").exists():
+        pytest.skip(f"no {version} source in /var/cache/pageext-inspect (scripts/build-kernel.sh -v {version} -S)")
+    text = (src / "include/linux/memory.h").read_text()
+    # The oracle: the member is declared in the struct's body in this tree, or not at all.
+    body = text[text.index("struct memory_notify {"):]
+    declared = "status_change_nid;" in body[:body.index("};")]
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(src))
+    has, why = probes.memory_notify_has_nid({})
+    assert has is declared
+    assert has is (version != "7.3")
+    assert ("has status_change_nid" if has else "has no status_change_nid") in why
+    # No header at all: kallsyms decides (node_notify() came with the v6.17 series).
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tmp_path))
+    monkeypatch.setattr(probes, "kernel_header", lambda relpath, release=None: None)
+    assert probes.memory_notify_has_nid({"node_notify": 1})[0] is False
+    assert probes.memory_notify_has_nid({})[0] is True

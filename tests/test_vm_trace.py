@@ -53,15 +53,22 @@ def kernel_config(kdir: Path) -> str:
     return (kdir / "config").read_text()
 
 
-def section_size_bits() -> int:
+def section_size_bits(version: str = "6.1") -> int:
     """x86_64 SECTION_SIZE_BITS from the kernel source (arch/x86/include/asm/sparsemem.h)."""
-    text = (kernel_source() / "arch/x86/include/asm/sparsemem.h").read_text()
+    text = (kernel_source(version) / "arch/x86/include/asm/sparsemem.h").read_text()
     x86_64 = text[text.index("#else /* CONFIG_X86_32 */"):]
     return int(re.search(r"#\s*define SECTION_SIZE_BITS\s+(\d+)", x86_64).group(1))
 
 
 def test_trace_hotplug(traced):
     kdir, vm = traced
+    check_trace_hotplug(kdir, vm)
+
+
+def check_trace_hotplug(kdir: Path, vm: TestVM, version: str = "6.1", ready_timeout: float = 300.0) -> None:
+    """Trace a hot-add of 256 MiB on node 1 and 512 MiB on node 0 and the removal
+    of the first, in ``vm`` (booted from ``kdir``, the kernel of source ``version``),
+    and check every event against the kernel's own numbers."""
     on_notrace = "CONFIG_KPROBE_EVENTS_ON_NOTRACE=y" in kernel_config(kdir).splitlines()
     page_size = 4096  # x86_64
     bb = vm.block_size()
@@ -71,12 +78,12 @@ def test_trace_hotplug(traced):
     boot_pages = len(boot_online) * bb // page_size
     assert printed % boot_pages == 0
     entry_size = printed // boot_pages
-    section_pages = (1 << section_size_bits()) // page_size
+    section_pages = (1 << section_size_bits(version)) // page_size
     table_bytes = entry_size * section_pages
 
     # The direct kernel prints text lines, the fallback one JSON Lines (both write the record).
     as_json = not on_notrace
-    tracer = GuestTracer(vm, record="t.jsonl", args="--json" if as_json else "")
+    tracer = GuestTracer(vm, record="t.jsonl", args="--json" if as_json else "", ready_timeout=ready_timeout)
     assert "tracing: ready" in tracer.err
 
     # 256 MiB on node 1 (online_movable, so it can be removed again), 512 MiB on node 0.

@@ -2,7 +2,7 @@
 
 A page_ext client is a ``struct page_ext_operations`` in mm/page_ext.c's
 ``page_ext_ops[]``: page_owner, page_table_check, page_idle (32-bit),
-page_alloc_tagging, and others a kernel may have.  Every client we know is
+page_alloc_tagging, page_iommu_debug (v7.0), and others a kernel may have.  Every client we know is
 declared here by one :class:`ClientSpec` -- its ops symbol, config option,
 how a boot enables it, how to tell whether it is active, and (when we can
 decode its data) the module that does.  A client module is a module of this
@@ -63,8 +63,6 @@ def _key(name: str) -> Callable[[drgn.Program], Optional[bool]]:
 
 # Clients we know but do not decode: enough to name them and say how to enable them.
 KNOWN: tuple[ClientSpec, ...] = (
-    ClientSpec("page_iommu_debug", "CONFIG_IOMMU_DEBUG_PAGEALLOC", "boot with iommu.debug_pagealloc=1",
-               "IOMMU mapping counts (v7.0, d414b83dc5f9)"),
     ClientSpec("debug_guardpage", "CONFIG_DEBUG_PAGEALLOC", "boot with debug_pagealloc=on",
                "guard page flag (v3.19 .. v5.2)", active=_key("_debug_guardpage_enabled")),
     ClientSpec("page_poisoning", "CONFIG_PAGE_POISONING", "boot with page_poison=on",

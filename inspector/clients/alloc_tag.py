@@ -36,8 +36,22 @@ Tagging happens only while the static key ``mem_alloc_profiling_key`` is on
 sysctl).  ``never`` also makes need_page_alloc_tagging() false, so the
 client gets no page_ext space.  From v6.13 (4835f747d3ed "alloc_tag: support
 for page allocation tag compression") ``sysctl.vm.mem_profiling=1,compressed``
-keeps a tag *index* in spare page->flags bits instead and again asks page_ext
-for nothing; we say so rather than decode page flags.
+keeps a tag *index* in spare page->flags bits instead and asks page_ext for
+nothing (need() is false).  Then each ref comes from the struct page:
+``idx = (page->flags >> alloc_tag_ref_offs) & alloc_tag_ref_mask`` (get_page_tag_ref()
+in include/linux/pgalloc_tag.h; the word is ``page->flags.f`` from v6.18,
+53fbef56e07d "mm: introduce memdesc_flags_t", a struct of one unsigned long:
+chosen by whether the debug info's page->flags is that struct),
+and idx_to_ref() turns it into the tag: 0 none, 1 CODETAG_EMPTY, else
+``kernel_tags.first_tag[idx - 2]`` for the first ``kernel_tags.count`` indices
+and ``module_tags.first_tag[idx - 2 - kernel_tags.count]`` past them.  The
+shift, mask and both tables are the kernel's variables (set by
+alloc_tag_sec_init() only in a compressed boot; a mask of 0 means it found
+too many tags for the spare bits and shut profiling down).  Detection is the
+static key ``mem_profiling_compressed`` and those variables, not the version.
+The struct pages are read through page_ext's tables (the memmap beside each
+table), so a compressed boot is decoded where page_ext has tables: another
+client (page_owner, page_table_check...) must have asked for page_ext.
 
 Each chunk of a page_ext table and of its memmap is one numpy array (see
 :mod:`.engine`); the non-NULL refs are found by one mask and only they are
@@ -67,7 +81,7 @@ from ..model import Table
 from ..reader import read_or_holes, unknown_items
 from ..text import escape
 from . import ClientSpec, static_key_probe
-from .engine import COMPOUND_WORD, columns, known_mask, page_fields, record_dtype
+from .engine import COMPOUND_WORD, columns, known_mask, member_field, page_fields, record_dtype
 
 CLIENT_NAME = "page_alloc_tagging"
 CONFIG = "CONFIG_MEM_ALLOC_PROFILING"
@@ -98,8 +112,9 @@ def _active(prog: drgn.Program) -> Optional[bool]:
 CLIENT = ClientSpec(
     CLIENT_NAME, CONFIG,
     # lib/alloc_tag.c setup_early_mem_profiling() (v6.10): 0|1 (kstrtobool) or
-    # never; from v6.13 (4835f747d3ed) "1,compressed" moves the tags out of page_ext.
-    "boot with sysctl.vm.mem_profiling=1 (not =never, nor ',compressed' on 6.13+)",
+    # never; from v6.13 (4835f747d3ed) "1,compressed" moves the tags out of page_ext
+    # into page->flags (decoded too, see the module's docstring).
+    "boot with sysctl.vm.mem_profiling=1 (not =never)",
     "the allocation call site (struct alloc_tag) of each live page allocation",
     active=_active, decoder="inspector.clients.alloc_tag:AllocTags", commands=("alloc-tags",))
 
@@ -164,13 +179,21 @@ def require_alloc_tagging(session):
     if lay.client(CLIENT_NAME) is None:
         raise ClientError(f"this kernel has no {CLIENT_NAME} ({CONFIG} is off, or the kernel is older "
                           "than 6.10)")
-    # v6.13, 4835f747d3ed: with "sysctl.vm.mem_profiling=1,compressed" the
-    # references live in page->flags and page_ext holds none.
-    if static_key_probe("mem_profiling_compressed")(prog):
-        raise ClientError(f"{CLIENT_NAME} keeps its tag references in page flags in this boot "
-                          "(sysctl.vm.mem_profiling=...,compressed, v6.13+), not in page_ext; "
-                          "boot without ',compressed' to use page_ext")
     client = lay.client(CLIENT_NAME)
+    # v6.13, 4835f747d3ed: with "sysctl.vm.mem_profiling=1,compressed" the
+    # references live in page->flags and page_ext holds none (the client is
+    # inactive); we read them from the struct pages beside page_ext's tables.
+    if static_key_probe("mem_profiling_compressed")(prog):
+        if static_key_probe("mem_alloc_profiling_key")(prog) is False:
+            raise ClientError(f"{CLIENT_NAME} is compiled in but memory allocation profiling is off in this "
+                              "boot (compressed tags; switched off, or alloc_tag_sec_init() found too many "
+                              "tags for the spare page flag bits)")
+        if not lay.allocated:
+            raise ClientError(f"{CLIENT_NAME} keeps its tag indexes in page->flags in this boot "
+                              "(sysctl.vm.mem_profiling=...,compressed), and the struct pages are read through "
+                              "page_ext's tables, which are empty in this boot: boot with a page_ext client "
+                              "too (e.g. page_owner=on)")
+        return client
     if not client.active and static_key_probe("mem_alloc_profiling_key")(prog) is False:
         raise ClientError(f"{CLIENT_NAME} is compiled in but inactive in this boot: memory allocation "
                           "profiling is off (booted with sysctl.vm.mem_profiling=0 or never, or "
@@ -191,6 +214,9 @@ class AllocTags:
         self.ptr_fmt = "<Q" if self.ptr_size == 8 else "<I"
         self._setup_tag_struct()
         self._setup_page()
+        self.compressed: Optional[dict] = None
+        if static_key_probe("mem_profiling_compressed")(prog):
+            self._setup_compressed()
         self._setup_owner()
         self._tags: dict[int, Optional[Tag]] = {}
         self._strings: dict[int, Optional[str]] = {}
@@ -242,6 +268,57 @@ class AllocTags:
             self.flags1_off = drgn.offsetof(prog.type("struct folio"), "_flags_1")
         except (LookupError, ValueError):
             self.flags1_off = None
+
+    def _setup_compressed(self) -> None:
+        """The kernel's tag index in page->flags (v6.13, 4835f747d3ed): its shift
+        and mask, and the two tables idx_to_ref() indexes (include/linux/pgalloc_tag.h)."""
+        prog = self.prog
+        offs = k.value(prog, "alloc_tag_ref_offs")
+        mask = k.value(prog, "alloc_tag_ref_mask")
+        kt = k.obj(prog, "kernel_tags")
+        if offs is None or mask is None or kt is None or kt.absent_:
+            raise ClientError(f"{CLIENT_NAME} keeps compressed tag indexes in page->flags in this boot, but this "
+                              "kernel's debug info lacks alloc_tag_ref_offs, alloc_tag_ref_mask or kernel_tags "
+                              "(lib/alloc_tag.c, v6.13): the indexes cannot be decoded")
+        try:
+            first, count = kt.first_tag.value_(), kt.count.value_()
+        except (drgn.FaultError, AttributeError, LookupError) as e:
+            raise ClientError(f"cannot read kernel_tags: {e}") from None
+        if not mask or not first:
+            raise ClientError(f"{CLIENT_NAME}: compressed tags are on but the kernel set up no tag index "
+                              f"(alloc_tag_ref_mask {mask:#x}, kernel_tags.first_tag {first:#x}): "
+                              "alloc_tag_sec_init() shut profiling down")
+        module_first = 0
+        mt = k.obj(prog, "module_tags")  # CONFIG_MODULES
+        if mt is not None and not mt.absent_:
+            for member in ("first_tag", "start_addr"):  # a union of both in 6.13+
+                try:
+                    module_first = mt.member_(member).value_()
+                    break
+                except (LookupError, drgn.FaultError):
+                    continue
+        # The word: page->flags, or page->flags.f (memdesc_flags_t, v6.18, 53fbef56e07d).
+        flags_t = prog.type("struct page").member("flags").type.unaliased()
+        path = "flags.f" if flags_t.kind == drgn.TypeKind.STRUCT and flags_t.has_member("f") else "flags"
+        _, off, code = member_field(prog.type("struct page"), path)
+        self.compressed = {"offs": offs, "mask": mask, "first": first, "count": count,
+                           "module_first": module_first, "flags_dtype": record_dtype(
+                               [("word", off, code)], self.page_struct_size)}
+
+    def _refs_from_flags(self, words: np.ndarray) -> np.ndarray:
+        """idx_to_ref() over page->flags words: the tag address (as a page_ext ref
+        would hold it) of each page; CODETAG_EMPTY for index 1, 0 for none."""
+        c = self.compressed
+        idx = (words.astype(np.uint64) >> np.uint64(c["offs"])) & np.uint64(c["mask"])
+        ref = np.zeros(len(idx), dtype=np.uint64)
+        ref[idx == 1] = CODETAG_EMPTY
+        i = idx.astype(np.int64) - 2  # CODETAG_ID_FIRST
+        kern = (idx >= 2) & (i < c["count"])
+        size, ct = np.uint64(self.tag_size), np.uint64(self.ct_off)
+        ref[kern] = np.uint64(c["first"]) + i[kern].astype(np.uint64) * size + ct
+        mod = (idx >= 2) & (i >= c["count"])
+        ref[mod] = np.uint64(c["module_first"]) + (i[mod] - c["count"]).astype(np.uint64) * size + ct
+        return ref
 
     def _setup_owner(self) -> None:
         """page_owner's order and PAGE_EXT_OWNER_ALLOCATED, from the same entries."""
@@ -431,7 +508,7 @@ class AllocTags:
 
     # -- page_ext ------------------------------------------------------------------
     def _entry_dtype(self) -> np.dtype:
-        fields = [("ref", self.client.offset, f"<u{self.ptr_size}")]
+        fields = [] if self.compressed else [("ref", self.client.offset, f"<u{self.ptr_size}")]
         if self.owner is not None:
             word, bit, order_off, order_st, handle_off, handle_st, _early = self.owner
             fields += [("ext_flags", 0, f"<u{word.size}"), ("order", order_off, f"<u{order_st.size}"),
@@ -482,8 +559,14 @@ class AllocTags:
         dtype = self._entry_dtype()
         for ch in self.session.chunks(lo, hi, node=node, label="reading allocation tags"):
             e = columns(ch.entries, dtype, ch.n)
-            known = known_mask(ch.n, ch.unknown)
-            ref = e["ref"].astype(np.uint64)
+            if self.compressed:  # the refs are in the struct pages (their flags words)
+                if ch.memmap is None:
+                    continue
+                known = known_mask(ch.n, ch.memmap_unknown)
+                ref = self._refs_from_flags(columns(ch.memmap, self.compressed["flags_dtype"], ch.n)["word"])
+            else:
+                known = known_mask(ch.n, ch.unknown)
+                ref = e["ref"].astype(np.uint64)
             hits = np.flatnonzero((ref != 0) & known)
             if not len(hits):
                 yield ch.lo, int(known.sum()), hits, ref[hits], hits, hits
@@ -539,8 +622,13 @@ class AllocTags:
         raw = self.session.entry(pfn)
         t = self.session.table_for(pfn)
         e = columns(raw, self._entry_dtype(), 1)
-        ref = int(e["ref"][0])
         memmap, mm_lost = self.session.read_memmap(pfn, pfn + 1)
+        if self.compressed:
+            if memmap is None or mm_lost:
+                raise ClientError(f"the struct page of pfn {pfn:#x} is not readable: its compressed tag is unknown")
+            ref = int(self._refs_from_flags(columns(memmap, self.compressed["flags_dtype"], 1)["word"])[0])
+        else:
+            ref = int(e["ref"][0])
         p = columns(memmap, self.pf.dtype, 1) if memmap is not None and not mm_lost else None
         out = {"pfn": pfn, "ref": ref, "state": None, "tag": None, "order": None, "order_source": None,
                "bytes": None, "head_pfn": None}
@@ -570,6 +658,11 @@ class AllocTags:
 
     def _ref_at(self, t: Table, pfn: int) -> int:
         from ..walk import entry_address
+        if self.compressed:
+            memmap, lost = self.session.read_memmap(pfn, pfn + 1)
+            if memmap is None or lost:
+                return 0
+            return int(self._refs_from_flags(columns(memmap, self.compressed["flags_dtype"], 1)["word"])[0])
         try:
             raw = self.prog.read(entry_address(t, pfn, self.layout.entry_size) + self.client.offset, self.ptr_size)
         except drgn.FaultError:
@@ -647,7 +740,8 @@ def run_alloc_tags(ctx: Context) -> int:
                    "bytes": sum(b for b, _ in kernel.values() if b is not None),
                    "calls": sum(c for _, c in kernel.values() if c is not None),
                    "unknown_tags": sum(1 for b, _ in kernel.values() if b is None)},
-               "tag_list": at.catalogue_note or "the kernel's"}
+               "tag_list": at.catalogue_note or "the kernel's",
+               "refs_in": "page_flags" if at.compressed else "page_ext"}
     if a.as_json:
         ctx.echo(json.dumps({"summary": summary, "tags": rows, "missing": missing_json(ctx)}, indent=1))
     else:
@@ -658,7 +752,8 @@ def run_alloc_tags(ctx: Context) -> int:
             ctx.echo(f"{r['bytes']:>12} {r['pages']:>8} {r['allocations']:>8} {kb:>13} {kc:>8}  "
                      f"{escape(r['tag'])}{'  (inaccurate)' if r.get('inaccurate') else ''}")
         src = ", ".join(f"{v} {k_.replace('_', ' ')}" for k_, v in summary["order_source"].items()) or "none"
-        ctx.echo(f"page_ext entries  {s.entries}: {s.tagged} tagged ({summary['tags']} tags), "
+        where = "struct pages (compressed tags)" if at.compressed else "page_ext entries"
+        ctx.echo(f"{where:<17} {s.entries}: {s.tagged} tagged ({summary['tags']} tags), "
                  f"{s.null} without a tag, {s.empty} empty (CODETAG_EMPTY), "
                  f"{summary['invalid']} invalid ({len(s.invalid)} distinct pointers)")
         ctx.echo(f"tagged pages      {s.pages} ({s.pages * page} bytes); orders from: {src}")

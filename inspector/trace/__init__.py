@@ -29,8 +29,11 @@ variable, read once through /proc/kcore with drgn (no debug info needed: the
 address is from kallsyms); PAGES_PER_SECTION and PAGE_SIZE are compiled into
 the BPF program from the kernel's headers and read back as the sizes of two
 tiny BPF arrays; the node of a notifier call is ``status_change_nid`` or, when
-that is NUMA_NO_NODE, the node of the zone passed to online_pages() /
-offline_pages() (as online_page_ext() uses pfn_to_nid(start_pfn)); the
+that is NUMA_NO_NODE -- or the kernel's struct memory_notify has no such
+member (v6.17+, the node moved to struct node_notify; bpf.c is compiled for
+the layout the kernel's own include/linux/memory.h declares) -- the node of the
+zone passed to online_pages() / offline_pages() (as online_page_ext() uses
+pfn_to_nid(start_pfn)); the
 notifier's return is turned into an errno as notifier_to_errno() does.
 Output: events on stdout (text columns, or JSON Lines with --json); the probe
 choice, its reasons and "tracing: ready" (once every probe is attached) on

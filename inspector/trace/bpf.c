@@ -1,6 +1,8 @@
 /* pageext-inspect trace: the BPF program (bcc), compiled against the traced kernel's headers.
  * See inspector/trace/__init__.py for the design; __MAX_SECTIONS__ and MEM_SECTION_ADDR are
- * replaced by inspector/trace/probes.py before compiling. */
+ * replaced by inspector/trace/probes.py before compiling, and MEMORY_NOTIFY_HAS_STATUS_CHANGE_NID
+ * is defined (-D) when the kernel's struct memory_notify has that member (probes.py reads
+ * the kernel's own include/linux/memory.h: up to v6.16). */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/mmzone.h>
@@ -122,7 +124,14 @@ int notify_entry(struct pt_regs *ctx)
     a->action = action_index(PT_REGS_PARM1(ctx));
     bpf_probe_read_kernel(&a->pfn, sizeof(a->pfn), &mn->start_pfn);
     bpf_probe_read_kernel(&a->nr_pages, sizeof(a->nr_pages), &mn->nr_pages);
+#ifdef MEMORY_NOTIFY_HAS_STATUS_CHANGE_NID
     bpf_probe_read_kernel(&a->status_change_nid, sizeof(s32), &mn->status_change_nid);
+#else
+    /* v6.17 ("mm,memory_hotplug: drop status_change_nid parameter from
+     * memory_notify"): the node moved to struct node_notify; only the zone
+     * of online_pages()/offline_pages() tells it here. */
+    a->status_change_nid = -1;
+#endif
     s32 *nid = nid_of_tid.lookup(&tid);
     a->nid = a->status_change_nid >= 0 ? a->status_change_nid : (nid ? *nid : -1);
     for (int i = 0; i < MAX_SECTIONS; i++)

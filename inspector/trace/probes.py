@@ -1,7 +1,9 @@
 """Probe choice: compile the BPF program and attach what the running kernel allows.
 
 memory_notify() is always probed (every hotplug state change goes through
-it); the direct probes -- init_section_page_ext (kprobe+kretprobe),
+it); bpf.c reads its ``status_change_nid`` only where the kernel's own
+include/linux/memory.h declares it (gone in v6.17, see
+:func:`memory_notify_has_nid`); the direct probes -- init_section_page_ext (kprobe+kretprobe),
 __free_page_ext, __invalidate_page_ext -- are tried on top and kept only
 if every one attaches (they may be inlined, or notrace on 6.1 where
 __meminit is notrace).  Each decision is recorded with its reason in a
@@ -128,14 +130,77 @@ def attach(b, kind: str, fn: str, handler: str) -> Optional[str]:
     return f"{reason}{': ' + said[-1] if said else ''}"
 
 
-def load_bpf(syms: dict[str, int]):
+# -- the kernel's headers --------------------------------------------------------
+
+def kernel_header(relpath: str, release: Optional[str] = None) -> Optional[str]:
+    """The text of the running kernel's header ``relpath`` (e.g. "include/linux/memory.h"),
+    from where bcc takes the headers it compiles bpf.c against: $BCC_KERNEL_SOURCE,
+    /lib/modules/RELEASE/{source,build}, bcc's own copy of CONFIG_IKHEADERS
+    (/tmp/kheaders-RELEASE), else /sys/kernel/kheaders.tar.xz itself.  None: not found."""
+    release = release or os.uname().release
+    dirs = [os.environ.get("BCC_KERNEL_SOURCE", ""), f"/lib/modules/{release}/source",
+            f"/lib/modules/{release}/build", f"/tmp/kheaders-{release}"]
+    for d in dirs:
+        if d and os.path.isfile(os.path.join(d, relpath)):
+            try:
+                return Path(d, relpath).read_text(errors="replace")
+            except OSError:
+                continue
+    import tarfile
+    try:
+        # A stream: stop at the member, do not decompress the rest.
+        with tarfile.open("/sys/kernel/kheaders.tar.xz", "r|xz") as tar:
+            for m in tar:
+                if m.name.lstrip("./") == relpath and m.isfile():
+                    f = tar.extractfile(m)
+                    return f.read().decode(errors="replace") if f else None
+    except (OSError, tarfile.TarError, EOFError):
+        return None
+    return None
+
+
+def struct_members(header: str, name: str) -> Optional[set[str]]:
+    """Member names of ``struct name { ... };`` in a header's text (None: not defined there)."""
+    import re
+    m = re.search(r"\bstruct\s+" + re.escape(name) + r"\s*\{(.*?)\n\};", header, re.S)
+    if m is None:
+        return None
+    body = re.sub(r"/\*.*?\*/|//[^\n]*|#[^\n]*", "", m.group(1), flags=re.S)
+    return set(re.findall(r"(\w+)\s*(?:\[[^\]]*\])?\s*;", body))
+
+
+def memory_notify_has_nid(syms: dict[str, int]) -> tuple[bool, str]:
+    """Does this kernel's ``struct memory_notify`` have ``status_change_nid``, and how we know.
+
+    Up to v6.16 it does (include/linux/memory.h); v6.17's numa node notifier
+    series (Oscar Salvador, "mm,memory_hotplug: implement numa node notifier",
+    then "mm,memory_hotplug: drop status_change_nid parameter from memory_notify")
+    moved the node to ``struct node_notify`` and left memory_notify with
+    start_pfn and nr_pages.  Decided from the header bpf.c is compiled against;
+    if it cannot be read, from kallsyms: ``node_notify()`` came with that series."""
+    text = kernel_header("include/linux/memory.h")
+    members = struct_members(text, "memory_notify") if text else None
+    if members is not None and {"start_pfn", "nr_pages"} <= members:
+        has = "status_change_nid" in members
+        return has, ("struct memory_notify has status_change_nid (include/linux/memory.h)" if has else
+                     "struct memory_notify has no status_change_nid (v6.17+, the node moved to"
+                     " struct node_notify): node from the zone of online_pages()/offline_pages()")
+    has = "node_notify" not in syms
+    return has, ("include/linux/memory.h not readable: struct memory_notify layout taken from kallsyms"
+                 f" ({'no ' if has else ''}node_notify(), v6.17+)")
+
+
+def load_bpf(syms: dict[str, int], status_change_nid: bool = True):
+    """Compile and load bpf.c for this kernel (``status_change_nid``: its
+    struct memory_notify has that member, see :func:`memory_notify_has_nid`)."""
     BPF = import_bcc()
     bpf_c = (Path(__file__).parent / "bpf.c").read_text()
     text = (bpf_c.replace("__MAX_SECTIONS__", str(MAX_SECTIONS))
             .replace("MEM_SECTION_ADDR", f"{syms['mem_section']:#x}UL"))
+    cflags = ["-DMEMORY_NOTIFY_HAS_STATUS_CHANGE_NID"] if status_change_nid else []
     try:
         with c_stderr() as chatter:  # clang/libbpf messages: kept for the error line only
-            return BPF(text=text)
+            return BPF(text=text, cflags=cflags)
     except Exception as e:
         detail = [line for line in chatter.text.splitlines() if "error" in line] or str(e).splitlines()
         raise TraceError(f"cannot compile or load the BPF program: {detail[0] if detail else type(e).__name__}"
@@ -161,7 +226,8 @@ def choose_probes(b, syms: dict[str, int], ftrace: Optional[set[str]], want: str
         problem = f"{fn}: not in /proc/kallsyms" if fn not in syms else \
             attach(b, "kprobe", fn, "hotplug_entry") or attach(b, "kretprobe", fn, "hotplug_return")
         if problem:
-            plan.reasons.append(f"{fn}: {problem}; node from status_change_nid only")
+            plan.reasons.append(f"{fn}: {problem}; node from status_change_nid only"
+                                " (none where memory_notify lacks it, v6.17+)")
         else:
             plan.attached.append(f"{fn} (node of the zone)")
     if want == "notifier":

@@ -22,7 +22,7 @@ from typing import Optional
 
 from ..events import TRACE_HEADER, header, trace_line
 from .probes import MAX_SECTIONS, TraceError, check_environment, choose_probes, kallsyms, load_bpf, \
-    read_kernel_u64, traceable
+    memory_notify_has_nid, read_kernel_u64, traceable
 
 # The notifier actions, by the index action_index() in bpf.c gives them: the
 # kernel's own values differ by version (bit flags MEM_ONLINE = 1<<0 ... in
@@ -205,7 +205,8 @@ def run_trace(as_json: bool, record_path: Optional[str], duration: Optional[floa
         except OSError as e:
             raise TraceError(f"cannot write {record_path}: {e.strerror}") from None
     t_start = time.monotonic()
-    b = load_bpf(syms)
+    has_nid, layout = memory_notify_has_nid(syms)
+    b = load_bpf(syms, has_nid)
     t_loaded = time.monotonic()
     ctx = Ctx("notifier", entry_size, b["const_section_pages"].max_entries, b["const_page_size"].max_entries)
     plan = choose_probes(b, syms, traceable(), probes)
@@ -213,7 +214,7 @@ def run_trace(as_json: bool, record_path: Optional[str], duration: Optional[floa
     t_ready = time.monotonic()
     err = sys.stderr
     err.write(f"tracing: probes: {plan.mode} -- attached: {', '.join(plan.attached)}\n")
-    for r in plan.reasons:
+    for r in [layout, *plan.reasons]:
         err.write(f"tracing: {r}\n")
     err.write(f"tracing: entry_size {entry_size} (page_ext_size), {ctx.section_pages} pages per section,"
               f" {ctx.entry_size * ctx.section_pages} bytes per table; compile+load {t_loaded - t_start:.1f} s,"
