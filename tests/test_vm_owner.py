@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLIENTS_ON, inspect, inspect_pty, kernel_for, kernels
+from conftest import CLIENTS_ON, inspect, inspect_pty, kernel_for, snapshot_kernels
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -134,7 +134,7 @@ def _kernel(version: str, main_dir: Path) -> Path:
 WORK = Path(tempfile.gettempdir()) / "pageext-owner-tests"
 
 
-@pytest.fixture(scope="module", params=list(kernels()))
+@pytest.fixture(scope="module", params=list(snapshot_kernels()))
 def snap(request, kernel_dir):
     """Boot, allocate, read debugfs in the guest, pause, dump; live output while paused."""
     kernel_dir = _kernel(request.param, kernel_dir)
