@@ -144,8 +144,8 @@ def check_empty_report(doc: dict, facts: dict, entry_size: int, shared_flags: bo
     # shared flags (6.3+, 7.2); PAGE_EXT_INVALID (b1d5488a252d, v6.1; not in 5.10).
     rules = doc["kernel"]["rules"]
     assert rules["entry_rule"] == ("shared_flags" if shared_flags else "page_ext_size")
-    major_minor = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", facts["release"]).groups())
-    assert rules["invalid_bit"] == (major_minor >= (6, 1))
+    from inspector.versions import release_version
+    assert rules["invalid_bit"] == (release_version(facts["release"]) >= (6, 1))
     pe = doc["page_ext"]
     assert pe["allocated"] is False
     assert pe["total_bytes"] == 0 and doc["tables"] == []
