@@ -12,6 +12,9 @@ variable), so a distribution backport is read as what it is.  Two things
   may hold a shape no rule knows: :func:`newer_than_read` tells, and the
   command line then calls a failure a partial answer that names the kernel
   (exit 3), not an internal error (:func:`note_target`, :func:`unmatched_message`).
+* Fixes that add no type, member or symbol, so only the release tells
+  (:data:`RELEASE_RULES`, :func:`release_has`): the first release of each
+  stable line that carries the fix.
 * The simulator's :class:`Variant` table (:data:`VARIANTS`): the rules of
   mm/page_ext.c for a synthetic kernel of each version, chosen by release
   because a simulation has no debug info to detect them from.  Each rule
@@ -59,6 +62,48 @@ def newer_than_read(release: str) -> bool:
     """
     ver = release_version(release)
     return ver is not None and ver > NEWEST_READ
+
+
+def release_triple(release: str) -> Optional[tuple[int, int, int]]:
+    """(major, minor, sublevel) of a kernel release string, or None.
+
+    >>> release_triple("6.12.118+deb12-amd64"), release_triple("7.3-rc1"), release_triple("x")
+    ((6, 12, 118), (7, 3, 0), None)
+    """
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else None
+
+
+# Fixes that leave no trace in the debug info: the mainline release that
+# brought each, and the first release of every stable line it was backported
+# to.  A stable line newer than the mainline release has it; one not listed
+# and older does not (a backport whose first release is unknown is read the
+# old way, and says so in the rule's comment).
+RELEASE_RULES: dict[str, tuple[tuple[int, int, int], ...]] = {
+    # 90f095b816e2 ("mm/page_owner: use memcg_data snapshot to avoid TOCTOU in
+    # print_page_owner_memcg()"): v7.3-rc1; 7.2.4 (46761406e143); 6.12.115
+    # (Debian's 6.12.115-1 changelog).  A 6.18.y backport (e15a034d2783)
+    # exists whose first release is not pinned.  Its print_page_owner_memcg()
+    # is inline and adds no type, symbol or enumerator.
+    "page_owner_memcg_snapshot": ((7, 3, 0), (7, 2, 4), (6, 12, 115)),
+}
+
+
+def release_has(release: str, rule: str) -> bool:
+    """Whether a kernel of this release carries the fix named ``rule`` in
+    :data:`RELEASE_RULES` (mainline from its first entry, or a stable line's
+    backport).
+
+    >>> [release_has(r, "page_owner_memcg_snapshot") for r in ("7.3.4", "7.2.13", "7.2.3", "6.12.118", "6.12.57", "6.18.2", "8.0")]
+    [True, True, False, True, False, False, True]
+    """
+    ver = release_triple(release)
+    if ver is None:
+        return False
+    mainline, *stable = RELEASE_RULES[rule]
+    if ver[:2] >= mainline[:2]:
+        return True
+    return any(ver[:2] == line[:2] and ver[2] >= line[2] for line in stable)
 
 
 # The release of the kernel the command line is reading, for its last word on

@@ -44,9 +44,8 @@ from typing import Optional
 import drgn
 
 from ..kernel import constant as _enum_value
-import re
-
 from ..kernel import release
+from ..versions import release_has
 
 CGROUP_NAME_MAX = 80  # char name[80] in print_page_owner_memcg()
 
@@ -62,15 +61,29 @@ def reads_every_word_as_objcg(prog: drgn.Program) -> bool:
     changelog).  The function is inlined and adds no type, symbol or
     enumerator (OBJEXTS_FLAGS_MASK is a macro; page_memcg_check() stays as an
     inline), so only the version tells: these releases and later ones on the
-    same lines.  A 6.18.y backport exists (e15a034d2783) whose first release
-    is not pinned: 6.18.y is read the old way."""
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release(prog))
-    if not m:
+    same lines (versions.RELEASE_RULES["page_owner_memcg_snapshot"]).  A
+    6.18.y backport exists (e15a034d2783) whose first release is not pinned:
+    6.18.y is read the old way."""
+    return release_has(release(prog), "page_owner_memcg_snapshot")
+
+
+def charges_folios_through_objcg(prog: drgn.Program) -> bool:
+    """Whether every charged page's memcg_data holds an obj_cgroup, user and
+    page-cache folios too, so that a removed cgroup's pages are reparented
+    (their objcg's ``memcg`` becomes the parent, which the kernel prints,
+    online) rather than left "offline".
+
+    That is the LRU-folio objcg series ("Eliminate Dying Memory Cgroup",
+    Muchun Song and Qi Zheng, posted 2025; mainline hash unverified): in the
+    Debian 7.2 and 7.3 sources, not in 6.12.  It gave ``struct obj_cgroup`` an
+    ``is_root`` member (the root memcg now has an objcg), which is the test
+    here, so a backport is recognised.  folio_memcg_check() then reads every
+    non-slab word as an objcg, which is what 90f095b816e2 does on its own
+    (:func:`reads_every_word_as_objcg`)."""
+    try:
+        return prog.type("struct obj_cgroup").has_member("is_root")
+    except LookupError:
         return False
-    major, minor, sub = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-    if (major, minor) >= (7, 3):
-        return True
-    return (major, minor) == (7, 2) and sub >= 4 or (major, minor) == (6, 12) and sub >= 115
 
 
 def skips_tail_pages(prog: drgn.Program) -> bool:
@@ -99,7 +112,7 @@ class MemcgNames:
             nr = _enum_value(prog, "__NR_MEMCG_DATA_FLAGS")  # MEMCG_DATA_FLAGS_MASK
         self.flags_mask = (nr or 4) - 1
         self.css_online = _enum_value(prog, "CSS_ONLINE") or 2
-        self.objcg_variant = reads_every_word_as_objcg(prog)
+        self.objcg_variant = reads_every_word_as_objcg(prog) or charges_folios_through_objcg(prog)
         self.skips_tails = skips_tail_pages(prog)
         self.available = self.slab_bit is not None
         if self.available:
