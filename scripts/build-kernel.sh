@@ -113,6 +113,28 @@ make -s -C "$src" O="$build" "${karch[@]}" tinyconfig >&2
     || { cat "$build/merge.log" >&2; exit 1; }
 make -s -C "$src" O="$build" "${karch[@]}" olddefconfig >> "$build/merge.log" 2>&1
 
+# A variant (the same source and arch, other fragments) starts from the finished
+# build tree of that kernel whose .config is nearest to this one: kbuild then
+# recompiles only what the changed options reach (fixdep's per-option
+# dependencies), so the 6.1 no-notrace variant costs a few files, not a whole
+# kernel.  A base's own Makefile names its source directory, so only a tree of
+# this very source package version is taken.
+if [ ! -f "$build/vmlinux" ] && [ ! -d "$build/mm" ]; then
+    best= best_diff=
+    for base in "$cache"/build-$tag-*; do
+        [ "$base" != "$build" ] && [ -f "$base/vmlinux" ] && grep -qxF "include $src/Makefile" "$base/Makefile" 2>/dev/null \
+            || continue
+        d=$(diff "$base/.config" "$build/.config" | grep -c '^[<>]' || true)
+        if [ -z "$best" ] || [ "$d" -lt "$best_diff" ]; then best=$base best_diff=$d; fi
+    done
+    if [ -n "$best" ]; then
+        log "starting from $best ($best_diff config lines differ; a finished build of the same source)"
+        cp "$build/.config" "$build/.config.want"
+        cp -a "$best/." "$build/"
+        mv "$build/.config.want" "$build/.config"
+    fi
+fi
+
 # merge_config.sh drops options whose dependencies are off: fail loudly.
 # Later fragments override earlier ones, so check each option's last word.
 missing=0
@@ -153,5 +175,7 @@ log "re-linking with KBUILD_BUILD_VERSION=999 for vmlinux-other"
 make -C "$src" O="$build" "${karch[@]}" -j"$(nproc)" KBUILD_BUILD_VERSION=999 vmlinux >> "$build/build.log" 2>&1
 cp "$build/vmlinux" "$out.tmp/vmlinux-other"
 rm -rf "$out"; mv "$out.tmp" "$out"
-log "built in $(( $(date +%s) - start )) s: $out"
+secs=$(( $(date +%s) - start ))
+echo "$secs" > "$out/build-seconds"
+log "built in $secs s: $out"
 echo "$out"

@@ -24,7 +24,7 @@ done
 out=${PAGEEXT_MATRIX_DIR:-/tmp/pageext-matrix}
 rm -rf "$out"; mkdir -p "$out"
 start=$(date +%s)
-scripts/test.sh --kernels "$kernels" -m vm --junitxml="$out/built.xml" "$@"
+PAGEEXT_PREBUILD=1 scripts/test.sh --kernels "$kernels" -m vm --junitxml="$out/built.xml" "$@"
 if [ -n "$stock" ]; then
     for s in "5.10 bullseye,bullseye-security" "6.1 " "7.2 sid"; do
         v=${s%% *}; suites=${s#* }

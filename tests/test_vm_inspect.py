@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, NO_PAGE_EXT, FRAGMENT, build_kernel, dmesg_page_ext_bytes, inspect, inspect_json
+from conftest import CLIENTS_ON, MAIN_FRAGMENTS, NO_PAGE_EXT, build_kernel, skip_unless_extra_build, dmesg_page_ext_bytes, inspect, inspect_json
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -236,7 +236,8 @@ def test_no_client_means_empty_page_ext(kernel_dir, vmlinux, tmp_path):
 
 
 def test_kernel_without_page_extension_is_refused(tmp_path):
-    kdir = build_kernel(FRAGMENT, NO_PAGE_EXT)
+    skip_unless_extra_build("no-page-ext")
+    kdir = build_kernel(*MAIN_FRAGMENTS, NO_PAGE_EXT)  # the main kernel less page_ext: built from its tree
     with TestVM(kdir, cmdline=CLIENTS_ON, workdir=str(tmp_path / "vm")) as bare:
         proc = inspect("--qemu", bare.qmp_path, "-s", str(kdir / "vmlinux"), check_rc=2)
     lines = proc.stderr.strip().splitlines()

@@ -19,28 +19,25 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, inspect, inspect_json
+from conftest import I386_FRAGMENT, build_kernel, inspect, inspect_json, skip_unless_extra_build
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
 
-I386_FRAGMENT = ROOT / "fixtures" / "kernel" / "page-idle-i386.config"
 BITMAP = "/sys/kernel/mm/page_idle/bitmap"
 DATA_PAGES = 512  # tmpfs file; the first half is read after marking, the rest stays idle
 
 
 @pytest.fixture(scope="module")
 def kernel_i386() -> Path:
-    out = subprocess.run([str(ROOT / "scripts" / "build-kernel.sh"), "-a", "i386", "-f", str(I386_FRAGMENT)],
-                         check=True, stdout=subprocess.PIPE, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
+    skip_unless_extra_build("i386")
+    return build_kernel(I386_FRAGMENT, arch="i386")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, FRAGMENT, ROOT, build_kernel, dmesg_page_ext_bytes, inspect, inspect_json
+from conftest import CLIENTS_ON, MAIN_FRAGMENTS, NO_NOTRACE, ROOT, build_kernel, dmesg_page_ext_bytes, inspect, inspect_json
 from testvm import TestVM
 from tracevm import TOOL, GuestTracer
 
 pytestmark = pytest.mark.vm
 
-NO_NOTRACE = ROOT / "fixtures" / "kernel" / "no-notrace.config"
 
 
 def kernel_source(version: str = "6.1") -> Path:
@@ -43,7 +42,7 @@ def kernel_source(version: str = "6.1") -> Path:
 @pytest.fixture(scope="module", params=["direct", "fallback"])
 def traced(request, kernel_dir, tmp_path_factory):
     """(kernel dir, VM) for the test kernel and its no-notrace variant."""
-    kdir = kernel_dir if request.param == "direct" else build_kernel(FRAGMENT, NO_NOTRACE)
+    kdir = kernel_dir if request.param == "direct" else build_kernel(*MAIN_FRAGMENTS, NO_NOTRACE)
     with TestVM(kdir, cmdline=CLIENTS_ON, host_root=True,
                 workdir=str(tmp_path_factory.mktemp(f"trace-{request.param}"))) as vm:
         yield kdir, vm
