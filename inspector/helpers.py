@@ -24,11 +24,12 @@ are cached, in ``prog.cache``.
 from __future__ import annotations
 
 import operator
-from typing import Iterator, List, NamedTuple, Tuple
+from typing import Iterator, NamedTuple
 
 from drgn import IntegerLike, Object, Program, cast
 from drgn.helpers.common.prog import takes_program_or_default
 
+from .decode.flags import format_flags, gfp_flag_names  # noqa: F401  (helpers; they live with the decoders)
 from .kernel import static_key_enabled  # noqa: F401  (a helper; it lives with the kernel lookups)
 
 __all__ = (
@@ -240,67 +241,6 @@ def for_each_page_ext_table(prog: Program) -> Iterator[PageExtTable]:
 
     for t in walk(prog, discover(prog)).online_tables():
         yield PageExtTable(t.start_pfn, t.nr_pages, Object(prog, "struct page_ext *", t.address))
-
-
-def _flag_table(prog: Program, name: str) -> List[Tuple[int, str]]:
-    """A ``struct trace_print_flags[]`` up to its {0, NULL} terminator."""
-    out: List[Tuple[int, str]] = []
-    try:
-        arr = prog[name]
-    except KeyError:
-        return out
-    for i in range(arr.type_.length or 0):
-        e = arr[i]
-        if not e.name.value_():
-            break
-        out.append((e.mask.value_(), e.name.string_().decode("latin-1")))
-    return out
-
-
-@takes_program_or_default
-def gfp_flag_names(prog: Program) -> List[Tuple[int, str]]:
-    """
-    Get the gfp flag names the kernel's ``%pGg`` prints, in its order: the
-    ``gfpflag_names`` table (mm/debug.c), or, in a kernel without it, each
-    ``___GFP_*_BIT`` as a single flag (since Linux kernel commit 772dd0342727
-    ("mm: enumerate all gfp flags"), in v6.10).
-
-    >>> gfp_flag_names()[:2]
-    [(3264, 'GFP_TRANSHUGE'), (2752, 'GFP_TRANSHUGE_LIGHT')]
-
-    :return: list of (mask, name)
-    """
-    try:
-        return prog.cache["pageext_gfp_names"]
-    except KeyError:
-        pass
-    names = _flag_table(prog, "gfpflag_names")
-    if not names:
-        try:
-            enum = prog.constant("___GFP_MOVABLE_BIT").type_
-            for name, value in enum.enumerators or ():
-                if name.startswith("___GFP_") and name.endswith("_BIT") and name != "___GFP_LAST_BIT":
-                    names.append((1 << value, "__GFP_" + name[len("___GFP_"):-len("_BIT")]))
-        except LookupError:
-            pass
-    prog.cache["pageext_gfp_names"] = names
-    return names
-
-
-def format_flags(flags: int, names: List[Tuple[int, str]]) -> str:
-    """lib/vsprintf.c format_flags(): names joined by '|', leftover bits in hex."""
-    out = []
-    for mask, name in names:
-        if not flags:
-            break
-        if flags & mask != mask:
-            continue
-        out.append(name)
-        flags &= ~mask
-    text = "|".join(out)
-    if flags:
-        text += ("|" if out else "") + hex(flags)
-    return text
 
 
 @takes_program_or_default

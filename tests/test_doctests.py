@@ -12,7 +12,7 @@ import importlib
 import pytest
 
 MODULES = ["inspector.versions", "inspector.cli", "inspector.model", "inspector.drgn_plugin",
-           "inspector.clients.page_owner"]
+           "inspector.decode.owner"]
 
 
 class _Parser(doctest.DocTestParser):

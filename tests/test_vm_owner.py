@@ -113,7 +113,7 @@ MEMCG_PAGES = (
 
 
 # 6.12 from 6.12.115 on (the 90f095b816e2 backport, see
-# inspector/clients/memcg.py) print_page_owner_memcg() reads objcg->memcg from every
+# inspector/decode/memcg.py) print_page_owner_memcg() reads objcg->memcg from every
 # memcg_data word, also a user page's plain mem_cgroup pointer: the first
 # charged user page oopses the reader (in print_page_owner, see
 # test_612_memcg_oops_and_we_still_read_the_dump).  Its snapshot boots

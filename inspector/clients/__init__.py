@@ -6,10 +6,11 @@ page_alloc_tagging, page_iommu_debug (v7.0), and others a kernel may have.  Ever
 declared here by one :class:`ClientSpec` -- its ops symbol, config option,
 how a boot enables it, how to tell whether it is active, and (when we can
 decode its data) the module that does.  A client module is a module of this
-package that sets ``CLIENT = ClientSpec(...)``; it holds the decoder and
-the commands of that client, so adding a client means adding one module.
+package that sets ``CLIENT = ClientSpec(...)``; it holds the decoder of
+that client (library only: no printing, no options), and its commands, if
+any, are the module of the same name in :mod:`inspector.commands`.
 
-The decoders all read through :mod:`.engine`: each page_ext table (and the
+The decoders all read through :mod:`inspector.decode.engine`: each page_ext table (and the
 memmap beside it) is read once per chunk into a numpy array whose fields
 come from the target's DWARF, and selections, flag tests and aggregations
 are whole-array operations.

@@ -1,26 +1,29 @@
-"""``pageext-inspect simulate`` (and, from :mod:`.validate`, ``validate``).
+"""``pageext-inspect simulate`` and ``validate``: the simulator's commands.
 
-A command over :mod:`inspector.sim.scenarios`: run a recorded scenario
-(or a JSON file) under its variant or another, and print the predicted
-layout with the same tables as a walk (:mod:`inspector.report`) and the
-event log in the shared event format (:mod:`inspector.events`).
+``simulate`` is a command over :mod:`inspector.sim.scenarios`: run a recorded
+scenario (or a JSON file) under its variant or another, and print the
+predicted layout with the same tables as a walk (:mod:`inspector.report`) and
+the event log in the shared event format (:mod:`inspector.events`).
+``validate`` prints what :func:`inspector.sim.validate.validate_session`
+finds when it compares a kernel's walk with the simulator's prediction.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..commands import Command, Context, Opt
+from .base import Command, Context, Opt
 from ..errors import UsageError
-from .validate import COMMANDS as VALIDATE_COMMANDS
+from ..events import read_trace
+from ..sim.validate import ValidateError, validate_session
+from ..versions import get
 
 
 def run_simulate(ctx: Context) -> int:
     from ..events import describe
     from ..report import sections_table
-    from . import scenarios
-    from .model import SimError
-    from ..versions import get
+    from ..sim import scenarios
+    from ..sim.model import SimError
 
     a = ctx.args
     try:
@@ -64,6 +67,49 @@ def run_simulate(ctx: Context) -> int:
     return 0
 
 
+# -- validate (the comparison is inspector.sim.validate) ----------------------------------------------
+
+def prepare_validate(args) -> None:
+    from ..events import TraceFileError
+    args.recorded = (None, None)
+    if args.variant:
+        try:
+            get(args.variant)
+        except ValueError as e:
+            raise ValidateError(str(e)) from None
+    if args.trace:
+        try:
+            args.recorded = read_trace(args.trace)
+        except TraceFileError as e:
+            raise ValidateError(str(e)) from None
+
+
+def run_validate(ctx: Context) -> int:
+    from ..text import escape
+    a = ctx.args
+    header, events = a.recorded
+    diffs, notes, summary = validate_session(ctx.session, header, events, a.variant, a.trace or "")
+    # The prediction is of the layout; the tables themselves must also be what
+    # the kernel relies on, and readable: a failed check is a difference, an
+    # unreadable page makes the answer partial (recorded in the session's missing).
+    from ..model import FAIL
+    diffs += [f"check {c.name} failed: {c.detail}" for c in ctx.session.checks if c.status == FAIL]
+    ctx.echo(escape(summary))
+    for n in notes:
+        ctx.echo(f"note: {escape(n)}")
+    if diffs:
+        ctx.echo(f"{len(diffs)} difference(s):")
+        for d in diffs:
+            ctx.echo(f"  {escape(d)}")
+        return 1
+    if ctx.session.missing:
+        ctx.echo("agrees where the target could be read: the layout is what the simulator predicts, but part of "
+                 "the tables is missing from the target (see below)")
+        return 0
+    ctx.echo("agrees: the kernel's page_ext is what the simulator predicts")
+    return 0
+
+
 COMMANDS = [
     Command("simulate", "Run the reference simulator of mm/page_ext.c on a recorded scenario and print the "
             "predicted layout.", run_simulate, (
@@ -79,5 +125,13 @@ Examples:
   pageext-inspect simulate online-fail-v6.6 --variant v3.19 # the same run under older rules
   pageext-inspect simulate boot-2-nodes --record my.json    # re-record, to a file you name""",
             target=False),
-    *VALIDATE_COMMANDS,
+    Command("validate", "Compare a kernel's page_ext with the reference simulator's prediction for its own "
+            "memory map; exit 1 on any difference.", run_validate, (
+                Opt(("--trace",), "trace", "replay this tracer record (JSON Lines)", metavar="FILE"),
+                Opt(("--variant",), "variant", "force a variant (default: from the release)", metavar="NAME"),
+            ), description="""\b
+Examples:
+  pageext-inspect validate --qemu SOCKET -s vmlinux
+  pageext-inspect validate --qemu SOCKET -s vmlinux --trace trace.jsonl   # replay a bcc recording""",
+            drgn="pageext_validate", prepare=prepare_validate),
 ]

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import drgn
 
-from ..helpers import _flag_table, format_flags, gfp_flag_names
+from .flags import flag_table, format_flags, gfp_flag_names  # noqa: F401  (format_flags: tests)
 from ..kernel import constant as _enum_value
 from ..text import escape
 
@@ -34,7 +34,7 @@ class KernelNames:
         self.prog = prog
         self.missing = missing
         self.gfp_names = self._read("gfpflag_names", lambda: gfp_flag_names(prog), [])
-        self.page_names = self._read("pageflag_names", lambda: _flag_table(prog, "pageflag_names"), [])
+        self.page_names = self._read("pageflag_names", lambda: flag_table(prog, "pageflag_names"), [])
         nr = _enum_value(prog, "__NR_PAGEFLAGS")
         self.pageflags_mask = (1 << nr) - 1 if nr is not None else (1 << 64) - 1
         self.pff = self._read("pff", self._page_flags_fields, None)
