@@ -11,10 +11,19 @@ SPARSEMEM kernels, with the ``PAGE_EXT_INVALID`` bit of a hot-remove in
 progress handled, and on FLATMEM kernels.
 
 >>> from inspector.helpers import *
->>> page_ext = pfn_to_page_ext(0x100000)
->>> page_owner = get_page_owner(page_ext)
->>> page_owner.order
+>>> page_ext = pfn_to_page_ext(0x8000)
+>>> page_ext
+Object(prog, 'struct page_ext *', value=0xffff888001240000)
+>>> page_owner = get_page_owner(page_ext)  # doctest: +SKIP
+>>> page_owner.order  # doctest: +SKIP
 (unsigned short)0
+
+The examples run (tests/test_doctests.py) on a recorded fixture: the
+synthetic kernel (:mod:`inspector.sim.synthetic`) of the recorded scenario
+``boot-2-nodes`` under the v6.1 rules -- two nodes, eight 128 MiB sections,
+72-byte entries -- as drgn's default program.  Those marked ``+SKIP`` need
+what that kernel lacks (``struct page_owner``, the gfp flag names); the VM
+tests run the helpers on real kernels (tests/test_vm_drgn.py).
 
 Every helper reads the target afresh: on a live kernel, a table that memory
 hot-remove freed is not found.  Only facts fixed at boot (the entry size)
@@ -77,6 +86,9 @@ def page_ext_size(prog: Program) -> int:
 
     >>> page_ext_size()
     72
+
+    :param prog: the target (default: drgn's default program)
+    :return: bytes
     """
     try:
         return prog.cache["pageext_entry_size"]
@@ -103,8 +115,12 @@ def pfn_to_page_ext(prog: Program, pfn: IntegerLike) -> Object:
     Get the page extension of a page frame number, as the kernel's
     ``lookup_page_ext()`` finds it.
 
-    >>> pfn_to_page_ext(0x100000)
-    *(struct page_ext *)0xffff888005480048 = { ... }
+    >>> pfn_to_page_ext(0x8001)
+    Object(prog, 'struct page_ext *', value=0xffff888001240048)
+    >>> pfn_to_page_ext(1 << 32)  # beyond memory: NULL
+    Object(prog, 'struct page_ext *', value=0x0)
+
+    :param prog: the target (default: drgn's default program)
 
     :param pfn: ``unsigned long``
     :return: ``struct page_ext *``; ``NULL`` if the pfn has none: its section
@@ -155,7 +171,9 @@ def lookup_page_ext(page: Object) -> Object:
     """
     Get the page extension of a page, like the kernel's ``lookup_page_ext()``.
 
-    >>> lookup_page_ext(pfn_to_page(0x100000))
+    >>> from drgn.helpers.linux.mm import pfn_to_page
+    >>> lookup_page_ext(pfn_to_page(0x8001))
+    Object(prog, 'struct page_ext *', value=0xffff888001240048)
 
     :param page: ``struct page *``
     :return: ``struct page_ext *`` (``NULL`` if the page has none)
@@ -173,6 +191,9 @@ def page_ext_next(page_ext: Object) -> Object:
     kernel's ``page_ext_next()`` (entries are ``page_ext_size()`` bytes
     apart, not ``sizeof(struct page_ext)``).
 
+    >>> page_ext_next(pfn_to_page_ext(0x8000))
+    Object(prog, 'struct page_ext *', value=0xffff888001240048)
+
     :param page_ext: ``struct page_ext *``
     :return: ``struct page_ext *``
     """
@@ -186,8 +207,8 @@ def page_ext_data(page_ext: Object, ops: Object) -> Object:
     add common function to get client data from page_ext"), in v6.6; before,
     each client added ``ops->offset`` itself).
 
-    >>> page_ext_data(page_ext, prog["page_owner_ops"])
-    (void *)0xffff888005480050
+    >>> page_ext_data(pfn_to_page_ext(0x8000), prog["page_owner_ops"])
+    Object(prog, 'void *', value=0xffff888001240008)
 
     :param page_ext: ``struct page_ext *``
     :param ops: ``struct page_ext_operations`` or a pointer to one (e.g.
@@ -204,7 +225,7 @@ def get_page_owner(page: Object) -> Object:
     Get the page_owner record of a page, like mm/page_owner.c's
     ``get_page_owner()``.
 
-    >>> get_page_owner(pfn_to_page(0x100000)).pid
+    >>> get_page_owner(pfn_to_page(0x100000)).pid  # doctest: +SKIP
     (pid_t)1
 
     :param page: ``struct page *``, or its ``struct page_ext *``
@@ -230,9 +251,17 @@ def for_each_page_ext_table(prog: Program) -> Iterator[PageExtTable]:
     FLATMEM node.
 
     >>> for start_pfn, nr_pages, page_ext in for_each_page_ext_table():
-    ...     print(hex(start_pfn), nr_pages)
-    0x0 32768
+    ...     print(hex(start_pfn), nr_pages, hex(page_ext.value_()))
+    0x0 32768 0xffff888001000000
+    0x8000 32768 0xffff888001240000
+    0x10000 32768 0xffff888001480000
+    0x18000 32768 0xffff8880016c0000
+    0x20000 32768 0xffff888021000000
+    0x28000 32768 0xffff888021240000
+    0x30000 32768 0xffff888021480000
+    0x38000 32768 0xffff8880216c0000
 
+    :param prog: the target (default: drgn's default program)
     :return: Iterator of :class:`PageExtTable` (``start_pfn``, ``nr_pages``,
         ``page_ext``: the ``struct page_ext *`` of start_pfn's entry)
     """
@@ -248,10 +277,12 @@ def decode_gfp_mask(prog: Program, mask: IntegerLike) -> str:
     """
     Get a gfp mask as the kernel's ``%pGg`` prints it.
 
-    >>> decode_gfp_mask(0xcc0)
+    >>> decode_gfp_mask(0xcc0)  # doctest: +SKIP
     'GFP_KERNEL'
 
+    :param prog: the target (default: drgn's default program)
     :param mask: ``gfp_t``
+    :return: the flag names joined by ``|``, leftover bits in hex
     """
     return format_flags(operator.index(mask), gfp_flag_names(prog))
 

@@ -163,6 +163,7 @@ def static_key_enabled(key: drgn.Object) -> bool:
 
     :param key: ``struct static_key``, ``struct static_key_true``,
         ``struct static_key_false``, or a pointer to one of them
+    :return: whether its count is above 0
     """
     if key.type_.unaliased_kind().name == "POINTER":
         key = key[0]

@@ -46,6 +46,10 @@ class ClientSpec:
 
     @property
     def ops(self) -> str:
+        """The client's ``struct page_ext_operations`` symbol.
+
+        :return: e.g. ``"page_owner_ops"``
+        """
         return self.name + "_ops"
 
 
@@ -79,7 +83,13 @@ ORDER = ("page_owner", "page_table_check", "alloc_tag", "page_idle")
 
 def registry() -> dict[str, ClientSpec]:
     """name -> ClientSpec of every client we know, decoded ones first (in
-    ORDER, then by name)."""
+    ORDER, then by name).
+
+    :return: name -> :class:`ClientSpec`
+
+    >>> list(registry())[:4]
+    ['page_owner', 'page_table_check', 'page_alloc_tagging', 'page_idle']
+    """
     global _registry
     if _registry is None:
         found: dict[str, ClientSpec] = {}
@@ -98,15 +108,41 @@ def registry() -> dict[str, ClientSpec]:
 
 
 def spec(name: str) -> Optional[ClientSpec]:
+    """The :class:`ClientSpec` of one client.
+
+    :param name: the client's name (its ops symbol without ``_ops``)
+    :return: its :class:`ClientSpec`, None for a client we do not know
+
+    >>> spec("page_owner").config
+    'CONFIG_PAGE_OWNER'
+    >>> spec("page_owner").commands
+    ('owner', 'top')
+    """
     return registry().get(name)
 
 
 def static_key_probe(name: str) -> Callable[[drgn.Program], Optional[bool]]:
-    """An ``active`` probe: the static key ``name`` is enabled."""
+    """An ``active`` probe: the static key ``name`` is enabled.
+
+    :param name: the static key's symbol, e.g. ``"page_owner_inited"``
+    :return: ``probe(prog) -> bool or None`` (None: the key is not in the target)
+
+    >>> static_key_probe("page_owner_inited")(prog)
+    True
+    """
     return _key(name)
 
 
 def decoder_class(spec_: ClientSpec):
+    """The decoder class of a client, imported on first use.
+
+    :param spec_: a :class:`ClientSpec`
+    :return: the class, taking a :class:`~inspector.session.PageExt` session
+    :raises LookupError: the client has no decoder
+
+    >>> decoder_class(spec("page_owner")).__name__
+    'PageOwner'
+    """
     if not spec_.decoder:
         raise LookupError(f"pageext-inspect has no decoder for {spec_.name}")
     module, _, cls = spec_.decoder.partition(":")

@@ -136,10 +136,22 @@ class Tag:
 
     @property
     def inaccurate(self) -> bool:
+        """Whether the tag carries CODETAG_FLAG_INACCURATE.
+
+        :return: True where the kernel flags its counters inaccurate (``accurate:no`` in /proc/allocinfo)
+        """
         return bool(self.flags & CODETAG_FLAG_INACCURATE)
 
 
 def invalid_text(address: int) -> str:
+    """How a pointer that is not an allocation tag is shown.
+
+    :param address: the pointer found in a page_ext entry
+    :return: the text shown in place of a tag
+
+    >>> invalid_text(0xdead000)
+    '<invalid tag 0xdead000>'
+    """
     return f"<invalid tag {address:#x}>"
 
 
@@ -163,15 +175,28 @@ class Scan:
 
     @property
     def tagged(self) -> int:
+        """Entries that refer to a tag (valid or not): one per live allocation.
+
+        :return: the number of page_ext refs to tags
+        """
         return sum(t.allocations for t in self.tags.values())
 
     @property
     def pages(self) -> int:
+        """Pages the tagged allocations hold (1 << order each).
+
+        :return: the sum over the tags' pages
+        """
         return sum(t.pages for t in self.tags.values())
 
 
 def require_alloc_tagging(session):
-    """The active page_alloc_tagging client, or ClientError saying why not."""
+    """The active page_alloc_tagging client, or ClientError saying why not.
+
+    :param session: a :class:`~inspector.session.PageExt`
+    :return: the client (:class:`~inspector.model.Client`)
+    :raises ClientError: the kernel has no allocation profiling, or it is off
+    """
     prog, lay = session.prog, session.layout
     if lay.client(CLIENT_NAME) is None:
         raise ClientError(f"this kernel has no {CLIENT_NAME} ({CONFIG} is off, or the kernel is older "
@@ -581,6 +606,13 @@ class AllocTags:
             yield ch.lo, int(known.sum()), hits + ch.lo, ref[hits], order, src
 
     def scan(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Scan:
+        """Every page_ext entry in [lo, hi) (of ``node``), counted per allocation tag.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: a :class:`Scan`: refs per tag, entries, orders and where they came from
+        """
         s = Scan()
         for _a, n, pfns, refs, orders, srcs in self.chunks(lo, hi, node):
             s.entries += n
@@ -672,7 +704,14 @@ SOURCES = (COMPOUND, PAGE_OWNER, NEXT_TAGGED, ASSUMED)
 
 def alloc_tag_rows(at: AllocTags, s: Scan, kernel: dict, all_tags: bool = False) -> list[dict]:
     """One row per tag with page_ext refs (and, with all_tags, every kernel tag),
-    by page_ext bytes, then kernel bytes."""
+    by page_ext bytes, then kernel bytes.
+
+    :param at: the :class:`AllocTags` decoder
+    :param s: a scan's result (:meth:`AllocTags.scan`)
+    :param kernel: tag address -> (bytes, calls) of the kernel's counters
+    :param all_tags: also the kernel's tags no page refers to
+    :return: one dict per tag
+    """
     page = at.layout.page_size
     index = {a: i for i, a in enumerate(at.catalogue())}  # the line of /proc/allocinfo, from 0
     rows = []

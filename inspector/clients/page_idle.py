@@ -82,6 +82,10 @@ class IdleSummary:
     idle_lru_pages: int = 0  # of those, Idle (the head's bit): set bits of the bitmap view
 
     def to_json(self) -> dict:
+        """The summary as a dict (the ``--json`` keys).
+
+        :return: the counts, JSON-ready
+        """
         return dict(self.__dict__)
 
 
@@ -96,11 +100,19 @@ class IdleEntry:
     head_pfn: Optional[int]  # the folio head (itself unless a tail page)
 
     def to_json(self) -> dict:
+        """The entry as a dict (the ``--json`` keys).
+
+        :return: the entry's fields, JSON-ready
+        """
         return dict(self.__dict__)
 
 
 def no_page_idle_reason(prog: drgn.Program) -> str:
-    """Why this kernel keeps no page_idle data in page_ext (one line)."""
+    """Why this kernel keeps no page_idle data in page_ext (one line).
+
+    :param prog: the target
+    :return: one line for the error message
+    """
     is64 = k.pointer_size(prog) == 8
     has_pg_idle = k.constant(prog, "PG_idle") is not None
     if is64 or has_pg_idle:
@@ -146,6 +158,13 @@ class PageIdle:
         self.max_pfn = k.value(prog, "max_pfn")
 
     def chunks(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Iterator[IdleChunk]:
+        """The Young/Idle bits of the pages read in [lo, hi), a chunk at a time, as columns.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: iterator of :class:`IdleChunk`
+        """
         ybit, ibit = 1 << self.young_bit, 1 << self.idle_bit
         for ch in self.session.chunks(lo, hi, node=node, label="reading page_idle"):
             e = columns(ch.entries, self.dtype, ch.n)
@@ -183,6 +202,11 @@ class PageIdle:
                             None if ref is None else ref[sel], None if head is None else head[sel])
 
     def entry_at(self, pfn: int) -> IdleEntry:
+        """One page's Young/Idle bits (its head's, for a tail page), with its LRU state and refcount.
+
+        :param pfn: a page frame number
+        :return: an :class:`IdleEntry`
+        """
         flags = int(columns(self.session.entry(pfn), self.dtype, 1)["flags"][0])
         mm, mm_lost = self.session.read_memmap(pfn, pfn + 1) if self.max_pfn is None or pfn < self.max_pfn \
             else (None, [(0, 1)])
@@ -196,6 +220,13 @@ class PageIdle:
                          int(p["_refcount"][0]), head)
 
     def summary(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> IdleSummary:
+        """Young and idle pages counted over [lo, hi), with the LRU pages the kernel's bitmap reports.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive), None: all
+        :param node: only this NUMA node's tables
+        :return: an :class:`IdleSummary`
+        """
         s = IdleSummary()
         for c in self.chunks(lo, hi, node):
             s.pages += len(c.pfn)
@@ -251,6 +282,12 @@ class PageIdle:
         return None if bits is None or shift is None else 1 << max(0, bits - shift)
 
     def bitmap(self, lo: int = 0, hi: Optional[int] = None) -> bytes:
+        """/sys/kernel/mm/page_idle/bitmap as a read of [lo, hi) would return it now.
+
+        :param lo: first pfn (a multiple of 64)
+        :param hi: end pfn, None: max_pfn
+        :return: the bitmap's bytes
+        """
         return b"".join(self.bitmap_chunks(lo, hi))
 
 

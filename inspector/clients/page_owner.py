@@ -223,14 +223,21 @@ class PageOwner:
         return block_migratetype(usemap, bitidx, self.mt_mask, self.iso_bit, self.isolate_mt)
 
     def gfp_migratetype(self, gfp):
-        """gfp_migratetype() of a gfp mask (or a column of them)."""
+        """gfp_migratetype() of a gfp mask (or a column of them).
+
+        :param gfp: a gfp mask, or a numpy column of them
+        :return: the migratetype (a column for a column)
+        """
         if self.mobility_disabled:
             return gfp * 0  # MIGRATE_UNMOVABLE
         return (gfp & self.gfp_movable_mask) >> self.gfp_movable_shift
 
     def clock_ns(self) -> Optional[int]:
         """The target's local_clock() now, for the ts bound: the newest of the
-        runqueue clocks and the last kernel log record (both local_clock())."""
+        runqueue clocks and the last kernel log record (both local_clock()).
+
+        :return: nanoseconds, None where neither clock can be read
+        """
         if self._clock is None:
             self._clock = target_clock_ns(self.prog) or -1
         return self._clock if self._clock >= 0 else None
@@ -269,7 +276,17 @@ class PageOwner:
         page is not in the dump cannot be printed as the kernel would (its
         flags, its buddy state): with ``need_page`` it is left out and counted
         hidden; without (for sums), it is kept, with ``Batch.pknown`` false
-        and a note that the answer counts it unchecked."""
+        and a note that the answer counts it unchecked.
+
+        :param which: ALLOCATED, FREED or ALL (:mod:`inspector.decode.owner`)
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :param heads_only: leave out the tail pages of high-order blocks
+        :param debugfs: select what read_page_owner() prints instead
+        :param need_page: leave out records whose struct page was not read
+        :return: iterator of :class:`~inspector.decode.owner.Batch`
+        """
         if debugfs:
             lo = max(lo, k.value(self.prog, "min_low_pfn") or 0)
             max_pfn = k.value(self.prog, "max_pfn")
@@ -354,7 +371,12 @@ class PageOwner:
         return skip
 
     def free_blocks(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[int, int]]:
-        """(pfn, order) of every free buddy block head (PageBuddy) in the tables."""
+        """(pfn, order) of every free buddy block head (PageBuddy) in the tables.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :return: iterator of ``(pfn, order)``
+        """
         for ch in self.session.chunks(lo, hi, label="reading the memmap"):
             if ch.memmap is None:
                 continue
@@ -368,11 +390,25 @@ class PageOwner:
     # -- records as Python objects ------------------------------------------------------------
     def records(self, which: str = ALLOCATED, lo: int = 0, hi: int = 1 << 64, *, node: Optional[int] = None,
                 heads_only: bool = True, debugfs: bool = False) -> Iterator[Record]:
-        """:meth:`batches` one :class:`Record` at a time (for scripts; slower)."""
+        """:meth:`batches` one :class:`Record` at a time (for scripts; slower).
+
+        :param which: ALLOCATED, FREED or ALL (:mod:`inspector.decode.owner`)
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :param heads_only: leave out the tail pages of high-order blocks
+        :param debugfs: select what read_page_owner() prints instead
+        :return: iterator of :class:`~inspector.decode.owner.Record`
+        """
         for b in self.batches(which, lo, hi, node=node, heads_only=heads_only, debugfs=debugfs):
             yield from self.batch_records(b)
 
     def batch_records(self, b: Batch) -> Iterator[Record]:
+        """The records of a batch, one :class:`~inspector.decode.owner.Record` each.
+
+        :param b: a :class:`~inspector.decode.owner.Batch`
+        :return: iterator of :class:`~inspector.decode.owner.Record`
+        """
         cols = {f: b.e[f].tolist() for f in self.owner_fields}
         flags = b.e["ext_flags"].tolist()
         pflags = b.p["flags"].tolist() if b.p is not None else [None] * len(b)
@@ -395,6 +431,9 @@ class PageOwner:
         """The record of one pfn (tail pages included).
 
         :raises NoPageExtError: the pfn has no page_ext, or no page_owner record
+
+        :param pfn: a page frame number
+        :return: its :class:`~inspector.decode.owner.Record`
         """
         self.session.entry_address(pfn)  # the reason, when there is no entry
         for r in self.records(ALL, pfn, pfn + 1, heads_only=False):
@@ -407,7 +446,11 @@ class PageOwner:
     # -- names -------------------------------------------------------------------------------------
     def stack_lines(self, handle: Optional[int]) -> Optional[list[str]]:
         """%pS lines of a handle; ["<invalid handle 0x..>"] for a corrupt one;
-        None for no handle or one whose record is not in the dump."""
+        None for no handle or one whose record is not in the dump.
+
+        :param handle: a stack depot handle (0 or None: none)
+        :return: the lines, or None
+        """
         if not handle:
             return None
         lines = self.depot.lines(handle)
@@ -418,6 +461,11 @@ class PageOwner:
         return list(lines)
 
     def memcg_name(self, memcg_data: int) -> Optional[str]:
+        """The memcg a ``memcg_data`` word names, as print_page_owner_memcg() prints it.
+
+        :param memcg_data: ``page->memcg_data``
+        :return: the memcg's path, or None without a memcg line
+        """
         name = self.memcg.name(memcg_data) if self.memcg is not None and memcg_data else None
         return None if name is None else escape(name)
 
@@ -481,7 +529,12 @@ class PageOwner:
     def debugfs_bytes(self, b: Batch, raw: bool = True) -> bytes:
         """print_page_owner()'s text of every printable record of a batch, byte
         for byte (escaped for a terminal unless ``raw``).  Corrupt records and
-        records whose stack is not in the dump are left out and counted."""
+        records whose stack is not in the dump are left out and counted.
+
+        :param b: a batch selected with ``debugfs=True``
+        :param raw: the kernel's bytes as they are (False: escaped for a terminal)
+        :return: the text, bytes
+        """
         keep = b.corrupt == 0
         if b.pknown is not None:  # no struct page: the kernel's flags line cannot be printed
             self.session.missing.records_hidden += int((keep & ~b.pknown).sum())
@@ -570,7 +623,11 @@ class PageOwner:
 
     # -- JSON Lines, CSV and readable text -----------------------------------------------------------
     def record_dict(self, r: Record) -> dict:
-        """One record as plain data (JSON/CSV); names from the target."""
+        """One record as plain data (JSON/CSV); names from the target.
+
+        :param r: a :class:`~inspector.decode.owner.Record`
+        :return: the ``owner --json`` keys
+        """
         return {
             "pfn": r.pfn,
             "state": "allocated" if r.allocated else "freed",
@@ -600,7 +657,11 @@ class PageOwner:
 
     def json_bytes(self, b: Batch) -> bytes:
         """JSON Lines of a batch: what ``json.dumps(record_dict(r))`` gives
-        for each record, formatted column by column."""
+        for each record, formatted column by column.
+
+        :param b: a :class:`~inspector.decode.owner.Batch`
+        :return: one JSON line per record, bytes
+        """
         e, n = b.e, len(b)
         null = b"null"
 
@@ -650,7 +711,11 @@ class PageOwner:
         return render(pieces, n)
 
     def text(self, r: Record) -> str:
-        """A readable block for one record."""
+        """A readable block for one record.
+
+        :param r: a :class:`~inspector.decode.owner.Record`
+        :return: the lines of ``owner``'s text format
+        """
         d = self.record_dict(r)
         order = "CORRUPT" if d["order"] is None else d["order"]
         head = (f"pfn {r.pfn:#x} order {order} {d['state']}  gfp {r.gfp_mask:#x}({d['gfp_flags']})  "
@@ -692,6 +757,12 @@ class PageOwner:
         grows with the groups, not the records.
 
         :raises UsageError: a key this kernel's records do not have
+
+        :param keys: columns of :data:`~inspector.decode.owner.AGG_KEYS`
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: :class:`~inspector.decode.sums.Sums`
         """
         for key in keys:
             if key not in AGG_KEYS or (key not in ("migratetype", "node") and key not in self.has):
@@ -719,7 +790,14 @@ class PageOwner:
     def top(self, by: str, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> list[dict]:
         """Pages and allocations per ``by`` (one of :data:`TOP_KEYS`) over the
         records debugfs would print; records whose stack is not in the dump
-        are counted in ``missing.records_hidden``."""
+        are counted in ``missing.records_hidden``.
+
+        :param by: one of :data:`TOP_KEYS`
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: rows ``{"key", "pages", "allocations"}``, most pages first
+        """
         col = TOP_COLUMN.get(by, by)
         s = self.sums((col,), lo, hi, node)
         pages: dict = defaultdict(int)

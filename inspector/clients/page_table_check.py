@@ -63,9 +63,17 @@ class PtcSummary:
 
     @property
     def inconsistent(self) -> list[int]:
+        """Every page whose counts break page_table_check's rules: counted both ways, negative, or the wrong kind.
+
+        :return: sorted pfns
+        """
         return sorted(set(self.both + self.negative + self.not_anon + self.anon_file))
 
     def to_json(self) -> dict:
+        """The summary as a dict (the ``--json`` keys).
+
+        :return: the counts (lists as their lengths), JSON-ready
+        """
         return {key: (len(v) if isinstance(v, list) else v) for key, v in self.__dict__.items()} | {
             "inconsistent_pfns": self.inconsistent[:100], "mapcount_mismatch_pfns": self.mapcount_mismatch[:100]}
 
@@ -102,6 +110,13 @@ class PageTableCheck:
                    None if p is None else p[idx], pknown[idx])
 
     def summary(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> PtcSummary:
+        """The per-page anon/file map counts over [lo, hi), summed and checked against each other and _mapcount.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: a :class:`PtcSummary`
+        """
         s = PtcSummary()
         for pfn, anon, file, p, pknown in self.chunks(lo, hi, node):
             s.pages += len(pfn)

@@ -44,10 +44,12 @@ def gfp_flag_names(prog: Program) -> List[Tuple[int, str]]:
     ``___GFP_*_BIT`` as a single flag (since Linux kernel commit 772dd0342727
     ("mm: enumerate all gfp flags"), in v6.10).
 
-    >>> gfp_flag_names()[:2]
+    >>> gfp_flag_names()[:2]  # doctest: +SKIP
     [(3264, 'GFP_TRANSHUGE'), (2752, 'GFP_TRANSHUGE_LIGHT')]
 
     :return: list of (mask, name)
+
+    :param prog: the target (default: drgn's default program)
     """
     try:
         return prog.cache["pageext_gfp_names"]
@@ -67,7 +69,15 @@ def gfp_flag_names(prog: Program) -> List[Tuple[int, str]]:
 
 
 def format_flags(flags: int, names: List[Tuple[int, str]]) -> str:
-    """lib/vsprintf.c format_flags(): names joined by '|', leftover bits in hex."""
+    """lib/vsprintf.c format_flags(): names joined by '|', leftover bits in hex.
+
+    :param flags: the flags word
+    :param names: ``(mask, name)`` in the table's order (:func:`flag_table`)
+    :return: the text ``%pGg``/``%pGp`` prints
+
+    >>> format_flags(0xcc0 | 0x1, [(0xcc0, "GFP_KERNEL"), (0x400, "__GFP_DIRECT_RECLAIM")])
+    'GFP_KERNEL|0x1'
+    """
     out = []
     for mask, name in names:
         if not flags:

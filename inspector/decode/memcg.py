@@ -63,7 +63,11 @@ def reads_every_word_as_objcg(prog: drgn.Program) -> bool:
     enumerator (OBJEXTS_FLAGS_MASK is a macro; page_memcg_check() stays as an
     inline), so only the version tells: these releases and later ones on the
     same lines.  A 6.18.y backport exists (e15a034d2783) whose first release
-    is not pinned: 6.18.y is read the old way."""
+    is not pinned: 6.18.y is read the old way.
+
+    :param prog: the target
+    :return: True for the v7.3-rc1 form
+    """
     m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release(prog))
     if not m:
         return False
@@ -77,7 +81,11 @@ def skips_tail_pages(prog: drgn.Program) -> bool:
     """Whether print_page_owner_memcg() skips tail pages: the commit that
     added the ``PageTail()`` test made ``struct folio``'s ``_nr_pages``
     overlay the first tail page's ``memcg_data``, so that overlay in the
-    debug info is the test."""
+    debug info is the test.
+
+    :param prog: the target
+    :return: True where tail pages print no memcg line
+    """
     try:
         folio, page = prog.type("struct folio"), prog.type("struct page")
         return drgn.offsetof(folio, "_nr_pages") == page.size + drgn.offsetof(page, "memcg_data")

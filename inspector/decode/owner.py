@@ -41,7 +41,10 @@ CORRUPT_NAMES = {C_ORDER: "order", C_PID: "pid", C_TS: "ts_nsec", C_REASON: "las
 def clear_tail_memcg(p: np.ndarray) -> None:
     """print_page_owner_memcg()'s ``if (!memcg_data || PageTail(page))``
     (see memcg.py): zero the memcg_data word of each tail page among the
-    struct pages ``p``, so that it prints no memcg line."""
+    struct pages ``p``, so that it prints no memcg line.
+
+    :param p: structured struct pages (:func:`~inspector.decode.engine.page_fields`), changed in place
+    """
     if "memcg_data" in p.dtype.names and "compound_head" in p.dtype.names:
         p["memcg_data"][(p["compound_head"] & 1) != 0] = 0
 
@@ -60,7 +63,12 @@ def max_record_order(prog: drgn.Program, nr_orders: int) -> int:
     are records like any other (up to MAX_FOLIO_ORDER, a macro: PUD order,
     16G, or a section).  Detected by
     ``struct page_ext_iter`` in the debug info; then the bound is the most
-    pages the machine has (``max_pfn``), or 2**30 pages without it."""
+    pages the machine has (``max_pfn``), or 2**30 pages without it.
+
+    :param prog: the target
+    :param nr_orders: the buddy's orders (MAX_ORDER, or MAX_PAGE_ORDER + 1)
+    :return: the highest order a record may hold
+    """
     if k.type_or_none(prog, "struct page_ext_iter") is None:
         return nr_orders - 1
     top = k.value(prog, "max_pfn") or (1 << 30)
@@ -81,7 +89,17 @@ def pageblock_layout(enum: dict[str, int]) -> Optional[tuple[int, int, int]]:
       PB_compact_skip, PB_migrate_isolate (CONFIG_MEMORY_ISOLATION),
       __NR_PAGEBLOCK_BITS; NR_PAGEBLOCK_BITS is now a macro,
       roundup_pow_of_two(__NR_PAGEBLOCK_BITS) -- 8 with isolation, 4
-      without -- and a set PB_migrate_isolate reads as MIGRATE_ISOLATE."""
+      without -- and a set PB_migrate_isolate reads as MIGRATE_ISOLATE.
+
+    :param enum: enumerator name -> value of ``enum pageblock_bits``
+    :return: ``(bits per pageblock, migratetype mask, isolate bit mask)`` or None
+
+    >>> pageblock_layout({"PB_migrate": 0, "PB_migrate_end": 2, "PB_migrate_skip": 3, "NR_PAGEBLOCK_BITS": 4})
+    (4, 7, 0)
+    >>> pageblock_layout({"PB_migrate_0": 0, "PB_migrate_1": 1, "PB_migrate_2": 2, "PB_compact_skip": 3,
+    ...                   "PB_migrate_isolate": 4, "__NR_PAGEBLOCK_BITS": 5})
+    (8, 7, 16)
+    """
     if "PB_migrate_end" in enum and "NR_PAGEBLOCK_BITS" in enum:
         return (enum["NR_PAGEBLOCK_BITS"],
                 (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1, 0)
@@ -100,7 +118,18 @@ def block_migratetype(usemap: np.ndarray, bitidx: np.ndarray, mt_mask: int, iso_
                       isolate_mt: int) -> np.ndarray:
     """get_pfnblock_migratetype() over a section's pageblock bitmap (uint64
     words) at each block's first bit: the migratetype bits, or MIGRATE_ISOLATE
-    where the standalone isolate bit (v6.17) is set."""
+    where the standalone isolate bit (v6.17) is set.
+
+    :param usemap: the section's pageblock bitmap, uint64 words
+    :param bitidx: each page's block's first bit in it
+    :param mt_mask: the migratetype bits (:func:`pageblock_layout`)
+    :param iso_bit: the standalone isolate bit, 0 before v6.17
+    :param isolate_mt: MIGRATE_ISOLATE's value
+    :return: int64 migratetype per page
+
+    >>> block_migratetype(np.array([0x21], np.uint64), np.array([0, 4]), 7, 0, 4).tolist()
+    [1, 2]
+    """
     word = usemap[np.minimum(bitidx // 64, len(usemap) - 1)] >> (bitidx % 64).astype(np.uint64)
     mt = (word & np.uint64(mt_mask)).astype(np.int64)
     if iso_bit:
@@ -125,6 +154,11 @@ class Batch:
         return len(self.pfn)
 
     def take(self, idx: np.ndarray) -> "Batch":
+        """The records ``idx`` of this batch, as a batch.
+
+        :param idx: indices or a bool mask over the batch
+        :return: a new :class:`Batch` of those records
+        """
         return Batch(self.table, self.pfn[idx], self.e[idx], None if self.p is None else self.p[idx],
                      self.block_mt[idx], self.corrupt[idx], self.suspect,
                      None if self.pknown is None else self.pknown[idx])
@@ -146,7 +180,11 @@ class Select:
         return bool(self.pids or self.tgids or self.names)
 
     def mask(self, e: np.ndarray) -> np.ndarray:
-        """Which of the records ``e`` (structured entries) are selected."""
+        """Which of the records ``e`` (structured entries) are selected.
+
+        :param e: structured entries with ``pid``, ``tgid`` and ``comm`` (those selected on)
+        :return: bool array
+        """
         keep = np.ones(len(e), dtype=bool)
         if self.pids:
             keep &= np.isin(e["pid"], self.pids)
@@ -166,6 +204,12 @@ class Select:
 
         >>> Select.parse("1,2", None, "leaker,sh")
         Select(pids=(1, 2), tgids=(), names=(b'leaker', b'sh'))
+
+        :param pid: ``--pid``'s list, or None
+        :param tgid: ``--tgid``'s list, or None
+        :param name: ``--name``'s list, or None
+        :return: the :class:`Select`
+        :raises UsageError: a list that is not numbers
         """
         def ints(text: Optional[str], flag: str) -> tuple[int, ...]:
             if text is None:
@@ -207,7 +251,11 @@ def target_clock_ns(prog: drgn.Program) -> Optional[int]:
     """local_clock() as the target last saw it: the newest runqueue clock
     (update_rq_clock(): sched_clock_cpu()) or kernel log record (printk
     stamps records with local_clock()), whichever is later; None if neither
-    can be read."""
+    can be read.
+
+    :param prog: the target
+    :return: nanoseconds since boot, or None
+    """
     best = None
     try:
         from drgn.helpers.linux.cpumask import for_each_online_cpu

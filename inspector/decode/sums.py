@@ -38,7 +38,20 @@ class Sums:
         Each key column is factorized on its own and the codes combined into
         one int64 (first column most significant, so the order is the
         structured sort's): sorting a structured array is several times
-        slower than sorting plain integers."""
+        slower than sorting plain integers.
+
+        :param keys: structured array, one row of key columns per record
+        :param pages: pages per record
+        :param allocations: allocations per record (1 each, or 0 for a tail)
+        :return: the sums per distinct key, keys sorted
+
+        >>> keys = np.array([(7, 0), (3, 1), (7, 0)], dtype=[("pid", "<i4"), ("order", "<u2")])
+        >>> s = Sums.of(keys, np.array([1, 2, 1]), np.array([1, 1, 1]))
+        >>> s.keys.tolist(), s.pages.tolist(), s.allocations.tolist()
+        ([(3, 1), (7, 0)], [2, 2], [1, 2])
+        >>> s.rollup(("order",)).keys.tolist()
+        [(0,), (1,)]
+        """
         names = keys.dtype.names
         factors, codes, stride = [], np.zeros(len(keys), np.int64), 1
         for name in reversed(names):
@@ -66,6 +79,12 @@ class Sums:
 
     @classmethod
     def merge(cls, parts: Sequence["Sums"], dtype: np.dtype) -> "Sums":
+        """The sums of several parts added up (keys met in several parts merge).
+
+        :param parts: the sums of several chunks
+        :param dtype: the key dtype, for no parts at all
+        :return: one :class:`Sums` over all of them
+        """
         if not parts:
             return cls(np.empty(0, dtype=dtype), np.empty(0, np.int64), np.empty(0, np.int64))
         if len(parts) == 1:
@@ -74,7 +93,11 @@ class Sums:
                       np.concatenate([p.allocations for p in parts]))
 
     def rollup(self, keys: Sequence[str]) -> "Sums":
-        """The same sums over fewer key columns."""
+        """The same sums over fewer key columns.
+
+        :param keys: the key columns to keep
+        :return: a new :class:`Sums`
+        """
         sub = np.empty(len(self.keys), dtype=np.dtype([(k, self.keys.dtype[k]) for k in keys]))
         for k in keys:
             sub[k] = self.keys[k]
