@@ -392,12 +392,7 @@ class PageOwner:
                 heads_only: bool = True, debugfs: bool = False) -> Iterator[Record]:
         """:meth:`batches` one :class:`Record` at a time (for scripts; slower).
 
-        :param which: ALLOCATED, FREED or ALL (:mod:`inspector.decode.owner`)
-        :param lo: first pfn
-        :param hi: end pfn (exclusive)
-        :param node: only this NUMA node's tables
-        :param heads_only: leave out the tail pages of high-order blocks
-        :param debugfs: select what read_page_owner() prints instead
+        :param which, lo, hi, node, heads_only, debugfs: as :meth:`batches`
         :return: iterator of :class:`~inspector.decode.owner.Record`
         """
         for b in self.batches(which, lo, hi, node=node, heads_only=heads_only, debugfs=debugfs):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from ..clients.alloc_tag import ASSUMED, CLIENT_NAME, COMPOUND, NEXT_TAGGED, PAGE_OWNER, alloc_tag_rows
+from ..clients.alloc_tag import (ASSUMED, CLIENT_NAME, COMPOUND, NEXT_TAGGED, PAGE_OWNER, AllocTags, Scan,
+                                alloc_tag_rows)
 from ..text import escape
 from .base import LIMIT, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
 
@@ -46,43 +47,53 @@ def run_alloc_tags(ctx: Context) -> int:
     rows = [r for r in rows if r["bytes"] >= a.threshold]
     if a.limit:
         rows = rows[:a.limit]
-    page = at.layout.page_size
-    summary = {"entries": s.entries, "tagged": s.tagged, "none": s.null, "empty": s.empty,
-               "invalid": sum(s.invalid.values()), "invalid_tags": len(s.invalid),
-               "pages": s.pages, "bytes": s.pages * page, "tags": len(s.tags) - len(s.invalid),
-               "order_source": dict(sorted(s.order_source.items())),
-               "kernel": None if not kernel else {
-                   "tags": sum(1 for b, _ in kernel.values() if b is not None),
-                   "bytes": sum(b for b, _ in kernel.values() if b is not None),
-                   "calls": sum(c for _, c in kernel.values() if c is not None),
-                   "unknown_tags": sum(1 for b, _ in kernel.values() if b is None)},
-               "tag_list": at.catalogue_note or "the kernel's",
-               "refs_in": "page_flags" if at.compressed else "page_ext"}
+    summary = _summary(at, s, kernel)
     if a.as_json:
         ctx.echo(json.dumps({"summary": summary, "tags": rows, "missing": missing_json(ctx)}, indent=1))
     else:
-        ctx.echo(f"{'bytes':>12} {'pages':>8} {'allocs':>8} {'kernel bytes':>13} {'calls':>8}  tag")
-        for r in rows:
-            kb = "" if r["kernel_bytes"] is None else r["kernel_bytes"]
-            kc = "" if r["kernel_calls"] is None else r["kernel_calls"]
-            ctx.echo(f"{r['bytes']:>12} {r['pages']:>8} {r['allocations']:>8} {kb:>13} {kc:>8}  "
-                     f"{escape(r['tag'])}{'  (inaccurate)' if r.get('inaccurate') else ''}")
-        src = ", ".join(f"{v} {k_.replace('_', ' ')}" for k_, v in summary["order_source"].items()) or "none"
-        where = "struct pages (compressed tags)" if at.compressed else "page_ext entries"
-        ctx.echo(f"{where:<17} {s.entries}: {s.tagged} tagged ({summary['tags']} tags), "
-                 f"{s.null} without a tag, {s.empty} empty (CODETAG_EMPTY), "
-                 f"{summary['invalid']} invalid ({len(s.invalid)} distinct pointers)")
-        ctx.echo(f"tagged pages      {s.pages} ({s.pages * page} bytes); orders from: {src}")
-        if kernel:
-            kk = summary["kernel"]
-            ctx.echo(f"kernel counters   {kk['bytes']} bytes, {kk['calls']} calls in {kk['tags']} tags "
-                     "(page, slab and percpu allocations: /proc/allocinfo)"
-                     + (f"; {kk['unknown_tags']} tags' counters not in the dump" if kk["unknown_tags"] else ""))
+        _print_tags(ctx, at, s, rows, summary)
     if s.invalid:
         ctx.note(f"{summary['invalid']} page_ext entr{'y' if summary['invalid'] == 1 else 'ies'} hold "
                  f"{len(s.invalid)} pointer(s) that are not allocation tags")
         ctx.corrupt += summary["invalid"]
     return 0
+
+
+def _summary(at: AllocTags, s: Scan, kernel: dict) -> dict:
+    """The ``summary`` of ``alloc-tags --json``: the scan's counts beside the kernel's."""
+    page = at.layout.page_size
+    return {"entries": s.entries, "tagged": s.tagged, "none": s.null, "empty": s.empty,
+            "invalid": sum(s.invalid.values()), "invalid_tags": len(s.invalid),
+            "pages": s.pages, "bytes": s.pages * page, "tags": len(s.tags) - len(s.invalid),
+            "order_source": dict(sorted(s.order_source.items())),
+            "kernel": None if not kernel else {
+                "tags": sum(1 for b, _ in kernel.values() if b is not None),
+                "bytes": sum(b for b, _ in kernel.values() if b is not None),
+                "calls": sum(c for _, c in kernel.values() if c is not None),
+                "unknown_tags": sum(1 for b, _ in kernel.values() if b is None)},
+            "tag_list": at.catalogue_note or "the kernel's",
+            "refs_in": "page_flags" if at.compressed else "page_ext"}
+
+
+def _print_tags(ctx: Context, at: AllocTags, s: Scan, rows: list[dict], summary: dict) -> None:
+    """The rows, then the summary, as text."""
+    ctx.echo(f"{'bytes':>12} {'pages':>8} {'allocs':>8} {'kernel bytes':>13} {'calls':>8}  tag")
+    for r in rows:
+        kb = "" if r["kernel_bytes"] is None else r["kernel_bytes"]
+        kc = "" if r["kernel_calls"] is None else r["kernel_calls"]
+        ctx.echo(f"{r['bytes']:>12} {r['pages']:>8} {r['allocations']:>8} {kb:>13} {kc:>8}  "
+                 f"{escape(r['tag'])}{'  (inaccurate)' if r.get('inaccurate') else ''}")
+    src = ", ".join(f"{v} {k_.replace('_', ' ')}" for k_, v in summary["order_source"].items()) or "none"
+    where = "struct pages (compressed tags)" if at.compressed else "page_ext entries"
+    ctx.echo(f"{where:<17} {s.entries}: {s.tagged} tagged ({summary['tags']} tags), "
+             f"{s.null} without a tag, {s.empty} empty (CODETAG_EMPTY), "
+             f"{summary['invalid']} invalid ({len(s.invalid)} distinct pointers)")
+    ctx.echo(f"tagged pages      {s.pages} ({s.pages * at.layout.page_size} bytes); orders from: {src}")
+    kk = summary["kernel"]
+    if kk:
+        ctx.echo(f"kernel counters   {kk['bytes']} bytes, {kk['calls']} calls in {kk['tags']} tags "
+                 "(page, slab and percpu allocations: /proc/allocinfo)"
+                 + (f"; {kk['unknown_tags']} tags' counters not in the dump" if kk["unknown_tags"] else ""))
 
 
 COMMANDS = [

@@ -147,6 +147,14 @@ def run_diff(ctx: Context) -> int:
                              "new": d["new"], "vanished": d["vanished"], "nodes": d["nodes"],
                              "missing": missing_json(ctx)}, indent=1, default=str))
         return 0
+    _print_diff(ctx, samples, d, rows)
+    return 0
+
+
+def _print_diff(ctx: Context, samples, d: dict, rows: list) -> None:
+    """``diff``'s text: the two inputs, the changed rows, the totals and the nodes."""
+    a = ctx.args
+    ma, mb = samples.metas
     for name, m, src in (("A", ma, a.a), ("B", mb, a.b)):
         ctx.echo(f"{name}: {src}  ({m.get('target', {}).get('kind')}, {m.get('release')}, {m.get('machine')}, "
                  f"boot {m.get('boot_id')}, {m.get('time')})")
@@ -168,7 +176,6 @@ def run_diff(ctx: Context) -> int:
         ctx.echo(f"{n['node']:>6} {n['pages_a']:>10} {n['pages_b']:>10} {n['delta_pages']:>+10}")
     ctx.echo(f"{'all':>6} {sum(n['pages_a'] for n in d['nodes']):>10} {sum(n['pages_b'] for n in d['nodes']):>10} "
              f"{sum(n['delta_pages'] for n in d['nodes']):>+10}")
-    return 0
 
 
 def _describe(meta: dict, source: str) -> dict:
@@ -197,19 +204,14 @@ def prepare_watch(a) -> None:
 
 
 def run_watch(ctx: Context) -> int:
-    from ..history.analysis import RULE
-    from ..history.watch import Watcher, table, verdict
+    from ..history.watch import Watcher, verdict
     a, pe = ctx.args, ctx.session
     if not pe.live:
         raise UsageError("watch samples a live kernel (/proc/kcore or --qemu); a vmcore never changes: "
                          "compare two with diff")
     if a.pause and pe.target is not None and pe.target.kind != "qemu":
         raise UsageError("--pause stops a QEMU guest: it goes with --qemu")
-    rule = dict(RULE)
-    if a.rate is not None:
-        rule["min_rate"] = a.rate
-    if a.growth is not None:
-        rule["min_growth"] = a.growth
+    rule = _watch_rule(a)
     with tempfile.TemporaryDirectory(prefix="pageext-watch-") as tmp:
         outdir = a.output or tmp
         os.makedirs(outdir, exist_ok=True)
@@ -217,49 +219,7 @@ def run_watch(ctx: Context) -> int:
                     timeout=timeout_of(a))
         if a.plot:
             import matplotlib.figure  # noqa: F401  (loaded before the first sample, see watch.py)
-        live = None
-        if ctx.tty and not a.as_json:
-            from rich.console import Console
-            from rich.live import Live
-            live = Live(console=Console(file=ctx.out), auto_refresh=False)
-            live.start()
-            pe.progress = lambda label, total: (lambda n: None)  # no progress bars under the live table
-        trend = []
-        try:
-            for snap in w.samples():
-                trend = w.trend(rule)
-                n, m = w.taken, snap.meta
-                head = (f"sample {n}{'/' + str(a.count) if a.count else ''}: {m['totals']['stack']['pages']} pages, "
-                        f"{m['stacks']} stacks, read in {m['read_seconds']:.1f} s")
-                del snap, m  # nothing keeps a sample in memory (issue 26)
-                if live is not None:
-                    live.update(table(trend, a.limit or 10, head), refresh=True)
-                elif not a.as_json:
-                    top = next((r for r in trend if r["growth"] > 0), None)
-                    from ..history.analysis import labels
-                    ctx.echo(head + (f"; grew most: {labels([top['stack']])[0]} ({top['growth']:+d} pages)"
-                                     if top and n > 1 else ""))
-                    ctx.out.flush()
-        except KeyboardInterrupt:
-            if not w.taken:
-                raise
-        except Exception as e:
-            # The target (or --pause's socket) stopped answering: the samples
-            # so far still make a verdict, marked partial (exit 3) with the
-            # reason.  (A signal that cut a wait on QEMU ends the sampling like Ctrl-C.)
-            from ..link import NoAnswerError
-            link = getattr(pe.target, "link", None)
-            interrupted = link is not None and link.interrupted() and w.taken
-            why = pe.target.take_failure() if w.taken and link is not None else None
-            if w.taken and not why and isinstance(e, NoAnswerError) and not (link and link.failure()):
-                why = str(e)
-            if not why and not interrupted:
-                raise
-            if why:
-                w.missing.note(f"sampling ended after {w.taken} samples: {why}")
-        finally:
-            if live is not None:
-                live.stop()
+        live, trend = _sample(ctx, w, rule)
         if w.paused_by_other:
             ctx.note(f"note: the guest behind --pause {a.pause} was paused already (not by pageext-inspect): "
                      "sampled as it was, and left paused")
@@ -268,37 +228,116 @@ def run_watch(ctx: Context) -> int:
         if not w.taken:
             raise UsageError("no sample was taken")
         lines = verdict(w.running, trend, rule)
-        drawn = history = None
-        if a.plot or a.as_json:  # the whole history, read back from the files once
-            history = w.history()
-        if a.plot:
-            from ..history.plot import draw
-            drawn = draw(history, a.plot, a.limit or 8, rule)
-        if a.as_json:
-            from ..history.analysis import labels
-            shown = [r for r in trend if r["suspect"]] + [r for r in trend if not r["suspect"]][:a.limit or 10]
-            # The full series of the stacks shown (the running trend keeps the last few only).
-            keys = [r["handle"] if history.stack_key == "handle" else "\n".join(r["stack"]) for r in shown]
-            full = history.series(keys)
-            for r, k, label in zip(shown, keys, labels([r["stack"] for r in shown])):
-                r["label"], r["series"] = label, full[k]
-            doc = {"samples": w.sample_list(), "kept": a.output is not None, "time_axis": w.running.axis,
-                   "t_min": [r["t_min"] for r in history.query("SELECT t_min FROM samples ORDER BY sample")],
-                   "rule": rule, "stacks": shown, "suspects": [r["label"] for r in shown if r["suspect"]],
-                   "verdict": lines[0], "plot": drawn, "missing": missing_json(ctx)}
-            history.con.close()
+        doc = _watch_outputs(ctx, w, trend, rule, lines)
     if a.as_json:
         ctx.echo(json.dumps(doc, indent=1, default=str))
-    else:
-        if live is not None:
-            ctx.echo()
-        for line in lines:
-            ctx.echo(line)
-        if a.output:
-            ctx.echo(f"snapshots in {a.output}")
-        if a.plot:
-            ctx.echo(f"plot: {a.plot}")
+        return 0
+    if live is not None:
+        ctx.echo()
+    for line in lines:
+        ctx.echo(line)
+    if a.output:
+        ctx.echo(f"snapshots in {a.output}")
+    if a.plot:
+        ctx.echo(f"plot: {a.plot}")
     return 0
+
+
+def _watch_rule(a) -> dict:
+    """The leak-suspect rule, with --rate and --growth in place of its defaults."""
+    from ..history.analysis import RULE
+    rule = dict(RULE)
+    if a.rate is not None:
+        rule["min_rate"] = a.rate
+    if a.growth is not None:
+        rule["min_growth"] = a.growth
+    return rule
+
+
+def _sample(ctx: Context, w, rule: dict) -> tuple:
+    """Take the samples, showing each (a live table on a terminal, a line
+    otherwise); (the live display or None, the last trend)."""
+    from ..history.watch import table
+    a, pe = ctx.args, ctx.session
+    live = None
+    if ctx.tty and not a.as_json:
+        from rich.console import Console
+        from rich.live import Live
+        live = Live(console=Console(file=ctx.out), auto_refresh=False)
+        live.start()
+        pe.progress = lambda label, total: (lambda n: None)  # no progress bars under the live table
+    trend = []
+    try:
+        for snap in w.samples():
+            trend = w.trend(rule)
+            n, m = w.taken, snap.meta
+            head = (f"sample {n}{'/' + str(a.count) if a.count else ''}: {m['totals']['stack']['pages']} pages, "
+                    f"{m['stacks']} stacks, read in {m['read_seconds']:.1f} s")
+            del snap, m  # nothing keeps a sample in memory (issue 26)
+            if live is not None:
+                live.update(table(trend, a.limit or 10, head), refresh=True)
+            elif not a.as_json:
+                top = next((r for r in trend if r["growth"] > 0), None)
+                from ..history.analysis import labels
+                ctx.echo(head + (f"; grew most: {labels([top['stack']])[0]} ({top['growth']:+d} pages)"
+                                 if top and n > 1 else ""))
+                ctx.out.flush()
+    except KeyboardInterrupt:
+        if not w.taken:
+            raise
+    except Exception as e:
+        if not _sampling_ended(pe, w, e):
+            raise
+    finally:
+        if live is not None:
+            live.stop()
+    return live, trend
+
+
+def _sampling_ended(pe, w, e: Exception) -> bool:
+    """Whether ``e`` ends the sampling with a verdict rather than an error.
+
+    The target (or --pause's socket) stopped answering: the samples so far
+    still make a verdict, marked partial (exit 3) with the reason.  (A signal
+    that cut a wait on QEMU ends the sampling like Ctrl-C.)"""
+    from ..link import NoAnswerError
+    link = getattr(pe.target, "link", None)
+    interrupted = link is not None and link.interrupted() and w.taken
+    why = pe.target.take_failure() if w.taken and link is not None else None
+    if w.taken and not why and isinstance(e, NoAnswerError) and not (link and link.failure()):
+        why = str(e)
+    if not why and not interrupted:
+        return False
+    if why:
+        w.missing.note(f"sampling ended after {w.taken} samples: {why}")
+    return True
+
+
+def _watch_outputs(ctx: Context, w, trend: list, rule: dict, lines: list) -> Optional[dict]:
+    """Draw --plot, and build the --json document (None without --json), from
+    the whole history read back from the sample files once."""
+    a = ctx.args
+    drawn = history = None
+    if a.plot or a.as_json:
+        history = w.history()
+    if a.plot:
+        from ..history.plot import draw
+        drawn = draw(history, a.plot, a.limit or 8, rule)
+    if not a.as_json:
+        return None
+    from ..history.analysis import labels
+    shown = [r for r in trend if r["suspect"]] + [r for r in trend if not r["suspect"]][:a.limit or 10]
+    # The full series of the stacks shown (the running trend keeps the last few only).
+    keys = [r["handle"] if history.stack_key == "handle" else "\n".join(r["stack"]) for r in shown]
+    full = history.series(keys)
+    for r, k, label in zip(shown, keys, labels([r["stack"] for r in shown])):
+        r["label"], r["series"] = label, full[k]
+    doc = {"samples": w.sample_list(), "kept": a.output is not None, "time_axis": w.running.axis,
+           "t_min": [r["t_min"] for r in history.query("SELECT t_min FROM samples ORDER BY sample")],
+           "rule": rule, "stacks": shown, "suspects": [r["label"] for r in shown if r["suspect"]],
+           "verdict": lines[0], "plot": drawn, "missing": missing_json(ctx)}
+    history.con.close()
+    return doc
 
 
 # -- plot --------------------------------------------------------------------------------------------
@@ -313,8 +352,26 @@ def prepare_plot(a) -> None:
 def run_plot(ctx: Context) -> int:
     from ..history.analysis import Samples
     from ..history.plot import draw
-    from ..history.snapshot import file_metas
     a = ctx.args
+    samples = Samples(_plot_paths(a))
+    from ..model import Missing
+    for m in samples.metas:
+        ctx.missing.merge(Missing.from_json(m.get("missing") or {}))
+    drawn = draw(samples, a.output, a.limit or 8)
+    if a.as_json:
+        ctx.echo(json.dumps({"file": a.output, "samples": samples.n, "time_axis": samples.axis, "lines": drawn,
+                             "missing": missing_json(ctx)}, indent=1))
+    else:
+        ctx.echo(f"{a.output}: {len(drawn)} stacks over {samples.n} samples ({samples.minutes:.1f} min of the "
+                 f"{samples.axis})")
+        for line in drawn:
+            ctx.echo(f"  {line['label']}: {line['y'][0]} -> {line['y'][-1]} pages")
+    return 0
+
+
+def _plot_paths(a) -> list[str]:
+    """The snapshot files of ``plot``'s directory (of one machine), by time."""
+    from ..history.snapshot import file_metas
     if not os.path.isdir(a.directory):
         raise UsageError(f"{a.directory}: not a directory of snapshots")
     paths = sorted(os.path.join(a.directory, f) for f in os.listdir(a.directory) if f.endswith(".parquet"))
@@ -336,20 +393,7 @@ def run_plot(ctx: Context) -> int:
         raise UsageError(f"{a.directory}: snapshots of {len(machines)} machines ({', '.join(machines)}); "
                          "pick one with --machine")
     paths.sort(key=lambda p: metas[p]["time_ns"])
-    samples = Samples(paths)
-    from ..model import Missing
-    for m in samples.metas:
-        ctx.missing.merge(Missing.from_json(m.get("missing") or {}))
-    drawn = draw(samples, a.output, a.limit or 8)
-    if a.as_json:
-        ctx.echo(json.dumps({"file": a.output, "samples": samples.n, "time_axis": samples.axis, "lines": drawn,
-                             "missing": missing_json(ctx)}, indent=1))
-    else:
-        ctx.echo(f"{a.output}: {len(drawn)} stacks over {samples.n} samples ({samples.minutes:.1f} min of the "
-                 f"{samples.axis})")
-        for line in drawn:
-            ctx.echo(f"  {line['label']}: {line['y'][0]} -> {line['y'][-1]} pages")
-    return 0
+    return paths
 
 
 COMMANDS = [

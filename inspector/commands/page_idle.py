@@ -18,14 +18,7 @@ def run_page_idle(ctx: Context) -> int:
         ctx.session.check_range(lo, hi, a.node)
     pi = ctx.session.client("page_idle")
     if n is not None:
-        e = pi.entry_at(n)
-        if a.as_json:
-            ctx.echo(json.dumps(e.to_json(), indent=1))
-        else:
-            head = "" if e.head_pfn in (None, e.pfn) else f"  (tail of {e.head_pfn:#x}, whose bits count)"
-            lru = "unknown" if e.lru is None else ("yes" if e.lru else "no")
-            ctx.echo(f"pfn {e.pfn:#x}  flags {e.flags:#x}  young {int(e.young)}  idle {int(e.idle)}  "
-                     f"lru {lru}  refcount {e.refcount}{head}")
+        _print_entry(ctx, pi.entry_at(n))
         return 0
     if a.bitmap:
         try:
@@ -39,13 +32,29 @@ def run_page_idle(ctx: Context) -> int:
         ctx.echo(json.dumps(s.to_json() | {"flags_bytes": pi.word, "young_bit": pi.young_bit,
                                            "idle_bit": pi.idle_bit, "missing": missing_json(ctx)}, indent=1))
         return 0
+    _print_summary(ctx, s)
+    return 0
+
+
+def _print_entry(ctx: Context, e) -> None:
+    """One page's bits (``--pfn``), as JSON or one line."""
+    if ctx.args.as_json:
+        ctx.echo(json.dumps(e.to_json(), indent=1))
+        return
+    head = "" if e.head_pfn in (None, e.pfn) else f"  (tail of {e.head_pfn:#x}, whose bits count)"
+    lru = "unknown" if e.lru is None else ("yes" if e.lru else "no")
+    ctx.echo(f"pfn {e.pfn:#x}  flags {e.flags:#x}  young {int(e.young)}  idle {int(e.idle)}  "
+             f"lru {lru}  refcount {e.refcount}{head}")
+
+
+def _print_summary(ctx: Context, s) -> None:
+    """The summary of a range, as text."""
     ctx.echo(f"pages with page_ext   {s.pages}")
     ctx.echo(f"young                 {s.young}")
     ctx.echo(f"idle                  {s.idle}")
     ctx.echo(f"young and idle        {s.young_and_idle}")
     ctx.echo(f"LRU pages             {s.lru_pages}  (those the kernel's bitmap can report)")
     ctx.echo(f"idle LRU pages        {s.idle_lru_pages}  (bits set in page_idle/bitmap as read now)")
-    return 0
 
 
 COMMANDS = [

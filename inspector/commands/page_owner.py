@@ -96,33 +96,46 @@ def run_owner(ctx: Context) -> int:
 
 def _owner(ctx: Context) -> int:
     a = ctx.args
-    fmt, which = a.fmt, a.which
-    one, lo, hi = a.one, a.lo, a.hi
     pe = ctx.session
     po = pe.client("page_owner")
     po.select = a.select
-    if one is not None:
-        rec = po.record_at(one)  # a clear error for a pfn without a record
-        if fmt != "debugfs" and which != ALL and rec.allocated != (which == ALLOCATED):
-            ctx.note(f"pfn {one:#x} is {'allocated' if rec.allocated else 'freed'}; --all shows it")
+    if a.one is not None:
+        rec = po.record_at(a.one)  # a clear error for a pfn without a record
+        if a.fmt != "debugfs" and a.which != ALL and rec.allocated != (a.which == ALLOCATED):
+            ctx.note(f"pfn {a.one:#x} is {'allocated' if rec.allocated else 'freed'}; --all shows it")
             return 0
     elif a.prange is not None or a.node is not None:
-        pe.check_range(lo, hi, a.node)
-    batches = po.batches(which, lo, hi, node=a.node, heads_only=one is None and not a.tails,
-                         debugfs=fmt == "debugfs")
-    if fmt == "parquet":
-        from ..history.records import write
-        counted = _Counted(batches)
-        rows, size = write(pe, counted, a.output)
-        ctx.echo(f"{a.output}: {rows} records, {size} bytes")
-        _owner_notes(ctx, po)
-        _corrupt_note(ctx, counted.corrupt)
-        return 0
+        pe.check_range(a.lo, a.hi, a.node)
+    batches = po.batches(a.which, a.lo, a.hi, node=a.node, heads_only=a.one is None and not a.tails,
+                         debugfs=a.fmt == "debugfs")
+    if a.fmt == "parquet":
+        return _owner_parquet(ctx, po, batches)
+    corrupt = _print_records(ctx, po, batches)
+    if a.as_json and a.trailer:  # JSON Lines carry records only, unless asked (issue 20)
+        ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
+    _owner_notes(ctx, po)
+    _corrupt_note(ctx, corrupt)
+    return 0
+
+
+def _owner_parquet(ctx: Context, po: PageOwner, batches: Iterator[Batch]) -> int:
+    """``owner --format parquet -o FILE``: the records as one Parquet table."""
+    from ..history.records import write
+    counted = _Counted(batches)
+    rows, size = write(ctx.session, counted, ctx.args.output)
+    ctx.echo(f"{ctx.args.output}: {rows} records, {size} bytes")
+    _owner_notes(ctx, po)
+    _corrupt_note(ctx, counted.corrupt)
+    return 0
+
+
+def _print_records(ctx: Context, po: PageOwner, batches: Iterator[Batch]) -> int:
+    """Print the records of every batch in ``owner``'s format; the number that are corrupt."""
+    a = ctx.args
+    fmt = a.fmt
     corrupt = 0
     writer = None
-    if a.as_json:
-        pass
-    elif fmt == "csv":
+    if not a.as_json and fmt == "csv":
         writer = csv.writer(ctx.out, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
     for b in batches:
@@ -141,11 +154,7 @@ def _owner(ctx: Context) -> int:
             ctx.write("".join(po.text(r) for r in po.batch_records(b)))
         if a.as_json or fmt != "debugfs":
             _count_invalid(po, b, free=True)
-    if a.as_json and a.trailer:  # JSON Lines carry records only, unless asked (issue 20)
-        ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
-    _owner_notes(ctx, po)
-    _corrupt_note(ctx, corrupt)
-    return 0
+    return corrupt
 
 
 class _Counted:
@@ -191,48 +200,54 @@ def run_top(ctx: Context) -> int:
 
 
 def _top(ctx: Context) -> int:
-    from ..clients import aggregators as agg
     a = ctx.args
-    by, fmt = a.by, a.fmt
     pe = ctx.session
-    lo, hi = a.lo, a.hi
     if a.prange is not None or a.node is not None:
-        pe.check_range(lo, hi, a.node)
+        pe.check_range(a.lo, a.hi, a.node)
     po = pe.client("page_owner")
     po.select = a.select
-    if fmt != "text":
-        if fmt == "page_owner_sort":
-            texts = (po.debugfs_bytes(b).decode("latin-1")
-                     for b in po.batches(ALLOCATED, lo, hi, node=a.node, debugfs=True))
-            rows = agg.page_owner_sort(texts, by)
-        elif fmt == "show_stacks":
-            rows = [dict(r, text=r["text"].encode("latin-1")) for r in agg.show_stacks(po, a.threshold)]
-        else:
-            rows = agg.show_handles(po, a.threshold, with_stacks=a.stacks)
-        for r in agg.limit_rows(rows, a.threshold if fmt != "handles" or not a.stacks else 0, a.limit):
-            if ctx.tty:
-                ctx.write(escape_lines(r["text"]))
-            else:
-                ctx.write_bytes(r["text"])
-        _owner_notes(ctx, po)
-        return 0
-    rows = po.top(by, lo, hi, a.node)
-    rows = [r for r in rows if r["pages"] >= a.threshold]
-    if a.limit:
-        rows = rows[:a.limit]
-    if a.as_json:
-        ctx.echo(json.dumps({"by": by, "rows": rows, "missing": missing_json(ctx)}, indent=1))
+    if a.fmt != "text":
+        _top_kernel_text(ctx, po)
     else:
-        if by != "stack":
-            ctx.echo(f"{'pages':>10} {'allocs':>10}  {by}")
-        for r in rows:
-            if by == "stack":
-                ctx.echo(f"{r['pages']} pages, {r['allocations']} allocations:")
-                ctx.echo("".join(f" {line}\n" for line in r["key"]))
-            else:
-                ctx.echo(f"{r['pages']:>10} {r['allocations']:>10}  {r['key']}")
+        rows = [r for r in po.top(a.by, a.lo, a.hi, a.node) if r["pages"] >= a.threshold]
+        _top_rows(ctx, rows[:a.limit] if a.limit else rows)
     _owner_notes(ctx, po)
     return 0
+
+
+def _top_kernel_text(ctx: Context, po: PageOwner) -> None:
+    """``top --format page_owner_sort|show_stacks|handles``: the text the kernel's tools print."""
+    from ..clients import aggregators as agg
+    a = ctx.args
+    if a.fmt == "page_owner_sort":
+        texts = (po.debugfs_bytes(b).decode("latin-1")
+                 for b in po.batches(ALLOCATED, a.lo, a.hi, node=a.node, debugfs=True))
+        rows = agg.page_owner_sort(texts, a.by)
+    elif a.fmt == "show_stacks":
+        rows = [dict(r, text=r["text"].encode("latin-1")) for r in agg.show_stacks(po, a.threshold)]
+    else:
+        rows = agg.show_handles(po, a.threshold, with_stacks=a.stacks)
+    for r in agg.limit_rows(rows, a.threshold if a.fmt != "handles" or not a.stacks else 0, a.limit):
+        if ctx.tty:
+            ctx.write(escape_lines(r["text"]))
+        else:
+            ctx.write_bytes(r["text"])
+
+
+def _top_rows(ctx: Context, rows: list[dict]) -> None:
+    """``top``'s own rows: JSON, or text (a stack's frames under its counts)."""
+    by = ctx.args.by
+    if ctx.args.as_json:
+        ctx.echo(json.dumps({"by": by, "rows": rows, "missing": missing_json(ctx)}, indent=1))
+        return
+    if by != "stack":
+        ctx.echo(f"{'pages':>10} {'allocs':>10}  {by}")
+    for r in rows:
+        if by == "stack":
+            ctx.echo(f"{r['pages']} pages, {r['allocations']} allocations:")
+            ctx.echo("".join(f" {line}\n" for line in r["key"]))
+        else:
+            ctx.echo(f"{r['pages']:>10} {r['allocations']:>10}  {r['key']}")
 
 
 COMMANDS = [

@@ -19,14 +19,7 @@ def run_table_check(ctx: Context) -> int:
         pe.check_range(lo, hi, a.node)
     ptc = pe.client("page_table_check")
     if a.list_:
-        w = csv.writer(ctx.out, lineterminator="\n")
-        w.writerow(("pfn", "anon_map_count", "file_map_count", "mapcount"))
-        for pfn, anon, file, p, pknown in ptc.chunks(lo, hi, a.node):
-            hit = np.flatnonzero((anon != 0) | (file != 0))
-            mc = p["_mapcount"].astype(np.int64) + 1 if p is not None else None
-            for i in hit.tolist():
-                w.writerow((int(pfn[i]), int(anon[i]), int(file[i]),
-                            "" if mc is None or not pknown[i] else int(mc[i])))
+        _list_counts(ctx, ptc, lo, hi)
         return 0
     s = ptc.summary(lo, hi, a.node)
     if a.as_json:
@@ -42,6 +35,18 @@ def run_table_check(ctx: Context) -> int:
                  "order-0 pages" + (f"; {s.unchecked} pages not compared (struct page unreadable)"
                                     if s.unchecked else ""))
     return 1 if s.inconsistent else 0
+
+
+def _list_counts(ctx: Context, ptc, lo: int, hi: int) -> None:
+    """``--list``: CSV of every page with a non-zero count."""
+    w = csv.writer(ctx.out, lineterminator="\n")
+    w.writerow(("pfn", "anon_map_count", "file_map_count", "mapcount"))
+    for pfn, anon, file, p, pknown in ptc.chunks(lo, hi, ctx.args.node):
+        hit = np.flatnonzero((anon != 0) | (file != 0))
+        mc = p["_mapcount"].astype(np.int64) + 1 if p is not None else None
+        for i in hit.tolist():
+            w.writerow((int(pfn[i]), int(anon[i]), int(file[i]),
+                        "" if mc is None or not pknown[i] else int(mc[i])))
 
 
 COMMANDS = [

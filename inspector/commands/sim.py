@@ -20,8 +20,6 @@ from ..versions import get
 
 
 def run_simulate(ctx: Context) -> int:
-    from ..events import describe
-    from ..report import sections_table
     from ..sim import scenarios
     from ..sim.model import SimError
 
@@ -44,6 +42,17 @@ def run_simulate(ctx: Context) -> int:
     if a.as_json:
         ctx.echo(json.dumps(result.to_json(), indent=1))
         return 0
+    _print_run(ctx, doc, result)
+    if not a.variant and "expected" in doc and doc["expected"] != result.to_json() and not a.record:
+        ctx.note("note: this run differs from the recording in the scenario file")
+    return 0
+
+
+def _print_run(ctx: Context, doc: dict, result) -> None:
+    """A simulated run as text: the scenario, the layout's figures, its tables and its events."""
+    from ..events import describe
+    from ..report import sections_table
+    a = ctx.args
     lay = result.layout
     ctx.echo(f"scenario      {doc.get('name') or a.scenario}: {doc.get('description', '')}")
     ctx.echo(f"variant       {a.variant or doc['variant']} (release {lay.release}, {lay.memory_model})")
@@ -62,9 +71,6 @@ def run_simulate(ctx: Context) -> int:
     ctx.echo(f"events ({len(result.events)})")
     for ev in result.events:
         ctx.echo("  " + describe(ev))
-    if not a.variant and "expected" in doc and doc["expected"] != result.to_json() and not a.record:
-        ctx.note("note: this run differs from the recording in the scenario file")
-    return 0
 
 
 # -- validate (the comparison is inspector.sim.validate) ----------------------------------------------
