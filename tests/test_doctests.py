@@ -23,7 +23,10 @@ import pytest
 MODULES = ["inspector.versions", "inspector.cli", "inspector.model", "inspector.drgn_plugin",
            "inspector.decode.owner", "inspector.decode.engine", "inspector.decode.flags", "inspector.decode.kformat",
            "inspector.decode.sums", "inspector.clients", "inspector.clients.aggregators", "inspector.clients.alloc_tag",
-           "inspector.helpers", "inspector.kernel"]
+           "inspector.helpers", "inspector.helpers.page_ext", "inspector.helpers.page_owner", "inspector.kernel"]
+# Modules whose every example needs what the fixture kernel lacks (struct
+# page_owner, gfpflag_names): marked +SKIP, run on real kernels by test_vm_drgn.
+ALL_SKIPPED = {"inspector.helpers.page_owner"}
 
 
 class _Parser(doctest.DocTestParser):
@@ -59,4 +62,4 @@ def test_docstring_examples(name, fixture_prog):
     for test in finder.find(module, extraglobs={"prog": fixture_prog}):
         runner.run(test)
     result = runner.summarize(verbose=False)
-    assert result.attempted > 0 and result.failed == 0
+    assert result.failed == 0 and (result.attempted > 0 or name in ALL_SKIPPED)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import drgn
+from ..kernel import obj, static_key_enabled
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,6 @@ class ClientSpec:
 
 def _key(name: str) -> Callable[[drgn.Program], Optional[bool]]:
     def probe(prog: drgn.Program) -> Optional[bool]:
-        from ..kernel import obj, static_key_enabled
         key = obj(prog, name)
         if key is None or key.absent_:
             return None

@@ -78,7 +78,8 @@ from ..errors import ClientError
 from ..model import Table
 from ..reader import read_or_holes, unknown_items
 from . import ClientSpec, static_key_probe
-from ..decode.engine import COMPOUND_WORD, columns, known_mask, member_field, page_fields, record_dtype
+from ..decode.engine import COMPOUND_WORD, columns, head_pfns, known_mask, member_field, page_fields, record_dtype
+from ..walk import entry_address
 
 CLIENT_NAME = "page_alloc_tagging"
 CONFIG = "CONFIG_MEM_ALLOC_PROFILING"
@@ -664,7 +665,6 @@ class AllocTags:
         if ref == 0:
             out["state"] = "none"
             if p is not None and int(p["compound_head"][0]) & 1:
-                from ..decode.engine import head_pfns
                 head = int(head_pfns(self.prog, self.pf, p["compound_head"].astype(np.uint64),
                                      np.array([pfn], dtype=np.int64))[0])
                 out["head_pfn"] = head
@@ -686,7 +686,6 @@ class AllocTags:
         return out
 
     def _ref_at(self, t: Table, pfn: int) -> int:
-        from ..walk import entry_address
         if self.compressed:
             memmap, lost = self.session.read_memmap(pfn, pfn + 1)
             if memmap is None or lost:

@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, TextIO
+from ..errors import PageExtError, UsageError
+from ..model import FAIL, Missing
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -82,7 +84,6 @@ class Command:
 
 
 def parse_int(text: str, what: str, minimum: Optional[int] = None) -> int:
-    from ..errors import UsageError
     try:
         n = int(str(text), 0)
     except ValueError:
@@ -110,7 +111,6 @@ RETRIES = Opt(("--retries",), "retries", "on a live target, read again up to N t
 
 def parse_timeout(text) -> float:
     """--timeout SECONDS: a positive number."""
-    from ..errors import UsageError
     try:
         t = float(text)
     except (TypeError, ValueError):
@@ -129,7 +129,6 @@ def timeout_of(args) -> float:
 
 def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[int], int, int]:
     """--pfn / --range -> (the one pfn or None, lo, hi) with [lo, hi) all pfns if neither."""
-    from ..errors import UsageError
     if pfn is not None and prange is not None:
         raise UsageError("give either --pfn or --range, not both")
     if pfn is not None:
@@ -142,7 +141,6 @@ def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[i
 
 def parse_range(text: str) -> tuple[int, int]:
     """``A-B`` (inclusive, decimal or 0x hex) -> [A, B+1)."""
-    from ..errors import UsageError
     try:
         a, b = text.split("-", 1)
         lo, hi = int(a, 0), int(b, 0)
@@ -176,7 +174,6 @@ class Context:
         if self.session is not None:
             return self.session.missing
         if self._missing is None:
-            from ..model import Missing
             self._missing = Missing()
         return self._missing
 
@@ -215,7 +212,6 @@ def finish(ctx: Context, status: int) -> int:
         ctx.err.write(f"pageext-inspect: {line}\n")
     forced = sorted(getattr(ctx.session, "forced", ()) or (), key=str)
     if forced:
-        from ..model import FAIL
         where = ", ".join(f"{kind} {n}" for kind, n in forced[:6]) + (" ..." if len(forced) > 6 else "")
         why = "; ".join(f"check {c.name} failed" for c in ctx.session.checks
                         if c.status == FAIL and c.name in ("bias", "extent", "clients"))
@@ -258,7 +254,6 @@ def consistent(ctx: Context, body: Callable[[Context], int], retries: int) -> in
 
 
 def _consistent(ctx: Context, body: Callable[[Context], int], retries: int, pe) -> int:
-    from ..errors import PageExtError
     real = ctx.out
     ctx.terminal = real
     for attempt in range(retries + 1):

@@ -220,27 +220,26 @@ def run_watch(ctx: Context) -> int:
         if a.plot:
             import matplotlib.figure  # noqa: F401  (loaded before the first sample, see watch.py)
         live, trend = _sample(ctx, w, rule)
-        if w.paused_by_other:
-            ctx.note(f"note: the guest behind --pause {a.pause} was paused already (not by pageext-inspect): "
-                     "sampled as it was, and left paused")
-        pe.missing = w.missing
-        _corrupt(ctx, w.corrupt_records)
-        if not w.taken:
-            raise UsageError("no sample was taken")
+        _sampled(ctx, w)
         lines = verdict(w.running, trend, rule)
         doc = _watch_outputs(ctx, w, trend, rule, lines)
     if a.as_json:
         ctx.echo(json.dumps(doc, indent=1, default=str))
-        return 0
-    if live is not None:
+    else:
+        _print_verdict(ctx, lines, blank=live is not None)
+    return 0
+
+
+def _print_verdict(ctx: Context, lines: list, blank: bool) -> None:
+    """The verdict, and where the snapshots and the plot went (a blank line first under a live table)."""
+    if blank:
         ctx.echo()
     for line in lines:
         ctx.echo(line)
-    if a.output:
-        ctx.echo(f"snapshots in {a.output}")
-    if a.plot:
-        ctx.echo(f"plot: {a.plot}")
-    return 0
+    if ctx.args.output:
+        ctx.echo(f"snapshots in {ctx.args.output}")
+    if ctx.args.plot:
+        ctx.echo(f"plot: {ctx.args.plot}")
 
 
 def _watch_rule(a) -> dict:
@@ -292,6 +291,17 @@ def _sample(ctx: Context, w, rule: dict) -> tuple:
         if live is not None:
             live.stop()
     return live, trend
+
+
+def _sampled(ctx: Context, w) -> None:
+    """After the sampling: notes, what is missing and corrupt; no sample at all is an error."""
+    if w.paused_by_other:
+        ctx.note(f"note: the guest behind --pause {ctx.args.pause} was paused already (not by pageext-inspect): "
+                 "sampled as it was, and left paused")
+    ctx.session.missing = w.missing
+    _corrupt(ctx, w.corrupt_records)
+    if not w.taken:
+        raise UsageError("no sample was taken")
 
 
 def _sampling_ended(pe, w, e: Exception) -> bool:

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..text import escape_lines
 from .base import (JSON, LIMIT, NODE, PFN, RANGE, RETRIES, THRESHOLD, Command, Context, Opt, consistent, missing_json,
                    pfn_selection)
+from ..clients.aggregators import CULL
 
 
 FORMATS = ("text", "debugfs", "csv", "parquet")
@@ -170,7 +171,6 @@ class _Counted:
 
 
 def prepare_top(a) -> None:
-    from ..clients.aggregators import CULL
     by, fmt = a.by, a.fmt
     if by not in TOP_KEYS:
         raise UsageError(f"unknown --by {by!r} (one of: {', '.join(TOP_KEYS)})")

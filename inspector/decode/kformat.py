@@ -23,6 +23,7 @@ import drgn
 from .flags import flag_table, format_flags, gfp_flag_names  # noqa: F401  (format_flags: tests)
 from ..kernel import constant as _enum_value
 from ..text import escape
+from ..vprintf import Dec, Hex, Str
 
 
 class KernelNames:
@@ -387,7 +388,6 @@ def format_pieces(fmt: bytes, args: Sequence[Any]) -> Optional[list]:
     :param args: per conversion, a numpy column or an ``(index, table)`` pair
     :return: list of :mod:`inspector.vprintf` pieces, or None
     """
-    from ..vprintf import Dec, Hex, Str
 
     pieces: list = []
     pos, n, i = 0, len(fmt), 0

@@ -26,6 +26,7 @@ from ..events import schema_view
 from ..model import Layout
 from .model import SimResult, Simulator
 from ..versions import Variant, get, variant_for_release
+from ..walk import node_spans
 
 TABLE_FIELDS = ("node", "start_pfn", "nr_pages", "bytes", "state")
 
@@ -103,7 +104,6 @@ def machine_from_walk(prog, walked: Layout) -> dict[str, Any]:
     m: dict[str, Any] = {"memory_model": geo.memory_model, "page_size": geo.page_size,
                          "struct_page_ext_size": struct_size, "clients": clients}
     if not geo.sparse:
-        from ..walk import node_spans
         try:
             spans = node_spans(prog)
         except drgn.FaultError as e:

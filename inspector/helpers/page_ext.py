@@ -1,33 +1,13 @@
-"""
-Page Extensions
----------------
+"""The page_ext helpers: an entry of a pfn or page, the next entry, a client's data, every table.
 
-The ``inspector.helpers`` module provides helpers for working with the Linux
-kernel's page extensions (``struct page_ext``, mm/page_ext.c): the per-page
-tables that page_owner, page_table_check, idle page tracking (32-bit) and
-memory allocation profiling keep outside ``struct page``.  They work in any
-drgn session (``drgn -c vmcore``, ``drgn --qemu``, live ``drgn``) on
-SPARSEMEM kernels, with the ``PAGE_EXT_INVALID`` bit of a hot-remove in
-progress handled, and on FLATMEM kernels.
+Design.  Each helper reads the target afresh and does what the kernel's own
+function of the same name does (lookup_page_ext(), page_ext_next(),
+page_ext_data()), on SPARSEMEM (with the hot-remove ``PAGE_EXT_INVALID``
+bit) and FLATMEM kernels; only facts fixed at boot (the entry size, whether
+the invalid bit exists) are kept, in ``prog.cache``.  The examples run on
+the recorded fixture described in :mod:`inspector.helpers`.
 
 >>> from inspector.helpers import *
->>> page_ext = pfn_to_page_ext(0x8000)
->>> page_ext
-Object(prog, 'struct page_ext *', value=0xffff888001240000)
->>> page_owner = get_page_owner(page_ext)  # doctest: +SKIP
->>> page_owner.order  # doctest: +SKIP
-(unsigned short)0
-
-The examples run (tests/test_doctests.py) on a recorded fixture: the
-synthetic kernel (:mod:`inspector.sim.synthetic`) of the recorded scenario
-``boot-2-nodes`` under the v6.1 rules -- two nodes, eight 128 MiB sections,
-72-byte entries -- as drgn's default program.  Those marked ``+SKIP`` need
-what that kernel lacks (``struct page_owner``, the gfp flag names); the VM
-tests run the helpers on real kernels (tests/test_vm_drgn.py).
-
-Every helper reads the target afresh: on a live kernel, a table that memory
-hot-remove freed is not found.  Only facts fixed at boot (the entry size)
-are cached, in ``prog.cache``.
 """
 
 from __future__ import annotations
@@ -35,25 +15,11 @@ from __future__ import annotations
 import operator
 from typing import Iterator, NamedTuple
 
-from drgn import IntegerLike, Object, Program, cast
+from drgn import IntegerLike, Object, Program
 from drgn.helpers.common.prog import takes_program_or_default
-
-from .decode.flags import format_flags, gfp_flag_names  # noqa: F401  (helpers; they live with the decoders)
-from .kernel import static_key_enabled  # noqa: F401  (a helper; it lives with the kernel lookups)
-
-__all__ = (
-    "PageExtTable",
-    "decode_gfp_mask",
-    "for_each_page_ext_table",
-    "get_page_owner",
-    "gfp_flag_names",
-    "lookup_page_ext",
-    "page_ext_data",
-    "page_ext_next",
-    "page_ext_size",
-    "pfn_to_page_ext",
-    "static_key_enabled",
-)
+from ..discover import detect_rules, discover, entry_size, memory_model
+from ..kernel import nr_orders
+from ..walk import walk
 
 # include/linux/page_ext.h: the low bit of mem_section.page_ext while the
 # section is being hot-removed.  Since Linux kernel commit b1d5488a252d
@@ -94,7 +60,6 @@ def page_ext_size(prog: Program) -> int:
         return prog.cache["pageext_entry_size"]
     except KeyError:
         pass
-    from .discover import detect_rules, entry_size, memory_model
 
     size = entry_size(prog, detect_rules(prog, memory_model(prog)))[0]
     prog.cache["pageext_entry_size"] = size
@@ -126,7 +91,6 @@ def pfn_to_page_ext(prog: Program, pfn: IntegerLike) -> Object:
     :return: ``struct page_ext *``; ``NULL`` if the pfn has none: its section
         has no table, or (since v6.1) its table is being hot-removed
     """
-    from .discover import memory_model
 
     pfn = operator.index(pfn)
     if memory_model(prog) == "flatmem":
@@ -143,7 +107,6 @@ def pfn_to_page_ext(prog: Program, pfn: IntegerLike) -> Object:
             # MAX_ORDER_NR_PAGES: round_down(node_start_pfn(nid),
             # MAX_ORDER_NR_PAGES) in lookup_page_ext(), since the merge of
             # page_ext (eefa864b701d, v3.19).
-            from .kernel import nr_orders
             align = 1 << (nr_orders(prog) - 1)
             return _entry(prog, base, pfn - (start - start % align))
         return _null(prog)
@@ -162,7 +125,6 @@ def _has_invalid_bit(prog: Program) -> bool:
     try:
         return prog.cache["pageext_invalid_bit"]
     except KeyError:
-        from .discover import detect_rules, memory_model
         v = prog.cache["pageext_invalid_bit"] = detect_rules(prog, memory_model(prog)).invalid_bit
         return v
 
@@ -220,29 +182,6 @@ def page_ext_data(page_ext: Object, ops: Object) -> Object:
     return Object(page_ext.prog_, "void *", page_ext.value_() + ops.offset.value_())
 
 
-def get_page_owner(page: Object) -> Object:
-    """
-    Get the page_owner record of a page, like mm/page_owner.c's
-    ``get_page_owner()``.
-
-    >>> get_page_owner(pfn_to_page(0x100000)).pid  # doctest: +SKIP
-    (pid_t)1
-
-    :param page: ``struct page *``, or its ``struct page_ext *``
-    :return: ``struct page_owner *`` (``NULL`` if the page has no page
-        extension)
-    """
-    prog = page.prog_
-    name = page.type_.unqualified().type_name()
-    if name in ("struct page_ext *", "struct page_ext"):
-        page_ext = page if name.endswith("*") else page.address_of_()
-    else:
-        page_ext = lookup_page_ext(page)
-    if not page_ext:
-        return Object(prog, "struct page_owner *", 0)
-    return cast("struct page_owner *", page_ext_data(page_ext, prog["page_owner_ops"]))
-
-
 @takes_program_or_default
 def for_each_page_ext_table(prog: Program) -> Iterator[PageExtTable]:
     """
@@ -265,24 +204,6 @@ def for_each_page_ext_table(prog: Program) -> Iterator[PageExtTable]:
     :return: Iterator of :class:`PageExtTable` (``start_pfn``, ``nr_pages``,
         ``page_ext``: the ``struct page_ext *`` of start_pfn's entry)
     """
-    from .discover import discover
-    from .walk import walk
 
     for t in walk(prog, discover(prog)).online_tables():
         yield PageExtTable(t.start_pfn, t.nr_pages, Object(prog, "struct page_ext *", t.address))
-
-
-@takes_program_or_default
-def decode_gfp_mask(prog: Program, mask: IntegerLike) -> str:
-    """
-    Get a gfp mask as the kernel's ``%pGg`` prints it.
-
-    >>> decode_gfp_mask(0xcc0)  # doctest: +SKIP
-    'GFP_KERNEL'
-
-    :param prog: the target (default: drgn's default program)
-    :param mask: ``gfp_t``
-    :return: the flag names joined by ``|``, leftover bits in hex
-    """
-    return format_flags(operator.index(mask), gfp_flag_names(prog))
-
