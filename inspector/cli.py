@@ -36,6 +36,8 @@ import typer
 from .commands import (ARCH, EXIT_FAIL, EXIT_PARTIAL, EXIT_USAGE, TIMEOUT, VMLINUX, Command, Context, Opt, all_commands,
                        consistent, finish, timeout_of)
 from .text import escape
+from .errors import MissingDataError, PageExtError, UsageError, VerificationError
+from .versions import unmatched_message
 
 EXIT_TEXT = """\b
 Exit status:
@@ -145,7 +147,6 @@ def run(cmd: Command, kw: dict[str, Any], out=None, err=None, target=None) -> in
     ``target``: an already open :class:`~inspector.target.Target` to run on
     instead (a fresh session on it: how a test runs a command many times on
     one live kernel without opening it anew)."""
-    from .errors import MissingDataError, PageExtError, VerificationError
 
     args = SimpleNamespace(**kw)
     progress = _Progress() if kw.get("progress") and sys.stderr.isatty() else None
@@ -335,7 +336,6 @@ def normalize_argv(argv: list[str]) -> list[str]:
     >>> normalize_argv(["help", "top"])
     ['top', '--help']
     """
-    from .errors import UsageError
     names = set(all_commands())
     if argv and argv[0] not in names and argv[0] != "help":
         line = _unknown_command(argv[0], names)
@@ -355,7 +355,6 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    from .errors import UsageError
     argv = list(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _terminate)
     names = set(all_commands())
@@ -387,7 +386,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as e:  # never a traceback for the user; PAGEEXT_DEBUG=1 shows it
         if os.environ.get("PAGEEXT_DEBUG"):
             raise
-        from .versions import unmatched_message
         newer = unmatched_message(e)
         if newer:  # a kernel newer than any rule: what it could not match, as a partial answer
             typer.echo(f"pageext-inspect: partial: {newer} (PAGEEXT_DEBUG=1 for details)", err=True)

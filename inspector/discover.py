@@ -32,7 +32,7 @@ import drgn
 
 from . import kernel as k
 from .clients import ClientSpec, registry
-from .errors import NoPageExtError, TargetError
+from .errors import CorruptError, NoPageExtError, TargetError
 from .model import (ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, ENTRY_STRUCT, Client, Geometry,
                     Rules)
 
@@ -184,7 +184,6 @@ def discover(prog: drgn.Program) -> Geometry:
     if not 0 <= entry <= page_size:
         # invoke_need_callbacks() adds each client's small struct to
         # sizeof(struct page_ext): no kernel's entry comes near a page.
-        from .errors import CorruptError
         raise CorruptError(f"the page_ext entry size ({source}) is {entry}: no kernel has entries larger than "
                            f"a page ({page_size} bytes); corrupt dump?")
     total_usage = k.value(prog, "total_usage", "page_ext.c")

@@ -32,6 +32,8 @@ from typing import Any
 from drgn import Program
 
 from .commands import Command, Context, Opt, all_commands, consistent, finish
+from .errors import UsageError
+from .model import Missing
 
 drgn_priority = 60  # after drgn's own built-in commands
 
@@ -80,7 +82,6 @@ def session(prog: Program, force: bool = False):
     command gets a session of its own on it, with its own record of what its
     answer lacks.  A live kernel (drgn -k, drgn --qemu) is walked afresh by
     every command: it moves on between them."""
-    from .model import Missing
     from .session import PageExt
 
     kept = prog.cache.get("pageext_walk")
@@ -99,7 +100,6 @@ def _handler(cmd: Command):
     def run(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
         import sys
 
-        from .errors import UsageError
 
         if getattr(args, "help", False):
             _print_help(prog, name)

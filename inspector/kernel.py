@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 import drgn
+from .reader import present
 
 
 # include/linux/threads.h: PID_MAX_LIMIT is 4 * 1024 * 1024 on 64-bit
@@ -63,7 +64,6 @@ def value(prog: drgn.Program, name: str, filename: Optional[str] = None) -> Opti
     except (drgn.FaultError, drgn.ObjectAbsentError, TypeError, ValueError):
         return None
     if o.address_ is not None and "pageext_presence" in prog.cache:
-        from .reader import present
         if not present(prog, o.address_, max(1, drgn.sizeof(o.type_))):
             return None
     return v
@@ -163,6 +163,7 @@ def static_key_enabled(key: drgn.Object) -> bool:
 
     :param key: ``struct static_key``, ``struct static_key_true``,
         ``struct static_key_false``, or a pointer to one of them
+    :return: whether its count is above 0
     """
     if key.type_.unaliased_kind().name == "POINTER":
         key = key[0]

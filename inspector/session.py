@@ -38,6 +38,7 @@ from .model import FAIL, UNKNOWN, Check, Geometry, Layout, Missing, Table
 from .reader import read_or_holes, unknown_items
 from .verify import DECODE_CHECKS, memory_probe, suspect_tables, verify
 from .walk import GIVE_UP_CHUNKS, entry_address, readable_end, spans, table_for, walk
+from .discover import discover
 
 # Entries per chunk: one x86-64 section (128 MiB of 4 KiB pages); a FLATMEM
 # node's table is cut into pieces of this size.
@@ -111,7 +112,6 @@ class PageExt:
     # -- what is learnt once ---------------------------------------------------------
     @cached_property
     def geometry(self) -> Geometry:
-        from .discover import discover
         return discover(self.prog)
 
     @cached_property

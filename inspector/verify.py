@@ -41,6 +41,8 @@ from typing import Callable, Optional, Union
 import drgn
 
 from .model import FAIL, INVALID, OFFLINE, OK, ONLINE, SKIP, UNKNOWN, Check, Layout, PfnRanges, Table
+from .reader import present, read_or_holes, unknown_items
+from .walk import GIVE_UP_CHUNKS, readable_end
 
 # The checks a client decoder depends on: without them its entries are garbage.
 DECODE_CHECKS = ("bias", "extent", "clients")
@@ -342,7 +344,6 @@ def memory_probe(prog: drgn.Program, layout: Layout, presence=None, missing=None
     from drgn.helpers.linux.mm import pfn_to_page
 
     from . import kernel as k
-    from .reader import present, read_or_holes, unknown_items
 
     def page_allocated(pfn: int) -> Optional[bool]:
         try:
@@ -376,7 +377,6 @@ def memory_probe(prog: drgn.Program, layout: Layout, presence=None, missing=None
                 hi = -(-((b - first) * layout.page_size) // layout.entry_size)
                 out.add(t.start_pfn + lo, t.start_pfn + min(hi, t.nr_pages))
             return out
-        from .walk import GIVE_UP_CHUNKS, readable_end
         out = PfnRanges()
         chunk = 1 << 15
         end = readable_end(layout, t, max_pfn) - t.start_pfn

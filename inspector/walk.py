@@ -35,8 +35,9 @@ import drgn
 from drgn.helpers.linux.mm import virt_to_pfn
 
 from . import kernel as k
-from .errors import TargetError
+from .errors import CorruptError, TargetError
 from .model import INVALID, OFFLINE, ONLINE, Geometry, Layout, Missing, SectionInfo, Table
+from .reader import present, read_or_holes
 
 PAGE_EXT_INVALID = 0x1  # include/linux/page_ext.h, v6.1+ (b1d5488a252d)
 
@@ -117,7 +118,6 @@ def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
             base = ms.value_()
         except drgn.FaultError as e:
             raise TargetError(f"cannot read mem_section: {e}") from None
-        from .reader import present
         if not present(prog, ms.address_, k.pointer_size(prog)):
             raise TargetError("cannot read mem_section: the dump does not hold its page")
         if not base:
@@ -140,7 +140,6 @@ def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
 
 
 def _read(prog: drgn.Program, addr: int, size: int) -> tuple[bytes, list]:
-    from .reader import read_or_holes
     return read_or_holes(prog, addr, size)
 
 
@@ -153,7 +152,6 @@ def _list_nodes(prog: drgn.Program, head: int, bound: int) -> Iterator[int]:
     """Addresses of the list_heads after ``head``, each once, at most ``bound``;
     raises CorruptError when the list loops without coming back to its head
     or is longer than ``bound``."""
-    from .errors import CorruptError
     lh = prog.type("struct list_head *")
     seen: set[int] = set()
     pos = drgn.Object(prog, lh, head).next.value_()
@@ -198,7 +196,6 @@ def memory_blocks(prog: drgn.Program, bound: int, missing: Optional[Missing] = N
     device list or the list of buses) ends the walk, noted in ``missing``."""
     from drgn.helpers.linux.mm import decode_memory_block_state
 
-    from .errors import CorruptError
 
     out: dict[int, tuple[int, str]] = {}
     spb = k.value(prog, "sections_per_block", "memory.c")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import drgn
 import numpy as np
 
-from inspector.clients.engine import PageFields, head_pfns, record_dtype
-from inspector.clients.memcg import skips_tail_pages
-from inspector.clients.page_owner import block_migratetype, clear_tail_memcg, max_record_order, pageblock_layout
+from inspector.decode.engine import PageFields, head_pfns, record_dtype
+from inspector.decode.memcg import skips_tail_pages
+from inspector.decode.owner import block_migratetype, clear_tail_memcg, max_record_order, pageblock_layout
 
 VMEMMAP = 0xFFFFEA0000000000
 PAGE = 64  # sizeof(struct page) on x86-64: a power of two

@@ -12,8 +12,8 @@ import struct
 import numpy as np
 import pytest
 
-from inspector.clients.engine import record_dtype
-from inspector.clients.kformat import count_conversions, format_flags, format_pieces, kprintf
+from inspector.decode.engine import record_dtype
+from inspector.decode.kformat import count_conversions, format_flags, format_pieces, kprintf
 from inspector.commands import parse_range
 from inspector.errors import UsageError
 from inspector.vprintf import render

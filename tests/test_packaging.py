@@ -9,6 +9,7 @@ writes where it is told, and nothing points at the checkout's scripts/.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("installed")
+    # A clean copy of the source: setuptools builds in the source's build/,
+    # and files a module move left there (clients/engine.py before it became
+    # decode/engine.py) would be installed too.
+    src = tmp_path_factory.mktemp("source") / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                              ".pytest_cache"))
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=600)
+                           "--target", str(target), str(src)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return target
 

@@ -124,7 +124,7 @@ def _same_hotplug_as_the_trace():
 
 
 def test_trace_replay_on_a_synthetic_kernel():
-    from inspector.sim.validate import read_trace
+    from inspector.events import read_trace
     header, events = read_trace(str(TRACE))
     res = _same_hotplug_as_the_trace()
     header = dict(header, release=res.layout.release)
@@ -139,7 +139,7 @@ def test_trace_replay_on_a_synthetic_kernel():
 
 
 def test_trace_replay_catches_a_diverging_event():
-    from inspector.sim.validate import read_trace
+    from inspector.events import read_trace
     header, events = read_trace(str(TRACE))
     res = _same_hotplug_as_the_trace()
     header = dict(header, release=res.layout.release)
@@ -176,7 +176,7 @@ def test_invalid_bit_on_an_online_section_fails_coverage_but_not_during_hot_remo
 
 
 def test_recorded_trace_replays_with_invalidations_left_out():
-    from inspector.sim.validate import read_trace
+    from inspector.events import read_trace
     header, events = read_trace(str(TRACES / "recorded-6.1-dimm-node1.jsonl"))
     assert header["probes"] == "direct" and not [e for e in events if e["event"] == "invalidate"]
     res = _same_hotplug_as_the_trace()

@@ -10,8 +10,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from inspector.clients.engine import factorize
-from inspector.clients.page_owner import Sums
+from inspector.decode.engine import factorize
+from inspector.decode.sums import Sums
 
 INT_TYPES = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64)
 

@@ -79,7 +79,7 @@ def snap():
 def test_stack_pools_pointer_and_its_cap(snap):
     """Item 1 (ed4f142f72a9, v6.17): the cap is the boot parameter; the
     first record of pool 0 is found by its own handle."""
-    from inspector.clients.stackdepot import StackDepot
+    from inspector.decode.stackdepot import StackDepot
 
     m = re.search(r"allocating space for (\d+) stack pools", snap["dmesg"])
     assert m and int(m.group(1)) == MAX_POOLS
@@ -100,7 +100,7 @@ def test_hvo_tail_pages_find_the_kernels_heads(snap):
     """Item 3: under HVO a tail's compound_info is GENMASK(63, order +
     log2(sizeof(struct page))) | 1; every hugetlb tail finds the head that
     /proc/kpageflags shows."""
-    from inspector.clients.engine import head_pfns, page_fields
+    from inspector.decode.engine import head_pfns, page_fields
 
     prog = snap["prog"]
     heads, tails, head = {}, [], None
@@ -128,7 +128,7 @@ def test_first_tail_memcg_word_holds_nr_pages(snap):
     the overlay our tail test keys on."""
     import drgn
 
-    from inspector.clients.memcg import skips_tail_pages
+    from inspector.decode.memcg import skips_tail_pages
 
     prog = snap["prog"]
     heads = [pfn for pfn, (flags,) in enumerate(struct.iter_unpack("<Q", snap["kpageflags"]))
@@ -148,7 +148,7 @@ def test_pageblock_migratetypes_count_what_pagetypeinfo_counts(snap):
     from drgn.helpers.linux.mmzone import for_each_online_pgdat, online_section, pfn_to_section, section_nr_to_pfn
 
     from inspector import kernel as k
-    from inspector.clients.page_owner import block_migratetype, pageblock_layout
+    from inspector.decode.owner import block_migratetype, pageblock_layout
 
     text = snap["pagetypeinfo"]
     order = int(re.search(r"Page block order: (\d+)", text).group(1))

@@ -202,7 +202,7 @@ def test_tmpfs_fill_is_tagged_at_shmem(snap):
 def test_tagged_pages_are_page_owner_allocations(snap):
     from inspector import PageExt
     from inspector.clients.alloc_tag import SOURCES
-    from inspector.clients.page_owner import ALLOCATED
+    from inspector.decode.owner import ALLOCATED
 
     pe = PageExt.open(snap["core"], vmlinux=snap["vmlinux"])
     po = {r.pfn: r.order for r in pe.client("page_owner").records(ALLOCATED)}

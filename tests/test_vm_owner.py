@@ -41,7 +41,7 @@ import pytest
 from conftest import CLIENTS_ON, inspect, inspect_pty, kernel_for, snapshot_kernels
 from testvm import TestVM
 
-from inspector.clients.memcg import charges_folios_through_objcg
+from inspector.decode.memcg import charges_folios_through_objcg
 
 pytestmark = pytest.mark.vm
 
@@ -117,7 +117,7 @@ MEMCG_PAGES = (
 
 
 # 6.12 from 6.12.115 on (the 90f095b816e2 backport, see
-# inspector/clients/memcg.py) print_page_owner_memcg() reads objcg->memcg from every
+# inspector/decode/memcg.py) print_page_owner_memcg() reads objcg->memcg from every
 # memcg_data word, also a user page's plain mem_cgroup pointer: the first
 # charged user page oopses the reader (in print_page_owner, see
 # test_612_memcg_oops_and_we_still_read_the_dump).  Its snapshot boots
@@ -295,7 +295,7 @@ def test_memcg_lines_are_the_kernels(snap, compared):
     kernel, ours = compared["kernel"], compared["ours"]
     # The removed cgroup's pages: "offline memcg gone" -- unless the kernel
     # charges folios through an objcg and reparented them at rmdir, when they
-    # print the parent, the root (7.2 and 7.3: inspector.clients.memcg.
+    # print the parent, the root (7.2 and 7.3: inspector.decode.memcg.
     # charges_folios_through_objcg, from the debug info, not the version).
     prog = drgn.Program()
     prog.set_core_dump(snap["core"])

@@ -6,10 +6,11 @@ page_alloc_tagging, page_iommu_debug (v7.0), and others a kernel may have.  Ever
 declared here by one :class:`ClientSpec` -- its ops symbol, config option,
 how a boot enables it, how to tell whether it is active, and (when we can
 decode its data) the module that does.  A client module is a module of this
-package that sets ``CLIENT = ClientSpec(...)``; it holds the decoder and
-the commands of that client, so adding a client means adding one module.
+package that sets ``CLIENT = ClientSpec(...)``; it holds the decoder of
+that client (library only: no printing, no options), and its commands, if
+any, are the module of the same name in :mod:`inspector.commands`.
 
-The decoders all read through :mod:`.engine`: each page_ext table (and the
+The decoders all read through :mod:`inspector.decode.engine`: each page_ext table (and the
 memmap beside it) is read once per chunk into a numpy array whose fields
 come from the target's DWARF, and selections, flag tests and aggregations
 are whole-array operations.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import drgn
+from ..kernel import obj, static_key_enabled
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,15 @@ class ClientSpec:
 
     @property
     def ops(self) -> str:
+        """The client's ``struct page_ext_operations`` symbol.
+
+        :return: e.g. ``"page_owner_ops"``
+        """
         return self.name + "_ops"
 
 
 def _key(name: str) -> Callable[[drgn.Program], Optional[bool]]:
     def probe(prog: drgn.Program) -> Optional[bool]:
-        from ..kernel import obj, static_key_enabled
         key = obj(prog, name)
         if key is None or key.absent_:
             return None
@@ -78,7 +83,13 @@ ORDER = ("page_owner", "page_table_check", "alloc_tag", "page_idle")
 
 def registry() -> dict[str, ClientSpec]:
     """name -> ClientSpec of every client we know, decoded ones first (in
-    ORDER, then by name)."""
+    ORDER, then by name).
+
+    :return: name -> :class:`ClientSpec`
+
+    >>> list(registry())[:4]
+    ['page_owner', 'page_table_check', 'page_alloc_tagging', 'page_idle']
+    """
     global _registry
     if _registry is None:
         found: dict[str, ClientSpec] = {}
@@ -97,15 +108,41 @@ def registry() -> dict[str, ClientSpec]:
 
 
 def spec(name: str) -> Optional[ClientSpec]:
+    """The :class:`ClientSpec` of one client.
+
+    :param name: the client's name (its ops symbol without ``_ops``)
+    :return: its :class:`ClientSpec`, None for a client we do not know
+
+    >>> spec("page_owner").config
+    'CONFIG_PAGE_OWNER'
+    >>> spec("page_owner").commands
+    ('owner', 'top')
+    """
     return registry().get(name)
 
 
 def static_key_probe(name: str) -> Callable[[drgn.Program], Optional[bool]]:
-    """An ``active`` probe: the static key ``name`` is enabled."""
+    """An ``active`` probe: the static key ``name`` is enabled.
+
+    :param name: the static key's symbol, e.g. ``"page_owner_inited"``
+    :return: ``probe(prog) -> bool or None`` (None: the key is not in the target)
+
+    >>> static_key_probe("page_owner_inited")(prog)
+    True
+    """
     return _key(name)
 
 
 def decoder_class(spec_: ClientSpec):
+    """The decoder class of a client, imported on first use.
+
+    :param spec_: a :class:`ClientSpec`
+    :return: the class, taking a :class:`~inspector.session.PageExt` session
+    :raises LookupError: the client has no decoder
+
+    >>> decoder_class(spec("page_owner")).__name__
+    'PageOwner'
+    """
     if not spec_.decoder:
         raise LookupError(f"pageext-inspect has no decoder for {spec_.name}")
     module, _, cls = spec_.decoder.partition(":")

@@ -101,7 +101,12 @@ def page_owner_sort(texts: Iterable[str], by: str) -> list[dict]:
     """Groups as page_owner_sort ``--cull CULL[by]`` prints them, in its order.
 
     Each row: ``key`` (bytes for stack and comm, int for pid and tgid),
-    ``times``, ``pages`` and ``text`` (the group's output bytes)."""
+    ``times``, ``pages`` and ``text`` (the group's output bytes).
+
+    :param texts: the debugfs text (``PageOwner.debugfs_bytes()`` as latin-1), chunk by chunk
+    :param by: a key of :data:`CULL`
+    :return: the rows
+    """
     if by not in CULL:
         raise UsageError(f"page_owner_sort has no cull for {by!r} (it culls by: {', '.join(CULL)})")
     times: dict = defaultdict(int)
@@ -144,7 +149,11 @@ def _c_int(n: int) -> int:
 
 def stack_list(prog: drgn.Program) -> Iterator[tuple[int, int, list[int], int]]:
     """(stack_record address, refcount, frames, handle) of each entry of
-    page_owner's ``stack_list``, in list order (what show_stacks walks)."""
+    page_owner's ``stack_list``, in list order (what show_stacks walks).
+
+    :param prog: the target
+    :return: iterator of ``(address, refcount, frames, handle)``
+    """
     try:
         head = prog.object("stack_list", drgn.FindObjectFlags.VARIABLE, "page_owner.c")
     except (LookupError, ValueError):
@@ -176,7 +185,12 @@ def stack_list(prog: drgn.Program) -> Iterator[tuple[int, int, list[int], int]]:
 
 def show_stacks(po, threshold: int = 0) -> Iterator[dict]:
     """stack_print() of each stack_list entry it would print: ``key`` (frames as
-    %pS), ``pages`` (nr_base_pages) and ``text`` (its bytes as latin-1 str)."""
+    %pS), ``pages`` (nr_base_pages) and ``text`` (its bytes as latin-1 str).
+
+    :param po: a :class:`~inspector.clients.page_owner.PageOwner`
+    :param threshold: leave out stacks with fewer pages
+    :return: iterator of rows
+    """
     for _rec, count, pcs, _handle in stack_list(po.prog):
         nr = _c_int(count - 1)
         if nr < 1 or nr < threshold:
@@ -197,7 +211,13 @@ def show_handles(po, threshold: int = 0, with_stacks: bool = False) -> Iterator[
     ``handle: %d`` (show_stacks_handles: every entry with a stack record, no
     threshold), each entry closed by a blank line.  The handle is
     ``stack_record->handle.handle``, printed with %d.  A kernel older than
-    6.19 keeps the same list (from 6.9), so the same text is produced for it."""
+    6.19 keeps the same list (from 6.9), so the same text is produced for it.
+
+    :param po: a :class:`~inspector.clients.page_owner.PageOwner`
+    :param threshold: leave out stacks with fewer pages (show_handles only)
+    :param with_stacks: show_stacks_handles instead
+    :return: iterator of rows: ``key`` (the handle), ``pages``, ``text`` (bytes)
+    """
     for _rec, count, pcs, handle in stack_list(po.prog):
         nr = _c_int(count - 1)
         if not with_stacks and (nr < 1 or nr < threshold):
@@ -211,6 +231,16 @@ def show_handles(po, threshold: int = 0, with_stacks: bool = False) -> Iterator[
 
 
 def limit_rows(rows: Iterable[dict], threshold: int, limit: Optional[int]) -> list[dict]:
+    """The first ``limit`` rows with at least ``threshold`` pages.
+
+    :param rows: rows with a ``pages`` key, in order
+    :param threshold: leave out rows with fewer pages
+    :param limit: keep at most this many (0 or None: all)
+    :return: the rows kept
+
+    >>> limit_rows([{"pages": 9}, {"pages": 1}, {"pages": 5}, {"pages": 4}], 2, 2)
+    [{'pages': 9}, {'pages': 5}]
+    """
     out = []
     for r in rows:
         if r["pages"] < threshold:

@@ -65,7 +65,6 @@ a CPU's counters that are not in the dump are counted as missing, never as 0.
 
 from __future__ import annotations
 
-import json
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,13 +74,12 @@ import drgn
 from ..lazy import np
 
 from .. import kernel as k
-from ..commands import LIMIT, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
 from ..errors import ClientError
 from ..model import Table
 from ..reader import read_or_holes, unknown_items
-from ..text import escape
 from . import ClientSpec, static_key_probe
-from .engine import COMPOUND_WORD, columns, known_mask, member_field, page_fields, record_dtype
+from ..decode.engine import COMPOUND_WORD, columns, head_pfns, known_mask, member_field, page_fields, record_dtype
+from ..walk import entry_address
 
 CLIENT_NAME = "page_alloc_tagging"
 CONFIG = "CONFIG_MEM_ALLOC_PROFILING"
@@ -139,10 +137,22 @@ class Tag:
 
     @property
     def inaccurate(self) -> bool:
+        """Whether the tag carries CODETAG_FLAG_INACCURATE.
+
+        :return: True where the kernel flags its counters inaccurate (``accurate:no`` in /proc/allocinfo)
+        """
         return bool(self.flags & CODETAG_FLAG_INACCURATE)
 
 
 def invalid_text(address: int) -> str:
+    """How a pointer that is not an allocation tag is shown.
+
+    :param address: the pointer found in a page_ext entry
+    :return: the text shown in place of a tag
+
+    >>> invalid_text(0xdead000)
+    '<invalid tag 0xdead000>'
+    """
     return f"<invalid tag {address:#x}>"
 
 
@@ -166,15 +176,28 @@ class Scan:
 
     @property
     def tagged(self) -> int:
+        """Entries that refer to a tag (valid or not): one per live allocation.
+
+        :return: the number of page_ext refs to tags
+        """
         return sum(t.allocations for t in self.tags.values())
 
     @property
     def pages(self) -> int:
+        """Pages the tagged allocations hold (1 << order each).
+
+        :return: the sum over the tags' pages
+        """
         return sum(t.pages for t in self.tags.values())
 
 
 def require_alloc_tagging(session):
-    """The active page_alloc_tagging client, or ClientError saying why not."""
+    """The active page_alloc_tagging client, or ClientError saying why not.
+
+    :param session: a :class:`~inspector.session.PageExt`
+    :return: the client (:class:`~inspector.model.Client`)
+    :raises ClientError: the kernel has no allocation profiling, or it is off
+    """
     prog, lay = session.prog, session.layout
     if lay.client(CLIENT_NAME) is None:
         raise ClientError(f"this kernel has no {CLIENT_NAME} ({CONFIG} is off, or the kernel is older "
@@ -584,6 +607,13 @@ class AllocTags:
             yield ch.lo, int(known.sum()), hits + ch.lo, ref[hits], order, src
 
     def scan(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Scan:
+        """Every page_ext entry in [lo, hi) (of ``node``), counted per allocation tag.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: a :class:`Scan`: refs per tag, entries, orders and where they came from
+        """
         s = Scan()
         for _a, n, pfns, refs, orders, srcs in self.chunks(lo, hi, node):
             s.entries += n
@@ -635,7 +665,6 @@ class AllocTags:
         if ref == 0:
             out["state"] = "none"
             if p is not None and int(p["compound_head"][0]) & 1:
-                from .engine import head_pfns
                 head = int(head_pfns(self.prog, self.pf, p["compound_head"].astype(np.uint64),
                                      np.array([pfn], dtype=np.int64))[0])
                 out["head_pfn"] = head
@@ -657,7 +686,6 @@ class AllocTags:
         return out
 
     def _ref_at(self, t: Table, pfn: int) -> int:
-        from ..walk import entry_address
         if self.compressed:
             memmap, lost = self.session.read_memmap(pfn, pfn + 1)
             if memmap is None or lost:
@@ -675,7 +703,14 @@ SOURCES = (COMPOUND, PAGE_OWNER, NEXT_TAGGED, ASSUMED)
 
 def alloc_tag_rows(at: AllocTags, s: Scan, kernel: dict, all_tags: bool = False) -> list[dict]:
     """One row per tag with page_ext refs (and, with all_tags, every kernel tag),
-    by page_ext bytes, then kernel bytes."""
+    by page_ext bytes, then kernel bytes.
+
+    :param at: the :class:`AllocTags` decoder
+    :param s: a scan's result (:meth:`AllocTags.scan`)
+    :param kernel: tag address -> (bytes, calls) of the kernel's counters
+    :param all_tags: also the kernel's tags no page refers to
+    :return: one dict per tag
+    """
     page = at.layout.page_size
     index = {a: i for i, a in enumerate(at.catalogue())}  # the line of /proc/allocinfo, from 0
     rows = []
@@ -695,91 +730,3 @@ def alloc_tag_rows(at: AllocTags, s: Scan, kernel: dict, all_tags: bool = False)
                      "bytes": (tp.pages if tp else 0) * page, "kernel_bytes": kb, "kernel_calls": kc})
     rows.sort(key=lambda r: (-r["bytes"], -(r["kernel_bytes"] or 0), r["tag"]))
     return rows
-
-
-def pfn_text(d: dict) -> str:
-    if d["state"] == "none":
-        if d["head_pfn"] is not None and d["head_pfn"] != d["pfn"]:
-            return (f"pfn {d['pfn']:#x}: no tag of its own; tail page of compound page {d['head_pfn']:#x}"
-                    + (f", tagged {escape(d['tag'])}" if d["tag"] else ", which has no tag either"))
-        return (f"pfn {d['pfn']:#x}: no tag (free, a later page of a multi-page allocation, or allocated before "
-                "page_ext was set up or while profiling was off)")
-    if d["state"] == "empty":
-        return f"pfn {d['pfn']:#x}: CODETAG_EMPTY (deliberately untagged)"
-    why = {COMPOUND: "the compound page's folio order", PAGE_OWNER: "its page_owner record",
-           NEXT_TAGGED: "the next page starts another allocation"}
-    order = "order unknown (counted as 0)" if d["order_source"] == ASSUMED else \
-        f"order {d['order']} ({why.get(d['order_source'], d['order_source'])})"
-    return f"pfn {d['pfn']:#x}: {escape(d['tag'])}  {order}, {d['bytes']} bytes"
-
-
-def run_alloc_tags(ctx: Context) -> int:
-    a = ctx.args
-    n, lo, hi = pfn_selection(a.pfn, a.prange)
-    pe = ctx.session
-    if a.prange is not None or a.node is not None:
-        pe.check_range(lo, hi, a.node)
-    at = pe.client(CLIENT_NAME)
-    if n is not None:
-        d = at.at(n)
-        ctx.echo(json.dumps(d, indent=1) if a.as_json else pfn_text(d))
-        return 0
-    s = at.scan(lo, hi, a.node)
-    kernel = at.kernel_counters()
-    rows = alloc_tag_rows(at, s, kernel, a.all_tags)
-    rows = [r for r in rows if r["bytes"] >= a.threshold]
-    if a.limit:
-        rows = rows[:a.limit]
-    page = at.layout.page_size
-    summary = {"entries": s.entries, "tagged": s.tagged, "none": s.null, "empty": s.empty,
-               "invalid": sum(s.invalid.values()), "invalid_tags": len(s.invalid),
-               "pages": s.pages, "bytes": s.pages * page, "tags": len(s.tags) - len(s.invalid),
-               "order_source": dict(sorted(s.order_source.items())),
-               "kernel": None if not kernel else {
-                   "tags": sum(1 for b, _ in kernel.values() if b is not None),
-                   "bytes": sum(b for b, _ in kernel.values() if b is not None),
-                   "calls": sum(c for _, c in kernel.values() if c is not None),
-                   "unknown_tags": sum(1 for b, _ in kernel.values() if b is None)},
-               "tag_list": at.catalogue_note or "the kernel's",
-               "refs_in": "page_flags" if at.compressed else "page_ext"}
-    if a.as_json:
-        ctx.echo(json.dumps({"summary": summary, "tags": rows, "missing": missing_json(ctx)}, indent=1))
-    else:
-        ctx.echo(f"{'bytes':>12} {'pages':>8} {'allocs':>8} {'kernel bytes':>13} {'calls':>8}  tag")
-        for r in rows:
-            kb = "" if r["kernel_bytes"] is None else r["kernel_bytes"]
-            kc = "" if r["kernel_calls"] is None else r["kernel_calls"]
-            ctx.echo(f"{r['bytes']:>12} {r['pages']:>8} {r['allocations']:>8} {kb:>13} {kc:>8}  "
-                     f"{escape(r['tag'])}{'  (inaccurate)' if r.get('inaccurate') else ''}")
-        src = ", ".join(f"{v} {k_.replace('_', ' ')}" for k_, v in summary["order_source"].items()) or "none"
-        where = "struct pages (compressed tags)" if at.compressed else "page_ext entries"
-        ctx.echo(f"{where:<17} {s.entries}: {s.tagged} tagged ({summary['tags']} tags), "
-                 f"{s.null} without a tag, {s.empty} empty (CODETAG_EMPTY), "
-                 f"{summary['invalid']} invalid ({len(s.invalid)} distinct pointers)")
-        ctx.echo(f"tagged pages      {s.pages} ({s.pages * page} bytes); orders from: {src}")
-        if kernel:
-            kk = summary["kernel"]
-            ctx.echo(f"kernel counters   {kk['bytes']} bytes, {kk['calls']} calls in {kk['tags']} tags "
-                     "(page, slab and percpu allocations: /proc/allocinfo)"
-                     + (f"; {kk['unknown_tags']} tags' counters not in the dump" if kk["unknown_tags"] else ""))
-    if s.invalid:
-        ctx.note(f"{summary['invalid']} page_ext entr{'y' if summary['invalid'] == 1 else 'ies'} hold "
-                 f"{len(s.invalid)} pointer(s) that are not allocation tags")
-        ctx.corrupt += summary["invalid"]
-    return 0
-
-
-COMMANDS = [
-    Command("alloc-tags", "Pages per allocation tag (memory allocation profiling, 6.10+), beside the kernel's "
-            "/proc/allocinfo counters.", run_alloc_tags, (
-                PFN, RANGE, NODE,
-                Opt(("--threshold",), "threshold", "hide tags with fewer page_ext bytes than this", int, 0,
-                    metavar="BYTES", minimum=0),
-                LIMIT,
-                Opt(("--all",), "all_tags", "also the kernel's tags that tag no page", bool, False),
-                Opt(("--json",), "as_json", "JSON", bool, False),
-            ), description="""\b
-Examples:
-  pageext-inspect alloc-tags vmcore -s vmlinux --limit 20
-  pageext-inspect alloc-tags vmcore -s vmlinux --pfn 0x1234""", drgn="alloc_tags", force=True),
-]

@@ -32,7 +32,6 @@ bitmap is produced a chunk at a time, never ``max_pfn / 64`` words at once.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -40,11 +39,10 @@ import drgn
 from ..lazy import np
 
 from .. import kernel as k
-from ..commands import JSON, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
 from ..errors import ClientError, UsageError
 from ..model import Client, Rules
 from . import ClientSpec
-from .engine import COMPOUND_WORD, columns, head_pfns, known_mask, member_field, page_fields, record_dtype
+from ..decode.engine import COMPOUND_WORD, columns, head_pfns, known_mask, member_field, page_fields, record_dtype
 
 
 def _rebuild(prog: drgn.Program, clients: list[Client], rules: Rules, allocated: bool) -> Optional[Client]:
@@ -84,6 +82,10 @@ class IdleSummary:
     idle_lru_pages: int = 0  # of those, Idle (the head's bit): set bits of the bitmap view
 
     def to_json(self) -> dict:
+        """The summary as a dict (the ``--json`` keys).
+
+        :return: the counts, JSON-ready
+        """
         return dict(self.__dict__)
 
 
@@ -98,11 +100,19 @@ class IdleEntry:
     head_pfn: Optional[int]  # the folio head (itself unless a tail page)
 
     def to_json(self) -> dict:
+        """The entry as a dict (the ``--json`` keys).
+
+        :return: the entry's fields, JSON-ready
+        """
         return dict(self.__dict__)
 
 
 def no_page_idle_reason(prog: drgn.Program) -> str:
-    """Why this kernel keeps no page_idle data in page_ext (one line)."""
+    """Why this kernel keeps no page_idle data in page_ext (one line).
+
+    :param prog: the target
+    :return: one line for the error message
+    """
     is64 = k.pointer_size(prog) == 8
     has_pg_idle = k.constant(prog, "PG_idle") is not None
     if is64 or has_pg_idle:
@@ -148,6 +158,13 @@ class PageIdle:
         self.max_pfn = k.value(prog, "max_pfn")
 
     def chunks(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Iterator[IdleChunk]:
+        """The Young/Idle bits of the pages read in [lo, hi), a chunk at a time, as columns.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: iterator of :class:`IdleChunk`
+        """
         ybit, ibit = 1 << self.young_bit, 1 << self.idle_bit
         for ch in self.session.chunks(lo, hi, node=node, label="reading page_idle"):
             e = columns(ch.entries, self.dtype, ch.n)
@@ -185,6 +202,11 @@ class PageIdle:
                             None if ref is None else ref[sel], None if head is None else head[sel])
 
     def entry_at(self, pfn: int) -> IdleEntry:
+        """One page's Young/Idle bits (its head's, for a tail page), with its LRU state and refcount.
+
+        :param pfn: a page frame number
+        :return: an :class:`IdleEntry`
+        """
         flags = int(columns(self.session.entry(pfn), self.dtype, 1)["flags"][0])
         mm, mm_lost = self.session.read_memmap(pfn, pfn + 1) if self.max_pfn is None or pfn < self.max_pfn \
             else (None, [(0, 1)])
@@ -198,6 +220,13 @@ class PageIdle:
                          int(p["_refcount"][0]), head)
 
     def summary(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> IdleSummary:
+        """Young and idle pages counted over [lo, hi), with the LRU pages the kernel's bitmap reports.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive), None: all
+        :param node: only this NUMA node's tables
+        :return: an :class:`IdleSummary`
+        """
         s = IdleSummary()
         for c in self.chunks(lo, hi, node):
             s.pages += len(c.pfn)
@@ -253,6 +282,12 @@ class PageIdle:
         return None if bits is None or shift is None else 1 << max(0, bits - shift)
 
     def bitmap(self, lo: int = 0, hi: Optional[int] = None) -> bytes:
+        """/sys/kernel/mm/page_idle/bitmap as a read of [lo, hi) would return it now.
+
+        :param lo: first pfn (a multiple of 64)
+        :param hi: end pfn, None: max_pfn
+        :return: the bitmap's bytes
+        """
         return b"".join(self.bitmap_chunks(lo, hi))
 
 
@@ -261,54 +296,3 @@ def _zeros(n: int, piece: int = 1 << 20) -> Iterator[bytes]:
     while n > 0:
         yield bytes(min(n, piece))
         n -= piece
-
-
-def run_page_idle(ctx: Context) -> int:
-    a = ctx.args
-    n, lo, hi = pfn_selection(a.pfn, a.prange)
-    if a.prange is not None or a.node is not None:
-        ctx.session.check_range(lo, hi, a.node)
-    pi = ctx.session.client("page_idle")
-    if n is not None:
-        e = pi.entry_at(n)
-        if a.as_json:
-            ctx.echo(json.dumps(e.to_json(), indent=1))
-        else:
-            head = "" if e.head_pfn in (None, e.pfn) else f"  (tail of {e.head_pfn:#x}, whose bits count)"
-            lru = "unknown" if e.lru is None else ("yes" if e.lru else "no")
-            ctx.echo(f"pfn {e.pfn:#x}  flags {e.flags:#x}  young {int(e.young)}  idle {int(e.idle)}  "
-                     f"lru {lru}  refcount {e.refcount}{head}")
-        return 0
-    if a.bitmap:
-        try:
-            with open(a.bitmap, "wb") as f:
-                for piece in pi.bitmap_chunks():
-                    f.write(piece)
-        except OSError as e:
-            raise UsageError(f"{a.bitmap}: {e.strerror}") from None
-    s = pi.summary(lo, hi, a.node)
-    if a.as_json:
-        ctx.echo(json.dumps(s.to_json() | {"flags_bytes": pi.word, "young_bit": pi.young_bit,
-                                           "idle_bit": pi.idle_bit, "missing": missing_json(ctx)}, indent=1))
-        return 0
-    ctx.echo(f"pages with page_ext   {s.pages}")
-    ctx.echo(f"young                 {s.young}")
-    ctx.echo(f"idle                  {s.idle}")
-    ctx.echo(f"young and idle        {s.young_and_idle}")
-    ctx.echo(f"LRU pages             {s.lru_pages}  (those the kernel's bitmap can report)")
-    ctx.echo(f"idle LRU pages        {s.idle_lru_pages}  (bits set in page_idle/bitmap as read now)")
-    return 0
-
-
-COMMANDS = [
-    Command("page-idle", "Idle page tracking's Young/Idle bits per page (32-bit kernels keep them in page_ext).",
-            run_page_idle, (
-                PFN, RANGE, NODE,
-                Opt(("--bitmap",), "bitmap", "also write /sys/kernel/mm/page_idle/bitmap as a read would return "
-                    "it now, to this file", metavar="FILE", cli_only=True),
-                JSON,
-            ), description="""\b
-Examples:
-  pageext-inspect page-idle core.elf -s vmlinux --bitmap bm
-  pageext-inspect page-idle core.elf -s vmlinux --pfn 0x1234""", drgn="page_idle", force=True),
-]

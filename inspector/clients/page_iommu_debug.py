@@ -39,7 +39,11 @@ SOURCE_FILE = "iommu-debug-pagealloc.c"
 
 def active(prog: drgn.Program) -> Optional[bool]:
     """Is page_iommu_debug on in this boot: need_iommu_debug()'s ``needed``,
-    else the static key ``iommu_debug_initialized``; None when neither can be read."""
+    else the static key ``iommu_debug_initialized``; None when neither can be read.
+
+    :param prog: the target
+    :return: True or False, None where the target cannot tell
+    """
     needed = k.value(prog, "needed", SOURCE_FILE)
     if needed is not None:
         return bool(needed)

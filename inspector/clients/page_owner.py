@@ -5,7 +5,7 @@ mm/page_owner.c keeps a ``struct page_owner`` in each page_ext entry at
 the entry's flags word: ``PAGE_EXT_OWNER`` (ever allocated) and, from v5.4,
 ``PAGE_EXT_OWNER_ACTIVE`` (37389167a281), renamed ``PAGE_EXT_OWNER_ALLOCATED``
 before the v5.4 release (currently allocated).  Each chunk of a table and of the memmap is
-one numpy structured array (:mod:`.engine`) whose fields -- whichever this
+one numpy structured array (:mod:`inspector.decode.engine`) whose fields -- whichever this
 version's ``struct page_owner`` has: pid/ts v5.11, free_ts v5.13, tgid/comm
 v5.18, free_pid/free_tgid v6.8 -- come from the target's DWARF; absent
 fields are None.
@@ -17,39 +17,49 @@ skip pages not aligned to their order, skip handle 0), done as whole-array
 masks, the buddy skips included.  A selected chunk is a :class:`Batch`;
 :meth:`PageOwner.debugfs_bytes` prints print_page_owner()'s text for a whole
 batch at once with the format strings taken from the kernel image
-(:mod:`.kformat`) through :mod:`inspector.vprintf`, stacks symbolized once
+(:mod:`inspector.decode.kformat`) through :mod:`inspector.vprintf`, stacks symbolized once
 per handle.  Values no kernel can hold -- an order above MAX_ORDER (above
 the machine's size once for_each_page_ext() exists, see
 :func:`max_record_order`), a pid
 above PID_MAX_LIMIT, a time after the dump's own clock -- mark a record
 corrupt: it is shown as such, and left out of the kernel's text and of every
 sum.  Memory holds one chunk and the unique stacks.
+
+This module is the client, library only: the record pieces that need no
+session (:class:`Batch`, :class:`Select`, the corruption bits, the target's
+clock) are :mod:`inspector.decode.owner`, the sums :mod:`inspector.decode.sums`,
+and the ``owner`` and ``top`` commands :mod:`inspector.commands.page_owner`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import drgn
 from ..lazy import np
 
 from .. import kernel as k
-from ..commands import (JSON, LIMIT, NODE, PFN, RANGE, RETRIES, THRESHOLD, Command, Context, Opt, consistent,
-                        missing_json, pfn_selection)
 from ..errors import ClientError, MissingDataError, NoPageExtError, TargetError, UsageError
 from ..model import Table
 from ..text import escape, escape_lines
 from ..vprintf import Dec, Str, render
 from . import ClientSpec, static_key_probe
-from .engine import (COMPOUND_WORD, columns, factorize, first_of_each, known_mask, lookup_table, member_field,
-                     page_fields, record_dtype)
-from .kformat import KernelNames, KernelStrings, Symbolizer, compile_format, format_pieces
-from .memcg import MemcgNames
-from .stackdepot import INVALID, MISSING, StackDepot
+from ..decode.engine import (COMPOUND_WORD, columns, factorize, first_of_each, known_mask, lookup_table, member_field,
+                             page_fields, record_dtype)
+from ..decode.kformat import KernelNames, KernelStrings, Symbolizer, compile_format, count_conversions, format_pieces
+from ..decode.memcg import MemcgNames
+from ..decode.owner import (AGG_KEYS, ALL, ALLOCATED, C_ORDER, C_PID, C_REASON, C_TS, CORRUPT_NAMES,  # noqa: F401
+                            FREED, OWNER_FIELDS, Batch, Record, Select, block_migratetype, clear_tail_memcg,
+                            max_record_order, pageblock_layout, target_clock_ns)
+from ..decode.stackdepot import INVALID, MISSING, StackDepot
+from ..decode.sums import Sums
+
+# What PageOwner.top() can group by, and (where the two differ) the column
+# PageOwner.sums() groups by for each.
+TOP_KEYS = ("stack", "pid", "tgid", "comm", "gfp", "order", "migratetype", "node")
+TOP_COLUMN = {"stack": "handle", "gfp": "gfp_mask"}
 
 CLIENT = ClientSpec(
     "page_owner", "CONFIG_PAGE_OWNER", "boot with page_owner=on",
@@ -57,184 +67,6 @@ CLIENT = ClientSpec(
     # DEFINE_STATIC_KEY_FALSE(page_owner_inited), mm/page_owner.c (v4.4+).
     active=static_key_probe("page_owner_inited"),
     decoder="inspector.clients.page_owner:PageOwner", commands=("owner", "top"))
-
-ALLOCATED, FREED, ALL = "allocated", "freed", "all"
-
-# What PageOwner.sums() can group by: record fields, the gfp's migratetype, the table's node.
-AGG_KEYS = ("handle", "pid", "tgid", "comm", "order", "gfp_mask", "migratetype", "node")
-
-# struct page_owner fields we know, in the order print_page_owner() passes them.
-OWNER_FIELDS = ("order", "last_migrate_reason", "gfp_mask", "handle", "free_handle", "ts_nsec",
-                "free_ts_nsec", "comm", "pid", "tgid", "free_pid", "free_tgid")
-
-# Why a record is corrupt (bits of Batch.corrupt).
-C_ORDER, C_PID, C_TS, C_REASON = 1, 2, 4, 8
-CORRUPT_NAMES = {C_ORDER: "order", C_PID: "pid", C_TS: "ts_nsec", C_REASON: "last_migrate_reason"}
-
-
-def clear_tail_memcg(p: np.ndarray) -> None:
-    """print_page_owner_memcg()'s ``if (!memcg_data || PageTail(page))``
-    (see memcg.py): zero the memcg_data word of each tail page among the
-    struct pages ``p``, so that it prints no memcg line."""
-    if "memcg_data" in p.dtype.names and "compound_head" in p.dtype.names:
-        p["memcg_data"][(p["compound_head"] & 1) != 0] = 0
-
-
-def max_record_order(prog: drgn.Program, nr_orders: int) -> int:
-    """The highest order a page_owner record can hold.
-
-    Before, __set_page_owner() walked 1 << order entries with
-    page_ext_next(), which is only right inside one section: an allocation
-    above the buddy's MAX_PAGE_ORDER (alloc_contig_pages() with __GFP_COMP:
-    gigantic hugetlb pages, CMA) was not safe, so an order >= ``nr_orders``
-    marks a corrupt record.  From "mm: page_owner: use new iteration API"
-    (Luiz Capitulino, v3 posted 6 March 2025: v6.15 by date, the mainline
-    hash unverified; not in the 6.12 sources, in the 7.2 and 7.3 ones) the
-    walk is for_each_page_ext(), which crosses sections, and such orders
-    are records like any other (up to MAX_FOLIO_ORDER, a macro: PUD order,
-    16G, or a section).  Detected by
-    ``struct page_ext_iter`` in the debug info; then the bound is the most
-    pages the machine has (``max_pfn``), or 2**30 pages without it."""
-    if k.type_or_none(prog, "struct page_ext_iter") is None:
-        return nr_orders - 1
-    top = k.value(prog, "max_pfn") or (1 << 30)
-    return max(nr_orders - 1, top.bit_length() - 1)
-
-
-def pageblock_layout(enum: dict[str, int]) -> Optional[tuple[int, int, int]]:
-    """(bits a pageblock, migratetype mask, isolate bit mask) from the
-    enumerators of enum pageblock_bits, or None for a layout we do not know.
-
-    * v2.6.24 .. v6.16: PB_migrate..PB_migrate_end (3 bits), PB_migrate_skip,
-      NR_PAGEBLOCK_BITS (4) an enumerator; MIGRATE_ISOLATE is a value of the
-      migratetype bits.
-    * v6.17 ("mm/page_isolation: make page isolation a standalone bit", Zi
-      Yan; v6 posted 30 May 2025, after the v6.16 merge window opened, so
-      v6.17 by date -- the mainline hash is unverified; not in the 6.12
-      sources, in the 7.2 and 7.3 ones): PB_migrate_0..PB_migrate_2,
-      PB_compact_skip, PB_migrate_isolate (CONFIG_MEMORY_ISOLATION),
-      __NR_PAGEBLOCK_BITS; NR_PAGEBLOCK_BITS is now a macro,
-      roundup_pow_of_two(__NR_PAGEBLOCK_BITS) -- 8 with isolation, 4
-      without -- and a set PB_migrate_isolate reads as MIGRATE_ISOLATE."""
-    if "PB_migrate_end" in enum and "NR_PAGEBLOCK_BITS" in enum:
-        return (enum["NR_PAGEBLOCK_BITS"],
-                (1 << (enum["PB_migrate_end"] - enum.get("PB_migrate", 0) + 1)) - 1, 0)
-    if "__NR_PAGEBLOCK_BITS" in enum and "PB_migrate_0" in enum:
-        n = enum["__NR_PAGEBLOCK_BITS"]
-        mt = 0
-        for i in range(8):
-            if f"PB_migrate_{i}" in enum:
-                mt |= 1 << enum[f"PB_migrate_{i}"]
-        iso = 1 << enum["PB_migrate_isolate"] if "PB_migrate_isolate" in enum else 0
-        return 1 << max(0, n - 1).bit_length(), mt, iso
-    return None
-
-
-def block_migratetype(usemap: np.ndarray, bitidx: np.ndarray, mt_mask: int, iso_bit: int,
-                      isolate_mt: int) -> np.ndarray:
-    """get_pfnblock_migratetype() over a section's pageblock bitmap (uint64
-    words) at each block's first bit: the migratetype bits, or MIGRATE_ISOLATE
-    where the standalone isolate bit (v6.17) is set."""
-    word = usemap[np.minimum(bitidx // 64, len(usemap) - 1)] >> (bitidx % 64).astype(np.uint64)
-    mt = (word & np.uint64(mt_mask)).astype(np.int64)
-    if iso_bit:
-        mt = np.where((word & np.uint64(iso_bit)) != 0, np.int64(isolate_mt), mt)
-    return mt
-
-
-@dataclass
-class Batch:
-    """The selected records of one chunk, as columns."""
-
-    table: Table
-    pfn: np.ndarray  # int64
-    e: np.ndarray  # structured entries (ext_flags + struct page_owner fields)
-    p: Optional[np.ndarray]  # structured struct pages, None where the memmap is unread
-    block_mt: np.ndarray  # pageblock migratetype, -1 unknown
-    corrupt: np.ndarray  # C_* bits
-    suspect: bool = False  # a decode check failed on this table (decoded with --force)
-    pknown: Optional[np.ndarray] = None  # bool: the struct page was read (None: all were)
-
-    def __len__(self) -> int:
-        return len(self.pfn)
-
-    def take(self, idx: np.ndarray) -> "Batch":
-        return Batch(self.table, self.pfn[idx], self.e[idx], None if self.p is None else self.p[idx],
-                     self.block_mt[idx], self.corrupt[idx], self.suspect,
-                     None if self.pknown is None else self.pknown[idx])
-
-
-@dataclass(frozen=True)
-class Select:
-    """page_owner_sort's select options: ``--pid``, ``--tgid``, ``--name``
-    (tools/mm/page_owner_sort.c, v5.17+): a record is kept when its pid is
-    in ``pids``, its tgid in ``tgids`` and its comm in ``names`` (each that
-    is given; the tool compares the comm with strcmp, so a name matches
-    whole)."""
-
-    pids: tuple[int, ...] = ()
-    tgids: tuple[int, ...] = ()
-    names: tuple[bytes, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.pids or self.tgids or self.names)
-
-    def mask(self, e: np.ndarray) -> np.ndarray:
-        """Which of the records ``e`` (structured entries) are selected."""
-        keep = np.ones(len(e), dtype=bool)
-        if self.pids:
-            keep &= np.isin(e["pid"], self.pids)
-        if self.tgids:
-            keep &= np.isin(e["tgid"], self.tgids)
-        if self.names and len(e):
-            # %s prints the comm up to its NUL (strscpy() leaves old bytes after it)
-            c = np.ascontiguousarray(e["comm"]).view(np.uint8).reshape(len(e), -1).copy()
-            c[np.cumsum(c == 0, axis=1) > 0] = 0
-            comm = c.view(e["comm"].dtype).ravel()
-            keep &= np.isin(comm, np.array(self.names, dtype=comm.dtype))
-        return keep
-
-    @classmethod
-    def parse(cls, pid: Optional[str], tgid: Optional[str], name: Optional[str]) -> "Select":
-        """The comma-separated lists as page_owner_sort takes them.
-
-        >>> Select.parse("1,2", None, "leaker,sh")
-        Select(pids=(1, 2), tgids=(), names=(b'leaker', b'sh'))
-        """
-        def ints(text: Optional[str], flag: str) -> tuple[int, ...]:
-            if text is None:
-                return ()
-            try:
-                return tuple(int(x, 0) for x in text.split(",") if x.strip())
-            except ValueError:
-                raise UsageError(f"bad {flag} {text!r}: a comma-separated list of numbers") from None
-        names = tuple(n.encode("latin-1", "replace") for n in name.split(",")) if name is not None else ()
-        return cls(ints(pid, "--pid"), ints(tgid, "--tgid"), names)
-
-
-@dataclass
-class Record:
-    """One page_owner record (None: the field does not exist in this kernel)."""
-
-    pfn: int
-    allocated: bool
-    order: int
-    gfp_mask: int
-    handle: int
-    free_handle: Optional[int]
-    last_migrate_reason: int
-    ts_nsec: Optional[int]
-    free_ts_nsec: Optional[int]
-    pid: Optional[int]
-    tgid: Optional[int]
-    comm: Optional[str]
-    free_pid: Optional[int]
-    free_tgid: Optional[int]
-    page_flags: Optional[int]
-    pageblock_mt: Optional[int]
-    memcg_data: int = 0
-    corrupt: tuple = ()
-    suspect: bool = False  # from a table a failed decode check points at (decoded with --force)
 
 
 class PageOwner:
@@ -391,14 +223,21 @@ class PageOwner:
         return block_migratetype(usemap, bitidx, self.mt_mask, self.iso_bit, self.isolate_mt)
 
     def gfp_migratetype(self, gfp):
-        """gfp_migratetype() of a gfp mask (or a column of them)."""
+        """gfp_migratetype() of a gfp mask (or a column of them).
+
+        :param gfp: a gfp mask, or a numpy column of them
+        :return: the migratetype (a column for a column)
+        """
         if self.mobility_disabled:
             return gfp * 0  # MIGRATE_UNMOVABLE
         return (gfp & self.gfp_movable_mask) >> self.gfp_movable_shift
 
     def clock_ns(self) -> Optional[int]:
         """The target's local_clock() now, for the ts bound: the newest of the
-        runqueue clocks and the last kernel log record (both local_clock())."""
+        runqueue clocks and the last kernel log record (both local_clock()).
+
+        :return: nanoseconds, None where neither clock can be read
+        """
         if self._clock is None:
             self._clock = target_clock_ns(self.prog) or -1
         return self._clock if self._clock >= 0 else None
@@ -437,7 +276,17 @@ class PageOwner:
         page is not in the dump cannot be printed as the kernel would (its
         flags, its buddy state): with ``need_page`` it is left out and counted
         hidden; without (for sums), it is kept, with ``Batch.pknown`` false
-        and a note that the answer counts it unchecked."""
+        and a note that the answer counts it unchecked.
+
+        :param which: ALLOCATED, FREED or ALL (:mod:`inspector.decode.owner`)
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :param heads_only: leave out the tail pages of high-order blocks
+        :param debugfs: select what read_page_owner() prints instead
+        :param need_page: leave out records whose struct page was not read
+        :return: iterator of :class:`~inspector.decode.owner.Batch`
+        """
         if debugfs:
             lo = max(lo, k.value(self.prog, "min_low_pfn") or 0)
             max_pfn = k.value(self.prog, "max_pfn")
@@ -522,7 +371,12 @@ class PageOwner:
         return skip
 
     def free_blocks(self, lo: int = 0, hi: int = 1 << 64) -> Iterator[tuple[int, int]]:
-        """(pfn, order) of every free buddy block head (PageBuddy) in the tables."""
+        """(pfn, order) of every free buddy block head (PageBuddy) in the tables.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :return: iterator of ``(pfn, order)``
+        """
         for ch in self.session.chunks(lo, hi, label="reading the memmap"):
             if ch.memmap is None:
                 continue
@@ -536,11 +390,20 @@ class PageOwner:
     # -- records as Python objects ------------------------------------------------------------
     def records(self, which: str = ALLOCATED, lo: int = 0, hi: int = 1 << 64, *, node: Optional[int] = None,
                 heads_only: bool = True, debugfs: bool = False) -> Iterator[Record]:
-        """:meth:`batches` one :class:`Record` at a time (for scripts; slower)."""
+        """:meth:`batches` one :class:`Record` at a time (for scripts; slower).
+
+        :param which, lo, hi, node, heads_only, debugfs: as :meth:`batches`
+        :return: iterator of :class:`~inspector.decode.owner.Record`
+        """
         for b in self.batches(which, lo, hi, node=node, heads_only=heads_only, debugfs=debugfs):
             yield from self.batch_records(b)
 
     def batch_records(self, b: Batch) -> Iterator[Record]:
+        """The records of a batch, one :class:`~inspector.decode.owner.Record` each.
+
+        :param b: a :class:`~inspector.decode.owner.Batch`
+        :return: iterator of :class:`~inspector.decode.owner.Record`
+        """
         cols = {f: b.e[f].tolist() for f in self.owner_fields}
         flags = b.e["ext_flags"].tolist()
         pflags = b.p["flags"].tolist() if b.p is not None else [None] * len(b)
@@ -563,6 +426,9 @@ class PageOwner:
         """The record of one pfn (tail pages included).
 
         :raises NoPageExtError: the pfn has no page_ext, or no page_owner record
+
+        :param pfn: a page frame number
+        :return: its :class:`~inspector.decode.owner.Record`
         """
         self.session.entry_address(pfn)  # the reason, when there is no entry
         for r in self.records(ALL, pfn, pfn + 1, heads_only=False):
@@ -575,7 +441,11 @@ class PageOwner:
     # -- names -------------------------------------------------------------------------------------
     def stack_lines(self, handle: Optional[int]) -> Optional[list[str]]:
         """%pS lines of a handle; ["<invalid handle 0x..>"] for a corrupt one;
-        None for no handle or one whose record is not in the dump."""
+        None for no handle or one whose record is not in the dump.
+
+        :param handle: a stack depot handle (0 or None: none)
+        :return: the lines, or None
+        """
         if not handle:
             return None
         lines = self.depot.lines(handle)
@@ -586,6 +456,11 @@ class PageOwner:
         return list(lines)
 
     def memcg_name(self, memcg_data: int) -> Optional[str]:
+        """The memcg a ``memcg_data`` word names, as print_page_owner_memcg() prints it.
+
+        :param memcg_data: ``page->memcg_data``
+        :return: the memcg's path, or None without a memcg line
+        """
         name = self.memcg.name(memcg_data) if self.memcg is not None and memcg_data else None
         return None if name is None else escape(name)
 
@@ -649,7 +524,12 @@ class PageOwner:
     def debugfs_bytes(self, b: Batch, raw: bool = True) -> bytes:
         """print_page_owner()'s text of every printable record of a batch, byte
         for byte (escaped for a terminal unless ``raw``).  Corrupt records and
-        records whose stack is not in the dump are left out and counted."""
+        records whose stack is not in the dump are left out and counted.
+
+        :param b: a batch selected with ``debugfs=True``
+        :param raw: the kernel's bytes as they are (False: escaped for a terminal)
+        :return: the text, bytes
+        """
         keep = b.corrupt == 0
         if b.pknown is not None:  # no struct page: the kernel's flags line cannot be printed
             self.session.missing.records_hidden += int((keep & ~b.pknown).sum())
@@ -738,7 +618,11 @@ class PageOwner:
 
     # -- JSON Lines, CSV and readable text -----------------------------------------------------------
     def record_dict(self, r: Record) -> dict:
-        """One record as plain data (JSON/CSV); names from the target."""
+        """One record as plain data (JSON/CSV); names from the target.
+
+        :param r: a :class:`~inspector.decode.owner.Record`
+        :return: the ``owner --json`` keys
+        """
         return {
             "pfn": r.pfn,
             "state": "allocated" if r.allocated else "freed",
@@ -768,7 +652,11 @@ class PageOwner:
 
     def json_bytes(self, b: Batch) -> bytes:
         """JSON Lines of a batch: what ``json.dumps(record_dict(r))`` gives
-        for each record, formatted column by column."""
+        for each record, formatted column by column.
+
+        :param b: a :class:`~inspector.decode.owner.Batch`
+        :return: one JSON line per record, bytes
+        """
         e, n = b.e, len(b)
         null = b"null"
 
@@ -818,7 +706,11 @@ class PageOwner:
         return render(pieces, n)
 
     def text(self, r: Record) -> str:
-        """A readable block for one record."""
+        """A readable block for one record.
+
+        :param r: a :class:`~inspector.decode.owner.Record`
+        :return: the lines of ``owner``'s text format
+        """
         d = self.record_dict(r)
         order = "CORRUPT" if d["order"] is None else d["order"]
         head = (f"pfn {r.pfn:#x} order {order} {d['state']}  gfp {r.gfp_mask:#x}({d['gfp_flags']})  "
@@ -860,6 +752,12 @@ class PageOwner:
         grows with the groups, not the records.
 
         :raises UsageError: a key this kernel's records do not have
+
+        :param keys: columns of :data:`~inspector.decode.owner.AGG_KEYS`
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: :class:`~inspector.decode.sums.Sums`
         """
         for key in keys:
             if key not in AGG_KEYS or (key not in ("migratetype", "node") and key not in self.has):
@@ -887,7 +785,14 @@ class PageOwner:
     def top(self, by: str, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> list[dict]:
         """Pages and allocations per ``by`` (one of :data:`TOP_KEYS`) over the
         records debugfs would print; records whose stack is not in the dump
-        are counted in ``missing.records_hidden``."""
+        are counted in ``missing.records_hidden``.
+
+        :param by: one of :data:`TOP_KEYS`
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: rows ``{"key", "pages", "allocations"}``, most pages first
+        """
         col = TOP_COLUMN.get(by, by)
         s = self.sums((col,), lo, hi, node)
         pages: dict = defaultdict(int)
@@ -921,358 +826,4 @@ class PageOwner:
 
 
 def _nconv(fmt: bytes) -> int:
-    from .kformat import count_conversions
     return count_conversions(fmt)
-
-
-def target_clock_ns(prog: drgn.Program) -> Optional[int]:
-    """local_clock() as the target last saw it: the newest runqueue clock
-    (update_rq_clock(): sched_clock_cpu()) or kernel log record (printk
-    stamps records with local_clock()), whichever is later; None if neither
-    can be read."""
-    best = None
-    try:
-        from drgn.helpers.linux.cpumask import for_each_online_cpu
-        from drgn.helpers.linux.sched import cpu_rq
-        for cpu in for_each_online_cpu(prog):
-            c = cpu_rq(prog, cpu).clock.value_()
-            best = c if best is None else max(best, c)
-    except (LookupError, drgn.FaultError, AttributeError, ValueError, drgn.ObjectAbsentError):
-        pass
-    try:
-        from drgn.helpers.linux.printk import get_printk_records
-        recs = get_printk_records(prog)
-        if recs:
-            best = max(best or 0, recs[-1].timestamp)
-    except (LookupError, drgn.FaultError, ValueError, AttributeError, drgn.ObjectAbsentError):
-        pass
-    return best
-
-
-@dataclass
-class Sums:
-    """Pages and allocations per group: ``keys`` a structured array of the
-    distinct key combinations (sorted), ``pages`` and ``allocations`` int64
-    columns beside it."""
-
-    keys: np.ndarray
-    pages: np.ndarray
-    allocations: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @classmethod
-    def of(cls, keys: np.ndarray, pages: np.ndarray, allocations: np.ndarray) -> "Sums":
-        """Group rows by their key (np.unique) and add up their pages and allocations (np.bincount).
-
-        Each key column is factorized on its own and the codes combined into
-        one int64 (first column most significant, so the order is the
-        structured sort's): sorting a structured array is several times
-        slower than sorting plain integers."""
-        names = keys.dtype.names
-        factors, codes, stride = [], np.zeros(len(keys), np.int64), 1
-        for name in reversed(names):
-            inv, u = factorize(keys[name])
-            factors.append((name, u, stride))
-            codes += inv.reshape(-1).astype(np.int64) * stride
-            stride *= max(len(u), 1)
-            if stride >= 1 << 62:  # too many combinations for one int64: sort the records themselves
-                uniq, inv = np.unique(keys, return_inverse=True)
-                return cls._sum(uniq, inv.reshape(-1), pages, allocations)
-        if len(names) == 1:
-            ucodes, inv = np.arange(stride if len(keys) else 0), codes
-        else:
-            ucodes, inv = np.unique(codes, return_inverse=True)
-        uniq = np.empty(len(ucodes), dtype=keys.dtype)
-        for name, u, st in factors:
-            if len(ucodes):
-                uniq[name] = u[(ucodes // st) % len(u)]
-        return cls._sum(uniq, inv.reshape(-1), pages, allocations)
-
-    @classmethod
-    def _sum(cls, uniq: np.ndarray, inv: np.ndarray, pages: np.ndarray, allocations: np.ndarray) -> "Sums":
-        return cls(uniq, np.bincount(inv, weights=pages, minlength=len(uniq)).astype(np.int64),
-                   np.bincount(inv, weights=allocations, minlength=len(uniq)).astype(np.int64))
-
-    @classmethod
-    def merge(cls, parts: Sequence["Sums"], dtype: np.dtype) -> "Sums":
-        if not parts:
-            return cls(np.empty(0, dtype=dtype), np.empty(0, np.int64), np.empty(0, np.int64))
-        if len(parts) == 1:
-            return parts[0]
-        return cls.of(np.concatenate([p.keys for p in parts]), np.concatenate([p.pages for p in parts]),
-                      np.concatenate([p.allocations for p in parts]))
-
-    def rollup(self, keys: Sequence[str]) -> "Sums":
-        """The same sums over fewer key columns."""
-        sub = np.empty(len(self.keys), dtype=np.dtype([(k, self.keys.dtype[k]) for k in keys]))
-        for k in keys:
-            sub[k] = self.keys[k]
-        return Sums.of(sub, self.pages, self.allocations)
-
-
-# -- commands ----------------------------------------------------------------------------------------
-
-FORMATS = ("text", "debugfs", "csv", "parquet")
-TOP_KEYS = ("stack", "pid", "tgid", "comm", "gfp", "order", "migratetype", "node")
-TOP_COLUMN = {"stack": "handle", "gfp": "gfp_mask"}  # top --by KEY -> the column PageOwner.sums() groups by
-TOP_FORMATS = ("text", "page_owner_sort", "show_stacks", "handles")
-CSV_COLUMNS = ("pfn", "state", "order", "gfp_mask", "gfp_flags", "migratetype", "pageblock_migratetype",
-               "pid", "tgid", "comm", "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid",
-               "last_migrate_reason", "handle", "free_handle", "alloc_stack", "free_stack", "memcg", "corrupt",
-               "suspect")
-
-
-def _owner_notes(ctx: Context, po: PageOwner) -> None:
-    if po.memcg is not None and po.memcg.unreadable:
-        ctx.note(f"warning: {po.memcg.unreadable} memcg_data word(s) point at unreadable memory; "
-                 "their memcg lines are left out")
-    n = len(po.depot.invalid)
-    if n:
-        if po.invalid_records:
-            ctx.note(f"{po.invalid_records} record(s) with invalid stack handles ({n} distinct handle(s))")
-        else:  # handles met outside the records (show_stacks' list)
-            ctx.note(f"{n} invalid stack handle(s)")
-        ctx.corrupt += n
-
-
-def _count_invalid(po: PageOwner, b: Batch, free: bool = False) -> None:
-    """Count the records of a decoded batch whose stack handle (or, with
-    ``free``, free stack handle) the depot found invalid."""
-    if po.depot.invalid:
-        bad = po.depot.invalid_mask(b.e["handle"])
-        if free and "free_handle" in po.has:
-            bad |= po.depot.invalid_mask(b.e["free_handle"])
-        po.invalid_records += int(bad.sum())
-
-
-def _corrupt_note(ctx: Context, count: int) -> None:
-    if count:
-        ctx.note(f"{count} corrupt record(s): values beyond what the kernel can hold (order > MAX_ORDER, "
-                 "pid > PID_MAX_LIMIT, a time after the dump's own clock); left out of the kernel's text "
-                 "and the sums, shown as CORRUPT elsewhere")
-        ctx.corrupt += count
-
-
-# page_owner_sort's select options, with its names and meanings (tools/mm/page_owner_sort.c).
-SELECT_OPTS = (
-    Opt(("--pid",), "sel_pid", "only records whose pid is in this comma-separated list (page_owner_sort --pid)",
-        metavar="LIST"),
-    Opt(("--tgid",), "sel_tgid", "only records whose tgid is in the list (page_owner_sort --tgid)",
-        metavar="LIST"),
-    Opt(("--name", "--comm"), "sel_name", "only records whose task comm is one of the list "
-        "(page_owner_sort --name)", metavar="LIST"),
-)
-
-
-def prepare_owner(a) -> None:
-    if a.fmt not in FORMATS:
-        raise UsageError(f"unknown --format {a.fmt!r} (one of: {', '.join(FORMATS)})")
-    if sum((a.allocated, a.freed, a.all_)) > 1:
-        raise UsageError("give at most one of --allocated, --freed, --all")
-    a.which = FREED if a.freed else ALL if a.all_ else ALLOCATED
-    if a.fmt == "debugfs" and a.which != ALLOCATED:
-        raise UsageError("--format debugfs prints what the kernel prints: allocated pages only")
-    if a.fmt != "text" and a.as_json:
-        raise UsageError(f"--json is its own format; leave out --format {a.fmt}")
-    if a.trailer and not a.as_json:
-        raise UsageError("--trailer goes with --json (the line it adds is JSON)")
-    if (a.fmt == "parquet") != (a.output is not None):
-        raise UsageError("--format parquet writes a file: give it with -o FILE" if a.fmt == "parquet" else
-                         "-o FILE goes with --format parquet (the other formats go to standard output)")
-    a.one, a.lo, a.hi = pfn_selection(a.pfn, a.prange)
-    a.select = Select.parse(a.sel_pid, a.sel_tgid, a.sel_name)
-
-
-def run_owner(ctx: Context) -> int:
-    return consistent(ctx, _owner, ctx.args.retries)
-
-
-def _owner(ctx: Context) -> int:
-    a = ctx.args
-    fmt, which = a.fmt, a.which
-    one, lo, hi = a.one, a.lo, a.hi
-    pe = ctx.session
-    po = pe.client("page_owner")
-    po.select = a.select
-    if one is not None:
-        rec = po.record_at(one)  # a clear error for a pfn without a record
-        if fmt != "debugfs" and which != ALL and rec.allocated != (which == ALLOCATED):
-            ctx.note(f"pfn {one:#x} is {'allocated' if rec.allocated else 'freed'}; --all shows it")
-            return 0
-    elif a.prange is not None or a.node is not None:
-        pe.check_range(lo, hi, a.node)
-    batches = po.batches(which, lo, hi, node=a.node, heads_only=one is None and not a.tails,
-                         debugfs=fmt == "debugfs")
-    if fmt == "parquet":
-        from ..history.records import write
-        counted = _Counted(batches)
-        rows, size = write(pe, counted, a.output)
-        ctx.echo(f"{a.output}: {rows} records, {size} bytes")
-        _owner_notes(ctx, po)
-        _corrupt_note(ctx, counted.corrupt)
-        return 0
-    corrupt = 0
-    writer = None
-    if a.as_json:
-        pass
-    elif fmt == "csv":
-        writer = csv.writer(ctx.out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-    for b in batches:
-        corrupt += int((b.corrupt != 0).sum())
-        if a.as_json:
-            ctx.write_bytes(po.json_bytes(b))
-        elif fmt == "debugfs":
-            ctx.write_bytes(po.debugfs_bytes(b, raw=not ctx.tty))  # counts its invalid handles itself
-        elif writer is not None:
-            for r in po.batch_records(b):
-                d = po.record_dict(r)
-                for key in ("alloc_stack", "free_stack", "corrupt"):
-                    d[key] = ";".join(d[key]) if d[key] else ""
-                writer.writerow([("" if d[c] is None else d[c]) for c in CSV_COLUMNS])
-        else:
-            ctx.write("".join(po.text(r) for r in po.batch_records(b)))
-        if a.as_json or fmt != "debugfs":
-            _count_invalid(po, b, free=True)
-    if a.as_json and a.trailer:  # JSON Lines carry records only, unless asked (issue 20)
-        ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
-    _owner_notes(ctx, po)
-    _corrupt_note(ctx, corrupt)
-    return 0
-
-
-class _Counted:
-    """Batches passed through, their corrupt records counted."""
-
-    def __init__(self, batches: Iterator[Batch]):
-        self.batches, self.corrupt = batches, 0
-
-    def __iter__(self) -> Iterator[Batch]:
-        for b in self.batches:
-            self.corrupt += int((b.corrupt != 0).sum())
-            yield b
-
-
-def prepare_top(a) -> None:
-    from .aggregators import CULL
-    by, fmt = a.by, a.fmt
-    if by not in TOP_KEYS:
-        raise UsageError(f"unknown --by {by!r} (one of: {', '.join(TOP_KEYS)})")
-    if fmt not in TOP_FORMATS:
-        raise UsageError(f"unknown --format {fmt!r} (one of: {', '.join(TOP_FORMATS)})")
-    if fmt != "text" and a.as_json:
-        raise UsageError(f"--format {fmt} prints the kernel's text; --json goes with --format text")
-    if fmt == "page_owner_sort" and by not in CULL:
-        raise UsageError(f"page_owner_sort culls by {', '.join(CULL)} only, not {by!r}")
-    if fmt in ("show_stacks", "handles") and by != "stack":
-        raise UsageError(f"--format {fmt} counts pages per stack: use --by stack")
-    if a.stacks and fmt != "handles":
-        raise UsageError("--stacks goes with --format handles (show_stacks_handles)")
-    _, a.lo, a.hi = pfn_selection(None, a.prange)
-    a.select = Select.parse(a.sel_pid, a.sel_tgid, a.sel_name)
-    if a.select and fmt in ("show_stacks", "handles"):
-        raise UsageError(f"--format {fmt} prints the kernel's own per-stack counts: it takes no --pid/--tgid/--name")
-    if a.select and fmt == "page_owner_sort":
-        # page_owner_sort prints a selected field in every group's header too
-        # (", PID %d" ...), which this format does not reproduce yet.
-        raise UsageError("--format page_owner_sort with --pid/--tgid/--name is not reproduced yet: use "
-                         "'owner --format debugfs --pid ...' and page_owner_sort itself, or --format text")
-
-
-def run_top(ctx: Context) -> int:
-    return consistent(ctx, _top, ctx.args.retries)
-
-
-def _top(ctx: Context) -> int:
-    from . import aggregators as agg
-    a = ctx.args
-    by, fmt = a.by, a.fmt
-    pe = ctx.session
-    lo, hi = a.lo, a.hi
-    if a.prange is not None or a.node is not None:
-        pe.check_range(lo, hi, a.node)
-    po = pe.client("page_owner")
-    po.select = a.select
-    if fmt != "text":
-        if fmt == "page_owner_sort":
-            texts = (po.debugfs_bytes(b).decode("latin-1")
-                     for b in po.batches(ALLOCATED, lo, hi, node=a.node, debugfs=True))
-            rows = agg.page_owner_sort(texts, by)
-        elif fmt == "show_stacks":
-            rows = [dict(r, text=r["text"].encode("latin-1")) for r in agg.show_stacks(po, a.threshold)]
-        else:
-            rows = agg.show_handles(po, a.threshold, with_stacks=a.stacks)
-        for r in agg.limit_rows(rows, a.threshold if fmt != "handles" or not a.stacks else 0, a.limit):
-            if ctx.tty:
-                ctx.write(escape_lines(r["text"]))
-            else:
-                ctx.write_bytes(r["text"])
-        _owner_notes(ctx, po)
-        return 0
-    rows = po.top(by, lo, hi, a.node)
-    rows = [r for r in rows if r["pages"] >= a.threshold]
-    if a.limit:
-        rows = rows[:a.limit]
-    if a.as_json:
-        ctx.echo(json.dumps({"by": by, "rows": rows, "missing": missing_json(ctx)}, indent=1))
-    else:
-        if by != "stack":
-            ctx.echo(f"{'pages':>10} {'allocs':>10}  {by}")
-        for r in rows:
-            if by == "stack":
-                ctx.echo(f"{r['pages']} pages, {r['allocations']} allocations:")
-                ctx.echo("".join(f" {line}\n" for line in r["key"]))
-            else:
-                ctx.echo(f"{r['pages']:>10} {r['allocations']:>10}  {r['key']}")
-    _owner_notes(ctx, po)
-    return 0
-
-
-COMMANDS = [
-    Command("owner", "Print page_owner records (offline /sys/kernel/debug/page_owner).", run_owner, (
-        PFN, RANGE, NODE,
-        Opt(("--allocated",), "allocated", "currently allocated pages (default)", bool, False),
-        Opt(("--freed",), "freed", "freed pages that keep a record", bool, False),
-        Opt(("--all",), "all_", "allocated and freed", bool, False),
-        Opt(("--tails",), "tails", "also the tail pages of high-order blocks", bool, False),
-        Opt(("--format",), "fmt", "text | debugfs (byte-identical to the kernel's) | csv | parquet (a typed "
-            "table, one row per record; with -o)", str, "text", metavar="FORMAT"),
-        Opt(("-o", "--output"), "output", "the file --format parquet writes", metavar="FILE"),
-        Opt(("--json",), "as_json", "JSON Lines, one record a line and nothing else (what is missing goes to "
-            "stderr, as for every format)", bool, False),
-        Opt(("--trailer",), "trailer", "with --json: end with one more line, {\"missing\": ...}, what the answer "
-            "lacks (as --json of the other commands has it)", bool, False),
-        *SELECT_OPTS,
-        RETRIES,
-    ), description="""\b
-Examples:
-  pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
-  pageext-inspect owner vmcore -s vmlinux --pid 1,42 --format debugfs   # as page_owner_sort --pid 1,42
-  pageext-inspect owner vmcore -s vmlinux --format debugfs    # byte-identical to /sys/kernel/debug/page_owner
-  pageext-inspect owner --qemu SOCKET -s vmlinux --pfn 0x1234 --json
-  pageext-inspect owner vmcore -s vmlinux --node 1 --json | head
-  pageext-inspect owner vmcore -s vmlinux --all --format parquet -o records.parquet""", drgn="page_owner", force=True,
-        prepare=prepare_owner),
-    Command("top", "Pages and allocations per stack, pid, tgid, comm, gfp, order, migratetype or node.",
-            run_top, (
-                Opt(("--by",), "by", "|".join(TOP_KEYS), str, "stack", metavar="KEY"),
-                THRESHOLD, LIMIT, RANGE, NODE, JSON,
-                Opt(("--format",), "fmt", "text | page_owner_sort (its --cull output, byte for byte; --by "
-                    "stack|pid|tgid|comm) | show_stacks (the kernel's per-stack counts, v6.9+) | handles "
-                    "(page_owner_stacks/show_handles, v6.19)", str, "text", metavar="FORMAT"),
-                Opt(("--stacks",), "stacks", "with --format handles: show_stacks_handles (every stack with its "
-                    "handle, no threshold)", bool, False),
-                *SELECT_OPTS,
-                RETRIES,
-            ), description="""\b
-Examples:
-  pageext-inspect top vmcore -s vmlinux --by stack --limit 10
-  pageext-inspect top vmcore -s vmlinux --by pid --format page_owner_sort
-  pageext-inspect top vmcore -s vmlinux --format show_stacks --min-pages 10
-  pageext-inspect top vmcore -s vmlinux --format handles      # show_handles (v6.19)
-  pageext-inspect top vmcore -s vmlinux --by node
-  pageext-inspect top vmcore -s vmlinux --name leaker --by pid   # the pages of the tasks called leaker, per pid""", drgn="page_owner_top", force=True,
-            prepare=prepare_top),
-]

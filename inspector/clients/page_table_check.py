@@ -19,18 +19,14 @@ compared.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import drgn
 from ..lazy import np
 
-from .. import kernel as k
-from ..commands import JSON, NODE, RANGE, Command, Context, Opt, missing_json, pfn_selection
 from . import ClientSpec, static_key_probe
-from .engine import COMPOUND_WORD, columns, known_mask, member_field, page_fields, record_dtype
+from ..decode.engine import COMPOUND_WORD, columns, known_mask, member_field, page_fields, record_dtype
 
 PAGE_MAPPING_ANON = 0x1  # include/linux/page-flags.h, unchanged since v2.6
 # Page types share _mapcount (v4.18 6e292b9be7f4): a value at or below
@@ -67,9 +63,17 @@ class PtcSummary:
 
     @property
     def inconsistent(self) -> list[int]:
+        """Every page whose counts break page_table_check's rules: counted both ways, negative, or the wrong kind.
+
+        :return: sorted pfns
+        """
         return sorted(set(self.both + self.negative + self.not_anon + self.anon_file))
 
     def to_json(self) -> dict:
+        """The summary as a dict (the ``--json`` keys).
+
+        :return: the counts (lists as their lengths), JSON-ready
+        """
         return {key: (len(v) if isinstance(v, list) else v) for key, v in self.__dict__.items()} | {
             "inconsistent_pfns": self.inconsistent[:100], "mapcount_mismatch_pfns": self.mapcount_mismatch[:100]}
 
@@ -106,6 +110,13 @@ class PageTableCheck:
                    None if p is None else p[idx], pknown[idx])
 
     def summary(self, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> PtcSummary:
+        """The per-page anon/file map counts over [lo, hi), summed and checked against each other and _mapcount.
+
+        :param lo: first pfn
+        :param hi: end pfn (exclusive)
+        :param node: only this NUMA node's tables
+        :return: a :class:`PtcSummary`
+        """
         s = PtcSummary()
         for pfn, anon, file, p, pknown in self.chunks(lo, hi, node):
             s.pages += len(pfn)
@@ -130,47 +141,3 @@ class PageTableCheck:
             s.mapcount_checked += int(checked.sum())
             s.mapcount_mismatch += pfn[checked & (mapcount + 1 != anon + file)].tolist()
         return s
-
-
-def run_table_check(ctx: Context) -> int:
-    a = ctx.args
-    _, lo, hi = pfn_selection(None, a.prange)
-    pe = ctx.session
-    if a.prange is not None or a.node is not None:
-        pe.check_range(lo, hi, a.node)
-    ptc = pe.client("page_table_check")
-    if a.list_:
-        w = csv.writer(ctx.out, lineterminator="\n")
-        w.writerow(("pfn", "anon_map_count", "file_map_count", "mapcount"))
-        for pfn, anon, file, p, pknown in ptc.chunks(lo, hi, a.node):
-            hit = np.flatnonzero((anon != 0) | (file != 0))
-            mc = p["_mapcount"].astype(np.int64) + 1 if p is not None else None
-            for i in hit.tolist():
-                w.writerow((int(pfn[i]), int(anon[i]), int(file[i]),
-                            "" if mc is None or not pknown[i] else int(mc[i])))
-        return 0
-    s = ptc.summary(lo, hi, a.node)
-    if a.as_json:
-        ctx.echo(json.dumps(s.to_json() | {"missing": missing_json(ctx)}, indent=1))
-    else:
-        bad = len(s.inconsistent)
-        ctx.echo(f"pages scanned        {s.pages}")
-        ctx.echo(f"anon-mapped pages    {s.anon_pages} ({s.anon_mappings} mappings)")
-        ctx.echo(f"file-mapped pages    {s.file_pages} ({s.file_mappings} mappings)")
-        ctx.echo(f"inconsistent pages   {bad} (both counts {len(s.both)}, negative {len(s.negative)}, "
-                 f"anon count on !PageAnon {len(s.not_anon)}, file count on PageAnon {len(s.anon_file)})")
-        ctx.echo(f"vs rmap _mapcount    {len(s.mapcount_mismatch)} mismatches in {s.mapcount_checked} "
-                 "order-0 pages" + (f"; {s.unchecked} pages not compared (struct page unreadable)"
-                                    if s.unchecked else ""))
-    return 1 if s.inconsistent else 0
-
-
-COMMANDS = [
-    Command("table-check", "Summarise page_table_check's per-page anon/file map counts.", run_table_check, (
-        RANGE, NODE, Opt(("--list",), "list_", "CSV of every page with a non-zero count", bool, False), JSON,
-    ), description="""\b
-Examples:
-  pageext-inspect table-check vmcore -s vmlinux
-  pageext-inspect table-check --qemu SOCKET -s vmlinux --list > counts.csv""",
-        drgn="page_table_check", force=True),
-]

@@ -6,7 +6,7 @@ integers, null where the kernel has no such field or the value is corrupt),
 written a batch (one table chunk) at a time as one row group each, so
 memory holds one chunk.  Text columns -- names from the target (gfp flags,
 migratetypes, migrate reasons), stacks, comms, memcgs -- are computed once
-per distinct value (:func:`~inspector.clients.engine.lookup_table`) and
+per distinct value (:func:`~inspector.decode.engine.lookup_table`) and
 spread over the rows by pyarrow's ``take``: no per-record Python objects.
 A stack is its frames joined by newlines, as in a snapshot.  The file's
 metadata is a snapshot's (:func:`~inspector.history.snapshot.target_meta`)
@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..clients.engine import lookup_table
-from ..clients.page_owner import C_ORDER, C_PID, C_REASON, C_TS, CORRUPT_NAMES
+from ..decode.engine import lookup_table
+from ..decode.owner import C_ORDER, C_PID, C_REASON, C_TS, CORRUPT_NAMES
 from ..text import escape
 from .snapshot import META_KEY, RECORDS, target_meta, whole_file
 
@@ -48,7 +48,7 @@ def _text(values: np.ndarray, fn) -> pa.Array:
 
 
 def batch_table(po, b) -> pa.Table:
-    """One :class:`~inspector.clients.page_owner.Batch` as rows of :data:`SCHEMA`."""
+    """One :class:`~inspector.decode.owner.Batch` as rows of :data:`SCHEMA`."""
     e, n = b.e, len(b)
     cols: dict[str, pa.Array] = {}
 

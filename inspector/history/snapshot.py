@@ -86,7 +86,8 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from .. import kernel as k
-from ..clients.page_owner import Sums, target_clock_ns
+from ..decode.owner import target_clock_ns
+from ..decode.sums import Sums
 from ..errors import UsageError
 from ..target import own_tgid
 from ..text import escape

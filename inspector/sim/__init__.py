@@ -10,7 +10,7 @@ recorded runs in inspector/sim/recorded; :mod:`.synthetic` turns a simulated lay
 into a real :class:`drgn.Program` for the unchanged walker and verifier, and
 carries the corruption catalogue; :mod:`.validate` compares a real kernel's
 walk (and optionally a bcc trace) with the simulator's prediction;
-:mod:`.cli` adds the ``simulate`` and ``validate`` subcommands.
+the ``simulate`` and ``validate`` commands are :mod:`inspector.commands.sim`.
 """
 
 from .model import SimError, SimResult, simulate  # noqa: F401

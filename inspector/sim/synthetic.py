@@ -25,9 +25,10 @@ from typing import Any, Callable, Optional
 
 import drgn
 
-from ..model import Layout
+from ..model import Layout, PfnRanges
 from .model import DIRECT_MAP, MASK64, PAGE_EXT_INVALID, SimResult
 from ..versions import Variant
+from ..reader import Presence
 
 DATA_BASE = 0xFFFFFFFF82000000  # kernel .data/.bss: every global and the mem_section roots
 TEXT_BASE = 0xFFFFFFFF81000000  # function addresses (page_ext_get)
@@ -285,8 +286,6 @@ def build(pic: Picture) -> drgn.Program:
     for addr, size in pic.table_segments:  # the tables themselves: zeroed pages
         prog.add_memory_segment(addr, size, lambda a, c, o, p: bytes(c))
     # What a core's own page list would say: the tables' direct-map pages.
-    from ..model import PfnRanges
-    from ..reader import Presence
     held = PfnRanges()
     for addr, size in pic.table_segments:
         if addr >= DIRECT_MAP:

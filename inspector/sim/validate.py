@@ -1,4 +1,4 @@
-"""``pageext-inspect validate``: the simulator as the oracle of a real kernel.
+"""The simulator as the oracle of a real kernel (the ``validate`` command is :mod:`inspector.commands.sim`).
 
 Design: read the target's own memory map through the core pipeline
 (open_target -> discover -> walk: which sections are present, online,
@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-from ..commands import Command, Context, Opt
 from ..errors import PageExtError
-from ..events import read_trace, schema_view
+from ..events import schema_view
 from ..model import Layout
 from .model import SimResult, Simulator
 from ..versions import Variant, get, variant_for_release
+from ..walk import node_spans
 
 TABLE_FIELDS = ("node", "start_pfn", "nr_pages", "bytes", "state")
 
@@ -104,7 +104,6 @@ def machine_from_walk(prog, walked: Layout) -> dict[str, Any]:
     m: dict[str, Any] = {"memory_model": geo.memory_model, "page_size": geo.page_size,
                          "struct_page_ext_size": struct_size, "clients": clients}
     if not geo.sparse:
-        from ..walk import node_spans
         try:
             spans = node_spans(prog)
         except drgn.FaultError as e:
@@ -254,57 +253,3 @@ def validate_program(prog, header: Optional[dict], events: Optional[list], varia
     """:func:`validate_session` on an open drgn Program (a real kernel or a synthetic one)."""
     from ..session import PageExt
     return validate_session(PageExt(prog), header, events, variant_name, trace)
-
-
-def prepare_validate(args) -> None:
-    from ..events import TraceFileError
-    args.recorded = (None, None)
-    if args.variant:
-        try:
-            get(args.variant)
-        except ValueError as e:
-            raise ValidateError(str(e)) from None
-    if args.trace:
-        try:
-            args.recorded = read_trace(args.trace)
-        except TraceFileError as e:
-            raise ValidateError(str(e)) from None
-
-
-def run_validate(ctx: Context) -> int:
-    from ..text import escape
-    a = ctx.args
-    header, events = a.recorded
-    diffs, notes, summary = validate_session(ctx.session, header, events, a.variant, a.trace or "")
-    # The prediction is of the layout; the tables themselves must also be what
-    # the kernel relies on, and readable: a failed check is a difference, an
-    # unreadable page makes the answer partial (recorded in the session's missing).
-    from ..model import FAIL
-    diffs += [f"check {c.name} failed: {c.detail}" for c in ctx.session.checks if c.status == FAIL]
-    ctx.echo(escape(summary))
-    for n in notes:
-        ctx.echo(f"note: {escape(n)}")
-    if diffs:
-        ctx.echo(f"{len(diffs)} difference(s):")
-        for d in diffs:
-            ctx.echo(f"  {escape(d)}")
-        return 1
-    if ctx.session.missing:
-        ctx.echo("agrees where the target could be read: the layout is what the simulator predicts, but part of "
-                 "the tables is missing from the target (see below)")
-        return 0
-    ctx.echo("agrees: the kernel's page_ext is what the simulator predicts")
-    return 0
-
-
-COMMANDS = [
-    Command("validate", "Compare a kernel's page_ext with the reference simulator's prediction for its own "
-            "memory map; exit 1 on any difference.", run_validate, (
-                Opt(("--trace",), "trace", "replay this tracer record (JSON Lines)", metavar="FILE"),
-                Opt(("--variant",), "variant", "force a variant (default: from the release)", metavar="NAME"),
-            ), description="""\b
-Examples:
-  pageext-inspect validate --qemu SOCKET -s vmlinux
-  pageext-inspect validate --qemu SOCKET -s vmlinux --trace trace.jsonl   # replay a bcc recording""",
-            drgn="pageext_validate", prepare=prepare_validate),
-]

@@ -2,7 +2,7 @@
 
 The package: ``bpf.c`` (the BPF program), :mod:`.probes` (compile it, choose
 and attach the probes), :mod:`.tracer` (raw events to the shared event
-schema of :mod:`inspector.events`, in kernel order) and :mod:`.cli` (the
+schema of :mod:`inspector.events`, in kernel order) and :mod:`inspector.commands.trace` (the
 command).
 
 Design: one small bcc program (``bpf.c``) is compiled once against the

@@ -49,7 +49,14 @@ def _np_scalar(t: drgn.Type, big_endian: bool = False) -> str:
 
 
 def member_field(t: drgn.Type, name: str, base: int = 0) -> tuple[str, int, str]:
-    """(name, byte offset + base, numpy code) of member ``name`` (dotted paths allowed)."""
+    """(name, byte offset + base, numpy code) of member ``name`` (dotted paths allowed).
+
+    :param t: the struct (or union) type, e.g. ``prog.type("struct page_owner")``
+    :param name: a member, or a dotted path into nested members (``"a.b"``)
+    :param base: added to the offset (the client's offset inside the entry)
+    :return: ``(name with dots as underscores, offset, numpy type code)``, a
+        field for :func:`record_dtype`
+    """
     path = name.split(".")
     off, cur = base, t
     for part in path:
@@ -63,7 +70,15 @@ def record_dtype(fields: Iterable[tuple[str, int, str]], itemsize: int) -> np.dt
     """A structured dtype of ``itemsize`` bytes with each (name, offset, code).
 
     Overlapping union members keep the first one named; fields that do not fit
-    are dropped (a decoder asks for them by name and gets a KeyError)."""
+    are dropped (a decoder asks for them by name and gets a KeyError).
+
+    :param fields: ``(name, offset, numpy code)`` each, as :func:`member_field` gives
+    :param itemsize: the record's size in bytes (the page_ext entry size)
+    :return: the structured dtype
+
+    >>> record_dtype([("flags", 0, "<u8"), ("order", 8, "<u2"), ("low", 0, "<u4")], 16)
+    dtype({'names': ['flags', 'order'], 'formats': ['<u8', '<u2'], 'offsets': [0, 8], 'itemsize': 16})
+    """
     names, formats, offsets, end = [], [], [], 0
     for name, off, code in sorted(fields, key=lambda f: f[1]):
         size = np.dtype(code).itemsize
@@ -77,7 +92,15 @@ def record_dtype(fields: Iterable[tuple[str, int, str]], itemsize: int) -> np.dt
 
 
 def known_mask(n: int, unknown: Sequence[tuple[int, int]]) -> np.ndarray:
-    """True for the entries of a chunk that were read."""
+    """True for the entries of a chunk that were read.
+
+    :param n: the chunk's number of entries
+    :param unknown: ``[start, end)`` index ranges that could not be read
+    :return: bool array of ``n``
+
+    >>> known_mask(5, [(1, 3)]).tolist()
+    [True, False, False, True, True]
+    """
     mask = np.ones(n, dtype=bool)
     for a, b in unknown:
         mask[a:b] = False
@@ -85,7 +108,14 @@ def known_mask(n: int, unknown: Sequence[tuple[int, int]]) -> np.ndarray:
 
 
 def columns(raw: bytes, dtype: np.dtype, n: int) -> np.ndarray:
-    """The n records of ``raw`` as a structured array (no copy)."""
+    """The n records of ``raw`` as a structured array (no copy).
+
+    :param raw: the bytes read
+    :param dtype: a record dtype (:func:`record_dtype`)
+    :param n: how many records ``raw`` holds
+    :return: structured array of ``n`` records over ``raw``
+    :raises TargetError: ``raw`` is shorter than ``n`` records
+    """
     if dtype.itemsize * n > len(raw):
         raise TargetError(f"short read: {len(raw)} bytes for {n} records of {dtype.itemsize}")
     return np.frombuffer(raw, dtype=dtype, count=n)
@@ -116,7 +146,13 @@ def page_fields(prog: drgn.Program, *names: str) -> PageFields:
     """The ``struct page`` members ``names``; "a|b" takes member b, stored as a,
     where this kernel has no a (e.g. "page_type|_mapcount": page_type shares
     _mapcount's word from v4.18, 6e292b9be7f4).  Members a kernel lacks are
-    left out (a decoder checks ``name in dtype.names``)."""
+    left out (a decoder checks ``name in dtype.names``).
+
+    :param prog: the target
+    :param names: member names of ``struct page``, ``"a|b"`` for alternatives
+    :return: :class:`PageFields`: the dtype (over ``sizeof(struct page)``), the
+        PG_head and PG_lru bits, the vmemmap base, whether tails hold a mask
+    """
     pt = prog.type("struct page")
     fields = []
     for spec in names:
@@ -156,7 +192,11 @@ def compound_info_has_mask(prog: drgn.Program) -> bool:
     Read from the debug info: the member is ``compound_info``, and
     mm/hugetlb_vmemmap.c -- built only with HUGETLB_PAGE_OPTIMIZE_VMEMMAP --
     is in the image (its ``vmemmap_optimize_enabled``, or the
-    ``hugetlb_vmemmap_optimize_folio`` symbol)."""
+    ``hugetlb_vmemmap_optimize_folio`` symbol).
+
+    :param prog: the target
+    :return: True where a tail's compound word holds a mask, not its head's address
+    """
     from .. import kernel as k
     pt = prog.type("struct page")
     if not k.has_member(pt, "compound_info"):
@@ -175,7 +215,14 @@ def head_pfns(prog: drgn.Program, pf: PageFields, chead: np.ndarray, pfns: np.nd
     mask + 1 that _compound_head() ANDs with the tail's own address
     (vmemmap + pfn * sizeof(struct page)).  With a virtual memmap a head's
     pfn is (address - vmemmap) / sizeof(struct page); otherwise each distinct
-    head address is converted once."""
+    head address is converted once.
+
+    :param prog: the target (to convert head addresses without a vmemmap)
+    :param pf: the struct page fields (:func:`page_fields`)
+    :param chead: the compound words, one per page
+    :param pfns: the pages' pfns
+    :return: int64 array: each page's head pfn
+    """
     out = pfns.astype(np.int64).copy()
     chead = np.asarray(chead).astype(np.uint64)
     tail = (chead & np.uint64(1)).astype(bool)
@@ -212,7 +259,15 @@ def factorize(values) -> tuple:
     Integers whose range is under 65536 or 4 times their number are counted
     out with a presence table, O(values + range), not sorted (an order, a
     migratetype, a node, the pids of a chunk of records: for 28,000 pids
-    0.16 ms against np.unique's 3.1 ms); anything else goes through np.unique."""
+    0.16 ms against np.unique's 3.1 ms); anything else goes through np.unique.
+
+    :param values: a 1-d array (or sequence) of integers or anything np.unique sorts
+    :return: ``(index, uniq)``
+
+    >>> index, uniq = factorize(np.array([7, 3, 7, 9]))
+    >>> index.tolist(), uniq.tolist()
+    ([1, 0, 1, 2], [3, 7, 9])
+    """
     v = np.asarray(values)
     if v.dtype.kind in "iu" and len(v):
         lo, hi = int(v.min()), int(v.max())
@@ -230,7 +285,15 @@ def factorize(values) -> tuple:
 
 
 def first_of_each(index, count: int):
-    """For each of ``count`` groups, the position of its first member in ``index``."""
+    """For each of ``count`` groups, the position of its first member in ``index``.
+
+    :param index: a group index per member (as :func:`factorize` returns)
+    :param count: the number of groups
+    :return: int64 array of ``count`` positions
+
+    >>> first_of_each(np.array([1, 0, 1, 2]), 3).tolist()
+    [1, 0, 3]
+    """
     first = np.zeros(count, dtype=np.int64)
     first[index[::-1]] = np.arange(len(index) - 1, -1, -1)
     return first
@@ -238,7 +301,16 @@ def first_of_each(index, count: int):
 
 def lookup_table(values, text: Callable[[int], str | bytes]) -> tuple:
     """(index per value, table): ``table[index[i]] == text(values[i])``,
-    with ``text`` called once per distinct value."""
+    with ``text`` called once per distinct value.
+
+    :param values: the values, one per row
+    :param text: the (costly) function from a value to its text
+    :return: ``(index, table)``
+
+    >>> index, table = lookup_table(np.array([2, 1, 2]), lambda v: "x" * v)
+    >>> index.tolist(), table
+    ([1, 0, 1], ['x', 'xx'])
+    """
     inv, uniq = factorize(values)
     return inv, [text(v) for v in uniq.tolist()]
 

@@ -6,11 +6,11 @@ so it has no target options and no drgn command.
 
 from __future__ import annotations
 
-from ..commands import Command, Context, Opt
+from .base import Command, Context, Opt
 
 
 def run(ctx: Context) -> int:
-    from .tracer import run_trace
+    from ..trace.tracer import run_trace
     a = ctx.args
     return run_trace(a.as_json, a.record, a.duration, a.count, a.probes)
 

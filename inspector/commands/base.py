@@ -13,23 +13,27 @@ Exit statuses (the CLI's; in drgn the same conditions are messages):
 0 complete and verified; 1 a check failed (or records are corrupt);
 2 bad input; 3 the answer is partial because data is missing.
 
-Commands are collected from :data:`MODULES` and from every client module
-(:func:`inspector.clients.registry`): each sets ``COMMANDS = [...]``.
+Commands are collected from the modules of :mod:`inspector.commands`, one a
+command group (:data:`MODULES`, and one per decoded client of
+:func:`inspector.clients.registry`): each sets ``COMMANDS = [...]``.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, TextIO
+from ..errors import PageExtError, UsageError
+from ..model import FAIL, Missing
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
-# Modules that define commands besides the client modules (listed after
-# inspector.report's, in this order).
-MODULES = ("inspector.trace.cli", "inspector.history", "inspector.sim.cli")
+# The modules of this package that define commands, in the order --help lists
+# them: report's, then one per decoded client (inspector.commands.<its decoder
+# module>, in the registry's order), then these.
+MODULES = ("inspector.commands.trace", "inspector.commands.history", "inspector.commands.sim")
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,6 @@ class Command:
 
 
 def parse_int(text: str, what: str, minimum: Optional[int] = None) -> int:
-    from .errors import UsageError
     try:
         n = int(str(text), 0)
     except ValueError:
@@ -108,7 +111,6 @@ RETRIES = Opt(("--retries",), "retries", "on a live target, read again up to N t
 
 def parse_timeout(text) -> float:
     """--timeout SECONDS: a positive number."""
-    from .errors import UsageError
     try:
         t = float(text)
     except (TypeError, ValueError):
@@ -127,7 +129,6 @@ def timeout_of(args) -> float:
 
 def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[int], int, int]:
     """--pfn / --range -> (the one pfn or None, lo, hi) with [lo, hi) all pfns if neither."""
-    from .errors import UsageError
     if pfn is not None and prange is not None:
         raise UsageError("give either --pfn or --range, not both")
     if pfn is not None:
@@ -140,7 +141,6 @@ def pfn_selection(pfn: Optional[str], prange: Optional[str]) -> tuple[Optional[i
 
 def parse_range(text: str) -> tuple[int, int]:
     """``A-B`` (inclusive, decimal or 0x hex) -> [A, B+1)."""
-    from .errors import UsageError
     try:
         a, b = text.split("-", 1)
         lo, hi = int(a, 0), int(b, 0)
@@ -174,7 +174,6 @@ class Context:
         if self.session is not None:
             return self.session.missing
         if self._missing is None:
-            from .model import Missing
             self._missing = Missing()
         return self._missing
 
@@ -213,7 +212,6 @@ def finish(ctx: Context, status: int) -> int:
         ctx.err.write(f"pageext-inspect: {line}\n")
     forced = sorted(getattr(ctx.session, "forced", ()) or (), key=str)
     if forced:
-        from .model import FAIL
         where = ", ".join(f"{kind} {n}" for kind, n in forced[:6]) + (" ..." if len(forced) > 6 else "")
         why = "; ".join(f"check {c.name} failed" for c in ctx.session.checks
                         if c.status == FAIL and c.name in ("bias", "extent", "clients"))
@@ -256,7 +254,6 @@ def consistent(ctx: Context, body: Callable[[Context], int], retries: int) -> in
 
 
 def _consistent(ctx: Context, body: Callable[[Context], int], retries: int, pe) -> int:
-    from .errors import PageExtError
     real = ctx.out
     ctx.terminal = real
     for attempt in range(retries + 1):
@@ -325,11 +322,11 @@ def all_commands() -> dict[str, Command]:
     global _commands
     if _commands is None:
         found: dict[str, Command] = {}
-        from .clients import registry
-        mods = ["inspector.report"]
+        from ..clients import registry
+        mods = ["inspector.commands.report"]
         for spec in registry().values():
             if spec.decoder:
-                mods.append(spec.decoder.partition(":")[0])
+                mods.append(__package__ + "." + spec.decoder.partition(":")[0].rpartition(".")[2])
         mods += list(MODULES)
         for name in mods:
             try:

@@ -135,7 +135,11 @@ class StackDepot:
 
         On a live kernel a handle past the pools we saw may be a stack saved
         since (stack_depot_save() opens pools as it goes): the pool count and
-        pointers are read again once before the handle is called invalid."""
+        pointers are read again once before the handle is called invalid.
+
+        :param handle: a stack depot handle
+        :return: ``(address, count)``, INVALID or MISSING
+        """
         where = self._locate(handle)
         if where == INVALID and self.live:
             self._max = None
@@ -188,11 +192,19 @@ class StackDepot:
         return ((1 << size) - 1) << off
 
     def invalid_mask(self, handles):
-        """Which of ``handles`` (a numpy column) the depot has found invalid so far."""
+        """Which of ``handles`` (a numpy column) the depot has found invalid so far.
+
+        :param handles: uint32 column of handles
+        :return: bool array
+        """
         return np.isin(handles, np.fromiter(self.invalid, dtype=np.uint64, count=len(self.invalid)))
 
     def lines(self, handle: int) -> Union[tuple[str, ...], str]:
-        """``%pS`` of each frame, or INVALID / MISSING (see :meth:`locate`)."""
+        """``%pS`` of each frame, or INVALID / MISSING (see :meth:`locate`).
+
+        :param handle: a stack depot handle
+        :return: tuple of lines, INVALID or MISSING
+        """
         got = self._lines.get(handle)
         if got is not None:
             return got
@@ -214,7 +226,12 @@ class StackDepot:
     def pcs_at(self, record: int, size: int) -> list[int]:
         """The saved entries of the record: the address drgn's stack_depot_fetch()
         computes, read as raw words (its StackTrace also expands inlined frames,
-        which the kernel does not print and which costs ~2 ms a stack)."""
+        which the kernel does not print and which costs ~2 ms a stack).
+
+        :param record: the ``struct stack_record`` address
+        :param size: its number of entries
+        :return: the return addresses
+        """
         w = self._word
         raw = self.prog.read(record + self._rec_entries_off, size * w)
         if not present(self.prog, record + self._rec_entries_off, size * w):
@@ -222,13 +239,21 @@ class StackDepot:
         return [int.from_bytes(raw[i:i + w], "little") for i in range(0, len(raw), w)]
 
     def fetch_pcs(self, handle: int) -> Optional[list[int]]:
-        """pcs of a valid handle through drgn's own helper (non-inline frames)."""
+        """pcs of a valid handle through drgn's own helper (non-inline frames).
+
+        :param handle: a stack depot handle
+        :return: the return addresses, None where drgn cannot fetch them
+        """
         trace = stack_depot_fetch(drgn.Object(self.prog, "depot_stack_handle_t", handle))
         return None if trace is None else [f.pc for f in trace if not f.is_inline]
 
     def text(self, handle: int) -> Optional[str]:
         """stack_trace_snprint(..., spaces=0): ``" %pS\\n"`` per frame; None
-        unless the handle is a readable stack."""
+        unless the handle is a readable stack.
+
+        :param handle: a stack depot handle
+        :return: the text, or None
+        """
         if handle in self._text:
             return self._text[handle]
         lines = self.lines(handle)

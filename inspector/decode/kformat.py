@@ -20,9 +20,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import drgn
 
-from ..helpers import _flag_table, format_flags, gfp_flag_names
+from .flags import flag_table, format_flags, gfp_flag_names  # noqa: F401  (format_flags: tests)
 from ..kernel import constant as _enum_value
 from ..text import escape
+from ..vprintf import Dec, Hex, Str
 
 
 class KernelNames:
@@ -34,7 +35,7 @@ class KernelNames:
         self.prog = prog
         self.missing = missing
         self.gfp_names = self._read("gfpflag_names", lambda: gfp_flag_names(prog), [])
-        self.page_names = self._read("pageflag_names", lambda: _flag_table(prog, "pageflag_names"), [])
+        self.page_names = self._read("pageflag_names", lambda: flag_table(prog, "pageflag_names"), [])
         nr = _enum_value(prog, "__NR_PAGEFLAGS")
         self.pageflags_mask = (1 << nr) - 1 if nr is not None else (1 << 64) - 1
         self.pff = self._read("pff", self._page_flags_fields, None)
@@ -113,9 +114,19 @@ class KernelNames:
         return text
 
     def migratetype(self, mt: int) -> str:
+        """The name of a migratetype, as the target's kernel spells it.
+
+        :param mt: a migratetype's value
+        :return: the target's ``migratetype_names[mt]``, or ``<migratetype N>`` beyond the table
+        """
         return self.migratetype_names[mt] if 0 <= mt < len(self.migratetype_names) else f"<migratetype {mt}>"
 
     def migrate_reason(self, r: int) -> str:
+        """The name of a migrate reason, as the target's kernel spells it.
+
+        :param r: a ``last_migrate_reason`` value
+        :return: the target's ``migrate_reason_names[r]``, or ``<reason N>`` beyond the table
+        """
         return self.migrate_reason_names[r] if 0 <= r < len(self.migrate_reason_names) else f"<reason {r}>"
 
     def gfp_bit(self, name: str) -> Optional[int]:
@@ -134,7 +145,11 @@ def kallsyms_in_order(prog: drgn.Program) -> list:
     """The kernel's own kallsyms symbols, in kallsyms' order (by address, ties
     in table order), through drgn's public :func:`load_vmlinux_kallsyms`
     (/proc/kallsyms live as root; else the table VMCOREINFO points at, 6.0+).
-    [] where neither is available; the caller then uses the ELF symbols."""
+    [] where neither is available; the caller then uses the ELF symbols.
+
+    :param prog: the target
+    :return: list of :class:`drgn.Symbol`, or [] without kallsyms
+    """
     from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
     try:
         index = load_vmlinux_kallsyms(prog)
@@ -274,6 +289,14 @@ def compile_format(fmt: bytes, ext: Callable[[bytes, Any], str], raw: bool = Fal
     caller passes them already signed/unsigned as the C type is); ``%p``
     extensions are handed to ``ext(ext_letters, arg)``.  Strings pass through
     :func:`escape` unless ``raw`` (then each character is one byte, latin-1).
+
+    :param fmt: the format string, bytes as in the kernel image
+    :param ext: ``ext(letters, arg) -> str`` for ``%p<letters>``
+    :param raw: print strings as they are (no escaping)
+    :return: ``f(args) -> str``; ``f.nconv`` is its number of conversions
+
+    >>> compile_format(b"%d pages, order %u\\n", None)((3, 2))
+    '3 pages, order 2\\n'
     """
     parts: list[str] = []
     # One converter per conversion; None where Python's own "%s" of the value
@@ -325,11 +348,29 @@ def compile_format(fmt: bytes, ext: Callable[[bytes, Any], str], raw: bool = Fal
 
 
 def kprintf(fmt: bytes, args: Sequence[Any], ext: Callable[[bytes, Any], str], raw: bool = False) -> str:
-    """Apply a kernel format string to Python values (see :func:`compile_format`)."""
+    """Apply a kernel format string to Python values (see :func:`compile_format`).
+
+    :param fmt: the format string
+    :param args: one Python value per conversion
+    :param ext: ``ext(letters, arg) -> str`` for ``%p<letters>``
+    :param raw: print strings as they are (no escaping)
+    :return: the text
+
+    >>> kprintf(b"PFN 0x%lx type %s", (0x1234, "Movable"), None, raw=True)
+    'PFN 0x1234 type Movable'
+    """
     return compile_format(fmt, ext, raw)(args)
 
 
 def count_conversions(fmt: bytes) -> int:
+    """The number of conversions of a kernel format string.
+
+    :param fmt: a kernel format string
+    :return: how many arguments it takes (``%%`` takes none)
+
+    >>> count_conversions(b"%d%% of %lu pages %pS")
+    3
+    """
     return sum(1 for m in _CONV.finditer(fmt) if m.group(5) != b"%")
 
 
@@ -341,8 +382,12 @@ def format_pieces(fmt: bytes, args: Sequence[Any]) -> Optional[list]:
     ``(index, table)`` pair for ``%s`` and ``%p<ext>`` (the text of each
     record is ``table[index[i]]``, bytes).  None when the format uses a
     width, precision or conversion the vectorised printf does not do (the
-    caller then formats record by record with :func:`compile_format`)."""
-    from ..vprintf import Dec, Hex, Str
+    caller then formats record by record with :func:`compile_format`).
+
+    :param fmt: the format string
+    :param args: per conversion, a numpy column or an ``(index, table)`` pair
+    :return: list of :mod:`inspector.vprintf` pieces, or None
+    """
 
     pieces: list = []
     pos, n, i = 0, len(fmt), 0

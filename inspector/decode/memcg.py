@@ -63,7 +63,11 @@ def reads_every_word_as_objcg(prog: drgn.Program) -> bool:
     inline), so only the version tells: these releases and later ones on the
     same lines (versions.RELEASE_RULES["page_owner_memcg_snapshot"]).  A
     6.18.y backport exists (e15a034d2783) whose first release is not pinned:
-    6.18.y is read the old way."""
+    6.18.y is read the old way.
+
+    :param prog: the target
+    :return: True for the v7.3-rc1 form
+    """
     return release_has(release(prog), "page_owner_memcg_snapshot")
 
 
@@ -79,7 +83,11 @@ def charges_folios_through_objcg(prog: drgn.Program) -> bool:
     ``is_root`` member (the root memcg now has an objcg), which is the test
     here, so a backport is recognised.  folio_memcg_check() then reads every
     non-slab word as an objcg, which is what 90f095b816e2 does on its own
-    (:func:`reads_every_word_as_objcg`)."""
+    (:func:`reads_every_word_as_objcg`).
+
+    :param prog: the target
+    :return: True where folios are charged through an objcg
+    """
     try:
         return prog.type("struct obj_cgroup").has_member("is_root")
     except LookupError:
@@ -90,7 +98,11 @@ def skips_tail_pages(prog: drgn.Program) -> bool:
     """Whether print_page_owner_memcg() skips tail pages: the commit that
     added the ``PageTail()`` test made ``struct folio``'s ``_nr_pages``
     overlay the first tail page's ``memcg_data``, so that overlay in the
-    debug info is the test."""
+    debug info is the test.
+
+    :param prog: the target
+    :return: True where tail pages print no memcg line
+    """
     try:
         folio, page = prog.type("struct folio"), prog.type("struct page")
         return drgn.offsetof(folio, "_nr_pages") == page.size + drgn.offsetof(page, "memcg_data")

@@ -1,49 +1,25 @@
-"""
-Page Extensions
----------------
+"""The page_ext helpers: an entry of a pfn or page, the next entry, a client's data, every table.
 
-The ``inspector.helpers`` module provides helpers for working with the Linux
-kernel's page extensions (``struct page_ext``, mm/page_ext.c): the per-page
-tables that page_owner, page_table_check, idle page tracking (32-bit) and
-memory allocation profiling keep outside ``struct page``.  They work in any
-drgn session (``drgn -c vmcore``, ``drgn --qemu``, live ``drgn``) on
-SPARSEMEM kernels, with the ``PAGE_EXT_INVALID`` bit of a hot-remove in
-progress handled, and on FLATMEM kernels.
+Design.  Each helper reads the target afresh and does what the kernel's own
+function of the same name does (lookup_page_ext(), page_ext_next(),
+page_ext_data()), on SPARSEMEM (with the hot-remove ``PAGE_EXT_INVALID``
+bit) and FLATMEM kernels; only facts fixed at boot (the entry size, whether
+the invalid bit exists) are kept, in ``prog.cache``.  The examples run on
+the recorded fixture described in :mod:`inspector.helpers`.
 
 >>> from inspector.helpers import *
->>> page_ext = pfn_to_page_ext(0x100000)
->>> page_owner = get_page_owner(page_ext)
->>> page_owner.order
-(unsigned short)0
-
-Every helper reads the target afresh: on a live kernel, a table that memory
-hot-remove freed is not found.  Only facts fixed at boot (the entry size)
-are cached, in ``prog.cache``.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import Iterator, List, NamedTuple, Tuple
+from typing import Iterator, NamedTuple
 
-from drgn import IntegerLike, Object, Program, cast
+from drgn import IntegerLike, Object, Program
 from drgn.helpers.common.prog import takes_program_or_default
-
-from .kernel import static_key_enabled  # noqa: F401  (a helper; it lives with the kernel lookups)
-
-__all__ = (
-    "PageExtTable",
-    "decode_gfp_mask",
-    "for_each_page_ext_table",
-    "get_page_owner",
-    "gfp_flag_names",
-    "lookup_page_ext",
-    "page_ext_data",
-    "page_ext_next",
-    "page_ext_size",
-    "pfn_to_page_ext",
-    "static_key_enabled",
-)
+from ..discover import detect_rules, discover, entry_size, memory_model
+from ..kernel import nr_orders
+from ..walk import walk
 
 # include/linux/page_ext.h: the low bit of mem_section.page_ext while the
 # section is being hot-removed.  Since Linux kernel commit b1d5488a252d
@@ -76,12 +52,14 @@ def page_ext_size(prog: Program) -> int:
 
     >>> page_ext_size()
     72
+
+    :param prog: the target (default: drgn's default program)
+    :return: bytes
     """
     try:
         return prog.cache["pageext_entry_size"]
     except KeyError:
         pass
-    from .discover import detect_rules, entry_size, memory_model
 
     size = entry_size(prog, detect_rules(prog, memory_model(prog)))[0]
     prog.cache["pageext_entry_size"] = size
@@ -102,14 +80,17 @@ def pfn_to_page_ext(prog: Program, pfn: IntegerLike) -> Object:
     Get the page extension of a page frame number, as the kernel's
     ``lookup_page_ext()`` finds it.
 
-    >>> pfn_to_page_ext(0x100000)
-    *(struct page_ext *)0xffff888005480048 = { ... }
+    >>> pfn_to_page_ext(0x8001)
+    Object(prog, 'struct page_ext *', value=0xffff888001240048)
+    >>> pfn_to_page_ext(1 << 32)  # beyond memory: NULL
+    Object(prog, 'struct page_ext *', value=0x0)
+
+    :param prog: the target (default: drgn's default program)
 
     :param pfn: ``unsigned long``
     :return: ``struct page_ext *``; ``NULL`` if the pfn has none: its section
         has no table, or (since v6.1) its table is being hot-removed
     """
-    from .discover import memory_model
 
     pfn = operator.index(pfn)
     if memory_model(prog) == "flatmem":
@@ -126,7 +107,6 @@ def pfn_to_page_ext(prog: Program, pfn: IntegerLike) -> Object:
             # MAX_ORDER_NR_PAGES: round_down(node_start_pfn(nid),
             # MAX_ORDER_NR_PAGES) in lookup_page_ext(), since the merge of
             # page_ext (eefa864b701d, v3.19).
-            from .kernel import nr_orders
             align = 1 << (nr_orders(prog) - 1)
             return _entry(prog, base, pfn - (start - start % align))
         return _null(prog)
@@ -145,7 +125,6 @@ def _has_invalid_bit(prog: Program) -> bool:
     try:
         return prog.cache["pageext_invalid_bit"]
     except KeyError:
-        from .discover import detect_rules, memory_model
         v = prog.cache["pageext_invalid_bit"] = detect_rules(prog, memory_model(prog)).invalid_bit
         return v
 
@@ -154,7 +133,9 @@ def lookup_page_ext(page: Object) -> Object:
     """
     Get the page extension of a page, like the kernel's ``lookup_page_ext()``.
 
-    >>> lookup_page_ext(pfn_to_page(0x100000))
+    >>> from drgn.helpers.linux.mm import pfn_to_page
+    >>> lookup_page_ext(pfn_to_page(0x8001))
+    Object(prog, 'struct page_ext *', value=0xffff888001240048)
 
     :param page: ``struct page *``
     :return: ``struct page_ext *`` (``NULL`` if the page has none)
@@ -172,6 +153,9 @@ def page_ext_next(page_ext: Object) -> Object:
     kernel's ``page_ext_next()`` (entries are ``page_ext_size()`` bytes
     apart, not ``sizeof(struct page_ext)``).
 
+    >>> page_ext_next(pfn_to_page_ext(0x8000))
+    Object(prog, 'struct page_ext *', value=0xffff888001240048)
+
     :param page_ext: ``struct page_ext *``
     :return: ``struct page_ext *``
     """
@@ -185,8 +169,8 @@ def page_ext_data(page_ext: Object, ops: Object) -> Object:
     add common function to get client data from page_ext"), in v6.6; before,
     each client added ``ops->offset`` itself).
 
-    >>> page_ext_data(page_ext, prog["page_owner_ops"])
-    (void *)0xffff888005480050
+    >>> page_ext_data(pfn_to_page_ext(0x8000), prog["page_owner_ops"])
+    Object(prog, 'void *', value=0xffff888001240008)
 
     :param page_ext: ``struct page_ext *``
     :param ops: ``struct page_ext_operations`` or a pointer to one (e.g.
@@ -198,29 +182,6 @@ def page_ext_data(page_ext: Object, ops: Object) -> Object:
     return Object(page_ext.prog_, "void *", page_ext.value_() + ops.offset.value_())
 
 
-def get_page_owner(page: Object) -> Object:
-    """
-    Get the page_owner record of a page, like mm/page_owner.c's
-    ``get_page_owner()``.
-
-    >>> get_page_owner(pfn_to_page(0x100000)).pid
-    (pid_t)1
-
-    :param page: ``struct page *``, or its ``struct page_ext *``
-    :return: ``struct page_owner *`` (``NULL`` if the page has no page
-        extension)
-    """
-    prog = page.prog_
-    name = page.type_.unqualified().type_name()
-    if name in ("struct page_ext *", "struct page_ext"):
-        page_ext = page if name.endswith("*") else page.address_of_()
-    else:
-        page_ext = lookup_page_ext(page)
-    if not page_ext:
-        return Object(prog, "struct page_owner *", 0)
-    return cast("struct page_owner *", page_ext_data(page_ext, prog["page_owner_ops"]))
-
-
 @takes_program_or_default
 def for_each_page_ext_table(prog: Program) -> Iterator[PageExtTable]:
     """
@@ -229,89 +190,20 @@ def for_each_page_ext_table(prog: Program) -> Iterator[PageExtTable]:
     FLATMEM node.
 
     >>> for start_pfn, nr_pages, page_ext in for_each_page_ext_table():
-    ...     print(hex(start_pfn), nr_pages)
-    0x0 32768
+    ...     print(hex(start_pfn), nr_pages, hex(page_ext.value_()))
+    0x0 32768 0xffff888001000000
+    0x8000 32768 0xffff888001240000
+    0x10000 32768 0xffff888001480000
+    0x18000 32768 0xffff8880016c0000
+    0x20000 32768 0xffff888021000000
+    0x28000 32768 0xffff888021240000
+    0x30000 32768 0xffff888021480000
+    0x38000 32768 0xffff8880216c0000
 
+    :param prog: the target (default: drgn's default program)
     :return: Iterator of :class:`PageExtTable` (``start_pfn``, ``nr_pages``,
         ``page_ext``: the ``struct page_ext *`` of start_pfn's entry)
     """
-    from .discover import discover
-    from .walk import walk
 
     for t in walk(prog, discover(prog)).online_tables():
         yield PageExtTable(t.start_pfn, t.nr_pages, Object(prog, "struct page_ext *", t.address))
-
-
-def _flag_table(prog: Program, name: str) -> List[Tuple[int, str]]:
-    """A ``struct trace_print_flags[]`` up to its {0, NULL} terminator."""
-    out: List[Tuple[int, str]] = []
-    try:
-        arr = prog[name]
-    except KeyError:
-        return out
-    for i in range(arr.type_.length or 0):
-        e = arr[i]
-        if not e.name.value_():
-            break
-        out.append((e.mask.value_(), e.name.string_().decode("latin-1")))
-    return out
-
-
-@takes_program_or_default
-def gfp_flag_names(prog: Program) -> List[Tuple[int, str]]:
-    """
-    Get the gfp flag names the kernel's ``%pGg`` prints, in its order: the
-    ``gfpflag_names`` table (mm/debug.c), or, in a kernel without it, each
-    ``___GFP_*_BIT`` as a single flag (since Linux kernel commit 772dd0342727
-    ("mm: enumerate all gfp flags"), in v6.10).
-
-    >>> gfp_flag_names()[:2]
-    [(3264, 'GFP_TRANSHUGE'), (2752, 'GFP_TRANSHUGE_LIGHT')]
-
-    :return: list of (mask, name)
-    """
-    try:
-        return prog.cache["pageext_gfp_names"]
-    except KeyError:
-        pass
-    names = _flag_table(prog, "gfpflag_names")
-    if not names:
-        try:
-            enum = prog.constant("___GFP_MOVABLE_BIT").type_
-            for name, value in enum.enumerators or ():
-                if name.startswith("___GFP_") and name.endswith("_BIT") and name != "___GFP_LAST_BIT":
-                    names.append((1 << value, "__GFP_" + name[len("___GFP_"):-len("_BIT")]))
-        except LookupError:
-            pass
-    prog.cache["pageext_gfp_names"] = names
-    return names
-
-
-def format_flags(flags: int, names: List[Tuple[int, str]]) -> str:
-    """lib/vsprintf.c format_flags(): names joined by '|', leftover bits in hex."""
-    out = []
-    for mask, name in names:
-        if not flags:
-            break
-        if flags & mask != mask:
-            continue
-        out.append(name)
-        flags &= ~mask
-    text = "|".join(out)
-    if flags:
-        text += ("|" if out else "") + hex(flags)
-    return text
-
-
-@takes_program_or_default
-def decode_gfp_mask(prog: Program, mask: IntegerLike) -> str:
-    """
-    Get a gfp mask as the kernel's ``%pGg`` prints it.
-
-    >>> decode_gfp_mask(0xcc0)
-    'GFP_KERNEL'
-
-    :param mask: ``gfp_t``
-    """
-    return format_flags(operator.index(mask), gfp_flag_names(prog))
-
