@@ -26,6 +26,15 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
+def comm_text(raw: bytes) -> str:
+    """A task's ``comm[TASK_COMM_LEN]`` as read from a dump: up to its NUL, escaped.
+
+    >>> comm_text(b"ev\\x1bil\\x00junk")
+    'ev\\\\x1bil'
+    """
+    return escape(raw.split(b"\0", 1)[0].decode("latin-1"))
+
+
 def escape_lines(data: bytes) -> str:
     """Bytes of the kernel's text (latin-1), escaped line by line for a terminal."""
     return "".join(escape(line) + "\n" for line in data.decode("latin-1").split("\n")[:-1])

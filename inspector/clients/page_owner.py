@@ -43,7 +43,7 @@ from ..lazy import np
 from .. import kernel as k
 from ..errors import ClientError, MissingDataError, NoPageExtError, TargetError, UsageError
 from ..model import Table
-from ..text import escape, escape_lines
+from ..text import comm_text, escape, escape_lines
 from ..vprintf import Dec, Str, render
 from . import ClientSpec, static_key_probe
 from ..decode.engine import (COMPOUND_WORD, columns, factorize, first_of_each, known_mask, lookup_table, member_field,
@@ -680,7 +680,7 @@ class PageOwner:
                         b', "pageblock_migratetype": ',
                         lookup(b.block_mt, lambda v: None if v < 0 else self.names.migratetype(v)),
                         b', "pid": ', *num("pid", C_PID), b', "tgid": ', *num("tgid", C_PID), b', "comm": ']
-        pieces += [lookup(e["comm"], lambda v: escape(v.split(b"\0", 1)[0].decode("latin-1")))] \
+        pieces += [lookup(e["comm"], comm_text)] \
             if "comm" in self.has else [null]
         pieces += [b', "ts_nsec": ', *num("ts_nsec", C_TS), b', "free_ts_nsec": ', *num("free_ts_nsec"),
                    b', "free_pid": ', *num("free_pid"), b', "free_tgid": ', *num("free_tgid"),

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ..decode.engine import lookup_table
 from ..decode.owner import C_ORDER, C_PID, C_REASON, C_TS, CORRUPT_NAMES
-from ..text import escape
+from ..text import comm_text
 from .snapshot import META_KEY, RECORDS, target_meta, whole_file
 
 SCHEMA = pa.schema([
@@ -73,7 +73,7 @@ def batch_table(po, b) -> pa.Table:
     cols["migratetype"] = _text(po.gfp_migratetype(gfp), po.names.migratetype)
     cols["pageblock_migratetype"] = _text(b.block_mt, lambda v: None if v < 0 else po.names.migratetype(v))
     cols["pid"], cols["tgid"] = num("pid", C_PID), num("tgid", C_PID)
-    cols["comm"] = (_text(e["comm"], lambda v: escape(v.split(b"\0", 1)[0].decode("latin-1")))
+    cols["comm"] = (_text(e["comm"], comm_text)
                     if "comm" in po.has else pa.nulls(n, pa.string()))
     cols["ts_nsec"] = num("ts_nsec", C_TS)
     for name in ("free_ts_nsec", "free_pid", "free_tgid"):

@@ -90,7 +90,7 @@ from ..decode.owner import target_clock_ns
 from ..decode.sums import Sums
 from ..errors import UsageError
 from ..target import own_tgid
-from ..text import escape
+from ..text import comm_text, escape
 
 SCHEMA_VERSION = 1
 META_KEY = b"pageext_inspect"
@@ -302,7 +302,7 @@ def take(pe, lo: int = 0, hi: int = 1 << 64, node: Optional[int] = None) -> Snap
         add("task", None, None, None,
             int(tk["pid"][i]) if "pid" in tk.dtype.names else None,
             int(tk["tgid"][i]) if "tgid" in tk.dtype.names else None,
-            None if comm is None else escape(comm.split(b"\0", 1)[0].decode("latin-1")),
+            None if comm is None else comm_text(comm),
             int(tk["node"][i]), mt(int(tk["migratetype"][i])), int(tasks.pages[i]), int(tasks.allocations[i]))
     n = len(rows["kind"])
     rows["time"] = [meta["time_ns"] // 1000] * n
