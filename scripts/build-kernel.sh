@@ -132,6 +132,10 @@ if [ ! -f "$build/vmlinux" ] && [ ! -d "$build/mm" ]; then
         cp "$build/.config" "$build/.config.want"
         cp -a "$best/." "$build/"
         mv "$build/.config.want" "$build/.config"
+        # Host tools (objtool) record their commands with the tree's absolute
+        # path; a changed command rebuilds objtool, and a new objtool every
+        # object it checks.  Both names are build-VERSION-<12 hex>: same length.
+        grep -rlF --include='.*.cmd' "$best/" "$build" | xargs -r sed -i "s|$best/|$build/|g"
     fi
 fi
 
