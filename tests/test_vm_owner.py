@@ -34,7 +34,6 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-import drgn
 import numpy as np
 import pytest
 
@@ -42,6 +41,7 @@ from conftest import CLIENTS_ON, inspect, inspect_pty, kernel_for, snapshot_kern
 from testvm import TestVM
 
 from inspector.decode.memcg import charges_folios_through_objcg
+from inspector.target import open_target
 
 pytestmark = pytest.mark.vm
 
@@ -297,9 +297,7 @@ def test_memcg_lines_are_the_kernels(snap, compared):
     # charges folios through an objcg and reparented them at rmdir, when they
     # print the parent, the root (7.2 and 7.3: inspector.decode.memcg.
     # charges_folios_through_objcg, from the debug info, not the version).
-    prog = drgn.Program()
-    prog.set_core_dump(snap["core"])
-    prog.load_debug_info([snap["vmlinux"]])
+    prog = open_target(snap["core"], None, snap["vmlinux"]).prog  # a kdump file's arch, as the tool opens it
     gone_pid = (snap["vm"].share / "gone.pid").read_text().strip()
     gone_line = "Charged to memcg /\n" if charges_folios_through_objcg(prog) else "Charged to offline memcg gone\n"
     gone = [k for k, b in kernel.items() if f"pid {gone_pid}, " in b.split("\n", 1)[0]]

@@ -404,15 +404,26 @@ def test_show_stacks_counts_are_top_by_stack(snap, since):
         "the kernel's debugfs text has no boot-time records"
     kernel = dict(parse_show_stacks(snap["show_stacks"]))
     assert early[0] not in kernel
-    res = classify(kernel, top, since(snap["stacks_start"]), skip=early)
-    # At one instant -- the dump's own stack_list against the dump's records --
-    # they are equal outright (bar an allocation in flight on a vCPU).
+    # The dump's own stack_list, walked by top --format show_stacks.
     ours = dict(parse_show_stacks(inspect_bytes("top", snap["core"], "-s", snap["vmlinux"], "--format",
                                                 "show_stacks").decode("latin-1")))
+    # A stack is put on stack_list by its first allocation only, and not at all
+    # when that one could not (add_stack_record_to_list(): a kmalloc that
+    # failed, or a gfp mask that may not spin -- the gfpflags_allow_spinning()
+    # test of the alloc_pages_nolock() work, in the 7.2 and 7.3 sources and not
+    # in 6.12's, mainline hash unverified; 7.3's slab pages show it); its refcount is set all the same,
+    # so no later allocation lists it.  show_stacks never shows such a stack:
+    # the kernel's own text must not have it either.
+    never_listed = [s for s in top if s not in ours and s not in early]
+    assert not [s for s in never_listed if s in kernel], "a stack the kernel lists is missing from our walk"
+    res = classify(kernel, top, since(snap["stacks_start"]), skip=early + never_listed)
+    # At one instant -- the dump's own stack_list against the dump's records --
+    # they are equal outright (bar an allocation in flight on a vCPU).
     instant = [(s, ours.get(s), top.get(s)) for s in set(ours) | set(top) if s not in early
-               and ours.get(s) != top.get(s)]
+               and s not in never_listed and ours.get(s) != top.get(s)]
     print(f"\n[{snap['version']}] show_stacks vs top --by stack: kernel {len(kernel)} stacks, top {len(top)} "
-          f"(boot-time stack: {top[early[0]]} pages, not counted by the kernel); {_summary(res)}; "
+          f"(boot-time stack: {top[early[0]]} pages, not counted by the kernel; never listed: "
+          f"{len(never_listed)} stacks, {sum(top[s] for s in never_listed)} pages); {_summary(res)}; "
           f"the dump's stack_list vs top on the same dump: {len(instant)} differ")
     assert not res["unexplained"], res["unexplained"][:3]
     assert res["identical"] >= 0.9 * len(kernel)
