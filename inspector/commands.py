@@ -29,7 +29,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 # Modules that define commands besides the client modules (listed after
 # inspector.report's, in this order).
-MODULES = ("inspector.trace.cli", "inspector.history", "inspector.sim.cli")
+MODULES = ("inspector.trace.cli", "inspector.history", "inspector.fleet.cli", "inspector.sim.cli")
 
 
 @dataclass(frozen=True)
