@@ -3,7 +3,7 @@
 Design.  A fleet is a directory of ordinary snapshot files
 (:mod:`inspector.history.snapshot`), one per host and moment, laid out in
 hive partitions ``host=H/kernel=R/date=D/`` (:mod:`.layout`, written by
-``snapshot --fleet DIR`` and by scripts/fleet_gen.py) so that any engine can
+``snapshot --fleet DIR`` and by the checkout's fleet generator) so that any engine can
 prune by host, kernel or day.  Reading one is two steps:
 
 1. :func:`.layout.scan` walks the tree, prunes by the partition names

@@ -20,7 +20,7 @@ in those).  Both engines run in UTC.
 Spark: ``local[*]`` by default (a JVM on this machine, every core), or a
 cluster's ``--master URL``; there the paths must be on storage every
 executor sees at the same path.  pyspark is the optional ``[spark]`` extra
-and needs a Java runtime (scripts/setup.sh installs Debian's headless JRE
+and needs a Java runtime (the checkout's setup.sh installs Debian's headless JRE
 when PAGEEXT_SPARK=1); without either, one line says so (exit 2).
 """
 
@@ -133,10 +133,10 @@ def spark_missing() -> Optional[str]:
     try:
         import pyspark  # noqa: F401
     except ImportError:
-        return "pyspark is not installed: pip install 'pageext-inspect[spark]' (or scripts/setup.sh with PAGEEXT_SPARK=1)"
+        return "pyspark is not installed: pip install 'pageext-inspect[spark]' (or PAGEEXT_SPARK=1 setup.sh in a checkout)"
     if java() is None:
         return "Spark needs a Java runtime and none was found (no JAVA_HOME, no java on PATH): apt-get install " \
-               "default-jre-headless, or scripts/setup.sh with PAGEEXT_SPARK=1"
+               "default-jre-headless (or PAGEEXT_SPARK=1 setup.sh in a checkout)"
     return None
 
 
