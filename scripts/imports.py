@@ -40,7 +40,8 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("clients", ("inspector.clients", "inspector.clients.")),
     ("session", ("inspector.discover", "inspector.session", "inspector.report")),
     ("library", ("inspector.helpers", "inspector.helpers.", "inspector.history", "inspector.history.",
-                 "inspector.sim", "inspector.sim.", "inspector.trace", "inspector.trace.")),
+                 "inspector.sim", "inspector.sim.", "inspector.trace", "inspector.trace.", "inspector.fleet",
+                 "inspector.fleet.")),
     ("commands", ("inspector.commands", "inspector.commands.")),
     ("entry", ("inspector.cli", "inspector.drgn_plugin", "inspector.__main__")),
 )

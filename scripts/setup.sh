@@ -29,9 +29,22 @@ install "${pkgs[@]}"
 # would go through kexec.  We only want the binary.
 echo "kexec-tools kexec-tools/load_kexec boolean false" | debconf-set-selections
 install --no-install-recommends "${kdump[@]}"
+# Spark for `fleet --engine spark` and its tests (tests/test_fleet.py, marked
+# spark), only when asked: PAGEEXT_SPARK=1 scripts/setup.sh (or --spark).
+# pyspark (the [spark] extra, about 450 MB) needs a Java runtime: Debian's
+# headless JRE, unless a java is already there.  The default install stays light.
+spark=${PAGEEXT_SPARK:-0}
+[ "${1:-}" = "--spark" ] && spark=1
+extras=test
+modules="drgn, typer, tabulate, pyarrow, duckdb, matplotlib, qemu.qmp, pytest"
+if [ "$spark" = 1 ]; then
+    command -v java > /dev/null || install --no-install-recommends default-jre-headless
+    extras=test,spark
+    modules="$modules, pyspark"
+fi
 # Debian's bcc lives in /usr/lib/python3/dist-packages for /usr/bin/python3,
 # so the venv is made from that interpreter with --system-site-packages.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import drgn, typer, tabulate, pyarrow, duckdb, matplotlib, qemu.qmp, pytest' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import $modules" 2>/dev/null; then
     /usr/bin/python3 -m venv --system-site-packages .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' >&2
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]" >&2
 fi

@@ -33,7 +33,8 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 # The modules of this package that define commands, in the order --help lists
 # them: report's, then one per decoded client (inspector.commands.<its decoder
 # module>, in the registry's order), then these.
-MODULES = ("inspector.commands.trace", "inspector.commands.history", "inspector.commands.sim")
+MODULES = ("inspector.commands.trace", "inspector.commands.history", "inspector.commands.fleet",
+           "inspector.commands.sim")
 
 
 @dataclass(frozen=True)

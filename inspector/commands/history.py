@@ -38,8 +38,8 @@ def _corrupt(ctx: Context, n: int) -> None:
 # -- snapshot ----------------------------------------------------------------------------------------
 
 def prepare_snapshot(a) -> None:
-    if not a.output:
-        raise UsageError("give the file to write with -o FILE.parquet")
+    if bool(a.output) == bool(a.fleet):
+        raise UsageError("give the file to write with -o FILE.parquet, or the fleet directory with --fleet DIR")
     _, a.lo, a.hi = pfn_selection(None, a.prange)
 
 
@@ -49,6 +49,9 @@ def run_snapshot(ctx: Context) -> int:
     if a.prange is not None or a.node is not None:
         pe.check_range(a.lo, a.hi, a.node)
     snap = take(pe, a.lo, a.hi, a.node)
+    if a.fleet:  # into the fleet's host=/kernel=/date= partitions (inspector/fleet/layout.py)
+        from ..fleet.layout import place
+        a.output = place(a.fleet, snap.meta)
     size = snap.write(a.output)
     _corrupt(ctx, snap.meta["corrupt_records"])
     t = snap.meta["totals"]
@@ -409,6 +412,8 @@ def _plot_paths(a) -> list[str]:
 COMMANDS = [
     Command("snapshot", "Save page_owner's pages per stack and per task now, as a small Parquet file.", run_snapshot, (
         Opt(("-o", "--output"), "output", "the snapshot to write (Parquet)", metavar="FILE"),
+        Opt(("--fleet",), "fleet", "write it into this fleet directory instead, as "
+            "host=H/kernel=R/date=D/H-TIME.parquet (pageext-inspect fleet reads it)", metavar="DIR"),
         RANGE, NODE, JSON,
     ), description="""\b
 A snapshot holds, per allocation stack and per task, the pages and
@@ -421,6 +426,7 @@ Examples:
   pageext-inspect snapshot -o before.parquet                    # the running kernel
   pageext-inspect snapshot vmcore -s vmlinux -o crash.parquet
   pageext-inspect snapshot --qemu SOCKET -s vmlinux -o now.parquet
+  pageext-inspect snapshot --fleet /srv/fleet                    # host=/kernel=/date= partitions
   pageext-inspect diff before.parquet now.parquet""", drgn="pageext_snapshot", force=True,
             prepare=prepare_snapshot),
     Command("diff", "Which stacks (or pids, comms) hold more pages in B than in A.", run_diff, (
