@@ -297,8 +297,10 @@ def _open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str
             if platform is None:
                 # drgn needs the architecture of a kdump file set first.  Its
                 # header's utsname.machine names it (QEMU's dump-guest-memory
-                # writes "x86_64" or "i686"); else assume the host's.
-                platform = _kdump_platform(shown) or drgn.host_platform
+                # writes "x86_64" or "i686", but "Unknown" for an arm64 guest,
+                # QEMU 7.2); else the vmlinux's ELF machine; else the host's.
+                platform = (_kdump_platform(shown) or (vmlinux and _elf_platform(vmlinux))
+                            or drgn.host_platform)
         elif head[:4] != b"\x7fELF":
             for magic, (tool, how) in COMPRESSED.items():
                 if head.startswith(magic):
@@ -386,6 +388,24 @@ def _kdump_platform(path: str) -> Optional[drgn.Platform]:
     except (OSError, struct.error):
         return None
     arch = _KDUMP_MACHINES.get(machine)
+    return drgn.Platform(drgn.Architecture[arch]) if arch else None
+
+
+# ELF e_machine (the ELF header's half-word at offset 18) -> drgn's architecture.
+_ELF_MACHINES = {62: "X86_64", 3: "I386", 183: "AARCH64", 21: "PPC64", 22: "S390X"}
+
+
+def _elf_platform(path: str) -> Optional[drgn.Platform]:
+    """The architecture an ELF file (a vmlinux) was built for, or None."""
+    try:
+        with _open_nonblocking(path) as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    machine, = struct.unpack("<H" if head[5] == 1 else ">H", head[18:20])
+    arch = _ELF_MACHINES.get(machine)
     return drgn.Platform(drgn.Architecture[arch]) if arch else None
 
 
