@@ -827,6 +827,8 @@ def _cli() -> int:
                    help="guest architecture (default: arm64 for a kernel directory with an Image, else x86_64)")
     b.add_argument("--modules", help="comma-separated modules to insmod at boot "
                    "(default: those named in KERNEL_DIR/modules.load)")
+    b.add_argument("--uefi", action="store_true",
+                   help="arm64: boot through UEFI with ACPI (memory hotplug; the kernel then sees one NUMA node)")
     b.add_argument("--crashkernel", metavar="SIZE",
                    help="reserve SIZE (e.g. 160M) for kdump and load the guest's own kernel as its "
                         "capture kernel (implies --host-root)")
@@ -860,6 +862,7 @@ def _cli() -> int:
         if args.cmd == "boot":
             vm = TestVM(args.kernel_dir, cmdline=args.append, host_root=args.host_root,
                         workdir=args.workdir, mem_mb=args.mem, arch=args.arch, crashkernel=args.crashkernel,
+                        uefi=args.uefi,
                         modules=None if args.modules is None else [m for m in args.modules.split(",") if m])
             if args.crashkernel:
                 vm.load_capture_kernel()

@@ -5,8 +5,9 @@ The kernels are Debian's 6.12 cross-built by ``scripts/build-kernel.sh 6.12
 KASLR on).  They are not built here: a page size whose kernel is not in the
 cache is skipped with the command that builds it (CI does not build arm64
 yet).  Each guest is QEMU's ``virt`` machine under TCG (``-cpu max``) booted
-through UEFI, 1 GiB in two NUMA nodes, with page_owner and page_table_check
-on (scripts/testvm.py).
+from QEMU's device tree, 1 GiB in two NUMA nodes, with page_owner and
+page_table_check on (scripts/testvm.py); the hot-add test boots through UEFI
+instead (ACPI: hotplug, but one NUMA node -- see scripts/testvm.py).
 
 One boot per page size: the guest allocates (64 MiB written to tmpfs), reads
 its own /sys/kernel/debug/page_owner into the 9p share, and is paused; then
@@ -40,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLIENTS_ON, ROOT, dmesg_page_ext_bytes, inspect, inspect_json
-from test_vm_owner import compare_with_kernel, local_clock
+from test_vm_owner import compare_with_kernel, expected_top, local_clock, top_of
 from testvm import QEMU, UEFI_AARCH64, TestVM
 
 from inspector.versions import GEOMETRIES
@@ -59,15 +60,20 @@ def arm64_kernel(page: str) -> Path | None:
     return Path(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
 
 
-@pytest.fixture(scope="module", params=PAGE_SIZES)
-def guest(request):
-    page = request.param
+def kernel_or_skip(page: str) -> Path:
     kdir = arm64_kernel(page)
     if kdir is None:
         pytest.skip(f"the arm64 {page}-page kernel is not built (scripts/build-kernel.sh {VERSION} -a arm64 -p {page})")
     for need, what in ((shutil.which(QEMU["arm64"]), "qemu-system-arm"), (os.path.exists(UEFI_AARCH64), "qemu-efi-aarch64")):
         if not need:
             pytest.skip(f"no arm64 guest without {what} (apt-get install {what})")
+    return kdir
+
+
+@pytest.fixture(scope="module", params=PAGE_SIZES)
+def guest(request):
+    page = request.param
+    kdir = kernel_or_skip(page)
     vmlinux = str(kdir / "vmlinux")
     work = WORK / page
     shutil.rmtree(work, ignore_errors=True)
@@ -127,17 +133,64 @@ def test_qmp_elf_and_kdump_print_the_same_tables(guest):
     assert any("page_ext" in line for line in outs["qmp"])
 
 
+def compared_on(guest: dict, target: str) -> dict:
+    """tests/test_vm_owner.py's comparison of our debugfs text of a dump with the guest's, once a dump."""
+    done = guest.setdefault("compared", {})
+    if target not in done:
+        snap = {**guest, "core": guest["targets"][target][0], "version": f"arm64-{guest['page']} {target}"}
+        done[target] = compare_with_kernel(snap)
+    return done[target]
+
+
 @pytest.mark.parametrize("target", ["elf", "kdump"])
 def test_owner_debugfs_is_the_kernels_page_owner(guest, target):
-    snap = {**guest, "core": guest["targets"][target][0], "version": f"arm64-{guest['page']} {target}"}
-    compared = compare_with_kernel(snap)
+    compared = compared_on(guest, target)
     assert not compared["unexplained"], compared["unexplained"][:3]
     # 64 MiB of tmpfs is 1024 pages of 64K (16384 of 4K): the comparison has substance either way.
     assert compared["identical"] >= 0.95 * len(compared["kernel"]) and compared["identical"] > 500
     assert compared["flags_only"] + compared["block_only"] <= 0.02 * len(compared["kernel"])
 
 
+@pytest.mark.parametrize("by", ["stack", "pid", "order"])
+def test_top_is_the_sum_of_the_kernels_page_owner(guest, by):
+    """``top`` on the kdump dump: the kernel's records summed (arm64 frames: el0_svc, __arm64_sys_*)."""
+    _, got = top_of(guest["targets"]["kdump"][0], guest["vmlinux"], by)
+    assert got == expected_top(compared_on(guest, "kdump"), by)
+    if by == "stack":
+        assert any(frame.strip().startswith("el0_svc+") for k in got for frame in k)
+
+
 def test_owner_live_equals_the_dump(guest):
     live = inspect("owner", *guest["targets"]["qmp"], "-s", guest["vmlinux"], "--format", "debugfs").stdout
     dumped = inspect("owner", guest["targets"]["elf"][0], "-s", guest["vmlinux"], "--format", "debugfs").stdout
     assert live == dumped and len(live) > 100_000
+
+
+@pytest.mark.parametrize("page", PAGE_SIZES)
+def test_hot_add_under_uefi_is_exact(page):
+    """Through UEFI the guest has ACPI, and QEMU's virt machine its GED device:
+    a 512 MiB pc-dimm is added, its blocks onlined through sysfs, and the new
+    tables are exactly the onlined sections' (on arm64 a memory block is one
+    section), each PAGES_PER_SECTION entries, and total_usage grows by them.
+    (Booted from the device tree, QEMU refuses the DIMM: "memory hotplug is
+    not enabled: missing acpi-ged device".)"""
+    kdir = kernel_or_skip(page)
+    vmlinux = str(kdir / "vmlinux")
+    geo = GEOMETRIES[f"arm64-{page}"]
+    with TestVM(kdir, cmdline=CLIENTS_ON, uefi=True, workdir=str(WORK / f"uefi-{page}")) as vm:
+        print(f"\n[arm64 {page} uefi] booted in {vm.boot_seconds:.1f} s")
+        before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+        assert before["page_ext"]["total_bytes"] == dmesg_page_ext_bytes(vm) == before["page_ext"]["kernel_total_usage"]
+        blocks = vm.hot_add("dimm1", 512, node=0)
+        assert blocks and vm.block_size() == 1 << geo.section_size_bits
+        vm.set_blocks(blocks, "online").check()
+        assert all(vm.memory_blocks()[b] == "online" for b in blocks)
+        after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    assert not [c for c in after["checks"] if c["status"] == "fail"]
+    entry = after["page_ext"]["entry_size"]
+    new = {t["section"] for t in after["tables"]} - {t["section"] for t in before["tables"]}
+    assert new == set(blocks)
+    grown = len(blocks) * geo.section_pages * entry
+    assert after["page_ext"]["kernel_total_usage"] == before["page_ext"]["kernel_total_usage"] + grown
+    assert after["page_ext"]["total_bytes"] == after["page_ext"]["kernel_total_usage"]
+    print(f"[arm64 {page} uefi] hot-added blocks {blocks}: +{grown} bytes of page_ext")
