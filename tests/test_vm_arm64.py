@@ -194,3 +194,12 @@ def test_hot_add_under_uefi_is_exact(page):
     assert after["page_ext"]["kernel_total_usage"] == before["page_ext"]["kernel_total_usage"] + grown
     assert after["page_ext"]["total_bytes"] == after["page_ext"]["kernel_total_usage"]
     print(f"[arm64 {page} uefi] hot-added blocks {blocks}: +{grown} bytes of page_ext")
+
+
+def test_validate_predicts_the_guests_tables(guest):
+    """``validate``: the simulator, given this guest's sections, predicts the walked tables;
+    the predicted total is the kernel's own boot line."""
+    proc = inspect("validate", *guest["targets"]["qmp"], "-s", guest["vmlinux"])
+    assert "agrees" in proc.stdout
+    assert f"predicted {len(inspect_json(*guest['targets']['qmp'], '-s', guest['vmlinux'])['tables'])} tables, " \
+           f"{dmesg_page_ext_bytes(guest['dmesg'])} bytes" in proc.stdout
