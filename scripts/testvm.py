@@ -704,9 +704,10 @@ class TestVM:
     def load_capture_kernel(self, append: str = "") -> None:
         """``kexec -p`` this guest's own bzImage and initramfs (the host's
         kexec-tools, chrooted into /host) with CAPTURE_APPEND + ``append``."""
-        if self.arch != "x86_64":
+        arch = getattr(self, "arch", kernel_arch(self.kernel_dir))  # an attached VM has no arch of its own
+        if arch != "x86_64":
             raise VMError(f"kdump in the test VM runs the host's kexec and makedumpfile inside the guest: "
-                          f"not on an {self.arch} guest")
+                          f"not on an {arch} guest")
         kd = self.share / "kdump"
         kd.mkdir(exist_ok=True)
         self.capture_loaded()  # crashkernel= memory is reserved
