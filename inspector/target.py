@@ -317,6 +317,8 @@ def _open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str
             raise TargetError(f"{shown}: not a usable vmcore: {_short(e)}{_format_hint(head, e)}") from None
         if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
             raise TargetError(f"{shown}: a core dump, but not of a Linux kernel (no VMCOREINFO)")
+        if head[:8] == b"KDUMP   " or head[:12] == b"makedumpfile":
+            _check_kdump_block_size(prog, shown)
         if head[:4] == b"\x7fELF" and kind == "vmcore":
             from .reader import elf_presence
             presence = elf_presence(shown, kernel_value(prog, "PAGE_SIZE") or 4096)
@@ -343,6 +345,30 @@ def _format_hint(head: bytes, e: BaseException) -> str:
 # header_version, utsname and timestamp) and its flags.
 KDUMP_STATUS_OFFSET = 424
 DUMP_DH_COMPRESSED_INCOMPLETE = 0x8  # the disk filled up: pages after the cut are not in it
+
+
+KDUMP_BLOCK_SIZE_OFFSET = 428  # disk_dump_header.block_size, right after status
+
+
+def _check_kdump_block_size(prog: drgn.Program, path: str) -> None:
+    """A kdump file whose block size is not the kernel's page size cannot be read.
+
+    QEMU 7.2's dump-guest-memory writes every arm64 guest with block_size
+    65536 (target/arm: the largest page size), whatever the guest's; for a
+    4K-page guest libkdumpfile then reads page tables from the wrong place
+    ("Out-of-bounds PFN").  Say so once, with what works instead."""
+    try:
+        with _open_nonblocking(path) as f:
+            start = 4096 + 16 if f.read(12) == b"makedumpfile" else 0
+            f.seek(start + KDUMP_BLOCK_SIZE_OFFSET)
+            block, = struct.unpack("<i", f.read(4))
+    except (OSError, struct.error):
+        return
+    page = kernel_value(prog, "PAGE_SIZE")
+    if page and block > 0 and block != page:
+        raise TargetError(f"{path}: its kdump header says {block}-byte pages, the kernel's are {page} bytes "
+                          "(QEMU's dump-guest-memory writes arm64 guests so): libkdumpfile cannot read it; "
+                          "dump the guest as ELF (dump-guest-memory without a format) instead")
 
 
 def _kdump_notes(head: bytes, path: str) -> tuple[str, ...]:

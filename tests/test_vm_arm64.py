@@ -107,8 +107,25 @@ def test_the_kernel_is_the_page_size_asked_for(guest):
     assert guest["block"] == 1 << geo.section_size_bits
 
 
+def readable(guest: dict, target: str) -> None:
+    """Skip a 4K guest's kdump-zlib dump: QEMU 7.2 writes it with 64K blocks (see the test below)."""
+    if target == "kdump" and guest["page"] == "4k":
+        pytest.skip("QEMU 7.2 writes an arm64 guest's kdump with block_size 65536: unreadable with 4K pages "
+                    "(test_qemu_kdump_of_a_4k_guest_is_refused_with_one_line)")
+
+
+def test_qemu_kdump_of_a_4k_guest_is_refused_with_one_line(guest):
+    proc = inspect(guest["targets"]["kdump"][0], "-s", guest["vmlinux"], check_rc=None)
+    if guest["page"] == "64k":
+        assert proc.returncode == 0
+        return
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "kdump header says 65536-byte pages, the kernel's are 4096" in proc.stderr
+
+
 @pytest.mark.parametrize("target", ["qmp", "elf", "kdump"])
 def test_total_is_the_kernels_boot_line_and_total_usage(guest, target):
+    readable(guest, target)
     doc = inspect_json(*guest["targets"][target], "-s", guest["vmlinux"])
     printed = dmesg_page_ext_bytes(guest["dmesg"])
     geo = GEOMETRIES[f"arm64-{guest['page']}"]
@@ -126,10 +143,12 @@ def test_total_is_the_kernels_boot_line_and_total_usage(guest, target):
 def test_qmp_elf_and_kdump_print_the_same_tables(guest):
     outs = {}
     for name, target in guest["targets"].items():
+        if name == "kdump" and guest["page"] == "4k":
+            continue  # unreadable (test_qemu_kdump_of_a_4k_guest_is_refused_with_one_line)
         text = inspect(*target, "-s", guest["vmlinux"], "--sections", "--no-progress").stdout
         # The first lines name the target; the tables after them must be the same.
         outs[name] = [line for line in text.splitlines() if not line.startswith(("target", "Target"))]
-    assert outs["qmp"] == outs["elf"] == outs["kdump"], {k: v[:5] for k, v in outs.items()}
+    assert all(v == outs["qmp"] for v in outs.values()), {k: v[:5] for k, v in outs.items()}
     assert any("page_ext" in line for line in outs["qmp"])
 
 
@@ -144,6 +163,7 @@ def compared_on(guest: dict, target: str) -> dict:
 
 @pytest.mark.parametrize("target", ["elf", "kdump"])
 def test_owner_debugfs_is_the_kernels_page_owner(guest, target):
+    readable(guest, target)
     compared = compared_on(guest, target)
     assert not compared["unexplained"], compared["unexplained"][:3]
     # 64 MiB of tmpfs is 1024 pages of 64K (16384 of 4K): the comparison has substance either way.
@@ -153,9 +173,9 @@ def test_owner_debugfs_is_the_kernels_page_owner(guest, target):
 
 @pytest.mark.parametrize("by", ["stack", "pid", "order"])
 def test_top_is_the_sum_of_the_kernels_page_owner(guest, by):
-    """``top`` on the kdump dump: the kernel's records summed (arm64 frames: el0_svc, __arm64_sys_*)."""
-    _, got = top_of(guest["targets"]["kdump"][0], guest["vmlinux"], by)
-    assert got == expected_top(compared_on(guest, "kdump"), by)
+    """``top`` on the ELF dump: the kernel's records summed (arm64 frames: el0_svc, __arm64_sys_*)."""
+    _, got = top_of(guest["targets"]["elf"][0], guest["vmlinux"], by)
+    assert got == expected_top(compared_on(guest, "elf"), by)
     if by == "stack":
         assert any(frame.strip().startswith("el0_svc+") for k in got for frame in k)
 
