@@ -297,8 +297,10 @@ def _open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str
             if platform is None:
                 # drgn needs the architecture of a kdump file set first.  Its
                 # header's utsname.machine names it (QEMU's dump-guest-memory
-                # writes "x86_64" or "i686"); else assume the host's.
-                platform = _kdump_platform(shown) or drgn.host_platform
+                # writes "x86_64" or "i686", but "Unknown" for an arm64 guest,
+                # QEMU 7.2); else the vmlinux's ELF machine; else the host's.
+                platform = (_kdump_platform(shown) or (vmlinux and _elf_platform(vmlinux))
+                            or drgn.host_platform)
         elif head[:4] != b"\x7fELF":
             for magic, (tool, how) in COMPRESSED.items():
                 if head.startswith(magic):
@@ -315,6 +317,8 @@ def _open_target(path: Optional[str], qemu: Optional[str], vmlinux: Optional[str
             raise TargetError(f"{shown}: not a usable vmcore: {_short(e)}{_format_hint(head, e)}") from None
         if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
             raise TargetError(f"{shown}: a core dump, but not of a Linux kernel (no VMCOREINFO)")
+        if head[:8] == b"KDUMP   " or head[:12] == b"makedumpfile":
+            _check_kdump_block_size(prog, shown)
         if head[:4] == b"\x7fELF" and kind == "vmcore":
             from .reader import elf_presence
             presence = elf_presence(shown, kernel_value(prog, "PAGE_SIZE") or 4096)
@@ -341,6 +345,30 @@ def _format_hint(head: bytes, e: BaseException) -> str:
 # header_version, utsname and timestamp) and its flags.
 KDUMP_STATUS_OFFSET = 424
 DUMP_DH_COMPRESSED_INCOMPLETE = 0x8  # the disk filled up: pages after the cut are not in it
+
+
+KDUMP_BLOCK_SIZE_OFFSET = 428  # disk_dump_header.block_size, right after status
+
+
+def _check_kdump_block_size(prog: drgn.Program, path: str) -> None:
+    """A kdump file whose block size is not the kernel's page size cannot be read.
+
+    QEMU 7.2's dump-guest-memory writes every arm64 guest with block_size
+    65536 (target/arm: the largest page size), whatever the guest's; for a
+    4K-page guest libkdumpfile then reads page tables from the wrong place
+    ("Out-of-bounds PFN").  Say so once, with what works instead."""
+    try:
+        with _open_nonblocking(path) as f:
+            start = 4096 + 16 if f.read(12) == b"makedumpfile" else 0
+            f.seek(start + KDUMP_BLOCK_SIZE_OFFSET)
+            block, = struct.unpack("<i", f.read(4))
+    except (OSError, struct.error):
+        return
+    page = kernel_value(prog, "PAGE_SIZE")
+    if page and block > 0 and block != page:
+        raise TargetError(f"{path}: its kdump header says {block}-byte pages, the kernel's are {page} bytes "
+                          "(QEMU's dump-guest-memory writes arm64 guests so): libkdumpfile cannot read it; "
+                          "dump the guest as ELF (dump-guest-memory without a format) instead")
 
 
 def _kdump_notes(head: bytes, path: str) -> tuple[str, ...]:
@@ -386,6 +414,24 @@ def _kdump_platform(path: str) -> Optional[drgn.Platform]:
     except (OSError, struct.error):
         return None
     arch = _KDUMP_MACHINES.get(machine)
+    return drgn.Platform(drgn.Architecture[arch]) if arch else None
+
+
+# ELF e_machine (the ELF header's half-word at offset 18) -> drgn's architecture.
+_ELF_MACHINES = {62: "X86_64", 3: "I386", 183: "AARCH64", 21: "PPC64", 22: "S390X"}
+
+
+def _elf_platform(path: str) -> Optional[drgn.Platform]:
+    """The architecture an ELF file (a vmlinux) was built for, or None."""
+    try:
+        with _open_nonblocking(path) as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    machine, = struct.unpack("<H" if head[5] == 1 else ">H", head[18:20])
+    arch = _ELF_MACHINES.get(machine)
     return drgn.Platform(drgn.Architecture[arch]) if arch else None
 
 

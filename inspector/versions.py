@@ -209,6 +209,52 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in
 BY_VERSION = [V3_19, V4_9, V5_4, V6_1, V6_3, V6_6, V6_17, V7_0]
 
 
+# -- the simulator's geometries ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Page and section size of an architecture configuration, for the simulator.
+
+    A real kernel's are read from its vmcoreinfo and debug info (PAGE_SHIFT,
+    SECTION_SIZE_BITS: drgn's constants); a simulation has neither, so a
+    scenario names one of :data:`GEOMETRIES` (input key ``geometry``, or
+    ``simulate --geometry``)."""
+
+    name: str
+    page_shift: int
+    section_size_bits: int
+    source: str = ""
+
+    @property
+    def page_size(self) -> int:
+        return 1 << self.page_shift
+
+    @property
+    def section_pages(self) -> int:
+        """PAGES_PER_SECTION = 1 << (SECTION_SIZE_BITS - PAGE_SHIFT)."""
+        return 1 << (self.section_size_bits - self.page_shift)
+
+
+GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (
+    # arch/x86/include/asm/sparsemem.h: SECTION_SIZE_BITS 27 on x86-64 (128 MiB).
+    Geometry("x86_64", 12, 27, "arch/x86/include/asm/sparsemem.h"),
+    # arch/arm64/include/asm/sparsemem.h since v5.12 ("arm64/sparsemem:
+    # reduce SECTION_SIZE_BITS"): 27 with 4K or 16K pages, 29 with 64K pages
+    # (before: 30 for all).  Read in Debian's 6.12.118.
+    Geometry("arm64-4k", 12, 27, "arch/arm64/include/asm/sparsemem.h (v5.12+)"),
+    Geometry("arm64-64k", 16, 29, "arch/arm64/include/asm/sparsemem.h (v5.12+)"),
+)}
+
+
+def geometry(name: str) -> Geometry:
+    """The geometry called ``name``, or ValueError naming them all."""
+    try:
+        return GEOMETRIES[name]
+    except KeyError:
+        raise ValueError(f"unknown geometry {name!r} (one of: {', '.join(GEOMETRIES)})") from None
+
+
 def variant_for_release(release: str) -> Variant:
     """The newest modelled variant not newer than ``release``.
 

@@ -20,9 +20,16 @@
 #   scripts/build-kernel.sh -f A.config -f B.config           # B overrides A
 #   scripts/build-kernel.sh -a i386 -f fixtures/kernel/page-idle-i386.config  # 32-bit (ARCH=i386)
 #   scripts/build-kernel.sh -v 6.1 -S     # only print the kernel source directory (extracted if needed)
+#   scripts/build-kernel.sh 6.12 -a arm64 -c  # only print the directory if it is built (else exit 1)
+#   scripts/build-kernel.sh 6.12 -a arm64 -p 64k  # cross-built; fixtures/kernel/arm64{,-64k}.config
 #
-# -a ARCH is x86_64 (the default) or i386; a non-default ARCH is part of the
-# cache key and of the directory names (kernel-<version>-i386-<hash>).
+# -a ARCH is x86_64 (the default), i386 or arm64; a non-default ARCH is part of
+# the cache key and of the directory names (kernel-<version>-i386-<hash>).
+# arm64 is cross-compiled with gcc-aarch64-linux-gnu (installed with apt if
+# missing); -p/--page-size 4k (default) or 64k picks fixtures/kernel/arm64-4k
+# or arm64-64k.config, merged after the -f fragments (default arm64.config),
+# and names the directory (kernel-6.12-arm64-64k-<hash>).  Its image is
+# Image (arch/arm64/boot/Image), not bzImage.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,23 +37,51 @@ version=6.1
 arch=x86_64
 frags=()
 print_src=
+cached_only=
+page_size=
 # The version may also come first, as a word: build-kernel.sh 7.3 [-f ...]
 case ${1:-} in [0-9]*) version=$1; shift ;; esac
-while getopts "v:f:a:Sh" opt; do
+# --page-size and --arch, spelled long, become -p and -a for getopts.
+args=()
+for a in "$@"; do
+    case $a in
+        --page-size) args+=(-p) ;; --page-size=*) args+=(-p "${a#*=}") ;;
+        --arch) args+=(-a) ;; --arch=*) args+=(-a "${a#*=}") ;;
+        *) args+=("$a") ;;
+    esac
+done
+set -- ${args[@]+"${args[@]}"}
+while getopts "v:f:a:p:Sch" opt; do
     case $opt in
         v) version=$OPTARG ;;
         a) arch=$OPTARG ;;
         f) frags+=("$(realpath "$OPTARG")") ;;
+        p) page_size=$OPTARG ;;
         S) print_src=1 ;;
-        h) sed -n '2,25p' "$0"; exit 0 ;;
+        c) cached_only=1 ;;
+        h) sed -n '2,32p' "$0"; exit 0 ;;
         *) exit 2 ;;
     esac
 done
+image=arch/x86/boot/bzImage
 case $arch in
     x86_64) karch=(); tag=$version; arch_key= ;;
     i386) karch=(ARCH=i386); tag=$version-i386; arch_key=" arch i386" ;;
-    *) echo "build-kernel: unknown -a $arch (x86_64 or i386)" >&2; exit 2 ;;
+    arm64)
+        case ${page_size:=4k} in
+            4k|64k) ;;
+            *) echo "build-kernel: unknown --page-size $page_size (4k or 64k)" >&2; exit 2 ;;
+        esac
+        karch=(ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-); image=arch/arm64/boot/Image
+        tag=$version-arm64-$page_size; arch_key=" arch arm64"
+        [ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/arm64.config")
+        # The page size's fragment comes last, so it is the one that counts (and is in the key).
+        frags+=("$here/fixtures/kernel/arm64-$page_size.config") ;;
+    *) echo "build-kernel: unknown -a $arch (x86_64, i386 or arm64)" >&2; exit 2 ;;
 esac
+if [ -n "$page_size" ] && [ "$arch" != arm64 ]; then
+    echo "build-kernel: --page-size is for -a arm64 only" >&2; exit 2
+fi
 [ ${#frags[@]} -gt 0 ] || frags=("$here/fixtures/kernel/pageext-6.1.config" "$here/fixtures/kernel/memcg.config"
                                    "$here/fixtures/kernel/kdump.config" "$here/fixtures/kernel/pidns.config")
 cache=${PAGEEXT_CACHE:-/var/cache/pageext-inspect}
@@ -65,6 +100,12 @@ if [ -n "${missing_tools:-}" ] || [ ! -f /usr/include/libelf.h ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2
     apt-get install -y -q build-essential flex bison libelf-dev libssl-dev bc cpio xz-utils >&2
+fi
+if [ "$arch" = arm64 ] && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    log "installing the arm64 cross compiler with apt"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q gcc-aarch64-linux-gnu >&2
 fi
 # The README records which source versions a cold run used: say it on every run.
 log "source: $pkg $pkgver"
@@ -90,7 +131,12 @@ RECIPE=1
 # The default arch adds nothing to the key, so x86_64 hashes stay as they were.
 hash=$( { echo "$pkgver recipe $RECIPE$arch_key"; cat "${frags[@]}"; } | sha256sum | cut -c1-12)
 out=$cache/kernel-$tag-$hash
-cached() { [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-other" ]; }
+img_name=${image##*/}
+cached() { [ -f "$out/$img_name" ] && [ -f "$out/vmlinux" ] && [ -f "$out/vmlinux-other" ]; }
+if [ -n "$cached_only" ]; then
+    cached || { log "not built: $out (run it without -c)"; exit 1; }
+    echo "$out"; exit 0
+fi
 if ! cached; then
     # One build per kernel at a time: a second caller (another test module,
     # a benchmark) waits here instead of building into the same tree.
@@ -121,7 +167,9 @@ make -s -C "$src" O="$build" "${karch[@]}" olddefconfig >> "$build/merge.log" 2>
 # this very source package version is taken.
 if [ ! -f "$build/vmlinux" ] && [ ! -d "$build/mm" ]; then
     best= best_diff=
-    for base in "$cache"/build-$tag-*; do
+    # build-<tag>-<12 hex> only: build-6.1-* would also match the i386 and
+    # arm64 trees (build-6.1-i386-..., build-6.12-arm64-4k-...).
+    for base in "$cache"/build-$tag-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]; do
         [ "$base" != "$build" ] && [ -f "$base/vmlinux" ] && grep -qxF "include $src/Makefile" "$base/Makefile" 2>/dev/null \
             || continue
         d=$(diff "$base/.config" "$build/.config" | grep -c '^[<>]' || true)
@@ -164,15 +212,15 @@ done < <(cat "${frags[@]}" | grep -E '^(CONFIG_|# CONFIG_.* is not set)' \
                 END { for (k in last) print order[k] "\t" last[k] }' | sort -n | cut -f2-)
 [ $missing = 0 ] || { log "the fragment's dependencies are not met; fix the fragment"; exit 1; }
 
-log "building bzImage and vmlinux with $(nproc) jobs (about 10 minutes on 2 cores); log: $build/build.log"
+log "building $img_name and vmlinux with $(nproc) jobs (about 10 minutes on 2 cores); log: $build/build.log"
 start=$(date +%s)
-if ! make -C "$src" O="$build" "${karch[@]}" -j"$(nproc)" bzImage vmlinux > "$build/build.log" 2>&1; then
+if ! make -C "$src" O="$build" "${karch[@]}" -j"$(nproc)" "$img_name" vmlinux > "$build/build.log" 2>&1; then
     tail -n 30 "$build/build.log" >&2
     log "kernel build failed"
     exit 1
 fi
 mkdir -p "$out.tmp"
-cp "$build/arch/x86/boot/bzImage" "$build/vmlinux" "$out.tmp/"
+cp "$build/$image" "$build/vmlinux" "$out.tmp/"
 cp "$build/.config" "$out.tmp/config"
 cp "$build/build.log" "$out.tmp/build.log"
 log "re-linking with KBUILD_BUILD_VERSION=999 for vmlinux-other"

@@ -69,9 +69,28 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 BUSYBOX = "/bin/busybox"
 # qemu binary per guest architecture.  An i386 guest (the 32-bit page_idle
-# kernel) gets Debian's i386 busybox (scripts/busybox-i386.sh), no NUMA and
-# no DIMM slots: that kernel has neither.
-QEMU = {"x86_64": "qemu-system-x86_64", "i386": "qemu-system-i386"}
+# kernel) gets Debian's i386 busybox (scripts/busybox-foreign.sh), no NUMA and
+# no DIMM slots: that kernel has neither.  An arm64 guest (scripts/build-kernel.sh
+# -a arm64) is QEMU's `virt` machine under TCG with Debian's arm64 busybox.  By
+# default it boots from QEMU's device tree: two NUMA nodes (numa-node-id), no
+# ACPI, so no memory hotplug (QEMU 7.2's virt has its ACPI GED, which hotplug
+# needs, only with firmware).  With uefi=True (boot --uefi) it boots through
+# UEFI (qemu-efi-aarch64) with ACPI (acpi=force: the kernel would take the
+# device tree first): pc-dimm hot-add works, but the kernel sees one NUMA
+# node: the firmware reports its variable-store flash (0x04000000-0x07ffffff,
+# MMIO with the WC attribute) in the EFI memory map, 6.12's efi-init.c
+# is_memory() takes WC for memory, no SRAT range covers it, and
+# memblock_validate_numa_coverage() then fakes a single node
+# ("NUMA: no nodes coverage for 64MB of 1088MB RAM").
+QEMU = {"x86_64": "qemu-system-x86_64", "i386": "qemu-system-i386", "arm64": "qemu-system-aarch64"}
+# What each needs beyond QEMU[arch]: its machine, serial console and apt package.
+MACHINE = {"arm64": ["-M", "virt,gic-version=max"]}
+CONSOLE = {"arm64": "ttyAMA0"}
+QEMU_PACKAGE = {"arm64": "qemu-system-arm", "i386": "qemu-system-x86", "x86_64": "qemu-system-x86"}
+# Debian's qemu-efi-aarch64, as two flash devices: the code read-only and a
+# copy of the variable store per guest (-bios QEMU_EFI.fd gives the same map).
+UEFI_AARCH64 = "/usr/share/AAVMF/AAVMF_CODE.fd"
+UEFI_AARCH64_VARS = "/usr/share/AAVMF/AAVMF_VARS.fd"
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -218,11 +237,16 @@ def host_tmp_paths() -> list[str]:
 
 
 def kernel_image(kernel_dir: Path) -> Path:
-    """The bootable image in a kernel directory: bzImage as built, or vmlinuz as Debian ships it."""
-    for name in ("bzImage", "vmlinuz"):
+    """The bootable image in a kernel directory: bzImage (x86) or Image (arm64) as built, or vmlinuz as Debian ships it."""
+    for name in ("bzImage", "Image", "vmlinuz"):
         if (kernel_dir / name).is_file():
             return kernel_dir / name
-    raise VMError(f"{kernel_dir}: no bzImage or vmlinuz (run scripts/build-kernel.sh or scripts/debian-kernel.sh)")
+    raise VMError(f"{kernel_dir}: no bzImage, Image or vmlinuz (run scripts/build-kernel.sh or scripts/debian-kernel.sh)")
+
+
+def kernel_arch(kernel_dir: Path) -> str:
+    """The guest architecture a kernel directory was built for: arm64 if it holds an Image, else x86_64."""
+    return "arm64" if (Path(kernel_dir) / "Image").is_file() else "x86_64"
 
 
 def module_name(path: str) -> str:
@@ -291,10 +315,10 @@ def busybox_for(arch: str) -> str:
         if not os.path.exists(BUSYBOX):
             raise VMError("busybox-static is not installed (apt-get install busybox-static)")
         return BUSYBOX
-    script = Path(__file__).resolve().parent / "busybox-i386.sh"
-    proc = subprocess.run([str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = Path(__file__).resolve().parent / "busybox-foreign.sh"
+    proc = subprocess.run([str(script), arch], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode:
-        raise VMError(f"no i386 busybox: {proc.stderr.strip()[-500:]}")
+        raise VMError(f"no {arch} busybox: {proc.stderr.strip()[-500:]}")
     return proc.stdout.strip().splitlines()[-1]
 
 
@@ -361,15 +385,20 @@ class TestVM:
     def __init__(self, kernel_dir: str | os.PathLike, *, mem_mb: int = 1024, numa: int = 2,
                  slots: int = 4, maxmem_mb: int = 4096, cmdline: str = "",
                  host_root: bool = False, workdir: Optional[str] = None, smp: int = 2,
-                 boot_timeout: float = 180.0, gdb_port: Optional[int] = None, arch: str = "x86_64",
+                 boot_timeout: float = 180.0, gdb_port: Optional[int] = None, arch: Optional[str] = None,
                  modules: Optional[list[str]] = None, crashkernel: Optional[str] = None, cpu: str = "max",
-                 extra_args: Sequence[str] = ()):
+                 extra_args: Sequence[str] = (), uefi: bool = False):
         """``crashkernel="160M"`` reserves memory for kdump (and implies
         ``host_root``: kexec and makedumpfile are the host's); ``crash()``
         loads the capture kernel if ``load_capture_kernel()`` has not.
         ``cpu`` is QEMU's -cpu: "max" has LA57, so the guest runs 5-level
         paging; "max,la57=off" gives the 4-level paging of most machines.
-        ``extra_args`` go to QEMU as they are (e.g. another -virtfs share)."""
+        ``extra_args`` go to QEMU as they are (e.g. another -virtfs share).
+        ``arch`` defaults to the kernel directory's (:func:`kernel_arch`).
+        ``uefi`` (arm64): boot through UEFI, so that the guest has ACPI and
+        memory hotplug -- but one NUMA node (see UEFI_AARCH64); without it the
+        kernel boots from QEMU's device tree, with both NUMA nodes and no hotplug."""
+        arch = arch or kernel_arch(Path(kernel_dir))
         if arch not in QEMU:
             raise VMError(f"unknown guest arch {arch!r} (one of: {', '.join(QEMU)})")
         self.arch = arch
@@ -397,6 +426,7 @@ class TestVM:
         self._qmp: Optional[QEMUMonitorProtocol] = None
         self.cpu = cpu
         self.extra_args = list(extra_args)
+        self.uefi = uefi
         self.gdb_port = gdb_port  # QEMU's gdbstub on 127.0.0.1:gdb_port, to stop the guest mid-operation
         # A reused workdir may hold the last guest's files: "ready" among them
         # would make us talk to a guest that has not booted.
@@ -415,14 +445,24 @@ class TestVM:
         modules = modules_to_load(self.kernel_dir / "modules", self.modules) if self.modules else []
         qemu = QEMU[self.arch]
         if not shutil.which(qemu):
-            raise VMError(f"{qemu} not found (apt-get install qemu-system-x86)")
+            raise VMError(f"{qemu} not found (apt-get install {QEMU_PACKAGE[self.arch]})")
         initrd = self.dir / "initramfs.cpio"
         build_initramfs(initrd, self.arch, modules)
-        memory = f"{mem_mb}M,slots={slots},maxmem={maxmem_mb}M" if self.arch == "x86_64" else f"{mem_mb}M"
-        args = [qemu, "-accel", "tcg", "-cpu", self.cpu, "-smp", str(smp),
-                "-m", memory,
+        dimms = self.arch in ("x86_64", "arm64")
+        memory = f"{mem_mb}M,slots={slots},maxmem={maxmem_mb}M" if dimms else f"{mem_mb}M"
+        firmware, append = [], f"console={CONSOLE.get(self.arch, 'ttyS0')} panic=-1"
+        if self.arch == "arm64" and self.uefi:
+            if not os.path.exists(UEFI_AARCH64):
+                raise VMError(f"{UEFI_AARCH64} not found (apt-get install qemu-efi-aarch64)")
+            varstore = self.dir / "efivars.fd"
+            shutil.copy(UEFI_AARCH64_VARS, varstore)
+            firmware = ["-drive", f"if=pflash,format=raw,readonly=on,file={UEFI_AARCH64}",
+                        "-drive", f"if=pflash,format=raw,file={varstore}"]
+            append = f"{append} acpi=force"
+        args = [qemu, *MACHINE.get(self.arch, []), *firmware, "-accel", "tcg", "-cpu", self.cpu,
+                "-smp", str(smp), "-m", memory,
                 "-kernel", str(bz), "-initrd", str(initrd),
-                "-append", f"console=ttyS0 panic=-1 {self.cmdline}".strip(),
+                "-append", f"{append} {self.cmdline}".strip(),
                 "-display", "none", "-vga", "none", "-monitor", "none", "-no-reboot",
                 "-serial", f"file:{self.console}",
                 "-device", "vmcoreinfo",
@@ -434,7 +474,7 @@ class TestVM:
         if host_root:
             args += ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
                      "readonly=on,multidevs=remap,id=hostroot"]
-        if numa > 1 and self.arch == "x86_64":
+        if numa > 1 and dimms:
             per = mem_mb // numa
             for n in range(numa):
                 args += ["-object", f"memory-backend-ram,id=m{n},size={per}M",
@@ -664,6 +704,10 @@ class TestVM:
     def load_capture_kernel(self, append: str = "") -> None:
         """``kexec -p`` this guest's own bzImage and initramfs (the host's
         kexec-tools, chrooted into /host) with CAPTURE_APPEND + ``append``."""
+        arch = getattr(self, "arch", kernel_arch(self.kernel_dir))  # an attached VM has no arch of its own
+        if arch != "x86_64":
+            raise VMError(f"kdump in the test VM runs the host's kexec and makedumpfile inside the guest: "
+                          f"not on an {arch} guest")
         kd = self.share / "kdump"
         kd.mkdir(exist_ok=True)
         self.capture_loaded()  # crashkernel= memory is reserved
@@ -783,9 +827,12 @@ def _cli() -> int:
     b.add_argument("--host-root", action="store_true", help="share / read-only at /host in the guest")
     b.add_argument("--workdir")
     b.add_argument("--mem", type=int, default=1024, help="boot memory in MiB")
-    b.add_argument("--arch", default="x86_64", choices=sorted(QEMU), help="guest architecture")
+    b.add_argument("--arch", choices=sorted(QEMU),
+                   help="guest architecture (default: arm64 for a kernel directory with an Image, else x86_64)")
     b.add_argument("--modules", help="comma-separated modules to insmod at boot "
                    "(default: those named in KERNEL_DIR/modules.load)")
+    b.add_argument("--uefi", action="store_true",
+                   help="arm64: boot through UEFI with ACPI (memory hotplug; the kernel then sees one NUMA node)")
     b.add_argument("--crashkernel", metavar="SIZE",
                    help="reserve SIZE (e.g. 160M) for kdump and load the guest's own kernel as its "
                         "capture kernel (implies --host-root)")
@@ -819,6 +866,7 @@ def _cli() -> int:
         if args.cmd == "boot":
             vm = TestVM(args.kernel_dir, cmdline=args.append, host_root=args.host_root,
                         workdir=args.workdir, mem_mb=args.mem, arch=args.arch, crashkernel=args.crashkernel,
+                        uefi=args.uefi,
                         modules=None if args.modules is None else [m for m in args.modules.split(",") if m])
             if args.crashkernel:
                 vm.load_capture_kernel()

@@ -230,9 +230,10 @@ def inspect_json(*args: str, check_rc: int | None = 0) -> dict:
     return json.loads(inspect(*args, "--json", "--no-progress", check_rc=check_rc).stdout)
 
 
-def dmesg_page_ext_bytes(vm: TestVM) -> int | None:
-    """N from the kernel's own boot line "allocated N bytes of page_ext"."""
-    m = re.search(r"allocated (\d+) bytes of page_ext", vm.dmesg())
+def dmesg_page_ext_bytes(vm: TestVM | str) -> int | None:
+    """N from the kernel's own boot line "allocated N bytes of page_ext"
+    (in the guest's dmesg, or in dmesg text read before)."""
+    m = re.search(r"allocated (\d+) bytes of page_ext", vm if isinstance(vm, str) else vm.dmesg())
     return int(m.group(1)) if m else None
 
 

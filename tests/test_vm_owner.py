@@ -394,22 +394,32 @@ def _aggregate(records: dict, by: str) -> dict:
     return {k: (pages[k], allocs[k]) for k in pages}
 
 
-@pytest.mark.parametrize("by", ["stack", "pid", "tgid", "comm", "gfp", "order", "migratetype"])
-def test_top_equals_the_aggregate_of_the_kernels_text(snap, compared, by):
-    vmlinux = snap["vmlinux"]
-    # The kernel's records, minus those explained as gone after the read
-    # began, plus those explained as new: the records the dump holds.
+def expected_top(compared: dict, by: str) -> dict:
+    """``top --by BY`` as the kernel's text says it: its records, minus those
+    explained as gone after the read began, plus those explained as new (the
+    records the dump holds), summed."""
     expected_recs = {k: b for k, b in compared["kernel"].items() if k not in set(compared["kernel_only"])}
     expected_recs.update({k: compared["ours"][k] for k in compared["ours_only"]})
-    expected = _aggregate(expected_recs, by)
-    rows = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json").stdout)["rows"]
+    return _aggregate(expected_recs, by)
+
+
+def top_of(core: str, vmlinux: str, by: str) -> tuple[list, dict]:
+    """Our ``top --by BY --json`` rows, and key -> (pages, allocations)."""
+    rows = json.loads(inspect("top", core, "-s", vmlinux, "--by", by, "--json").stdout)["rows"]
     got = {}
     for r in rows:
         k = tuple(r["key"]) if by == "stack" else r["key"]
         if by == "comm":
             k = k.encode().decode("unicode_escape") if "\\" in k else k
         got[k] = (r["pages"], r["allocations"])
-    assert got == expected
+    return rows, got
+
+
+@pytest.mark.parametrize("by", ["stack", "pid", "tgid", "comm", "gfp", "order", "migratetype"])
+def test_top_equals_the_aggregate_of_the_kernels_text(snap, compared, by):
+    vmlinux = snap["vmlinux"]
+    rows, got = top_of(snap["core"], vmlinux, by)
+    assert got == expected_top(compared, by)
     # The same sums straight from the kernel's text differ only by the explained records.
     raw = _aggregate(compared["kernel"], by)
     assert sum(p for p, _ in raw.values()) > 20000

@@ -28,6 +28,8 @@ def run_simulate(ctx: Context) -> int:
         doc = scenarios.load(a.scenario)
         if a.variant:
             get(a.variant)
+        if a.geometry:
+            doc = scenarios.with_geometry(doc, a.geometry)
         result = scenarios.run(doc, a.variant)
     except SimError as e:
         raise UsageError(str(e)) from None
@@ -43,7 +45,7 @@ def run_simulate(ctx: Context) -> int:
         ctx.echo(json.dumps(result.to_json(), indent=1))
         return 0
     _print_run(ctx, doc, result)
-    if not a.variant and "expected" in doc and doc["expected"] != result.to_json() and not a.record:
+    if not a.variant and not a.geometry and "expected" in doc and doc["expected"] != result.to_json() and not a.record:
         ctx.note("note: this run differs from the recording in the scenario file")
     return 0
 
@@ -56,6 +58,8 @@ def _print_run(ctx: Context, doc: dict, result) -> None:
     lay = result.layout
     ctx.echo(f"scenario      {doc.get('name') or a.scenario}: {doc.get('description', '')}")
     ctx.echo(f"variant       {a.variant or doc['variant']} (release {lay.release}, {lay.memory_model})")
+    ctx.echo(f"geometry      {doc['input'].get('geometry') or 'as given'}: {lay.page_size}-byte pages"
+             + (f", {lay.section_pages} pages a section" if lay.section_pages else ""))
     ctx.echo(f"entry size    {lay.entry_size} bytes")
     ctx.echo(f"total_usage   {result.total_usage} bytes; tables now {lay.total_bytes} bytes "
              f"in {len(lay.tables)} tables")
@@ -122,6 +126,9 @@ COMMANDS = [
                 Opt(("scenario",), "scenario", "scenario name (see inspector/sim/recorded) or a JSON path",
                     positional=True, required=True, metavar="SCENARIO"),
                 Opt(("--variant",), "variant", "kernel variant (default: the scenario's)", metavar="NAME"),
+                Opt(("--geometry",), "geometry", "page and section size: x86_64, arm64-4k, arm64-64k (default: "
+                    "the scenario's; its section numbers stay, so memory scales with the section size)",
+                    metavar="NAME"),
                 Opt(("--record",), "record", "write the scenario with this run as its recording to FILE",
                     metavar="FILE"),
                 Opt(("--json",), "as_json", "print the run as JSON", bool, False),
@@ -129,7 +136,8 @@ COMMANDS = [
 Examples:
   pageext-inspect simulate hot-add-online                  # a recorded scenario
   pageext-inspect simulate online-fail-v6.6 --variant v3.19 # the same run under older rules
-  pageext-inspect simulate boot-2-nodes --record my.json    # re-record, to a file you name""",
+  pageext-inspect simulate boot-2-nodes --record my.json    # re-record, to a file you name
+  pageext-inspect simulate boot-arm64-64k                   # the arm64 test guest, 64K pages""",
             target=False),
     Command("validate", "Compare a kernel's page_ext with the reference simulator's prediction for its own "
             "memory map; exit 1 on any difference.", run_validate, (

@@ -23,7 +23,7 @@ from typing import Any, Optional
 from ..model import (ENTRY_EXTRA_MEM, ENTRY_PAGE_EXT_SIZE, ENTRY_SHARED_FLAGS, ENTRY_STRUCT, INVALID, OFFLINE,
                      ONLINE, Client, Layout, SectionInfo, Table)
 from ..errors import PageExtError
-from ..versions import Variant
+from ..versions import Variant, geometry
 
 DIRECT_MAP = 0xFFFF888000000000  # x86-64 page_offset_base without KASLR
 PAGE_EXT_INVALID = 0x1  # mm/page_ext.c, b1d5488a252d (v6.1)
@@ -86,6 +86,18 @@ class Simulator:
         self.flat = self.model == "flatmem"
         self.page_size = int(machine.get("page_size", 4096))
         self.section_pages = None if self.flat else int(machine.get("section_pages", 32768))
+        if machine.get("geometry") is not None:  # a named page/section size (inspector.versions.GEOMETRIES)
+            try:
+                geo = geometry(str(machine["geometry"]))
+            except ValueError as e:
+                raise SimError(str(e)) from None
+            given = {k: int(machine[k]) for k in ("page_size", "section_pages") if k in machine}
+            implied = {"page_size": geo.page_size, "section_pages": geo.section_pages}
+            clash = [f"{k} {v} (it has {implied[k]})" for k, v in given.items() if v != implied[k]]
+            if clash:
+                raise SimError(f"geometry {geo.name} contradicts the scenario's " + ", ".join(clash))
+            self.page_size = geo.page_size
+            self.section_pages = None if self.flat else geo.section_pages
         self.max_order_nr = int(machine.get("max_order_nr_pages", 1024))
         self.struct_size = int(machine.get("struct_page_ext_size", 8))
         self.block_sections = machine.get("block_sections")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .model import SimResult, simulate
-from ..versions import get
+from ..versions import geometry, get
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
 
@@ -85,6 +85,23 @@ BUILTIN: dict[str, dict[str, Any]] = {
                             {"nid": 1, "start_pfn": 0x7ff00, "end_pfn": 0x100000}],
                   "clients": CLIENTS_BOTH},
     },
+    # QEMU's arm64 `virt` machine as scripts/testvm.py boots it: 1 GiB of RAM
+    # from 0x40000000, two 512 MiB nodes, 6.12's rules (v6.6).  Client sizes
+    # are the arm64 6.12 build's (struct page_owner 64 bytes there).
+    "boot-arm64-4k": {
+        "description": "The arm64 test guest with 4K pages: 128 MiB sections 8-15, nodes of 4 each.",
+        "variant": "v6.6",
+        "input": {"memory_model": "sparsemem-vmemmap", "geometry": "arm64-4k", "block_sections": 1,
+                  "sections": [{"nr": 8 + i, "node": i // 4} for i in range(8)],
+                  "clients": [dict(CLIENTS_BOTH[0], size=64), CLIENTS_BOTH[1]]},
+    },
+    "boot-arm64-64k": {
+        "description": "The arm64 test guest with 64K pages: 512 MiB sections 2 and 3, one a node.",
+        "variant": "v6.6",
+        "input": {"memory_model": "sparsemem-vmemmap", "geometry": "arm64-64k", "block_sections": 1,
+                  "sections": [{"nr": 2, "node": 0}, {"nr": 3, "node": 1}],
+                  "clients": [dict(CLIENTS_BOTH[0], size=64), CLIENTS_BOTH[1]]},
+    },
     "no-client-needs": {
         "description": "page_ext compiled in, but no client's need() is true: nothing is allocated "
                        "and the kernel prints no 'allocated' line.",
@@ -133,6 +150,14 @@ def load(name: str) -> dict[str, Any]:
     if name in BUILTIN:
         return {"name": name, **BUILTIN[name]}
     raise ValueError(f"no scenario {name!r} (known: {', '.join(names())})")
+
+
+def with_geometry(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    """The scenario with its page and section size replaced by geometry ``name``
+    (inspector.versions.GEOMETRIES); its section numbers stay as they are."""
+    geometry(name)  # ValueError naming the known ones
+    machine = {k: v for k, v in doc["input"].items() if k not in ("page_size", "section_pages")}
+    return {**doc, "input": {**machine, "geometry": name}}
 
 
 def run(doc: dict[str, Any], variant: Optional[str] = None) -> SimResult:
