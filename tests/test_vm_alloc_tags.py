@@ -297,3 +297,17 @@ def test_profiling_off_at_boot_is_refused(kernel612, setting, tmp_path):
         assert m and int(m.group(1)) == doc["page_ext"]["kernel_total_usage"]
         active = sum(c["size"] for c in doc["page_ext"]["clients"] if c["active"]) + 8
         assert doc["page_ext"]["entry_size"] == active + (8 if setting == "0" else 0)
+
+
+def test_min_bytes_and_its_deprecated_name(snap):
+    """--min-bytes N keeps the tags holding at least N page_ext bytes, in the
+    order of the full list; --threshold N, its old name, does the same and
+    says on stderr that it is deprecated (issue 20)."""
+    core, vmlinux = snap["core"], snap["vmlinux"]
+    full = json.loads(inspect("alloc-tags", core, "-s", vmlinux, "--json").stdout)["tags"]
+    n = sorted(r["bytes"] for r in full)[len(full) // 2]
+    kept = json.loads(inspect("alloc-tags", core, "-s", vmlinux, "--json", "--min-bytes", str(n)).stdout)["tags"]
+    assert kept == [r for r in full if r["bytes"] >= n] and 0 < len(kept) < len(full)
+    old = inspect("alloc-tags", core, "-s", vmlinux, "--json", "--threshold", str(n))
+    assert json.loads(old.stdout)["tags"] == kept
+    assert "--threshold is deprecated: use --min-bytes" in old.stderr
