@@ -31,7 +31,7 @@ echo "kexec-tools kexec-tools/load_kexec boolean false" | debconf-set-selections
 install --no-install-recommends "${kdump[@]}"
 # Debian's bcc lives in /usr/lib/python3/dist-packages for /usr/bin/python3,
 # so the venv is made from that interpreter with --system-site-packages.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import drgn, typer, tabulate, pyarrow, duckdb, matplotlib, qemu.qmp, pytest' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import drgn, typer, tabulate, pyarrow, duckdb, matplotlib, qemu.qmp, pytest, jsonschema' 2>/dev/null; then
     /usr/bin/python3 -m venv --system-site-packages .venv
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' >&2
 fi

@@ -227,7 +227,7 @@ def test_plot_draws_one_point_per_sample_per_stack(tmp_path):
     png = tmp_path / "leak.png"
     doc = json.loads(inspect("plot", str(d), "-o", str(png), "--json", "--limit", "5").stdout)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
-    assert doc["samples"] == 8 and len(doc["lines"]) == 5 and doc["missing"]["records_hidden"] == 0
+    assert doc["sample_count"] == 8 and len(doc["lines"]) == 5 and doc["missing"]["records_hidden"] == 0
     assert doc["lines"][0]["label"] == "shmem_get_folio_gfp < shmem_fallocate  [leak suspect]"
     assert doc["lines"][0]["y"] == SERIES[LEAK] and doc["lines"][0]["x"] == [i / 2 for i in range(8)]
     assert all(len(line["x"]) == len(line["y"]) == 8 for line in doc["lines"])
@@ -283,7 +283,7 @@ def test_plot_refuses_a_fleet_unless_told_which_machine(tmp_path):
     proc = inspect("plot", str(d), "-o", str(tmp_path / "p.png"), check_rc=2)
     assert "2 machines" in one_error_line(proc) and "--machine" in proc.stderr
     doc = json.loads(inspect("plot", str(d), "-o", str(tmp_path / "p.png"), "--machine", "vm", "--json").stdout)
-    assert doc["samples"] == 3
+    assert doc["sample_count"] == 3
 
 
 # -- the recorded snapshot: what this version wrote, later ones must read --------------------------------

@@ -168,3 +168,21 @@ def test_bad_sort_and_cull(tmp_path, args, message):
     proc = inspect("top", str(tmp_path / "core"), *args, check_rc=2)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("sort", ["-pid,tg", "n", "-st", "at"])
+def test_owner_sort_lists_records_in_the_tools_group_order(tmp_path, sort):
+    """owner --format debugfs --sort: every record, in the order of the 6.1
+    tool's groups (one per distinct text without --cull)."""
+    from inspector.clients.aggregators import order_records, parse_sort
+    recs = [r for r in synthetic_mixed(True) if r.endswith("\n\n")]
+    text = "".join(recs).encode("latin-1")
+    ours = order_records(text, parse_sort(sort))
+    assert sorted(ours) == sorted(r.encode("latin-1") for r in recs)
+    runs = []
+    for rec in ours:
+        txt = b"\n".join(ln for ln in rec[:-2].split(b"\n") if not ln.startswith(b"PFN")) + b"\n"
+        if not runs or runs[-1] != txt:
+            runs.append(txt)
+    theirs = run_tool(c_tool("6.1"), tmp_path, recs, "--sort", sort)
+    assert runs == [g.partition(b"\n")[2] + b"\n" for g in theirs.split(b"\n\n")[:-1]]

@@ -289,7 +289,7 @@ def test_profiling_off_at_boot_is_refused(kernel612, setting, tmp_path):
         assert "inactive in this boot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         clients = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
         row = next(c for c in clients if c["name"] == "page_alloc_tagging")
-        assert row["state"] != "active"
+        assert row["state"] != "active" and row["active"] is False
         doc = json.loads(inspect("--qemu", vm.qmp_path, "-s", vmlinux, "--json", "--no-progress").stdout)
         # =0 keeps the client's 8 bytes per page (need() is mem_profiling_support), =never drops them:
         # the kernel's own total says which.

@@ -320,7 +320,7 @@ def order_records(text: bytes, sort: tuple) -> list[bytes]:
     members: dict = defaultdict(list)
     texts = []
     for raw in raws:
-        entries, _ = _entries([raw.decode("latin-1")], sort[0][0] == "alloc_ts")
+        entries, _ = _entries([raw.decode("latin-1")], bool(sort) and sort[0][0] == "alloc_ts")
         members[entries[0].txt].append(raw)
         texts.append(raw.decode("latin-1"))
     out = []

@@ -50,7 +50,7 @@ def run_alloc_tags(ctx: Context) -> int:
     at = pe.client(CLIENT_NAME)
     if n is not None:
         d = at.at(n)
-        ctx.echo(json.dumps(d, indent=1) if a.as_json else pfn_text(d))
+        ctx.echo(json.dumps(d | {"missing": missing_json(ctx)}, indent=1) if a.as_json else pfn_text(d))
         return 0
     s = at.scan(lo, hi, a.node)
     kernel = at.kernel_counters()

@@ -369,7 +369,7 @@ def run_plot(ctx: Context) -> int:
         ctx.missing.merge(Missing.from_json(m.get("missing") or {}))
     drawn = draw(samples, a.output, a.limit or 8)
     if a.as_json:
-        ctx.echo(json.dumps({"file": a.output, "samples": samples.n, "time_axis": samples.axis, "lines": drawn,
+        ctx.echo(json.dumps({"file": a.output, "sample_count": samples.n, "time_axis": samples.axis, "lines": drawn,
                              "missing": missing_json(ctx)}, indent=1))
     else:
         ctx.echo(f"{a.output}: {len(drawn)} stacks over {samples.n} samples ({samples.minutes:.1f} min of the "
