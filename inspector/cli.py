@@ -110,7 +110,7 @@ def _param(opt: Opt) -> _inspect.Parameter:
                                  metavar=(opt.metavar or opt.dest).upper(), show_default=False)
     else:
         extra = {"min": opt.minimum} if opt.type is int and opt.minimum is not None else {}
-        default = typer.Option(opt.default, *opt.flags, help=opt.help, metavar=opt.metavar,
+        default = typer.Option(opt.default, *opt.flags, help=opt.help, metavar=opt.metavar, hidden=opt.hidden,
                                show_default=opt.type is not bool and opt.default not in (None, "", 0), **extra)
     annotation = {bool: bool, int: Optional[int] if opt.default is None else int}.get(
         opt.type, str if opt.required else Optional[str])

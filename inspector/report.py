@@ -49,7 +49,7 @@ def to_json(target: Optional[dict], layout: Layout, checks: list[Check],
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, sort_keys=False)
+    return json.dumps(doc, indent=1, sort_keys=False)  # one indentation for every command (docs/json.md)
 
 
 def _yes(b: bool) -> str:

@@ -36,7 +36,7 @@ install --no-install-recommends "${kdump[@]}"
 spark=${PAGEEXT_SPARK:-0}
 [ "${1:-}" = "--spark" ] && spark=1
 extras=test
-modules="drgn, typer, tabulate, pyarrow, duckdb, matplotlib, qemu.qmp, pytest"
+modules="drgn, typer, tabulate, pyarrow, duckdb, matplotlib, qemu.qmp, pytest, jsonschema"
 if [ "$spark" = 1 ]; then
     command -v java > /dev/null || install --no-install-recommends default-jre-headless
     extras=test,spark

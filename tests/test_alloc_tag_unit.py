@@ -287,3 +287,20 @@ def test_compressed_tags_are_read_from_page_flags():
     assert (d["state"], d["order"], d["order_source"]) == ("tagged", 2, COMPOUND)
     assert at.at(START_PFN + 16)["tag"] == "drivers/x/mod.c:42 [mymod] func:mod_alloc"
     assert at.at(START_PFN + 3)["state"] == "none"
+
+
+# -- --min-bytes (issue 20: units in the name; --threshold is its hidden old name) --------------------
+
+def test_min_bytes_replaces_threshold(tmp_path):
+    from types import SimpleNamespace
+
+    from conftest import inspect
+    from inspector.commands.alloc_tag import prepare_alloc_tags
+    help_text = inspect("alloc-tags", "--help").stdout
+    assert "--min-bytes" in help_text and "--threshold" not in help_text
+    a = SimpleNamespace(min_bytes=0, threshold=4096)
+    prepare_alloc_tags(a)
+    assert a.min_bytes == 4096
+    proc = inspect("alloc-tags", str(tmp_path / "core"), "--threshold", "1", "--min-bytes", "2", check_rc=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "give --min-bytes only" in lines[0], proc.stderr

@@ -64,8 +64,8 @@ def make(path: Path, stacks: dict, *, sample: int = 0, boot: str = "boot-1", rel
             if p:
                 add(kind="stack", handle=(handles or HANDLES)[frames], stack="\n".join(frames),
                     top_frame=snapshot.top_frame(frames), node=node, migratetype="Movable", pages=p, allocations=p)
-    for (pid, comm), pages in (tasks or {}).items():
-        add(kind="task", pid=pid, tgid=pid, comm=comm, node=0, migratetype="Movable", pages=pages, allocations=pages)
+    for (pid, comm, *tgid), pages in (tasks or {}).items():
+        add(kind="task", pid=pid, tgid=tgid[0] if tgid else pid, comm=comm, node=0, migratetype="Movable", pages=pages, allocations=pages)
     n = len(rows["kind"])
     rows["time"] = [t_ns // 1000] * n
     rows["machine"], rows["release"], rows["boot_id"] = ["vm"] * n, [release] * n, [boot] * n
@@ -134,6 +134,18 @@ def test_diff_sorts_by_growth_and_counts_new_vanished_and_nodes(tmp_path):
     assert [(r["key"], r["delta_pages"]) for r in comms] == [("leaker", 300)]
     text = inspect("diff", str(a), str(b), "--limit", "2").stdout
     assert "+300" in text and "shmem_fallocate" in text and "4 changed" not in text and "(of 4;" in text
+
+
+def test_diff_by_tgid_adds_up_a_process_threads(tmp_path):
+    """diff --by tgid (issue 20): the threads of one process (pids 7 and 8 of
+    tgid 7) counted together, as page_owner_sort --cull tgid groups them."""
+    a = make(tmp_path / "a.parquet", {LEAK: 10}, tasks={(7, "leaker", 7): 10, (8, "worker", 7): 5, (9, "sh"): 4})
+    b = make(tmp_path / "b.parquet", {LEAK: 30}, sample=1,
+             tasks={(7, "leaker", 7): 20, (8, "worker", 7): 15, (9, "sh"): 2})
+    rows = json.loads(inspect("diff", str(a), str(b), "--json", "--by", "tgid").stdout)["rows"]
+    assert [(r["key"], r["comm"], r["pids"], r["pages_a"], r["pages_b"], r["delta_pages"]) for r in rows] == [
+        (7, "leaker,worker", 2, 15, 35, 20), (9, "sh", 1, 4, 2, -2)]
+    assert "7 (leaker,worker)" in inspect("diff", str(a), str(b), "--by", "tgid").stdout
 
 
 def test_diff_matches_by_text_across_boots_and_warns_once_for_releases(tmp_path):
@@ -215,7 +227,7 @@ def test_plot_draws_one_point_per_sample_per_stack(tmp_path):
     png = tmp_path / "leak.png"
     doc = json.loads(inspect("plot", str(d), "-o", str(png), "--json", "--limit", "5").stdout)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
-    assert doc["samples"] == 8 and len(doc["lines"]) == 5 and doc["missing"]["records_hidden"] == 0
+    assert doc["sample_count"] == 8 and len(doc["lines"]) == 5 and doc["missing"]["records_hidden"] == 0
     assert doc["lines"][0]["label"] == "shmem_get_folio_gfp < shmem_fallocate  [leak suspect]"
     assert doc["lines"][0]["y"] == SERIES[LEAK] and doc["lines"][0]["x"] == [i / 2 for i in range(8)]
     assert all(len(line["x"]) == len(line["y"]) == 8 for line in doc["lines"])
@@ -271,7 +283,7 @@ def test_plot_refuses_a_fleet_unless_told_which_machine(tmp_path):
     proc = inspect("plot", str(d), "-o", str(tmp_path / "p.png"), check_rc=2)
     assert "2 machines" in one_error_line(proc) and "--machine" in proc.stderr
     doc = json.loads(inspect("plot", str(d), "-o", str(tmp_path / "p.png"), "--machine", "vm", "--json").stdout)
-    assert doc["samples"] == 3
+    assert doc["sample_count"] == 3
 
 
 # -- the recorded snapshot: what this version wrote, later ones must read --------------------------------

@@ -289,7 +289,7 @@ def test_profiling_off_at_boot_is_refused(kernel612, setting, tmp_path):
         assert "inactive in this boot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         clients = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
         row = next(c for c in clients if c["name"] == "page_alloc_tagging")
-        assert row["state"] != "active"
+        assert row["state"] != "active" and row["active"] is False
         doc = json.loads(inspect("--qemu", vm.qmp_path, "-s", vmlinux, "--json", "--no-progress").stdout)
         # =0 keeps the client's 8 bytes per page (need() is mem_profiling_support), =never drops them:
         # the kernel's own total says which.
@@ -297,3 +297,17 @@ def test_profiling_off_at_boot_is_refused(kernel612, setting, tmp_path):
         assert m and int(m.group(1)) == doc["page_ext"]["kernel_total_usage"]
         active = sum(c["size"] for c in doc["page_ext"]["clients"] if c["active"]) + 8
         assert doc["page_ext"]["entry_size"] == active + (8 if setting == "0" else 0)
+
+
+def test_min_bytes_and_its_deprecated_name(snap):
+    """--min-bytes N keeps the tags holding at least N page_ext bytes, in the
+    order of the full list; --threshold N, its old name, does the same and
+    says on stderr that it is deprecated (issue 20)."""
+    core, vmlinux = snap["core"], snap["vmlinux"]
+    full = json.loads(inspect("alloc-tags", core, "-s", vmlinux, "--json").stdout)["tags"]
+    n = sorted(r["bytes"] for r in full)[len(full) // 2]
+    kept = json.loads(inspect("alloc-tags", core, "-s", vmlinux, "--json", "--min-bytes", str(n)).stdout)["tags"]
+    assert kept == [r for r in full if r["bytes"] >= n] and 0 < len(kept) < len(full)
+    old = inspect("alloc-tags", core, "-s", vmlinux, "--json", "--threshold", str(n))
+    assert json.loads(old.stdout)["tags"] == kept
+    assert "--threshold is deprecated: use --min-bytes" in old.stderr

@@ -334,7 +334,7 @@ def test_the_plot_draws_each_stack_at_every_sample(hist, tmp_path):
     # plot on the directory draws the same lines.
     out = tmp_path / "again.png"
     doc = json.loads(inspect("plot", str(hist["snaps"]), "-o", str(out), "--json").stdout)
-    assert doc["samples"] == SAMPLES and [(d["label"], d["y"]) for d in doc["lines"]] == \
+    assert doc["sample_count"] == SAMPLES and [(d["label"], d["y"]) for d in doc["lines"]] == \
         [(d["label"], d["y"]) for d in drawn]
     # A real picture: many colours, not a blank canvas.
     import matplotlib.image

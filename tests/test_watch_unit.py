@@ -220,12 +220,12 @@ def test_a_long_watch_compacts_its_hours_and_plot_and_diff_read_them(tmp_path):
     assert size < 0.6 * sum(f.stat().st_size for f in (tmp_path / "plain").iterdir())
     # plot reads the compacted history: every sample, the leak's series as the kernel made it.
     doc = json.loads(inspect("plot", str(tmp_path / "w"), "-o", str(tmp_path / "p.png"), "--json").stdout)
-    assert doc["samples"] == 30 and doc["lines"][0]["stack"] == list(LEAK) and doc["lines"][0]["y"] == leak
+    assert doc["sample_count"] == 30 and doc["lines"][0]["stack"] == list(LEAK) and doc["lines"][0]["y"] == leak
     # A per-sample file left beside the compacted file that holds it is drawn once.
     first_hour = sorted(hours)[0]
     snapshot.write_table(*_part(tmp_path / "w" / first_hour, 0), str(tmp_path / "w" / "stray.parquet"))
     again = json.loads(inspect("plot", str(tmp_path / "w"), "-o", str(tmp_path / "p.png"), "--json").stdout)
-    assert again["samples"] == 30
+    assert again["sample_count"] == 30
     # diff names one sample of a compacted file as FILE#N; the JSON list of samples says where each went.
     listed = w.sample_list()
     assert listed[0]["file"] == f"{tmp_path / 'w' / first_hour}#1" and listed[-1]["file"].endswith(".parquet")

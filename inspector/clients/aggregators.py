@@ -80,65 +80,277 @@ def _page_num(block: bytes) -> int:
     return 0 if order > 64 else 1 << order
 
 
-def _blocks(texts: Iterable[str]) -> Iterator[bytes]:
-    """read_block() over the concatenated debugfs text (latin-1 characters)."""
+def _blocks(texts: Iterable[str]) -> Iterator[tuple[bytes, bytes]]:
+    """read_block() over the concatenated debugfs text (latin-1 characters):
+    each block and the last ``PFN`` line read (its ext_buf)."""
     pending: list[bytes] = []
-    tail = b""
+    tail = pfn = b""
     for text in texts:
         data = tail + text.encode("latin-1")
         lines = data.split(b"\n")
         tail = lines.pop()  # an unfinished line waits for the next record
         for line in lines:
             if not line:  # fgets() read just "\n": the block ends
-                yield b"".join(pending)
+                yield b"".join(pending), pfn
                 pending = []
-            elif not line.startswith(b"PFN"):
+            elif line.startswith(b"PFN"):
+                pfn = line
+            else:
                 pending.append(line + b"\n")
     # EOF: read_block() returns -1 and the block in progress is dropped.
 
 
-def page_owner_sort(texts: Iterable[str], by: str) -> list[dict]:
-    """Groups as page_owner_sort ``--cull CULL[by]`` prints them, in its order.
+# page_owner_sort's key names (get_arg_type(): the long name and its short
+# alias, v5.19+; "free"/"free_ts" only in copies that still parse free_ts,
+# Debian's 6.1 -- the 6.12 copy has neither).  "times" and "pages" are ours:
+# the orders of its legacy -t and -m flags, which --sort has no key for.
+SORT_KEYS = {"pid": "pid", "p": "pid", "tgid": "tgid", "tg": "tgid", "name": "name", "n": "name",
+             "stacktrace": "stacktrace", "st": "stacktrace", "txt": "txt", "T": "txt",
+             "alloc_ts": "alloc_ts", "at": "alloc_ts", "free_ts": "free_ts", "ft": "free_ts",
+             "allocator": "allocator", "ator": "allocator", "times": "times", "pages": "pages"}
+CULL_KEYS = {"pid": "pid", "p": "pid", "tgid": "tgid", "tg": "tgid", "name": "name", "n": "name",
+             "stacktrace": "stacktrace", "st": "stacktrace", "free": "free", "f": "free",
+             "allocator": "allocator", "ator": "allocator"}
+# compare_cull_condition()'s order of the cull keys.
+_CULL_ORDER = ("stacktrace", "pid", "tgid", "name", "free", "allocator")
+_TS = re.compile(rb"ts\s*([0-9]*)\s*ns")         # 6.12's ts_nsec_pattern
+_TS_61 = re.compile(rb"ts\s*([0-9]*)\s*ns,")     # 6.1's
+_FREE_TS = re.compile(rb"free_ts\s*([0-9]*)\s*ns")
+_CMA, _SLAB, _VMALLOC, _OTHERS = 1 << 1, 1 << 2, 1 << 3, 1 << 4
+_U64 = (1 << 64) - 1
 
-    Each row: ``key`` (bytes for stack and comm, int for pid and tgid),
-    ``times``, ``pages`` and ``text`` (the group's output bytes).
+
+def parse_sort(spec: Optional[str]) -> tuple[tuple[str, int], ...]:
+    """``--sort``'s ``[+|-]key[,[+|-]key[,...]]`` as parse_sort_args() reads it.
+
+    >>> parse_sort("-pid,at")
+    (('pid', -1), ('alloc_ts', 1))
+
+    :param spec: the option's value (None: no order given)
+    :return: (key, sign) pairs; sign -1 is descending
+    """
+    if spec is None:
+        return ()
+    out = []
+    for arg in spec.split(","):
+        sign = -1 if arg[:1] == "-" else 1
+        key = SORT_KEYS.get(arg[1:] if arg[:1] in "+-" and arg else arg)
+        if key is None:
+            raise UsageError(f"unknown --sort key {arg!r} (page_owner_sort's: {', '.join(SORT_KEYS)})")
+        out.append((key, sign))
+    return tuple(out)
+
+
+def parse_cull(spec: Optional[str]) -> frozenset:
+    """``--cull``'s comma-separated keys as parse_cull_args() reads them.
+
+    >>> sorted(parse_cull("pid,n"))
+    ['name', 'pid']
+
+    :param spec: the option's value
+    :return: the cull keys
+    """
+    if spec is None:
+        return frozenset()
+    out = set()
+    for arg in spec.split(","):
+        if arg not in CULL_KEYS:
+            raise UsageError(f"unknown --cull key {arg!r} (page_owner_sort's: {', '.join(CULL_KEYS)})")
+        out.add(CULL_KEYS[arg])
+    return frozenset(out)
+
+
+def _allocator(block: bytes, pfn_line: bytes) -> int:
+    """get_allocator(): CMA and slab from the PFN line, vmalloc when the line
+    before __vmalloc_node_range's holds alloc_pages."""
+    a = (_CMA if b"CMA" in pfn_line else 0) | (_SLAB if b"slab" in pfn_line else 0)
+    at = block.find(b"__vmalloc_node_range")
+    if at >= 0:
+        t = block.rfind(b"\n", 0, at)
+        first = block.rfind(b"\n", 0, max(t, 0)) + 1
+        hit = block.find(b"alloc_pages", first)
+        if 0 <= hit < at:
+            a |= _VMALLOC
+    return a or _OTHERS
+
+
+def _allocator_text(a: int) -> bytes:
+    """print_allocator()."""
+    return b"allocated by " + b"".join(name for bit, name in ((_CMA, b"CMA "), (_SLAB, b"SLAB "),
+                                                                (_VMALLOC, b"VMALLOC "), (_OTHERS, b"OTHERS "))
+                                        if a & bit)
+
+
+class _Entry:
+    """One struct block_list."""
+    __slots__ = ("txt", "stacktrace", "pid", "tgid", "name", "alloc_ts", "free_ts", "allocator", "times", "pages")
+
+
+def _entries(texts: Iterable[str], keep_ts: bool) -> tuple[list[_Entry], bool]:
+    """add_list() over read_block(); ``keep_ts``: 6.12 strips the ts digits
+    from the text unless the first sort key is alloc_ts."""
+    out: list[_Entry] = []
+    legacy = None
+    last = None
+    for block, pfn in _blocks(texts):
+        if legacy is None:
+            # A text with free_ts is a kernel whose tool parses it (Debian's
+            # 6.1 copy): it also folds a block identical to the one before,
+            # keeps the ts in the text and matches "ns," -- the 6.12 copy does none.
+            legacy = _FREE_TS.search(block) is not None
+        if legacy and last is not None and block == last.txt:
+            last.times += 1
+            last.pages += _page_num(block)
+            continue
+        e = _Entry()
+        e.pid, e.tgid = _strtol(_PID, block), _strtol(_TGID, block)
+        m = _COMM.search(block)
+        e.name = m.group(1).split(b"\0", 1)[0] if m else b""
+        m = (_TS_61 if legacy else _TS).search(block)
+        e.alloc_ts = int(m.group(1)) if m and m.group(1) else _U64
+        m = _FREE_TS.search(block)
+        e.free_ts = int(m.group(1)) if m and m.group(1) else _U64 if legacy else 0  # strtoull() failing: -1
+        e.txt = block
+        if not legacy and not keep_ts:
+            m = _TS.search(block)
+            if m and m.group(1):
+                e.txt = block[:m.start(1)] + block[m.end(1):]
+        nl = e.txt.find(b"\n")
+        e.stacktrace = e.txt[nl + 1:] if nl >= 0 else b""
+        e.allocator = _allocator(block, pfn)
+        e.times, e.pages = 1, _page_num(block)
+        last = e
+        out.append(e)
+    return out, bool(legacy)
+
+
+def _value(e: _Entry, key: str):
+    if key == "free":  # compare_release(): released (free_ts != 0) after unreleased
+        return 1 if e.free_ts else 0
+    return getattr(e, key)
+
+
+def page_owner_sort(texts: Iterable[str], by: Optional[str] = None, *, cull: Optional[frozenset] = None,
+                    sort: tuple = (), selected: frozenset = frozenset()) -> list[dict]:
+    """Groups as page_owner_sort ``--cull KEYS --sort KEYS`` prints them, in its order.
+
+    Each row: ``key`` (one cull key: bytes for stack and comm, int for pid and
+    tgid; several: a tuple in compare_cull_condition()'s order), ``times``,
+    ``pages`` and ``text`` (the group's output bytes).
+
+    ``--sort`` is the order Documentation/mm/page_owner.rst gives, as the 6.1
+    copy sorts; the 6.12 copy overrides it with its -t default (main()'s
+    compare_flag switch runs set_single_cmp() after the options are parsed).
 
     :param texts: the debugfs text (``PageOwner.debugfs_bytes()`` as latin-1), chunk by chunk
-    :param by: a key of :data:`CULL`
+    :param by: a key of :data:`CULL` (``top --by``), or None with ``cull``
+    :param cull: the cull keys (:func:`parse_cull`); empty: one group per distinct text
+    :param sort: (key, sign) pairs (:func:`parse_sort`); empty: times, descending
+    :param selected: the select options given (``pid``, ``tgid``, ``name``): their fields are printed
     :return: the rows
     """
-    if by not in CULL:
-        raise UsageError(f"page_owner_sort has no cull for {by!r} (it culls by: {', '.join(CULL)})")
-    times: dict = defaultdict(int)
-    pages: dict = defaultdict(int)
-    for block in _blocks(texts):
-        if by == "stack":
-            nl = block.find(b"\n")
-            key = block[nl + 1:] if nl >= 0 else b""
-        elif by == "pid":
-            key = _strtol(_PID, block)
-        elif by == "tgid":
-            key = _strtol(_TGID, block)
+    if by is not None:
+        if by not in CULL:
+            raise UsageError(f"page_owner_sort has no cull for {by!r} (it culls by: {', '.join(CULL)})")
+        cull = frozenset({CULL[by]})
+    cull = cull or frozenset()
+    order = sort or (("times", -1),)
+    keep_ts = order[0][0] == "alloc_ts"
+    keys = [k for k in _CULL_ORDER if k in cull] or ["txt"]
+    groups: dict = {}
+    entries, legacy = _entries(texts, keep_ts)
+    for e in entries:
+        g = tuple(_value(e, k) for k in keys)
+        first = groups.get(g)
+        if first is None:
+            groups[g] = e
         else:
-            m = _COMM.search(block)
-            key = m.group(1).split(b"\0", 1)[0] if m else b""
-        times[key] += 1
-        pages[key] += _page_num(block)
-    keys = sorted(times)  # strcmp() order for bytes, numeric for pid/tgid
-    keys.sort(key=lambda k: -times[k])  # stable, like glibc's merge sort
-    rows = []
-    for k in keys:
-        head = b"%d times, %d pages" % (_c_int(times[k]), _c_int(pages[k]))
-        if by == "stack":
-            text = head + b":\n" + k + b"\n"
-        elif by == "pid":
-            text = head + b", PID %d\n" % k
-        elif by == "tgid":
-            text = head + b", TGID %d\n" % k
+            first.times += e.times
+            first.pages += e.pages
+    rows = [groups[g] for g in sorted(groups)]  # qsort() by the cull keys, equal neighbours folded
+    if legacy and any(k in ("alloc_ts", "free_ts") for k, _ in order):
+        # 6.1's compare_ts()/compare_free_ts() never return 0 (a < b ? -1 : 1):
+        # ties fall as glibc's merge sort leaves them, so sort as it does.
+        rows = _msort(rows, lambda a, b: _compare(a, b, order))
+    else:
+        for key, sign in reversed(order):  # stable sorts, last key first: compare_sort_condition()
+            rows.sort(key=lambda e: _value(e, key), reverse=sign < 0)
+    return [{"key": _row_key(e, keys), "times": e.times, "pages": e.pages, "txt": e.txt,
+             "text": _group_text(e, cull, selected)} for e in rows]
+
+
+def _compare(a: _Entry, b: _Entry, order: tuple) -> int:
+    """compare_sort_condition() with 6.1's comparators."""
+    for key, sign in order:
+        x, y = _value(a, key), _value(b, key)
+        c = (-1 if x < y else 1) if key in ("alloc_ts", "free_ts") else (x > y) - (x < y)
+        if c:
+            return sign * c
+    return 0
+
+
+def _msort(rows: list, cmp) -> list:
+    """glibc's msort_with_tmp(): halves (the first n // 2), merged taking the
+    left one unless cmp() > 0."""
+    if len(rows) <= 1:
+        return rows
+    n1 = len(rows) // 2
+    left, right = _msort(rows[:n1], cmp), _msort(rows[n1:], cmp)
+    out, i, j = [], 0, 0
+    while i < len(left) and j < len(right):
+        if cmp(left[i], right[j]) <= 0:
+            out.append(left[i])
+            i += 1
         else:
-            text = head + b", task_comm_name: " + k + b"\n"
-        rows.append({"key": k, "times": times[k], "pages": pages[k], "text": text})
-    return rows
+            out.append(right[j])
+            j += 1
+    return out + left[i:] + right[j:]
+
+
+def order_records(text: bytes, sort: tuple) -> list[bytes]:
+    """The records of a debugfs text (each with its PFN line and blank line)
+    in the order page_owner_sort ``--sort`` (no ``--cull``) prints their
+    groups: a group per distinct text, each group's records in text order.
+
+    :param text: debugfs text, whole records
+    :param sort: (key, sign) pairs (:func:`parse_sort`)
+    :return: the records' bytes, reordered
+    """
+    raws = [r + b"\n\n" for r in text.split(b"\n\n")[:-1]]
+    members: dict = defaultdict(list)
+    texts = []
+    for raw in raws:
+        entries, _ = _entries([raw.decode("latin-1")], bool(sort) and sort[0][0] == "alloc_ts")
+        members[entries[0].txt].append(raw)
+        texts.append(raw.decode("latin-1"))
+    out = []
+    for row in page_owner_sort(texts, sort=sort):
+        out.extend(members[row["txt"]])
+    return out
+
+
+def _row_key(e: _Entry, keys: list[str]):
+    return _value(e, keys[0]) if len(keys) == 1 else tuple(_value(e, k) for k in keys)
+
+
+def _group_text(e: _Entry, cull: frozenset, selected: frozenset) -> bytes:
+    """main()'s output of one group."""
+    head = b"%d times, %d pages" % (_c_int(e.times), _c_int(e.pages))
+    if not cull:
+        return head + b", " + _allocator_text(e.allocator) + b":\n" + e.txt + b"\n"
+    if "pid" in cull or "pid" in selected:
+        head += b", PID %d" % e.pid
+    if "tgid" in cull or "tgid" in selected:
+        head += b", TGID %d" % e.tgid
+    if "name" in cull or "name" in selected:
+        head += b", task_comm_name: " + e.name
+    if "allocator" in cull:
+        head += b", " + _allocator_text(e.allocator)
+    if "free" in cull:
+        head += b" (UNRELEASED)" if e.free_ts else b" (RELEASED)"
+    if "stacktrace" in cull:
+        head += b":\n" + e.stacktrace
+    return head + b"\n"
 
 
 def _c_int(n: int) -> int:

@@ -11,6 +11,7 @@ import json
 
 from ..clients.alloc_tag import (ASSUMED, CLIENT_NAME, COMPOUND, NEXT_TAGGED, PAGE_OWNER, AllocTags, Scan,
                                 alloc_tag_rows)
+from ..errors import UsageError
 from ..text import escape
 from .base import LIMIT, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
 
@@ -30,8 +31,18 @@ def pfn_text(d: dict) -> str:
     return f"pfn {d['pfn']:#x}: {escape(d['tag'])}  {order}, {d['bytes']} bytes"
 
 
+def prepare_alloc_tags(a) -> None:
+    """--min-bytes, and --threshold, its old name (bytes here, pages in top's --min-pages: issue 20)."""
+    if a.threshold is not None:
+        if a.min_bytes:
+            raise UsageError("give --min-bytes only (--threshold is its old name)")
+        a.min_bytes = a.threshold
+
+
 def run_alloc_tags(ctx: Context) -> int:
     a = ctx.args
+    if a.threshold is not None:
+        ctx.note("warning: --threshold is deprecated: use --min-bytes (the same bytes)")
     n, lo, hi = pfn_selection(a.pfn, a.prange)
     pe = ctx.session
     if a.prange is not None or a.node is not None:
@@ -39,12 +50,12 @@ def run_alloc_tags(ctx: Context) -> int:
     at = pe.client(CLIENT_NAME)
     if n is not None:
         d = at.at(n)
-        ctx.echo(json.dumps(d, indent=1) if a.as_json else pfn_text(d))
+        ctx.echo(json.dumps(d | {"missing": missing_json(ctx)}, indent=1) if a.as_json else pfn_text(d))
         return 0
     s = at.scan(lo, hi, a.node)
     kernel = at.kernel_counters()
     rows = alloc_tag_rows(at, s, kernel, a.all_tags)
-    rows = [r for r in rows if r["bytes"] >= a.threshold]
+    rows = [r for r in rows if r["bytes"] >= a.min_bytes]
     if a.limit:
         rows = rows[:a.limit]
     summary = _summary(at, s, kernel)
@@ -100,13 +111,17 @@ COMMANDS = [
     Command("alloc-tags", "Pages per allocation tag (memory allocation profiling, 6.10+), beside the kernel's "
             "/proc/allocinfo counters.", run_alloc_tags, (
                 PFN, RANGE, NODE,
-                Opt(("--threshold",), "threshold", "hide tags with fewer page_ext bytes than this", int, 0,
+                Opt(("--min-bytes",), "min_bytes", "hide tags with fewer page_ext bytes than this", int, 0,
                     metavar="BYTES", minimum=0),
+                Opt(("--threshold",), "threshold", "deprecated: --min-bytes", int, None, metavar="BYTES",
+                    minimum=0, hidden=True),
                 LIMIT,
                 Opt(("--all",), "all_tags", "also the kernel's tags that tag no page", bool, False),
                 Opt(("--json",), "as_json", "JSON", bool, False),
             ), description="""\b
 Examples:
   pageext-inspect alloc-tags vmcore -s vmlinux --limit 20
-  pageext-inspect alloc-tags vmcore -s vmlinux --pfn 0x1234""", drgn="alloc_tags", force=True),
+  pageext-inspect alloc-tags vmcore -s vmlinux --min-bytes 1048576   # tags holding 1 MiB or more
+  pageext-inspect alloc-tags vmcore -s vmlinux --pfn 0x1234""", drgn="alloc_tags", force=True,
+            prepare=prepare_alloc_tags),
 ]

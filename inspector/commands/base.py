@@ -51,6 +51,7 @@ class Opt:
     positional: bool = False
     required: bool = False  # a positional argument that must be given
     cli_only: bool = False  # not offered as a drgn command option
+    hidden: bool = False  # accepted, left out of --help (a deprecated spelling)
 
 
 @dataclass

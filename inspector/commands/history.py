@@ -166,7 +166,7 @@ def _print_diff(ctx: Context, samples, d: dict, rows: list) -> None:
                                          "their symbolized text (different boots)"))
     ctx.echo(f"\n{'Δpages':>9} {'Δallocs':>9} {'pages A':>9} {'pages B':>9}  {'status':<8}  {a.by}")
     for r in rows:
-        what = r.get("label") if a.by == "stack" else (f"{r['key']} ({r['comm']})" if a.by == "pid" else r["key"])
+        what = r.get("label") if a.by == "stack" else (f"{r['key']} ({r['comm']})" if a.by in ("pid", "tgid") else r["key"])
         ctx.echo(f"{r['delta_pages']:>+9} {r['delta_allocations']:>+9} {r['pages_a']:>9} {r['pages_b']:>9}  "
                  f"{r['status']:<8}  {what}")
         if a.by == "stack" and a.stacks:
@@ -372,7 +372,7 @@ def run_plot(ctx: Context) -> int:
         ctx.missing.merge(Missing.from_json(m.get("missing") or {}))
     drawn = draw(samples, a.output, a.limit or 8)
     if a.as_json:
-        ctx.echo(json.dumps({"file": a.output, "samples": samples.n, "time_axis": samples.axis, "lines": drawn,
+        ctx.echo(json.dumps({"file": a.output, "sample_count": samples.n, "time_axis": samples.axis, "lines": drawn,
                              "missing": missing_json(ctx)}, indent=1))
     else:
         ctx.echo(f"{a.output}: {len(drawn)} stacks over {samples.n} samples ({samples.minutes:.1f} min of the "
@@ -429,11 +429,12 @@ Examples:
   pageext-inspect snapshot --fleet /srv/fleet                    # host=/kernel=/date= partitions
   pageext-inspect diff before.parquet now.parquet""", drgn="pageext_snapshot", force=True,
             prepare=prepare_snapshot),
-    Command("diff", "Which stacks (or pids, comms) hold more pages in B than in A.", run_diff, (
+    Command("diff", "Which stacks (or pids, tgids, comms) hold more pages in B than in A.", run_diff, (
         Opt(("a",), "a", "a snapshot file, a vmcore, /proc/kcore or a QMP socket", positional=True, required=True),
         Opt(("b",), "b", "the same, later", positional=True, required=True),
         VMLINUX, ARCH, TIMEOUT,
-        Opt(("--by",), "by", "stack | pid | comm", str, "stack", metavar="KEY"),
+        Opt(("--by",), "by", "stack | pid | tgid (a process, its threads together) | comm", str, "stack",
+            metavar="KEY"),
         LIMIT, JSON,
         Opt(("--stacks",), "stacks", "print each stack's frames", bool, False),
     ), description="""\b

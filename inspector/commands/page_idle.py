@@ -39,7 +39,7 @@ def run_page_idle(ctx: Context) -> int:
 def _print_entry(ctx: Context, e) -> None:
     """One page's bits (``--pfn``), as JSON or one line."""
     if ctx.args.as_json:
-        ctx.echo(json.dumps(e.to_json(), indent=1))
+        ctx.echo(json.dumps(e.to_json() | {"missing": missing_json(ctx)}, indent=1))
         return
     head = "" if e.head_pfn in (None, e.pfn) else f"  (tail of {e.head_pfn:#x}, whose bits count)"
     lru = "unknown" if e.lru is None else ("yes" if e.lru else "no")

@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..text import escape_lines
 from .base import (JSON, LIMIT, NODE, PFN, RANGE, RETRIES, THRESHOLD, Command, Context, Opt, consistent, missing_json,
                    pfn_selection)
-from ..clients.aggregators import CULL
+from ..clients.aggregators import CULL, order_records, parse_cull, parse_sort
 
 
 FORMATS = ("text", "debugfs", "csv", "parquet")
@@ -70,6 +70,15 @@ SELECT_OPTS = (
     Opt(("--name", "--comm"), "sel_name", "only records whose task comm is one of the list "
         "(page_owner_sort --name)", metavar="LIST"),
 )
+# page_owner_sort's --sort: its keys and their short names, "-" for descending.
+SORT = Opt(("--sort",), "sort_spec", "page_owner_sort --sort: [+|-]KEY[,...] with KEY pid|p, tgid|tg, name|n, "
+           "stacktrace|st, txt|T, alloc_ts|at, allocator|ator (free_ts|ft on 6.1's text), or ours: times, pages "
+           "(-times is its -t, -pages its -m); '-' reverses; ties keep the tool's order", metavar="KEYS")
+
+
+def _selected(a) -> frozenset:
+    """The select options given, as the fields page_owner_sort then prints."""
+    return frozenset(k for k, v in (("pid", a.sel_pid), ("tgid", a.sel_tgid), ("name", a.sel_name)) if v)
 
 
 def prepare_owner(a) -> None:
@@ -89,6 +98,9 @@ def prepare_owner(a) -> None:
                          "-o FILE goes with --format parquet (the other formats go to standard output)")
     a.one, a.lo, a.hi = pfn_selection(a.pfn, a.prange)
     a.select = Select.parse(a.sel_pid, a.sel_tgid, a.sel_name)
+    a.sort = parse_sort(a.sort_spec)
+    if a.sort and (a.fmt != "debugfs" or a.as_json):
+        raise UsageError("--sort orders the kernel's text: give --format debugfs (top --sort orders groups)")
 
 
 def run_owner(ctx: Context) -> int:
@@ -111,11 +123,24 @@ def _owner(ctx: Context) -> int:
                          debugfs=a.fmt == "debugfs")
     if a.fmt == "parquet":
         return _owner_parquet(ctx, po, batches)
+    if a.sort:
+        return _owner_sorted(ctx, po, batches)
     corrupt = _print_records(ctx, po, batches)
     if a.as_json and a.trailer:  # JSON Lines carry records only, unless asked (issue 20)
         ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
     _owner_notes(ctx, po)
     _corrupt_note(ctx, corrupt)
+    return 0
+
+
+def _owner_sorted(ctx: Context, po: PageOwner, batches: Iterator[Batch]) -> int:
+    """``owner --format debugfs --sort KEYS``: the records in the order
+    page_owner_sort --sort KEYS prints their groups (each group's records
+    in the kernel's order)."""
+    text = b"".join(po.debugfs_bytes(b, raw=not ctx.tty) for b in batches)
+    for block in order_records(text, ctx.args.sort):
+        ctx.write_bytes(block)
+    _owner_notes(ctx, po)
     return 0
 
 
@@ -171,6 +196,7 @@ class _Counted:
 
 
 def prepare_top(a) -> None:
+    _prepare_cull(a)
     by, fmt = a.by, a.fmt
     if by not in TOP_KEYS:
         raise UsageError(f"unknown --by {by!r} (one of: {', '.join(TOP_KEYS)})")
@@ -188,11 +214,22 @@ def prepare_top(a) -> None:
     a.select = Select.parse(a.sel_pid, a.sel_tgid, a.sel_name)
     if a.select and fmt in ("show_stacks", "handles"):
         raise UsageError(f"--format {fmt} prints the kernel's own per-stack counts: it takes no --pid/--tgid/--name")
-    if a.select and fmt == "page_owner_sort":
-        # page_owner_sort prints a selected field in every group's header too
-        # (", PID %d" ...), which this format does not reproduce yet.
-        raise UsageError("--format page_owner_sort with --pid/--tgid/--name is not reproduced yet: use "
-                         "'owner --format debugfs --pid ...' and page_owner_sort itself, or --format text")
+    a.cull, a.sort = parse_cull(a.cull_spec), parse_sort(a.sort_spec)
+    a.selected = _selected(a)
+
+
+def _prepare_cull(a) -> None:
+    """top --cull/--sort: page_owner_sort's groups (its text)."""
+    if a.cull_spec is None and a.sort_spec is None:
+        return
+    if a.as_json:
+        raise UsageError("--cull and --sort print page_owner_sort's text; --json goes with --format text")
+    if a.fmt not in ("text", "page_owner_sort"):
+        raise UsageError(f"--cull and --sort group as page_owner_sort does: they go with --format page_owner_sort, "
+                         f"not {a.fmt}")
+    if a.cull_spec is not None and a.by != "stack":
+        raise UsageError("give --by or --cull, not both (--by KEY is --cull of that one key)")
+    a.fmt = "page_owner_sort"
 
 
 def run_top(ctx: Context) -> int:
@@ -222,7 +259,8 @@ def _top_kernel_text(ctx: Context, po: PageOwner) -> None:
     if a.fmt == "page_owner_sort":
         texts = (po.debugfs_bytes(b).decode("latin-1")
                  for b in po.batches(ALLOCATED, a.lo, a.hi, node=a.node, debugfs=True))
-        rows = agg.page_owner_sort(texts, a.by)
+        rows = agg.page_owner_sort(texts, None if a.cull else a.by, cull=a.cull, sort=a.sort,
+                                   selected=a.selected)
     elif a.fmt == "show_stacks":
         rows = [dict(r, text=r["text"].encode("latin-1")) for r in agg.show_stacks(po, a.threshold)]
     else:
@@ -265,11 +303,13 @@ COMMANDS = [
         Opt(("--trailer",), "trailer", "with --json: end with one more line, {\"missing\": ...}, what the answer "
             "lacks (as --json of the other commands has it)", bool, False),
         *SELECT_OPTS,
+        SORT,
         RETRIES,
     ), description="""\b
 Examples:
   pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
   pageext-inspect owner vmcore -s vmlinux --pid 1,42 --format debugfs   # as page_owner_sort --pid 1,42
+  pageext-inspect owner vmcore -s vmlinux --format debugfs --sort -pid,at   # as page_owner_sort --sort
   pageext-inspect owner vmcore -s vmlinux --format debugfs    # byte-identical to /sys/kernel/debug/page_owner
   pageext-inspect owner --qemu SOCKET -s vmlinux --pfn 0x1234 --json
   pageext-inspect owner vmcore -s vmlinux --node 1 --json | head
@@ -285,11 +325,17 @@ Examples:
                 Opt(("--stacks",), "stacks", "with --format handles: show_stacks_handles (every stack with its "
                     "handle, no threshold)", bool, False),
                 *SELECT_OPTS,
+                Opt(("--cull",), "cull_spec", "page_owner_sort --cull: one group per value of these keys, "
+                    "comma-separated: pid|p, tgid|tg, name|n, stacktrace|st, allocator|ator (free|f on 6.1's "
+                    "text); prints its text (implies --format page_owner_sort; --by KEY is one key)",
+                    metavar="KEYS"),
+                SORT,
                 RETRIES,
             ), description="""\b
 Examples:
   pageext-inspect top vmcore -s vmlinux --by stack --limit 10
   pageext-inspect top vmcore -s vmlinux --by pid --format page_owner_sort
+  pageext-inspect top vmcore -s vmlinux --cull pid,name --sort -pid   # page_owner_sort --cull ... --sort ...
   pageext-inspect top vmcore -s vmlinux --format show_stacks --min-pages 10
   pageext-inspect top vmcore -s vmlinux --format handles      # show_handles (v6.19)
   pageext-inspect top vmcore -s vmlinux --by node

@@ -39,12 +39,15 @@ def _inspect(ctx: Context) -> int:
 def run_clients(ctx: Context) -> int:
     layout = ctx.session.layout
     known = registry()
-    rows = [{"name": c.name, "offset": c.offset, "size": c.size,
+    # "active" is inspect's key for the same fact (page_ext.clients[].active);
+    # "state" stays, the same fact in words.
+    rows = [{"name": c.name, "offset": c.offset, "size": c.size, "active": bool(c.active),
              "state": "active" if c.active else "compiled in, inactive in this boot",
              "how_to_enable": c.how_to_enable,
              "decoded_by": list(known[c.name].commands) if c.name in known else []} for c in layout.clients]
     if ctx.args.as_json:
-        ctx.echo(json.dumps({"clients": rows, "allocated": layout.allocated}, indent=1))
+        ctx.echo(json.dumps({"clients": rows, "allocated": layout.allocated, "missing": missing_json(ctx)},
+                            indent=1))
         return 0
     if not rows:
         ctx.echo("no page_ext client is built into this kernel (e.g. CONFIG_PAGE_OWNER, "

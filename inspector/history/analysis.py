@@ -49,7 +49,7 @@ from ..errors import UsageError
 from .snapshot import ALLOCATOR_FRAMES, Snapshot, file_metas, function_of, same_boot, top_frame
 
 RULE = {"min_samples": 3, "min_rate": 256.0, "min_growth": 256, "min_r2": 0.8, "min_rising": 0.8, "max_drop": 0.1}
-BY = ("stack", "pid", "comm")
+BY = ("stack", "pid", "tgid", "comm")  # tgid: page_owner_sort's grouping of a process's threads
 
 
 def _columns(meta: dict) -> str:
@@ -137,7 +137,7 @@ class Samples:
 
     # -- two moments ------------------------------------------------------------------------
     def diff(self, by: str = "stack", a: int = 0, b: int = 1) -> dict:
-        """Per ``by`` (stack, pid, comm): pages and allocations in samples
+        """Per ``by`` (stack, pid, tgid, comm): pages and allocations in samples
         ``a`` and ``b`` and the change, sorted by growth; and the totals per node."""
         if by not in BY:
             raise UsageError(f"unknown --by {by!r} (one of: {', '.join(BY)})")
@@ -146,6 +146,7 @@ class Samples:
         extra = {"stack": "arg_max(stack, sample) AS stack, arg_max(top_frame, sample) AS top_frame, "
                           "arg_max(handle, sample) AS handle",
                  "pid": "string_agg(DISTINCT comm, ',' ORDER BY comm) AS comm",
+                 "tgid": "string_agg(DISTINCT comm, ',' ORDER BY comm) AS comm, count(DISTINCT pid) AS pids",
                  "comm": "count(DISTINCT pid) AS pids"}[by]
         rows = self.query(f"""
             WITH g AS (SELECT sample, {key} AS key, {extra}, sum(pages) AS pages, sum(allocations) AS allocations
@@ -219,7 +220,8 @@ class Samples:
 
 
 def _extra_names(by: str) -> tuple[str, ...]:
-    return {"stack": ("stack", "top_frame", "handle"), "pid": ("comm",), "comm": ("pids",)}[by]
+    return {"stack": ("stack", "top_frame", "handle"), "pid": ("comm",), "tgid": ("comm", "pids"),
+            "comm": ("pids",)}[by]
 
 
 def _count(rows) -> dict:
