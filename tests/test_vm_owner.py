@@ -300,9 +300,13 @@ def test_memcg_lines_are_the_kernels(snap, compared):
     prog = open_target(snap["core"], None, snap["vmlinux"]).prog  # a kdump file's arch, as the tool opens it
     gone_pid = (snap["vm"].share / "gone.pid").read_text().strip()
     gone_line = "Charged to memcg /\n" if charges_folios_through_objcg(prog) else "Charged to offline memcg gone\n"
+    # Its dd's records (the shell exec'd dd, so the pid is the one it wrote):
+    # the 50 file pages say gone_line; its page tables and stack say "(via
+    # objcg)", and what the shell allocated before joining the cgroup says
+    # another memcg, so count, not all.
     gone = [k for k, b in kernel.items() if f"pid {gone_pid}, " in b.split("\n", 1)[0]]
-    assert len(gone) >= 50 and all(gone_line in kernel[k] for k in gone), \
-        (len(gone), {kernel[k].split("\n")[-2] for k in gone})
+    assert sum(gone_line in kernel[k] for k in gone) >= 50, \
+        (len(gone), sorted({ln for k in gone for ln in kernel[k].split("\n") if ln.startswith("Charged")}))
     for line, least in (("Charged to memcg pagecg\n", 100), (gone_line, 50)):
         keys = [k for k, b in kernel.items() if line in b]
         assert len(keys) >= least, f"the kernel printed {len(keys)} records with {line!r}"
