@@ -33,6 +33,7 @@ EXE = str(Path(sys.executable).parent / "pageext-inspect")
 FAKE = str(Path(__file__).resolve().parent / "fakeqmp.py")
 SLACK = 15.0  # seconds on top of a bound: TCG, two cores shared
 MUTE_AFTER = 2000  # xp reads the proxy answers: past the open, well before the end of any command
+MIDWAY = 2000  # xp reads answered before a signal mid-run (inspect alone is about 11,000)
 WORK = Path(tempfile.gettempdir()) / "pageext-bounds"
 EXIT = {signal.SIGINT: (130, "pageext-inspect: interrupted"), signal.SIGTERM: (143, "pageext-inspect: terminated")}
 
@@ -69,6 +70,16 @@ class Proxy:
             assert proc.poll() is None, (proc.returncode, proc.stderr.read())
             time.sleep(0.1)
         raise AssertionError("the proxy was never muted")
+
+    def wait_reads(self, proc: subprocess.Popen, n: int, limit: float = 300) -> None:
+        """Until the proxy has answered n memory reads (the command still running)."""
+        end, mark = time.monotonic() + limit, f"xp {n}\n"
+        while time.monotonic() < end:
+            if mark in self.log.read_text():
+                return
+            assert proc.poll() is None, (proc.returncode, proc.stderr.read())
+            time.sleep(0.1)
+        raise AssertionError(f"the proxy never answered {n} reads")
 
     def close(self) -> None:
         self.proc.kill()
@@ -133,14 +144,28 @@ def test_a_signal_while_waiting_on_a_mute_guest(guest, proxy, tmp_path, command,
 @pytest.mark.parametrize("command,sig", [("owner", signal.SIGTERM), ("top", signal.SIGINT),
                                          ("snapshot", signal.SIGTERM), ("watch", signal.SIGINT),
                                          ("watch", signal.SIGTERM)])
-def test_a_signal_in_the_middle_of_a_command(guest, tmp_path, command, sig):
-    """Straight on QEMU's socket; watch stops the guest for each sample through ctl.sock."""
+def test_a_signal_in_the_middle_of_a_command(guest, proxy, tmp_path, command, sig):
+    """A signal while the command is reading.
+
+    owner, top and snapshot read through the proxy (which answers every
+    read, slowly: every byte over QMP) and get the signal after MIDWAY
+    reads, so they are certainly mid-run; straight on QEMU's socket a quiet
+    machine finishes them in under a second (CI once saw snapshot end in
+    0.7 s, before a fixed 1.5 s sleep).  watch --count 0 never ends on its
+    own, so it reads straight from QEMU and stops the guest for each sample
+    through ctl.sock.
+    """
     vm, vmlinux = guest
     extra = {"snapshot": ("-o", str(tmp_path / "s.parquet")),
              "watch": ("--interval", "0", "--count", "0", "--pause", vm.ctl_path)}
     with vm.ctl_released():
-        proc = start(command, "--qemu", vm.qmp_path, "-s", vmlinux, *extra.get(command, ()))
-        time.sleep(1.5 if command != "watch" else 8)
+        if command == "watch":
+            proc = start(command, "--qemu", vm.qmp_path, "-s", vmlinux, *extra[command])
+            time.sleep(8)
+        else:
+            px = proxy(None)
+            proc = start(command, "--qemu", px.path, "-s", vmlinux, *extra.get(command, ()))
+            px.wait_reads(proc, MIDWAY)
         assert proc.poll() is None, proc.communicate()
         t = time.monotonic()
         proc.send_signal(sig)
