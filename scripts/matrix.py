@@ -51,7 +51,7 @@ FEATURES = [
     ("test_vm_validate", r".", "simulate validate"),
     ("test_vm_history", r".", "snapshot / diff / watch"),
     ("test_vm_drgn", r".", "drgn plugin"),
-    (r"test_vm_(live|hostile)", r".", "live targets, damaged dumps"),
+    (r"test_vm_(live|hostile|bounds)", r".", "live targets, damaged dumps"),
     (r"test_vm_7x", r"stack|owner|pageblock|order", "owner --format debugfs"),
     (r"test_vm_7x", r"memcg", "memcg lines"),
     (r"test_vm_7x", r"table_check", "table-check"),

@@ -151,11 +151,21 @@ def build_kernel(*fragments: Path, version: str = "6.1", arch: str = "x86_64") -
     return Path(out.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def kernel_dir() -> Path:
-    if os.environ.get("PAGEEXT_KERNEL_DIR"):
-        return Path(os.environ["PAGEEXT_KERNEL_DIR"])
-    return build_kernel(*MAIN_FRAGMENTS)
+def main_kernels() -> tuple[str, ...]:
+    """The kernels of the modules written on the main kernel (every test that
+    takes ``kernel_dir``, ``vmlinux`` or ``vm``): 6.1 alone in CI; in a run
+    that names its kernels ($PAGEEXT_KERNELS, scripts/matrix.sh), each x86_64
+    version it names, so the matrix has every feature on every kernel."""
+    if not os.environ.get("PAGEEXT_KERNELS", "").strip():
+        return ("6.1",)
+    return kernels() or ("6.1",)
+
+
+@pytest.fixture(scope="session", params=main_kernels())
+def kernel_dir(request) -> Path:
+    """The kernel of the main-kernel modules; the test id carries its version
+    (``[6.1]``), which scripts/matrix.py reads as the column."""
+    return kernel_for(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, inspect
-from test_vm_owner import NO_MEMCG, _kernel, compare_with_kernel, fields, local_clock, parse_debugfs
+from conftest import CLIENTS_ON, inspect, kernel_for
+from test_vm_owner import NO_MEMCG, compare_with_kernel, fields, local_clock, parse_debugfs
 from test_vm_owner_sort import parse_show_stacks
 from testvm import Dump, TestVM, helper
 
@@ -424,9 +424,9 @@ def last_sample(share: Path, name: str) -> Path | None:
 
 
 @pytest.fixture(scope="module", params=OOM_KERNELS)
-def oom(request, kernel_dir):
+def oom(request):
     version = request.param
-    kdir = _kernel(version, kernel_dir)
+    kdir = kernel_for(version)
     work = WORK / f"oom-{version}-{LEAK}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -125,13 +125,6 @@ MEMCG_PAGES = (
 NO_MEMCG = {"6.12": " cgroup_disable=memory"}
 
 
-def _kernel(version: str, main_dir: Path) -> Path:
-    if version == "6.1":
-        return main_dir
-    # A newer (or older) kernel: Debian's linux-source-VERSION (built or cached).
-    return kernel_for(version)
-
-
 # Our own directory, not pytest's tmp_path: other pytest sessions on this
 # machine prune old basetemps, which would delete a dump under our feet.
 # The last run's dumps stay here for inspection (about 25 MB each).
@@ -139,9 +132,9 @@ WORK = Path(tempfile.gettempdir()) / "pageext-owner-tests"
 
 
 @pytest.fixture(scope="module", params=list(snapshot_kernels()))
-def snap(request, kernel_dir):
+def snap(request):
     """Boot, allocate, read debugfs in the guest, pause, dump; live output while paused."""
-    kernel_dir = _kernel(request.param, kernel_dir)
+    kernel_dir = kernel_for(request.param)
     vmlinux = str(kernel_dir / "vmlinux")
     work = WORK / getattr(request.module, "SNAP_SUBDIR", "") / request.param
     shutil.rmtree(work, ignore_errors=True)
@@ -317,11 +310,11 @@ def test_memcg_lines_are_the_kernels(snap, compared):
     assert js["memcg"] == "pagecg"
 
 
-def test_612_memcg_oops_and_we_still_read_the_dump(kernel_dir, tmp_path):
+def test_612_memcg_oops_and_we_still_read_the_dump(tmp_path):
     """With the memory controller on, 6.12's own page_owner file (from
     6.12.115 on: the 90f095b816e2 backport) oopses at the first charged user
     page; the dump still decodes in full."""
-    kdir = _kernel("6.12", kernel_dir)
+    kdir = kernel_for("6.12")
     with TestVM(kdir, cmdline=CLIENTS_ON, workdir=str(tmp_path / "vm")) as vm:
         vm.run(MEMCG_PAGES).check()  # pages charged to cgroups (none are, before any)
         vm.run("cat /sys/kernel/debug/page_owner > /share/page_owner.txt 2>/dev/null; true")
