@@ -41,7 +41,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("session", ("inspector.discover", "inspector.session", "inspector.report")),
     ("library", ("inspector.helpers", "inspector.helpers.", "inspector.history", "inspector.history.",
                  "inspector.sim", "inspector.sim.", "inspector.trace", "inspector.trace.", "inspector.fleet",
-                 "inspector.fleet.")),
+                 "inspector.fleet.", "inspector.demo")),
     ("commands", ("inspector.commands", "inspector.commands.")),
     ("entry", ("inspector.cli", "inspector.drgn_plugin", "inspector.__main__")),
 )

@@ -23,7 +23,8 @@ import pytest
 MODULES = ["inspector.versions", "inspector.text", "inspector.cli", "inspector.model", "inspector.drgn_plugin",
            "inspector.decode.owner", "inspector.decode.engine", "inspector.decode.flags", "inspector.decode.kformat",
            "inspector.decode.sums", "inspector.clients", "inspector.clients.aggregators", "inspector.clients.alloc_tag",
-           "inspector.helpers", "inspector.helpers.page_ext", "inspector.helpers.page_owner", "inspector.kernel"]
+           "inspector.helpers", "inspector.helpers.page_ext", "inspector.helpers.page_owner", "inspector.kernel",
+           "inspector.demo"]
 # Modules whose every example needs what the fixture kernel lacks (struct
 # page_owner, gfpflag_names): marked +SKIP, run on real kernels by test_vm_drgn.
 ALL_SKIPPED = {"inspector.helpers.page_owner"}

@@ -5,7 +5,8 @@ pageext-inspect``) is cut at its comment, pipe or redirection and handed to
 the CLI's own parser (cli.normalize_argv, then click's make_context, which
 checks the command and every option without running anything).  A README
 that names an option or command the tool no longer has fails here.  The ones
-that need no kernel (simulate on a recorded scenario) also run.
+that need no kernel (simulate on a recorded scenario, anything on the
+shipped demo core) also run.
 """
 
 from __future__ import annotations
@@ -71,3 +72,19 @@ def test_readme_simulate_examples_run():
             assert proc.stdout, line
             ran += 1
     assert ran >= 2
+
+
+def test_readme_demo_examples_run():
+    """The README's lines on the shipped demo core run, as written."""
+    from inspector.demo import files
+    core, vmlinux = files()
+    ran = 0
+    for line in EXAMPLES:
+        if "$(pageext-inspect demo --args)" not in line:
+            continue
+        code = line.split(" #", 1)[0].replace("$(pageext-inspect demo --args)", shlex.join([str(core), "-s",
+                                                                                           str(vmlinux)]))
+        proc = inspect(*shlex.split(code)[1:])
+        assert proc.stdout, line
+        ran += 1
+    assert ran >= 1

@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 # them: report's, then one per decoded client (inspector.commands.<its decoder
 # module>, in the registry's order), then these.
 MODULES = ("inspector.commands.trace", "inspector.commands.history", "inspector.commands.fleet",
-           "inspector.commands.sim")
+           "inspector.commands.sim", "inspector.commands.demo")
 
 
 @dataclass(frozen=True)
