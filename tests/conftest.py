@@ -161,6 +161,19 @@ def main_kernels() -> tuple[str, ...]:
     return kernels() or ("6.1",)
 
 
+def module_kernels(default: str, since: tuple[int, int] = (0, 0)) -> list:
+    """The kernels of a module written on one kernel (``default``): that one in
+    CI; each kernel a run names otherwise (the matrix), where a kernel older
+    than ``since`` -- the release that brought the module's feature -- is a
+    case that skips as "not in this kernel" (scripts/matrix.py's cell)."""
+    if not os.environ.get("PAGEEXT_KERNELS", "").strip():
+        return [default]
+    older = [v for v in kernels() if tuple(int(x) for x in v.split(".")) < since]
+    return [pytest.param(v, marks=pytest.mark.skip(reason=f"not in this kernel: {v} is older than "
+                                                         f"{since[0]}.{since[1]}")) if v in older else v
+            for v in kernels()] or [default]
+
+
 @pytest.fixture(scope="session", params=main_kernels())
 def kernel_dir(request) -> Path:
     """The kernel of the main-kernel modules; the test id carries its version

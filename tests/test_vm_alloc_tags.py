@@ -53,7 +53,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, inspect
+from conftest import CLIENTS_ON, inspect, kernel_for, module_kernels
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -81,6 +81,13 @@ def start_blocking(vm: TestVM, script: str) -> None:
     tmp = vm.share / "cmd" / f".{cid}.tmp"
     tmp.write_text(script + "\n")
     tmp.rename(vm.share / "cmd" / f"{cid}.sh")
+
+
+@pytest.fixture(scope="module", params=module_kernels("6.12", since=(6, 10)))
+def kernel612(request):
+    """The 6.12 test kernel in CI; in the matrix, each kernel of the run, those
+    before memory allocation profiling (v6.10, 22d407b164ff) skipped."""
+    return kernel_for(request.param)
 
 
 @pytest.fixture(scope="module")

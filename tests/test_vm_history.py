@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, ROOT, inspect, vmlinux_release
+from conftest import CLIENTS_ON, ROOT, inspect, kernel_for, module_kernels, vmlinux_release
 from test_vm_kdump import CHURN
 from test_vm_owner import NO_MEMCG, compare_with_kernel, fields, local_clock, parse_debugfs
 from test_vm_owner_sort import parse_show_stacks
@@ -97,14 +97,17 @@ def held_dump(vm: TestVM, work: Path, name: str) -> dict:
             "version": "6.12"}
 
 
-@pytest.fixture(scope="module")
-def hist(kernel612):
+@pytest.fixture(scope="module", params=module_kernels("6.12"))
+def hist(request):
+    """6.12 in CI; each kernel of the run in the matrix."""
+    kernel612 = kernel_for(request.param)
     vmlinux = str(kernel612 / "vmlinux")
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     times = {}
     t0 = time.time()
-    with TestVM(kernel612, cmdline=CLIENTS_ON + NO_MEMCG["6.12"], host_root=True, workdir=str(WORK / "vm")) as vm:
+    with TestVM(kernel612, cmdline=CLIENTS_ON + NO_MEMCG.get(request.param, ""), host_root=True,
+                workdir=str(WORK / "vm")) as vm:
         times["boot"] = time.time() - t0
         shutil.copy(helper("leaker"), vm.share / "leaker")
         vm.run(f"mkdir -p /leak && mount -t tmpfs -o size=0 leak /leak && touch {HOLD}\n"
