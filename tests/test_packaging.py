@@ -58,6 +58,8 @@ def test_installed_copy_simulates_and_records_anywhere(installed, tmp_path):
 def test_installed_copy_has_the_bpf_program_and_no_checkout_paths(installed):
     assert (installed / "inspector" / "trace" / "bpf.c").read_text().startswith("/*")
     assert sorted(p.name for p in (installed / "inspector" / "sim" / "recorded").glob("*.json"))
+    demo = installed / "inspector" / "demo"  # pageext-inspect demo: the shipped core (issue 20)
+    assert [(demo / n).stat().st_size > 1000 for n in ("vmcore", "vmlinux.debug.xz", "demo.json")] == [True] * 3
     for py in (installed / "inspector").rglob("*.py"):
         for line in py.read_text().splitlines():
             code = line.split("#", 1)[0]

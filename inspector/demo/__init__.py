@@ -1,9 +1,9 @@
 """The demo core that ships with the package: a real 6.1 post-mortem, no VM needed.
 
-Design.  scripts/make-demo.py made the three files beside this module from a
+Design.  make-demo.py (in the source tree) made the three files beside this module from a
 test guest that a planted tmpfs leak drove into an out-of-memory panic: the
 capture kernel's ``makedumpfile -c -d 31`` vmcore, the debug info of the few
-compilation units drgn needs (scripts/slice_debuginfo.py), xz-compressed,
+compilation units drgn needs (slice_debuginfo.py, beside it), xz-compressed,
 and demo.json, what the kernel said about itself (its boot line "allocated N
 bytes of page_ext", the leaker's pid).  :func:`files` unpacks the debug info
 once into a cache directory ($XDG_CACHE_HOME/pageext-inspect, else
@@ -41,7 +41,7 @@ def facts() -> dict:
         return json.loads((HERE / "demo.json").read_text())
     except (OSError, ValueError) as e:
         raise DemoError(f"the demo core is not installed ({HERE / 'demo.json'}: "
-                        f"{getattr(e, 'strerror', None) or e}); scripts/make-demo.py makes it") from None
+                        f"{getattr(e, 'strerror', None) or e}); make-demo.py in a source checkout makes it") from None
 
 
 def _cache_dir() -> Path:
@@ -59,7 +59,7 @@ def files() -> tuple[Path, Path]:
     f = facts()
     core, packed = HERE / "vmcore", HERE / "vmlinux.debug.xz"
     if not core.is_file() or not packed.is_file():
-        raise DemoError(f"the demo core is not installed in {HERE}; scripts/make-demo.py makes it")
+        raise DemoError(f"the demo core is not installed in {HERE}; make-demo.py in a source checkout makes it")
     digest = f["vmlinux_debug_sha256"]
     out = _cache_dir() / f"vmlinux-demo-{digest[:12]}"
     if not out.is_file():
