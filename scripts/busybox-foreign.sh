@@ -22,20 +22,11 @@ if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
 log() { echo "busybox-$arch: $*" >&2; }
 tmp=$(mktemp -d /tmp/busybox-$arch.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/etc" "$tmp/lists/partial" "$tmp/cache/archives/partial" "$cache"
-cp /etc/apt/sources.list.d/*.sources "$tmp/etc/" 2>/dev/null || true
-cp /etc/apt/sources.list.d/*.list "$tmp/etc/" 2>/dev/null || true
-[ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$tmp/etc/system.list"
-# .list files may pin [arch=amd64]; the foreign index then simply lacks the package.
-chmod -R a+rwX "$tmp"
-opts=(-q -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$tmp/etc"
-      -o Dir::State::Lists="$tmp/lists" -o Dir::Cache="$tmp/cache"
-      -o APT::Architecture="$arch" -o APT::Architectures::="$arch")
+mkdir -p "$cache"
+. "$(dirname "$0")/foreign-apt.sh"
 log "reading the $arch package index"
-# A suite whose index fails (e.g. a mirror mid-sync) is not fatal: the
-# download below says whether busybox-static was found.
-apt-get "${opts[@]}" update >"$tmp/update.log" 2>&1 || true
-(cd "$tmp" && apt-get "${opts[@]}" download "busybox-static:$arch" >"$tmp/download.log" 2>&1) || {
+foreign_apt "$arch" "$tmp"
+(cd "$tmp" && apt-get "${APT_OPTS[@]}" download "busybox-static:$arch" >"$tmp/download.log" 2>&1) || {
     cat "$tmp/update.log" "$tmp/download.log" >&2
     log "could not download busybox-static:$arch"; exit 1; }
 dpkg-deb -x "$tmp"/busybox-static_*_"$arch".deb "$tmp/x"

@@ -34,7 +34,9 @@ Usage from the shell (same names)::
 
 kdump: a guest booted with ``crashkernel=`` loads its own bzImage and
 initramfs as its capture kernel (``kexec -p``, the host's kexec-tools through
-/host).  After a panic the capture kernel runs the same /init, which sees
+/host; an arm64 guest gets Debian's arm64 kexec-tools and makedumpfile instead,
+a small root made by scripts/kdump-root.sh and shared at /host the same way,
+and loads its Image with ``kexec -s -p``: its kernel has KEXEC_FILE only).  After a panic the capture kernel runs the same /init, which sees
 /proc/vmcore, runs the host's makedumpfile on it once per requested dump,
 writing onto the share, and powers off; QEMU exits::
 
@@ -188,7 +190,7 @@ poweroff -f
 # The capture kernel's command line, after kexec-tools' own (elfcorehdr=,
 # memmap=): one CPU, devices reset, and the marker INIT looks for.  panic=-1
 # again: a capture kernel that panics reboots, and QEMU (-no-reboot) exits.
-CAPTURE_APPEND = "console=ttyS0 panic=-1 nr_cpus=1 reset_devices irqpoll testvm.capture"
+CAPTURE_APPEND = "panic=-1 nr_cpus=1 reset_devices irqpoll testvm.capture"  # after console= (CONSOLE)
 # Where the share is for programs chrooted into /host (see INIT).
 CHROOT_SHARE = "/tmp/testvm-share"
 # How crash() panics the guest: "oom" runs scripts/leaker.c (built static on
@@ -322,23 +324,44 @@ def busybox_for(arch: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def helper(name: str) -> Path:
-    """scripts/NAME.c built static with the host's gcc, cached by its source's
-    hash in $PAGEEXT_CACHE/tools (never committed)."""
+# The C compiler for a guest architecture's helpers, and its Debian package.
+CC = {"x86_64": ("gcc", "build-essential"), "arm64": ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")}
+
+
+def helper(name: str, arch: str = "x86_64") -> Path:
+    """scripts/NAME.c built static with the host's gcc (the cross gcc for an
+    arm64 guest), cached by its source's hash in $PAGEEXT_CACHE/tools (never
+    committed)."""
+    if arch not in CC:
+        raise VMError(f"no compiler for {arch} guests' helpers (one of: {', '.join(CC)})")
+    cc, package = CC[arch]
     src = Path(__file__).resolve().parent / f"{name}.c"
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
-    out = Path(os.environ.get("PAGEEXT_CACHE", "/var/cache/pageext-inspect")) / "tools" / f"{name}-{digest}"
+    suffix = "" if arch == "x86_64" else f"-{arch}"
+    out = Path(os.environ.get("PAGEEXT_CACHE", "/var/cache/pageext-inspect")) / "tools" / f"{name}-{digest}{suffix}"
     if not out.exists():
-        if not shutil.which("gcc"):
-            raise VMError("gcc not found (apt-get install build-essential)")
+        if not shutil.which(cc):
+            raise VMError(f"{cc} not found (apt-get install {package})")
         out.parent.mkdir(parents=True, exist_ok=True)
         part = out.with_name(f"{out.name}.{os.getpid()}")
-        proc = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(part), str(src)],
+        proc = subprocess.run([cc, "-static", "-O2", "-Wall", "-o", str(part), str(src)],
                               capture_output=True, text=True)
         if proc.returncode:
             raise VMError(f"gcc {src.name}: {proc.stderr.strip()[-500:]}")
         os.replace(part, out)  # whole, even if another session builds it too
     return out
+
+
+def host_root_for(arch: str) -> str:
+    """What a guest sees at /host: the host's own root (x86_64), else the
+    guest arch's kexec/makedumpfile root from scripts/kdump-root.sh."""
+    if arch == "x86_64":
+        return "/"
+    script = Path(__file__).resolve().parent / "kdump-root.sh"
+    proc = subprocess.run([str(script), arch], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise VMError(f"no {arch} root for /host: {proc.stderr.strip()[-500:]}")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def build_initramfs(path: Path, arch: str = "x86_64", modules: list[Path] = ()) -> None:
@@ -472,7 +495,7 @@ class TestVM:
         if self.gdb_port:
             args += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
         if host_root:
-            args += ["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,"
+            args += ["-virtfs", f"local,path={host_root_for(self.arch)},mount_tag=hostroot,security_model=none,"
                      "readonly=on,multidevs=remap,id=hostroot"]
         if numa > 1 and dimms:
             per = mem_mb // numa
@@ -702,22 +725,26 @@ class TestVM:
         return out[1] == "1"
 
     def load_capture_kernel(self, append: str = "") -> None:
-        """``kexec -p`` this guest's own bzImage and initramfs (the host's
-        kexec-tools, chrooted into /host) with CAPTURE_APPEND + ``append``."""
+        """``kexec -p`` this guest's own kernel image and initramfs (the
+        host's kexec-tools, chrooted into /host; an arm64 guest's are
+        Debian's arm64 ones, see host_root_for) with its console,
+        CAPTURE_APPEND and ``append``.  arm64 loads through kexec_file_load
+        (``-s``): its kernel has KEXEC_FILE, not KEXEC."""
         arch = getattr(self, "arch", kernel_arch(self.kernel_dir))  # an attached VM has no arch of its own
-        if arch != "x86_64":
-            raise VMError(f"kdump in the test VM runs the host's kexec and makedumpfile inside the guest: "
-                          f"not on an {arch} guest")
+        if arch not in ("x86_64", "arm64"):
+            raise VMError(f"no kdump in the test VM for an {arch} guest (x86_64 and arm64 only)")
         kd = self.share / "kdump"
         kd.mkdir(exist_ok=True)
         self.capture_loaded()  # crashkernel= memory is reserved
-        shutil.copy(self.kernel_dir / "bzImage", kd / "bzImage")
+        image = kernel_image(self.kernel_dir)
+        shutil.copy(image, kd / image.name)
         shutil.copy(self.dir / "initramfs.cpio", kd / "initramfs.cpio")
         d = f"{CHROOT_SHARE}/kdump"
+        file_load = " -s" if arch == "arm64" else ""
         res = self.run(f"[ -x /host/usr/sbin/kexec ] || {{ echo 'no /host/usr/sbin/kexec (scripts/setup.sh "
                        f"installs kexec-tools; boot with the host root)' >&2; exit 1; }}; "
-                       f"chroot /host kexec -p {d}/bzImage --initrd={d}/initramfs.cpio "
-                       f"--append='{CAPTURE_APPEND} {append}'".rstrip())
+                       f"chroot /host kexec{file_load} -p {d}/{image.name} --initrd={d}/initramfs.cpio "
+                       f"--append='console={CONSOLE.get(arch, 'ttyS0')} {CAPTURE_APPEND} {append}'".rstrip())
         if res.rc or not self.capture_loaded():
             raise VMError(f"kexec -p failed ({res.rc}): {(res.err or res.out).strip()[-300:]}")
 
@@ -741,7 +768,7 @@ class TestVM:
         kd = self.share / "kdump"
         kd.mkdir(exist_ok=True)
         for stale in kd.iterdir():
-            if stale.name not in ("bzImage", "initramfs.cpio"):
+            if stale.name not in ("bzImage", "Image", "vmlinuz", "initramfs.cpio"):
                 stale.unlink()
         names = [f"vmcore-{i}" for i in range(len(dumps))]
         for i, d in enumerate(dumps):
@@ -755,7 +782,7 @@ class TestVM:
         if not self.capture_loaded():
             self.load_capture_kernel()
         if how == "oom":
-            shutil.copy(helper("leaker"), kd / "leaker")
+            shutil.copy(helper("leaker", getattr(self, "arch", kernel_arch(self.kernel_dir))), kd / "leaker")
         t0 = time.time()
         if HOW[how]:
             self.submit(HOW[how].format(leaker=leaker))

@@ -25,6 +25,20 @@ it is read three ways -- live over QMP, an ELF dump and a kdump-zlib dump
   record, allowing only what tests/test_vm_owner.py allows (records made or
   freed after the read began, stale boot records of free pages, live flags).
 
+A real kdump capture, one guest per page size (device tree, 2 nodes,
+crashkernel=192M): the guest loads its own Image and initramfs with ``kexec
+-s -p`` (Debian's arm64 kexec-tools and makedumpfile, a small root from
+scripts/kdump-root.sh shared at /host), scripts/leaker.c (cross-built static)
+grows a tmpfs file until vm.panic_on_oom=1 panics, and the capture kernel
+runs ``makedumpfile -c -d 31`` on /proc/vmcore.  Oracles: the first kernel's
+console (the panic), its boot line (the tables' total), the last
+page_owner_stacks/show_stacks it printed before the panic (the leak's stack,
+a lower bound of its pages) and the leaker's pid from the shell that exec'd it.
+
+Hot-remove under UEFI: a DIMM onlined movable, offlined through sysfs, then
+ejected; after each step the tables are exactly the sections of the blocks
+the kernel says are online (a memory block is one section on arm64).
+
 The numbers are printed (pytest -s).
 """
 
@@ -36,12 +50,15 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import CLIENTS_ON, ROOT, dmesg_page_ext_bytes, inspect, inspect_json
+from test_vm_kdump import STACKS, heaviest_through, last_sample
 from test_vm_owner import compare_with_kernel, expected_top, local_clock, top_of
+from test_vm_owner_sort import parse_show_stacks
 from testvm import QEMU, UEFI_AARCH64, TestVM
 
 from inspector.versions import GEOMETRIES
@@ -70,14 +87,19 @@ def kernel_or_skip(page: str) -> Path:
     return kdir
 
 
+def fresh(work: Path) -> Path:
+    """An empty work directory (the last run's files stay there until the next run, for inspection)."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
 @pytest.fixture(scope="module", params=PAGE_SIZES)
 def guest(request):
     page = request.param
     kdir = kernel_or_skip(page)
     vmlinux = str(kdir / "vmlinux")
-    work = WORK / page
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = fresh(WORK / page)
     with TestVM(kdir, cmdline=CLIENTS_ON, workdir=str(work / "vm")) as vm:
         print(f"\n[arm64 {page}] booted in {vm.boot_seconds:.1f} s")
         vm.run("dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null").check()
@@ -223,3 +245,130 @@ def test_validate_predicts_the_guests_tables(guest):
     assert "agrees" in proc.stdout
     assert f"predicted {len(inspect_json(*guest['targets']['qmp'], '-s', guest['vmlinux'])['tables'])} tables, " \
            f"{dmesg_page_ext_bytes(guest['dmesg'])} bytes" in proc.stdout
+
+
+# -- kdump ---------------------------------------------------------------------------------
+
+CRASHKERNEL = "192M"
+LEAK_RATE = 32  # MiB/s: the guest's ~800 MiB in about half a minute of TCG
+LEAK_FRAME = " shmem_fallocate+"  # leaker -m tmpfs: fallocate() on a tmpfs
+# The kernel's show_stacks, read over and over until the panic, each sample renamed whole.
+SAMPLE_STACKS = r"""
+mkdir -p /share/oracle
+(n=0; while :; do n=$((n + 1)); t=/share/oracle/.show_stacks.$n
+  dd if=STACKS bs=1M iflag=fullblock of=$t 2>/dev/null && mv $t /share/oracle/show_stacks.$n
+  rm -f /share/oracle/show_stacks.$((n - 2)); sleep 0.2; done) > /dev/null 2>&1 &
+""".replace("STACKS", STACKS)
+
+
+@pytest.fixture(scope="module", params=PAGE_SIZES)
+def kdump(request):
+    """One OOM panic per page size, captured by the guest's own kdump kernel; QEMU is gone after."""
+    page = request.param
+    kdir = kernel_or_skip(page)
+    work = fresh(WORK / f"kdump-{page}")
+    with TestVM(kdir, cmdline=CLIENTS_ON, crashkernel=CRASHKERNEL, workdir=str(work / "vm")) as vm:
+        dmesg = vm.dmesg()
+        t = time.time()
+        vm.load_capture_kernel()
+        loaded = time.time() - t
+        vm.run(SAMPLE_STACKS).check()
+        t = time.time()
+        core = vm.crash("oom", "-c -d 31", work / "vmcore", leaker=f"-m tmpfs -r {LEAK_RATE}", timeout=900)
+        cycle = time.time() - t
+        times, d = vm.crash_times, vm.captured[0]
+        sample = last_sample(vm.share, "show_stacks")
+        out = {"page": page, "vmlinux": str(kdir / "vmlinux"), "core": str(core), "dmesg": dmesg,
+               "console": vm.console.read_text(errors="replace"), "makedumpfile": d,
+               "pid": int((vm.share / "kdump" / "leaker.pid").read_text()),
+               "show_stacks": sample.read_text() if sample else None}
+    print(f"\n[arm64 {page} kdump] kexec -s -p {loaded:.1f} s; leak ({LEAK_RATE} MiB/s) -> panic -> capture "
+          f"kernel's /init {times['capture_up']:.1f} s, -> QEMU gone {times['exit']:.1f} s (crash() {cycle:.1f} s); "
+          f"makedumpfile -c -d 31 {d.seconds:.1f} s, {core.stat().st_size} bytes")
+    return out
+
+
+def test_kdump_the_guest_panicked_and_its_capture_kernel_wrote_the_dump(kdump):
+    console = kdump["console"]
+    first = console[:console.find("testvm: capture kernel")]
+    assert "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled" in first
+    assert "testvm: capture kernel" in console
+    assert kdump["makedumpfile"].rc == 0 and "makedumpfile Completed." in kdump["makedumpfile"].log
+    assert Path(kdump["core"]).read_bytes()[:8] == b"KDUMP   "
+
+
+def test_kdump_total_is_the_kernels_boot_line(kdump):
+    doc = inspect_json(kdump["core"], "-s", kdump["vmlinux"])
+    geo = GEOMETRIES[f"arm64-{kdump['page']}"]
+    printed = dmesg_page_ext_bytes(kdump["dmesg"])
+    assert not [c for c in doc["checks"] if c["status"] == "fail"]
+    assert printed and doc["page_ext"]["total_bytes"] == printed == doc["page_ext"]["kernel_total_usage"]
+    assert doc["kernel"]["page_size"] == geo.page_size and doc["kernel"]["section_pages"] == geo.section_pages
+    assert {t["node"] for t in doc["tables"]} == {0, 1}
+
+
+def kdump_top(kdump: dict, by: str) -> list[dict]:
+    return json.loads(inspect("top", kdump["core"], "-s", kdump["vmlinux"], "--by", by, "--json").stdout)["rows"]
+
+
+def test_kdump_top_names_the_planted_leak_first(kdump):
+    """The first row is the stack show_stacks gave the most pages through
+    shmem_fallocate before the panic, with at least those pages (the leak only
+    grew), ten times the next row; by pid and comm the leaker leads."""
+    assert kdump["show_stacks"] is not None, "no show_stacks sample completed before the panic"
+    counted = dict(parse_show_stacks(kdump["show_stacks"]))
+    leak = heaviest_through(counted, LEAK_FRAME)
+    rows = kdump_top(kdump, "stack")
+    print(f"\n[arm64 {kdump['page']} kdump] leak: {rows[0]['pages']} pages in the vmcore, "
+          f"{counted[leak]} in the last show_stacks; next row {rows[1]['pages']}")
+    assert tuple(rows[0]["key"]) == leak
+    assert rows[0]["pages"] >= counted[leak] > 0 and rows[0]["pages"] > 10 * rows[1]["pages"]
+    assert kdump_top(kdump, "pid")[0]["key"] == kdump["pid"]
+    assert kdump_top(kdump, "comm")[0]["key"] == "leaker"
+
+
+# -- hot-remove ------------------------------------------------------------------------------
+
+def tables_follow_block_states(vm: TestVM, vmlinux: str) -> dict:
+    """inspect over QMP; its tables are exactly the online blocks' sections (one section a block on arm64)."""
+    doc = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
+    assert not [c for c in doc["checks"] if c["status"] == "fail"]
+    states = vm.memory_blocks()
+    online = {b for b, state in states.items() if state == "online"}
+    assert {t["section"] for t in doc["tables"]} == online, states
+    return doc
+
+
+@pytest.mark.parametrize("page", PAGE_SIZES)
+def test_hot_remove_under_uefi_follows_the_block_states(page):
+    """A 512 MiB DIMM onlined movable (nothing unmovable lands in it), its
+    blocks offlined through sysfs -- their tables go (offline_page_ext at
+    MEM_OFFLINE) -- then ejected (device_del: ACPI, DEVICE_DELETED), the blocks
+    leave sysfs and the tables are the boot ones again.  total_usage never
+    decreases: it still counts the freed tables."""
+    kdir = kernel_or_skip(page)
+    vmlinux = str(kdir / "vmlinux")
+    geo = GEOMETRIES[f"arm64-{page}"]
+    with TestVM(kdir, cmdline=CLIENTS_ON, uefi=True, workdir=str(WORK / f"uefi-remove-{page}")) as vm:
+        before = tables_follow_block_states(vm, vmlinux)
+        blocks = vm.hot_add("dimm2", 512, node=0)
+        vm.set_blocks(blocks, "online_movable").check()
+        added = tables_follow_block_states(vm, vmlinux)
+        assert set(blocks) <= {t["section"] for t in added["tables"]}
+        t = time.time()
+        vm.set_blocks(blocks, "offline").check()
+        offlined = time.time() - t
+        assert all(vm.memory_blocks()[b] == "offline" for b in blocks)
+        tables_follow_block_states(vm, vmlinux)
+        t = time.time()
+        vm.hot_remove("dimm2")
+        vm.wait_blocks(blocks, present=False)
+        removed = time.time() - t
+        after = tables_follow_block_states(vm, vmlinux)
+    assert after["tables"] == before["tables"]
+    assert after["page_ext"]["total_bytes"] == before["page_ext"]["total_bytes"]
+    freed = len(blocks) * geo.section_pages * after["page_ext"]["entry_size"]
+    assert after["page_ext"]["kernel_total_usage"] == before["page_ext"]["kernel_total_usage"] + freed
+    assert "freed by hot-remove" in {c["name"]: c for c in after["checks"]}["total-usage"]["detail"]
+    print(f"\n[arm64 {page} uefi] blocks {blocks}: offline {offlined:.1f} s, eject {removed:.1f} s, "
+          f"{freed} bytes of page_ext freed")

@@ -479,8 +479,13 @@ def leak_stack(oom) -> tuple[str, ...]:
         for _, text in oom["samples"]["windows"].values():
             for block in parse_debugfs(text).values():
                 pages[fields(block)["stack"]] += 1 << fields(block)["order"]
-    through = {s: n for s, n in pages.items() if any(f" {f}".startswith(LEAK_FRAME) for f in s)}
-    assert through, f"no stack through{LEAK_FRAME} in the kernel's text"
+    return heaviest_through(pages, LEAK_FRAME)
+
+
+def heaviest_through(pages: dict[tuple[str, ...], int], frame: str) -> tuple[str, ...]:
+    """Of the kernel's stacks ({stack: pages}) through ``frame``, the one with the most pages."""
+    through = {s: n for s, n in pages.items() if any(f" {f}".startswith(frame) for f in s)}
+    assert through, f"no stack through{frame} in the kernel's text"
     return max(through, key=through.get)
 
 
