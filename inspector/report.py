@@ -7,7 +7,8 @@ plus additive keys: ``nodes``, ``dependencies``, ``sections`` (every present
 section or one with a page_ext pointer: flags, node, raw pointer), per table
 ``table_mem`` (direct|vmalloc|unknown|null) and ``table_pfn``, ``kernel.rules`` (the
 version rules discovery detected) and ``missing`` (what could not be read).
-Every number in it is a JSON integer, addresses included.
+Every number in it is an integer; the commands print it through
+:func:`inspector.jsonout.dumps`, which writes addresses as hex strings.
 
 Strings that come from the target (the release, symbol names) go through
 :func:`~inspector.text.escape`, so a corrupt dump cannot put control
@@ -19,7 +20,6 @@ The ``inspect`` and ``clients`` commands that print these are
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 from tabulate import tabulate
@@ -46,10 +46,6 @@ def to_json(target: Optional[dict], layout: Layout, checks: list[Check],
         "missing": missing if missing is not None else
         {"page_ext": [], "memmap": [], "stack_handles": [], "records_hidden": 0, "other": []},
     }
-
-
-def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, sort_keys=False)  # one indentation for every command (docs/json.md)
 
 
 def _yes(b: bool) -> str:

@@ -33,7 +33,7 @@ PKG = ROOT / "inspector"
 # ones below.  A name ending in "." is a package and everything in it.
 FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("facts", ("inspector", "inspector.errors", "inspector.model", "inspector.versions", "inspector.lazy",
-               "inspector.text", "inspector.events")),
+               "inspector.text", "inspector.events", "inspector.jsonout")),
     ("reading", ("inspector.target", "inspector.link", "inspector.reader", "inspector.kernel", "inspector.walk",
                  "inspector.verify")),
     ("decode", ("inspector.decode", "inspector.decode.", "inspector.vprintf")),

@@ -246,8 +246,35 @@ def inspect_pty(*args: str, timeout: float = 600) -> tuple[int, bytes]:
     return proc.returncode, bytes(out)
 
 
+HEX = re.compile(r"0x[0-9a-f]+")
+
+
+def unhex(doc, key: str = ""):
+    """A command's JSON with its 64-bit quantities (the keys of
+    inspector.jsonout.HEX_KEYS, printed as "0x..." strings) as ints again, so
+    tests compare them with what the kernel holds; a value under such a key
+    that is not a well-formed hex string (or null, or a container) fails."""
+    from inspector.jsonout import HEX_KEYS
+    if isinstance(doc, dict):
+        return {k: unhex(v, k) for k, v in doc.items()}
+    if isinstance(doc, list):
+        if key in HEX_KEYS and doc and all(isinstance(v, str) for v in doc):
+            return [unhex(v, key) for v in doc]
+        return [unhex(v) for v in doc]
+    if key in HEX_KEYS and doc is not None:
+        assert isinstance(doc, str) and HEX.fullmatch(doc), f"{key}: {doc!r} is not a 0x... string"
+        return int(doc, 16)
+    return doc
+
+
+def loads(text: str):
+    """json.loads of a command's output, its hex strings as ints (:func:`unhex`)."""
+    return unhex(json.loads(text))
+
+
 def inspect_json(*args: str, check_rc: int | None = 0) -> dict:
-    return json.loads(inspect(*args, "--json", "--no-progress", check_rc=check_rc).stdout)
+    """A command's --json document, its hex strings as ints (:func:`unhex`)."""
+    return loads(inspect(*args, "--json", "--no-progress", check_rc=check_rc).stdout)
 
 
 def dmesg_page_ext_bytes(vm: TestVM | str) -> int | None:

@@ -454,13 +454,14 @@ def job_of(m: Mutation, core: Core, timeout: float) -> dict:
 
 def parse(kind: str, text: str) -> tuple[dict, Optional[dict]]:
     """(pfn -> record, the "missing" object if the output has one)."""
+    from conftest import unhex  # the hex strings of 64-bit quantities as ints (README "JSON")
     recs: dict = {}
     missing = None
     if kind == "owner-json":
         for line in text.splitlines():
             if not line.strip():
                 continue
-            d = json.loads(line)
+            d = unhex(json.loads(line))
             if "missing" in d and "pfn" not in d:
                 missing = d["missing"]
             else:
@@ -479,7 +480,7 @@ def parse(kind: str, text: str) -> tuple[dict, Optional[dict]]:
             if m:
                 recs[int(m.group(1), 16)] = block
     elif kind == "inspect-json":
-        d = json.loads(text)
+        d = unhex(json.loads(text))
         missing = d.get("missing")
         recs = {"tables": d["tables"], "checks": {c["name"]: c["status"] for c in d["checks"]}}
     return recs, missing

@@ -20,7 +20,7 @@ import importlib
 import drgn
 import pytest
 
-MODULES = ["inspector.versions", "inspector.text", "inspector.cli", "inspector.model", "inspector.drgn_plugin",
+MODULES = ["inspector.versions", "inspector.text", "inspector.jsonout", "inspector.cli", "inspector.model", "inspector.drgn_plugin",
            "inspector.decode.owner", "inspector.decode.engine", "inspector.decode.flags", "inspector.decode.kformat",
            "inspector.decode.sums", "inspector.clients", "inspector.clients.aggregators", "inspector.clients.alloc_tag",
            "inspector.helpers", "inspector.helpers.page_ext", "inspector.helpers.page_owner", "inspector.kernel",

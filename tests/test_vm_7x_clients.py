@@ -26,11 +26,10 @@ profiling is enabled with compression"), the blocks online in /sys, and
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from conftest import CLIENTS_ON, dmesg_page_ext_bytes, inspect, inspect_json
+from conftest import loads, CLIENTS_ON, dmesg_page_ext_bytes, inspect, inspect_json
 from testvm import TestVM
 
 import test_vm_alloc_tags as tags
@@ -120,7 +119,7 @@ def test_compressed_alloc_tags_against_allocinfo(on):
     finally:
         vm.resume()
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    doc = loads(proc.stdout)
     kernel = tags.parse_allocinfo((vm.share / "allocinfo.txt").read_text())
     s = doc["summary"]
     rows = sorted((r for r in doc["tags"] if r["index"] is not None), key=lambda r: r["index"])

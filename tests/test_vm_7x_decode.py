@@ -48,7 +48,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import CLIENTS_ON, inspect
+from conftest import loads, CLIENTS_ON, inspect
 from test_vm_owner import (MEMCG_PAGES, WORK, compare_with_kernel, fields, json_lines, local_clock,
                            without_flags)
 from test_vm_owner import test_page_table_check_counts_agree_with_pagemap_and_rmap as table_check_agrees
@@ -165,7 +165,7 @@ def test_top_by_stack_is_the_kernels(snap, compared):
         f = fields(block)
         expected[f["stack"]][0] += 1 << f["order"]
         expected[f["stack"]][1] += 1
-    rows = json.loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", "stack", "--json").stdout)["rows"]
+    rows = loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", "stack", "--json").stdout)["rows"]
     got = {tuple(r["key"]): [r["pages"], r["allocations"]] for r in rows}
     assert got == dict(expected)
     # show_stacks: "nr_base_pages: N" after each stack (stack_print()).
@@ -201,8 +201,8 @@ def test_alloc_tags_pfn_of_tail_pages_finds_the_kernels_head(snap):
     agree = sum(at.at(t)["head_pfn"] == tails[t] for t in sample)
     assert agree >= 0.9 * len(sample), (agree, len(sample))
     t = next(t for t in sample if at.at(t)["head_pfn"] == tails[t])
-    d = json.loads(inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", str(t), "--json").stdout)
-    head = json.loads(inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", str(tails[t]),
+    d = loads(inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", str(t), "--json").stdout)
+    head = loads(inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", str(tails[t]),
                               "--json").stdout)
     assert d["head_pfn"] == tails[t] and d["tag"] == head["tag"]
 

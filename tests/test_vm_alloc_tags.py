@@ -53,7 +53,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, inspect, kernel_for, module_kernels
+from conftest import CLIENTS_ON, inspect, kernel_for, loads, module_kernels
+from test_json_conventions import validate
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -119,9 +120,19 @@ def snap(kernel612):
         elf = vm.dump(str(WORK / "core.elf"), "elf")  # to corrupt (test_garbage_refs_...)
         a1 = parse_allocinfo((vm.share / "a1.txt").read_text())
         a2 = parse_allocinfo((vm.share / "a2.txt").read_text())
-        live = json.loads(inspect("alloc-tags", "--qemu", vm.qmp_path, "-s", vmlinux, "--all", "--json").stdout)
-    doc = json.loads(inspect("alloc-tags", core, "-s", vmlinux, "--all", "--json").stdout)
-    yield {"core": core, "elf": elf, "vmlinux": vmlinux, "a1": a1, "a2": a2, "doc": doc, "live": live}
+        live = loads(inspect("alloc-tags", "--qemu", vm.qmp_path, "-s", vmlinux, "--all", "--json").stdout)
+    text = inspect("alloc-tags", core, "-s", vmlinux, "--all", "--json").stdout
+    yield {"core": core, "elf": elf, "vmlinux": vmlinux, "a1": a1, "a2": a2, "doc": loads(text), "live": live,
+           "text": text}
+
+
+def test_json_validates(snap):
+    """alloc-tags --json against its shipped JSON Schema (inspector/schemas/alloc-tags.json);
+    the tags' addresses are "0x..." strings of x86-64 kernel addresses (the
+    tags live in the kernel's and modules' data, above 0xffff800000000000)."""
+    raw = json.loads(snap["text"])
+    validate("alloc-tags", raw)
+    assert raw["tags"] and all(int(r["address"], 16) >= 0xffff800000000000 for r in raw["tags"])
 
 
 def by_index(snap) -> list[dict]:
@@ -237,7 +248,9 @@ def test_one_pfn(snap):
     at = PageExt.open(snap["core"], vmlinux=snap["vmlinux"]).client("page_alloc_tagging")
     pfn = next(p for _a, _n, pfns, refs, _o, _s in at.chunks() for p, ref in zip(pfns.tolist(), refs.tolist())
                if ref == r["address"])
-    d = json.loads(inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", hex(pfn), "--json").stdout)
+    text = inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", hex(pfn), "--json").stdout
+    validate("alloc-tags", json.loads(text))  # the shipped JSON Schema, on the printed text
+    d = loads(text)
     assert d["state"] == "tagged" and d["tag"] == r["tag"]
     text = inspect("alloc-tags", snap["core"], "-s", snap["vmlinux"], "--pfn", str(pfn)).stdout
     assert r["tag"] in text
@@ -269,7 +282,7 @@ def test_garbage_refs_are_counted_and_shown_invalid(snap):
             f.seek(-8, 1)
             f.write(struct.pack("<Q", bad))
     proc = inspect("alloc-tags", elf, "-s", vmlinux, "--json", check_rc=1)  # corrupt refs: exit 1
-    doc = json.loads(proc.stdout)
+    doc = loads(proc.stdout)
     rows = {r["tag"]: r for r in doc["tags"]}
     assert rows[f"<invalid tag {wild:#x}>"]["allocations"] == 1
     assert rows[f"<invalid tag {inside:#x}>"]["allocations"] == 1
@@ -294,10 +307,10 @@ def test_profiling_off_at_boot_is_refused(kernel612, setting, tmp_path):
         assert vm.run("cat /proc/sys/vm/mem_profiling").check().out.strip() == "0"
         proc = inspect("alloc-tags", "--qemu", vm.qmp_path, "-s", vmlinux, check_rc=2)
         assert "inactive in this boot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-        clients = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
+        clients = loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
         row = next(c for c in clients if c["name"] == "page_alloc_tagging")
         assert row["state"] != "active" and row["active"] is False
-        doc = json.loads(inspect("--qemu", vm.qmp_path, "-s", vmlinux, "--json", "--no-progress").stdout)
+        doc = loads(inspect("--qemu", vm.qmp_path, "-s", vmlinux, "--json", "--no-progress").stdout)
         # =0 keeps the client's 8 bytes per page (need() is mem_profiling_support), =never drops them:
         # the kernel's own total says which.
         m = re.search(r"allocated (\d+) bytes of page_ext", vm.dmesg())
@@ -311,10 +324,10 @@ def test_min_bytes_and_its_deprecated_name(snap):
     order of the full list; --threshold N, its old name, does the same and
     says on stderr that it is deprecated (issue 20)."""
     core, vmlinux = snap["core"], snap["vmlinux"]
-    full = json.loads(inspect("alloc-tags", core, "-s", vmlinux, "--json").stdout)["tags"]
+    full = loads(inspect("alloc-tags", core, "-s", vmlinux, "--json").stdout)["tags"]
     n = sorted(r["bytes"] for r in full)[len(full) // 2]
-    kept = json.loads(inspect("alloc-tags", core, "-s", vmlinux, "--json", "--min-bytes", str(n)).stdout)["tags"]
+    kept = loads(inspect("alloc-tags", core, "-s", vmlinux, "--json", "--min-bytes", str(n)).stdout)["tags"]
     assert kept == [r for r in full if r["bytes"] >= n] and 0 < len(kept) < len(full)
     old = inspect("alloc-tags", core, "-s", vmlinux, "--json", "--threshold", str(n))
-    assert json.loads(old.stdout)["tags"] == kept
+    assert loads(old.stdout)["tags"] == kept
     assert "--threshold is deprecated: use --min-bytes" in old.stderr

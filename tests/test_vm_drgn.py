@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import inspect
+from conftest import loads, inspect
 from test_vm_owner import fields, parse_debugfs, snap  # noqa: F401  (module-scoped fixture: a boot of our own)
 
 pytestmark = pytest.mark.vm
@@ -118,7 +118,7 @@ def test_commands_on_a_vmcore_print_what_the_cli_prints(snap):
         assert out == want, (command, out[:2000], want[:2000])
         assert len(out) > 40, (command, out)
     json_out = run_commands(snap, ["pageext --json"])[0]
-    doc, want = json.loads(json_out), json.loads(cli(snap, "inspect", "--json"))
+    doc, want = loads(json_out), loads(cli(snap, "inspect", "--json"))
     assert doc.pop("target") is None and want.pop("target")["kind"] == "vmcore"
     assert doc == want
 
@@ -176,7 +176,7 @@ def test_helpers_answer_as_the_kernel_does(snap, tmp_path):
                            "-q", str(script),
                            ",".join(map(str, pick)), str(result)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(result.read_text())
+    out = loads(result.read_text())
     # The boot line: N bytes for every online page, entry_size bytes each.
     printed = int(re.search(r"allocated (\d+) bytes of page_ext", snap["dmesg"]).group(1))
     assert out["entry_size"] * snap["online_pages"] == printed

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, ROOT, inspect, kernel_for, module_kernels, vmlinux_release
+from conftest import CLIENTS_ON, ROOT, inspect, kernel_for, loads, module_kernels, vmlinux_release
+from test_json_conventions import validate
 from test_vm_kdump import CHURN
 from test_vm_owner import NO_MEMCG, compare_with_kernel, fields, local_clock, parse_debugfs
 from test_vm_owner_sort import parse_show_stacks
@@ -135,7 +136,8 @@ def hist(request):
                            "--interval", "3", "--count", str(SAMPLES), "-o", str(snaps), "--plot", str(png),
                            "--json", "--no-progress")
         times["watch --qemu"] = time.time() - t
-        watch = json.loads(proc.stdout)
+        validate("watch", json.loads(proc.stdout))  # the shipped JSON Schema, on the printed text
+        watch = loads(proc.stdout)
         oracle = [(vm.share / "oracle" / f"{n}.txt").read_bytes().decode("latin-1") for n in range(1, SAMPLES + 1)]
 
         t = time.time()
@@ -258,7 +260,7 @@ def kernel_sums(d: dict) -> dict:
 def test_diff_of_two_vmcores_is_the_difference_of_the_kernels_own_sums(hist, tmp_path):
     vmlinux = hist["vmlinux"]
     a, b = ({**hist[k], "vmlinux": vmlinux} for k in ("a", "b"))
-    doc = json.loads(inspect("diff", a["core"], b["core"], "-s", vmlinux, "--json").stdout)
+    doc = loads(inspect("diff", a["core"], b["core"], "-s", vmlinux, "--json").stdout)
     ka, kb = kernel_sums(a), kernel_sums(b)
     expected = {}
     for s in set(ka["sums"]) | set(kb["sums"]):
@@ -282,14 +284,14 @@ def test_diff_of_two_vmcores_is_the_difference_of_the_kernels_own_sums(hist, tmp
     assert sum(n["delta_pages"] for n in doc["nodes"]) == sum(d[0] for d in expected.values())
     # The same diff from snapshot files.
     fa, fb = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    inspect("snapshot", a["core"], "-s", vmlinux, "-o", str(fa))
+    validate("snapshot", json.loads(inspect("snapshot", a["core"], "-s", vmlinux, "-o", str(fa), "--json").stdout))
     inspect("snapshot", b["core"], "-s", vmlinux, "-o", str(fb))
-    files = json.loads(inspect("diff", str(fa), str(fb), "--json").stdout)
+    files = loads(inspect("diff", str(fa), str(fb), "--json").stdout)
     assert files["rows"] == doc["rows"] and files["nodes"] == doc["nodes"]
     assert fa.stat().st_size < 100_000
     # By comm: the leaker's pages (its leak and the file's xarray nodes), as in the kernel's texts
     # (the leaker stood still while they were read and dumped: none of its records is one-sided).
-    comms = {r["key"]: r["delta_pages"] for r in json.loads(
+    comms = {r["key"]: r["delta_pages"] for r in loads(
         inspect("diff", str(fa), str(fb), "--json", "--by", "comm").stdout)["rows"]}
 
     def leaker_pages(text: str) -> int:
@@ -336,7 +338,7 @@ def test_the_plot_draws_each_stack_at_every_sample(hist, tmp_path):
     assert [line["legend"] for line in drawn] == [line["label"] for line in drawn]  # each labelled
     # plot on the directory draws the same lines.
     out = tmp_path / "again.png"
-    doc = json.loads(inspect("plot", str(hist["snaps"]), "-o", str(out), "--json").stdout)
+    doc = loads(inspect("plot", str(hist["snaps"]), "-o", str(out), "--json").stdout)
     assert doc["sample_count"] == SAMPLES and [(d["label"], d["y"]) for d in doc["lines"]] == \
         [(d["label"], d["y"]) for d in drawn]
     # A real picture: many colours, not a blank canvas.
@@ -348,7 +350,7 @@ def test_the_plot_draws_each_stack_at_every_sample(hist, tmp_path):
 def test_watch_in_the_guest_on_proc_kcore(hist):
     k = hist["kcore"]
     assert k["rc"] == 0, k["err"]
-    w = json.loads(k["json"])
+    w = loads(k["json"])
     leak = leak_stack(hist)
     suspects = [s for s in w["stacks"] if s["suspect"]]
     churn = churn_stacks(hist)
@@ -368,7 +370,7 @@ def test_pageext_watch_in_a_drgn_session(hist):
     live, the boot the CLI's watch sampled), and each holds the leak's stack."""
     d = hist["drgn_watch"]
     assert d["rc"] == 0 and "Traceback" not in d["err"], d["err"][-3000:]
-    w = json.loads(d["out"])
+    w = loads(d["out"])
     files = sorted(d["snaps"].glob("*.parquet"))
     assert len(w["samples"]) == DRGN_SAMPLES == len(files), (w["samples"], files)
     from inspector.history.snapshot import load

@@ -18,7 +18,6 @@ pages or stack records lay there, from the clean core's layout.
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 import subprocess
@@ -31,7 +30,7 @@ import drgn
 import pytest
 
 import coremut
-from conftest import CLIENTS_ON
+from conftest import loads, CLIENTS_ON
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -67,7 +66,7 @@ class Core:
         """owner --json --trailer: (records, missing)."""
         p = self.run(*args, "--trailer")
         assert p.returncode == rc, (p.returncode, p.stderr)
-        docs = [json.loads(line) for line in p.stdout.splitlines()]
+        docs = [loads(line) for line in p.stdout.splitlines()]
         assert "missing" in docs[-1] and "pfn" not in docs[-1]
         return docs[:-1], docs[-1]["missing"]
 
@@ -129,12 +128,12 @@ def table_page(core: Core, index: int = 1) -> tuple[int, range]:
 @pytest.mark.parametrize("zeros", [False], ids=["gone"])
 def test_one_missing_table_page(core, zeros):
     a, lost = table_page(core)
-    clean_tc = json.loads(core.run("table-check", "--json").stdout)
+    clean_tc = loads(core.run("table-check", "--json").stdout)
     with core.damaged(core.elf.hole(a, a + coremut.PAGE, zeros=zeros)):
         # inspect: readable is unknown (never "ok"), the answer partial.
         p = core.run("inspect", "--json")
         assert p.returncode == 3, p.stderr
-        doc = json.loads(p.stdout)
+        doc = loads(p.stdout)
         checks = {c["name"]: c["status"] for c in doc["checks"]}
         assert checks["readable"] == "unknown" and checks["bias"] == checks["extent"] == "ok"
         assert doc["missing"]["page_ext"] == [[lost[0], lost[-1]]]
@@ -148,10 +147,10 @@ def test_one_missing_table_page(core, zeros):
         assert any(p_ in lost for p_ in core.records), "the damaged page held no record: pick another"
         # top and table-check lose only those entries, and say so.
         top = core.run("top", "--by", "pid", "--json")
-        assert top.returncode == 3 and json.loads(top.stdout)["missing"]["page_ext"] == [[lost[0], lost[-1]]]
+        assert top.returncode == 3 and loads(top.stdout)["missing"]["page_ext"] == [[lost[0], lost[-1]]]
         tc = core.run("table-check", "--json")
         assert tc.returncode == 3 and partial_lines(tc)
-        assert json.loads(tc.stdout)["pages"] == clean_tc["pages"] - len(lost)
+        assert loads(tc.stdout)["pages"] == clean_tc["pages"] - len(lost)
         # validate: the layout agrees, but not silently: partial, and it says where it could read.
         v = core.run("validate")
         assert v.returncode == 3 and partial_lines(v)
@@ -175,16 +174,16 @@ def test_file_less_tail_over_a_zero_table_page(core):
     if zero is None:
         pytest.skip("no all-zero page inside a page_ext table of this boot")
     clean = core.run("inspect", "--json")
-    clean_tc = json.loads(core.run("table-check", "--json").stdout)
+    clean_tc = loads(core.run("table-check", "--json").stdout)
     with core.damaged(core.elf.hole(zero, zero + coremut.PAGE, zeros=True)):
         p = core.run("inspect", "--json")
         assert p.returncode == clean.returncode == 0, p.stderr
-        doc = json.loads(p.stdout)
-        assert doc["checks"] == json.loads(clean.stdout)["checks"] and not doc["missing"]["page_ext"]
+        doc = loads(p.stdout)
+        assert doc["checks"] == loads(clean.stdout)["checks"] and not doc["missing"]["page_ext"]
         recs, missing = core.json("owner", "--json", "--all", rc=0)
         assert {r["pfn"]: r for r in recs} == core.records and not missing["page_ext"]
         tc = core.run("table-check", "--json")
-        assert tc.returncode == 0 and json.loads(tc.stdout)["pages"] == clean_tc["pages"]
+        assert tc.returncode == 0 and loads(tc.stdout)["pages"] == clean_tc["pages"]
     assert esz > 0
 
 
@@ -218,7 +217,7 @@ def test_missing_struct_page_of_a_tables_last_page(core, zeros):
     a = (s + (last - first) * core.marks.page_struct) // coremut.PAGE * coremut.PAGE
     with core.damaged(core.elf.hole(a, a + coremut.PAGE, zeros=zeros)):
         p = core.run("inspect", "--json")
-        doc = json.loads(p.stdout)
+        doc = loads(p.stdout)
         checks = {c["name"]: c for c in doc["checks"]}
         assert checks["extent"]["status"] == "unknown", checks["extent"]
         assert p.returncode == 3 and partial_lines(p)
@@ -277,7 +276,7 @@ def test_table_aimed_at_rodata(core):
     with core.damaged(core.elf.flip(ms + off, struct.pack("<Q", stored))):
         p = core.run("inspect", "--json")
         assert p.returncode == 1
-        bias = {c["name"]: c for c in json.loads(p.stdout)["checks"]}["bias"]
+        bias = {c["name"]: c for c in loads(p.stdout)["checks"]}["bias"]
         assert bias["status"] == "fail" and f"section {nr}" in bias["detail"]
         for args in (("owner",), ("owner", "--json"), ("top",), ("table-check",)):
             line = one_line(core.run(*args), 1)
@@ -286,7 +285,7 @@ def test_table_aimed_at_rodata(core):
         assert p.returncode == 1
         warn = [ln for ln in p.stderr.splitlines() if "--force decoded" in ln]
         assert warn and f"section {nr}" in warn[0] and "check bias failed" in warn[0], p.stderr
-        recs = [json.loads(line) for line in p.stdout.splitlines()]  # records only: no --trailer
+        recs = [loads(line) for line in p.stdout.splitlines()]  # records only: no --trailer
         span = range(first, first + core.marks.section_pages)
         assert all(r["suspect"] == (r["pfn"] in span) for r in recs)
         assert any(r["suspect"] for r in recs)
@@ -299,10 +298,10 @@ def test_table_aimed_at_rodata(core):
 # -- kernel counts and lists gone wrong ------------------------------------------------------------------
 
 def test_highest_present_section_nr_2_to_the_40(core):
-    clean = json.loads(core.run("inspect", "--json").stdout)
+    clean = loads(core.run("inspect", "--json").stdout)
     with core.damaged(core.elf.flip(core.var_phys("__highest_present_section_nr"), struct.pack("<Q", 2 ** 40))):
         p = core.run("inspect", "--json")
-        doc = json.loads(p.stdout)
+        doc = loads(p.stdout)
         assert doc["tables"] == clean["tables"]
         assert any("__highest_present_section_nr is 1099511627776" in n for n in doc["missing"]["other"])
         assert p.returncode == 3
@@ -312,7 +311,7 @@ def test_highest_present_section_nr_2_to_the_40(core):
 def test_cycle_in_memory_subsys(core, which):
     from drgn.helpers.linux.list import list_for_each
     prog = core.prog
-    clean = json.loads(core.run("inspect", "--json").stdout)
+    clean = loads(core.run("inspect", "--json").stdout)
     if which == "devices":
         from drgn.helpers.linux.device import bus_to_subsys
         sp = bus_to_subsys(prog["memory_subsys"].address_of_())
@@ -329,7 +328,7 @@ def test_cycle_in_memory_subsys(core, which):
     with core.damaged(patch):
         p = subprocess.run([EXE, core.path, "-s", core.vmlinux, "--json"], capture_output=True, text=True,
                            timeout=120)
-        doc = json.loads(p.stdout)
+        doc = loads(p.stdout)
         assert p.returncode == 3
         assert any("memory block list is corrupt" in n and "loops" in n for n in doc["missing"]["other"])
         assert [(t["section"], t["address"]) for t in doc["tables"]] == \
@@ -343,7 +342,7 @@ def test_total_usage_shortfall(core, tables, status):
     new = usage.value_() + tables * per
     with core.damaged(core.elf.flip(core.var_phys("total_usage", "page_ext.c"), struct.pack("<Q", new))):
         p = core.run("inspect", "--json")
-        c = {c["name"]: c for c in json.loads(p.stdout)["checks"]}["total-usage"]
+        c = {c["name"]: c for c in loads(p.stdout)["checks"]}["total-usage"]
         assert c["status"] == status, c
         if status == "fail":
             assert "more than the" in c["detail"] and "memory hotplug could have added" in c["detail"]

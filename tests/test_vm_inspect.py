@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, MAIN_FRAGMENTS, NO_PAGE_EXT, build_kernel, skip_unless_extra_build, dmesg_page_ext_bytes, inspect, inspect_json
+from conftest import loads, CLIENTS_ON, MAIN_FRAGMENTS, NO_PAGE_EXT, build_kernel, skip_unless_extra_build, dmesg_page_ext_bytes, inspect, inspect_json
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -172,7 +172,7 @@ def test_proc_kcore_inside_the_guest(vm, vmlinux):
     res = vm.run(f"chroot /host {exe} /proc/kcore -s {vmlinux} --json --no-progress", timeout=900)
     assert res.rc == 0, res.err
     import json
-    inside = json.loads(res.out)
+    inside = loads(res.out)
     outside = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
     assert inside["target"] == {"kind": "kcore", "path": "/proc/kcore"}
     inside.pop("target"); outside.pop("target")
@@ -192,7 +192,7 @@ def test_snapshot_on_proc_kcore_leaves_out_its_own_process_also_in_a_pid_namespa
     snap = f"{exe} snapshot /proc/kcore -s {vmlinux} --json --no-progress -o {CHROOT_SHARE}"
     res = vm.run(f"sh -c 'echo $$ > /share/plain.pid; exec chroot /host {snap}/plain.parquet'", timeout=900)
     assert res.rc == 0, res.err
-    runs = {"plain": (json.loads(res.out), int((vm.share / "plain.pid").read_text()))}
+    runs = {"plain": (loads(res.out), int((vm.share / "plain.pid").read_text()))}
     res = vm.run(f"chroot /host unshare --pid --fork --mount-proc {snap}/ns.parquet > /share/ns.json 2> /share/ns.err &\n"
                  "bg=$!; g=\n"
                  "while kill -0 $bg 2>/dev/null; do\n"
@@ -203,7 +203,7 @@ def test_snapshot_on_proc_kcore_leaves_out_its_own_process_also_in_a_pid_namespa
                  "wait $bg; rc=$?; echo $rc $g", timeout=900)
     rc, global_pid = res.check().out.split()
     assert rc == "0", (vm.share / "ns.err").read_text()
-    runs["pid namespace"] = (json.loads((vm.share / "ns.json").read_text()), int(global_pid))
+    runs["pid namespace"] = (loads((vm.share / "ns.json").read_text()), int(global_pid))
     for name, (doc, pid) in runs.items():
         obs = doc["observer"]
         print(f"\n[kcore observer] {name}: {obs}, the guest's pid {pid}")
@@ -288,7 +288,7 @@ quit
         vm.set_blocks(blocks, "offline").check()  # returns once gdb lets the guest go
         out, _ = gdb.communicate(timeout=120)
         assert (tmp_path / "mid.json.rc").read_text().strip() == "0", out
-        during = json.loads(mid.read_text())
+        during = loads(mid.read_text())
         after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
     states = {t["section"]: t["state"] for t in during["tables"] if t["section"] in sections}
     assert states == {s: "invalid" for s in sections}

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import bisect
 import gzip
-import json
 import os
 import re
 import shutil
@@ -53,7 +52,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, inspect, kernel_for
+from conftest import CLIENTS_ON, inspect, kernel_for, loads
 from test_vm_owner import NO_MEMCG, compare_with_kernel, fields, local_clock, parse_debugfs
 from test_vm_owner_sort import parse_show_stacks
 from testvm import Dump, TestVM, helper
@@ -178,7 +177,7 @@ def partial(proc) -> dict:
     "memmap": [...], "stack_handles": [...]}}."""
     assert proc.returncode == 3, f"exit {proc.returncode}, not 3 (partial): {proc.stderr.strip()[-500:]}"
     assert any(ln.startswith("pageext-inspect: partial:") for ln in proc.stderr.splitlines()), proc.stderr
-    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    last = loads(proc.stdout.strip().splitlines()[-1])
     assert set(last) == {"missing"}, last
     return last["missing"]
 
@@ -251,7 +250,7 @@ def test_capture_kernel_formats_open_and_decode_alike(formats, decoded, fmt):
     assert _magic(d.path, fmt)
     row = decoded[fmt]
     assert row["summary"].returncode == 0, row["summary"].stderr
-    summary = json.loads(row["summary"].stdout)
+    summary = loads(row["summary"].stdout)
     assert all(c["status"] in ("ok", "skip") for c in summary["checks"]), summary["checks"]
     missing = summary.get("missing") or {}
     assert not any(missing.values()), missing  # a -d 31 dump lacks nothing we read
@@ -490,7 +489,7 @@ def heaviest_through(pages: dict[tuple[str, ...], int], frame: str) -> tuple[str
 
 
 def top(oom, by: str) -> list[dict]:
-    return json.loads(inspect("top", oom["core"], "-s", oom["vmlinux"], "--by", by, "--json").stdout)["rows"]
+    return loads(inspect("top", oom["core"], "-s", oom["vmlinux"], "--by", by, "--json").stdout)["rows"]
 
 
 def test_the_guest_panicked_on_panic_on_oom(oom):

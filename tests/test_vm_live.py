@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON
+from conftest import loads, CLIENTS_ON
 from live_driver import summary
 from testvm import TestVM
 
@@ -104,7 +104,7 @@ def live(kernel_dir):
     with TestVM(kernel_dir, mem_mb=768, numa=2, maxmem_mb=2048, cmdline=CLIENTS_ON, host_root=True,
                 workdir=str(WORK / "vm")) as vm:
         vm.pause()
-        doc = json.loads(subprocess.run([EXE, "--qemu", vm.qmp_path, "-s", vmlinux, "--json", "--no-progress"],
+        doc = loads(subprocess.run([EXE, "--qemu", vm.qmp_path, "-s", vmlinux, "--json", "--no-progress"],
                                         capture_output=True, text=True, check=True).stdout)
         vm.resume()
         pps, esz = doc["kernel"]["section_pages"], doc["page_ext"]["entry_size"]
@@ -137,7 +137,7 @@ def live(kernel_dir):
             time.sleep(2)
         hot.stop.set()
         hot.join(600)
-        guest = [json.loads(line) for line in (vm.share / "live.jsonl").read_text().splitlines()]
+        guest = [loads(line) for line in (vm.share / "live.jsonl").read_text().splitlines()]
         yield {"guest": guest, "host": host, "hot": hot, "pps": pps, "seconds": time.time() - t0,
                "driver_rc": (vm.share / "live.rc").read_text().strip(), "driver_err": (vm.share / "live.err").read_text()}
 

@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLIENTS_ON, inspect, inspect_pty, kernel_for, snapshot_kernels
+from conftest import loads, CLIENTS_ON, inspect, inspect_pty, kernel_for, snapshot_kernels
 from testvm import TestVM
+from test_json_conventions import validate
 
 from inspector.decode.memcg import charges_folios_through_objcg
 from inspector.target import open_target
@@ -66,7 +67,10 @@ def parse_debugfs(text: str) -> dict[tuple[int, int], str]:
 def json_lines(text: str) -> list[dict]:
     """``owner --json``: one record a line and nothing else (issue 20: no trailer
     unless --trailer), so every line is a record with a pfn."""
-    docs = [json.loads(line) for line in text.splitlines()]
+    lines = text.splitlines()
+    for line in lines[::max(1, len(lines) // 500)]:  # the shipped JSON Schema, on the printed text
+        validate("owner", json.loads(line))
+    docs = [loads(line) for line in lines]
     assert docs and all("pfn" in d and "missing" not in d for d in docs)
     return docs
 
@@ -356,11 +360,12 @@ def test_json_lines_are_records_and_the_trailer_is_asked_for(snap):
     pfn = min(k[0] for k in parse_debugfs(snap["kernel"]))
     args = ("owner", snap["core"], "-s", snap["vmlinux"], "--pfn", str(pfn), "--json")
     plain = inspect(*args).stdout.splitlines()
-    assert len(plain) == 1 and json.loads(plain[0])["pfn"] == pfn
+    assert len(plain) == 1 and loads(plain[0])["pfn"] == pfn
     trailed = inspect(*args, "--trailer").stdout.splitlines()
     assert trailed[:1] == plain and len(trailed) == 2
-    assert json.loads(trailed[1]) == {"missing": json.loads(trailed[1])["missing"]}
-    assert json.loads(trailed[1])["missing"]["page_ext"] == [] and json.loads(trailed[1])["missing"]["stack_handles"] == []
+    validate("owner", json.loads(trailed[1]))
+    assert loads(trailed[1]) == {"missing": loads(trailed[1])["missing"]}
+    assert loads(trailed[1])["missing"]["page_ext"] == [] and loads(trailed[1])["missing"]["stack_handles"] == []
     assert inspect("owner", snap["core"], "-s", snap["vmlinux"], "--trailer", check_rc=2).stderr.count("\n") == 1
 
 
@@ -402,7 +407,7 @@ def expected_top(compared: dict, by: str) -> dict:
 
 def top_of(core: str, vmlinux: str, by: str) -> tuple[list, dict]:
     """Our ``top --by BY --json`` rows, and key -> (pages, allocations)."""
-    rows = json.loads(inspect("top", core, "-s", vmlinux, "--by", by, "--json").stdout)["rows"]
+    rows = loads(inspect("top", core, "-s", vmlinux, "--by", by, "--json").stdout)["rows"]
     got = {}
     for r in rows:
         k = tuple(r["key"]) if by == "stack" else r["key"]
@@ -421,7 +426,7 @@ def test_top_equals_the_aggregate_of_the_kernels_text(snap, compared, by):
     raw = _aggregate(compared["kernel"], by)
     assert sum(p for p, _ in raw.values()) > 20000
     # --min-pages and --limit cut the same sorted list.
-    top2 = json.loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json", "--limit", "2",
+    top2 = loads(inspect("top", snap["core"], "-s", vmlinux, "--by", by, "--json", "--limit", "2",
                               "--min-pages", "2").stdout)["rows"]
     assert top2 == [r for r in rows if r["pages"] >= 2][:2]
 
@@ -484,7 +489,9 @@ def test_page_table_check_counts_agree_with_pagemap_and_rmap(snap):
     wrong = [p for p in exclusive_anon
              if p not in rows or (rows[p]["anon_map_count"], rows[p]["file_map_count"]) != ("1", "0")]
     assert not wrong, [(hex(p), rows.get(p)) for p in wrong[:5]]
-    summary = json.loads(inspect("table-check", snap["core"], "-s", vmlinux, "--json").stdout)
+    text = inspect("table-check", snap["core"], "-s", vmlinux, "--json").stdout
+    validate("table-check", json.loads(text))
+    summary = loads(text)
     assert summary["both"] == summary["negative"] == summary["not_anon"] == summary["anon_file"] == 0
     # The dump is of a running guest, paused at an arbitrary instruction.  In
     # 6.1 the rmap count and page_table_check's count change a few
@@ -510,7 +517,7 @@ def test_page_table_check_counts_agree_with_pagemap_and_rmap(snap):
 def test_inactive_client_is_reported_as_such(kernel_dir, tmp_path, boot, off, command):
     vmlinux = str(kernel_dir / "vmlinux")
     with TestVM(kernel_dir, cmdline=boot, workdir=str(tmp_path / "vm")) as vm:
-        rows = json.loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
+        rows = loads(inspect("clients", "--qemu", vm.qmp_path, "-s", vmlinux, "--json").stdout)["clients"]
         state = {r["name"]: r["state"] for r in rows}
         on = "page_owner" if off == "page_table_check" else "page_table_check"
         assert state[on] == "active"

@@ -28,10 +28,10 @@ counts are printed (pytest -s).
 
 from __future__ import annotations
 
+import json
 import csv
 import hashlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, inspect
+from conftest import loads, ROOT, inspect
 from test_json_conventions import validate
 from test_vm_owner import compared, fields, local_clock, parse_debugfs, snap  # noqa: F401  (module-scoped fixtures: a boot of our own)
 
@@ -214,8 +214,9 @@ def test_top_json_groups_are_the_tools(snap, compared, sorted_outputs, by):
     """``top --by KEY --json`` == page_owner_sort --cull on the kernel's text,
     give or take the explained records; for stacks the tool's groups are
     merged by their stack lines (it also splits them by memcg and migrate lines)."""
-    doc = json.loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", by, "--json").stdout)
-    validate("top", doc)  # the shipped JSON Schema (inspector/schemas/top.json)
+    text = inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", by, "--json").stdout
+    validate("top", json.loads(text))  # the shipped JSON Schema (inspector/schemas/top.json), on the printed text
+    doc = loads(text)
     rows = doc["rows"]
 
     def group(key):
@@ -399,7 +400,7 @@ def test_show_stacks_counts_are_top_by_stack(snap, since):
     debugfs records.  They agree stack by stack, except the stack of pages
     allocated before page_owner started (init_page_owner() gives them
     early_handle, which is never counted, so show_stacks never lists it)."""
-    rows = json.loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", "stack", "--json").stdout)["rows"]
+    rows = loads(inspect("top", snap["core"], "-s", snap["vmlinux"], "--by", "stack", "--json").stdout)["rows"]
     top = {tuple(r["key"]): r["pages"] for r in rows}
     early = [s for s in top if s[0].startswith("register_early_stack+")]
     assert len(early) == 1, "no boot-time stack in top"
@@ -499,7 +500,7 @@ def test_select_options_are_page_owner_sorts(snap, tmp_path):
         # Every record we selected is one the tool selects: without the option,
         # the tool counts the same pages on our selection.
         total = sum(int(h.split(b" times, ")[1].split(b" pages")[0]) for h in theirs.split(b"\n\n")[:-1])
-        rows = json.loads(inspect_bytes("top", core, "-s", vmlinux, "--by", "pid", "--json", flag, value))["rows"]
+        rows = loads(inspect_bytes("top", core, "-s", vmlinux, "--by", "pid", "--json", flag, value))["rows"]
         assert sum(r["pages"] for r in rows) == total, (flag, value)
 
 

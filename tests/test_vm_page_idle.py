@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import I386_FRAGMENT, build_kernel, inspect, inspect_json, skip_unless_extra_build
+from test_json_conventions import validate
+from conftest import loads, I386_FRAGMENT, build_kernel, inspect, inspect_json, skip_unless_extra_build
 from testvm import TestVM
 
 pytestmark = pytest.mark.vm
@@ -107,8 +108,10 @@ echo $n""").check()
 
 def test_bitmap_equals_the_kernels(idle_dump):
     ours_path = idle_dump["dir"] / "ours.bin"
-    summary = json.loads(inspect("page-idle", idle_dump["core"], "-s", idle_dump["vmlinux"],
-                                 "--bitmap", str(ours_path), "--json").stdout)
+    text = inspect("page-idle", idle_dump["core"], "-s", idle_dump["vmlinux"], "--bitmap", str(ours_path),
+                   "--json").stdout
+    validate("page-idle", json.loads(text))  # the shipped JSON Schema, on the printed text
+    summary = loads(text)
     kernel, ours = idle_dump["kernel_bitmap"], ours_path.read_bytes()
     assert len(ours) == len(kernel), (len(ours), len(kernel))
     only_kernel, only_ours = set_pfns(kernel) - set_pfns(ours), set_pfns(ours) - set_pfns(kernel)
@@ -144,8 +147,9 @@ def test_core_inspector_on_i386(idle_dump, vm32):
 def test_pfn_entry(idle_dump):
     kernel = idle_dump["kernel_bitmap"]
     pfn = min(set_pfns(kernel))
-    e = json.loads(inspect("page-idle", idle_dump["core"], "-s", idle_dump["vmlinux"], "--pfn", str(pfn),
-                           "--json").stdout)
+    text = inspect("page-idle", idle_dump["core"], "-s", idle_dump["vmlinux"], "--pfn", str(pfn), "--json").stdout
+    validate("page-idle", json.loads(text))
+    e = loads(text)
     assert e["pfn"] == pfn and e["idle"] and e["lru"] and e["refcount"] > 0
 
 

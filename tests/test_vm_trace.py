@@ -15,7 +15,6 @@ live guest over QMP (which tables exist afterwards).
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (CLIENTS_ON, MAIN_FRAGMENTS, NO_NOTRACE, ROOT, build_kernel, dmesg_page_ext_bytes, inspect,
-                      inspect_json, vmlinux_release)
+                      inspect_json, loads, vmlinux_release)
 from testvm import TestVM
 from tracevm import TOOL, GuestTracer
 
@@ -151,7 +150,7 @@ def check_trace_hotplug(kdir: Path, vm: TestVM, version: str = "6.1", ready_time
 
     if as_json:
         # --json: stdout is exactly the record's events; the summary goes to stderr.
-        assert [json.loads(line) for line in tracer.out.splitlines()] == events
+        assert [loads(line) for line in tracer.out.splitlines()] == events
         summary = tracer.err
     else:
         # The text lines: bytes = PAGES_PER_SECTION x entry size, per event.

@@ -10,7 +10,6 @@ QEMU gives the DIMM the address the trace was written for.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dmesg_page_ext_bytes, inspect
+from conftest import loads, dmesg_page_ext_bytes, inspect
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sim"
 
 pytestmark = pytest.mark.vm
@@ -78,7 +77,7 @@ def stop_tracer(vm, dest: Path) -> str:
 
 
 def test_validate_replays_a_trace_of_a_real_hotplug(vm, vmlinux, tmp_path):
-    header = json.loads(TRACE.read_text().splitlines()[0])
+    header = loads(TRACE.read_text().splitlines()[0])
     start_tracer(vm)
     vm.hot_add("dimmT", 256, node=1)
     # The trace was written for this exact DIMM address: the first one QEMU hands out.

@@ -44,7 +44,7 @@ from .. import kernel as k
 from ..errors import ClientError, MissingDataError, NoPageExtError, TargetError, UsageError
 from ..model import Table
 from ..text import comm_text, escape, escape_lines
-from ..vprintf import Dec, Str, render
+from ..vprintf import Dec, Hex, Str, render
 from . import ClientSpec, static_key_probe
 from ..decode.engine import (COMPOUND_WORD, columns, factorize, first_of_each, known_mask, lookup_table, member_field,
                              page_fields, record_dtype)
@@ -651,8 +651,9 @@ class PageOwner:
         }
 
     def json_bytes(self, b: Batch) -> bytes:
-        """JSON Lines of a batch: what ``json.dumps(record_dict(r))`` gives
-        for each record, formatted column by column.
+        """JSON Lines of a batch: what ``jsonout.dumps_line(record_dict(r))``
+        gives for each record (the keys of :data:`~inspector.jsonout.HEX_KEYS`
+        as ``"0x..."`` strings), formatted column by column.
 
         :param b: a :class:`~inspector.decode.owner.Batch`
         :return: one JSON line per record, bytes
@@ -671,10 +672,13 @@ class PageOwner:
                                lambda v: None if v == -(1 << 62) else v)]
             return [Dec(e[field])]
 
+        def hexnum(values) -> list:  # a key of HEX_KEYS: "0x..." as jsonout.hex_str() writes it
+            return [b'"0x', Hex(values), b'"']
+
         gfp = e["gfp_mask"].astype(np.int64)
         pieces: list = [b'{"pfn": ', Dec(b.pfn), b', "state": ',
                         lookup((e["ext_flags"] & self.bit_allocated) != 0, lambda v: "allocated" if v else "freed"),
-                        b', "order": ', *num("order", C_ORDER), b', "gfp_mask": ', Dec(gfp),
+                        b', "order": ', *num("order", C_ORDER), b', "gfp_mask": ', *hexnum(gfp),
                         b', "gfp_flags": ', lookup(gfp, self.names.gfp),
                         b', "migratetype": ', lookup(self.gfp_migratetype(gfp), self.names.migratetype),
                         b', "pageblock_migratetype": ',
@@ -690,7 +694,8 @@ class PageOwner:
             pieces.append(lookup(r, lambda v: None if v in (-1, self.mr_never) else self.names.migrate_reason(v)))
         else:
             pieces.append(null)
-        pieces += [b', "handle": ', Dec(e["handle"]), b', "free_handle": ', *num("free_handle"),
+        pieces += [b', "handle": ', *hexnum(e["handle"]), b', "free_handle": ',
+                   *(hexnum(e["free_handle"]) if "free_handle" in self.has else [null]),
                    b', "alloc_stack": ', lookup(e["handle"].astype(np.int64), self.stack_lines),
                    b', "free_stack": ']
         pieces.append(lookup(e["free_handle"].astype(np.int64), self.stack_lines) if "free_handle" in self.has

@@ -7,12 +7,12 @@ its summary, as text or JSON.
 
 from __future__ import annotations
 
-import json
 
 from ..clients.alloc_tag import (ASSUMED, CLIENT_NAME, COMPOUND, NEXT_TAGGED, PAGE_OWNER, AllocTags, Scan,
                                 alloc_tag_rows)
 from ..errors import UsageError
 from ..text import escape
+from ..jsonout import dumps
 from .base import LIMIT, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
 
 def pfn_text(d: dict) -> str:
@@ -50,7 +50,7 @@ def run_alloc_tags(ctx: Context) -> int:
     at = pe.client(CLIENT_NAME)
     if n is not None:
         d = at.at(n)
-        ctx.echo(json.dumps(d | {"missing": missing_json(ctx)}, indent=1) if a.as_json else pfn_text(d))
+        ctx.echo(dumps(d | {"missing": missing_json(ctx)}) if a.as_json else pfn_text(d))
         return 0
     s = at.scan(lo, hi, a.node)
     kernel = at.kernel_counters()
@@ -60,7 +60,7 @@ def run_alloc_tags(ctx: Context) -> int:
         rows = rows[:a.limit]
     summary = _summary(at, s, kernel)
     if a.as_json:
-        ctx.echo(json.dumps({"summary": summary, "tags": rows, "missing": missing_json(ctx)}, indent=1))
+        ctx.echo(dumps({"summary": summary, "tags": rows, "missing": missing_json(ctx)}))
     else:
         _print_tags(ctx, at, s, rows, summary)
     if s.invalid:

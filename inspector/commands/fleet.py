@@ -10,8 +10,8 @@ partial: each is named on stderr and the exit status is 3.
 
 from __future__ import annotations
 
-import json
 
+from ..jsonout import dumps
 from .base import JSON, Command, Context, Opt, missing_json
 from ..errors import UsageError
 
@@ -60,11 +60,11 @@ def run(ctx: Context) -> int:
         from ..fleet.plot import draw
         drawn = draw(table, a.output)
     if a.as_json:
-        ctx.echo(json.dumps({"question": a.question, "engine": a.engine, "files": found.files,
+        ctx.echo(dumps({"question": a.question, "engine": a.engine, "files": found.files,
                              "schemas": {str(v): len(p) for v, p in sorted(found.groups.items())},
                              "skipped": [{"file": p, "why": w} for p, w in found.skipped],
                              "columns": table.columns, "rows": table.dicts(), "frames": frames, "plot": drawn,
-                             "missing": missing_json(ctx)}, indent=1))
+                             "missing": missing_json(ctx)}))
         return 0
     ctx.echo(f"{a.directory}: {found.files} snapshot files ({', '.join(f'schema {v}: {len(p)}' for v, p in sorted(found.groups.items()))})"
              + (f", {len(found.skipped)} left out" if found.skipped else "") + f"; {a.engine}")

@@ -7,12 +7,12 @@ plots); pyarrow, duckdb and matplotlib are imported when a command runs, so
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import tempfile
 from typing import Optional
 
+from ..jsonout import dumps
 from .base import (ARCH, JSON, LIMIT, NODE, RANGE, TIMEOUT, VMLINUX, Command, Context, Opt, missing_json,
                         pfn_selection, timeout_of)
 from ..errors import TargetError, UsageError
@@ -56,9 +56,9 @@ def run_snapshot(ctx: Context) -> int:
     _corrupt(ctx, snap.meta["corrupt_records"])
     t = snap.meta["totals"]
     if a.as_json:
-        ctx.echo(json.dumps({"file": a.output, "bytes": size, **{k: snap.meta[k] for k in (
+        ctx.echo(dumps({"file": a.output, "bytes": size, **{k: snap.meta[k] for k in (
             "release", "machine", "boot_id", "boot_id_source", "clock_ns", "time", "read_seconds", "totals",
-            "stacks", "observer")}, "missing": missing_json(ctx)}, indent=1))
+            "stacks", "observer")}, "missing": missing_json(ctx)}))
     else:
         ctx.echo(f"{a.output}: {snap.meta['stacks']} stacks, {t['stack']['pages']} pages in "
                  f"{t['stack']['allocations']} allocations ({t['stack']['rows']} stack rows, "
@@ -142,13 +142,12 @@ def run_diff(ctx: Context) -> int:
     if a.by == "stack":
         for r, label in zip(rows, labels([r["stack"] for r in rows])):
             r["label"] = label
-            if samples.stack_key == "stack":
-                r.pop("key")
+            r.pop("key")  # the stack's text or its handle: "stack" and "handle" hold it (one key a fact)
     if a.as_json:
-        ctx.echo(json.dumps({"a": _describe(ma, a.a), "b": _describe(mb, a.b), "by": a.by,
+        ctx.echo(dumps({"a": _describe(ma, a.a), "b": _describe(mb, a.b), "by": a.by,
                              "matched_by": samples.stack_key if a.by == "stack" else a.by, "rows": rows,
                              "new": d["new"], "vanished": d["vanished"], "nodes": d["nodes"],
-                             "missing": missing_json(ctx)}, indent=1, default=str))
+                             "missing": missing_json(ctx)}))
         return 0
     _print_diff(ctx, samples, d, rows)
     return 0
@@ -227,7 +226,7 @@ def run_watch(ctx: Context) -> int:
         lines = verdict(w.running, trend, rule)
         doc = _watch_outputs(ctx, w, trend, rule, lines)
     if a.as_json:
-        ctx.echo(json.dumps(doc, indent=1, default=str))
+        ctx.echo(dumps(doc))
     else:
         _print_verdict(ctx, lines, blank=live is not None)
     return 0
@@ -372,8 +371,8 @@ def run_plot(ctx: Context) -> int:
         ctx.missing.merge(Missing.from_json(m.get("missing") or {}))
     drawn = draw(samples, a.output, a.limit or 8)
     if a.as_json:
-        ctx.echo(json.dumps({"file": a.output, "sample_count": samples.n, "time_axis": samples.axis, "lines": drawn,
-                             "missing": missing_json(ctx)}, indent=1))
+        ctx.echo(dumps({"file": a.output, "sample_count": samples.n, "time_axis": samples.axis, "lines": drawn,
+                             "missing": missing_json(ctx)}))
     else:
         ctx.echo(f"{a.output}: {len(drawn)} stacks over {samples.n} samples ({samples.minutes:.1f} min of the "
                  f"{samples.axis})")

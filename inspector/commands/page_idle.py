@@ -6,9 +6,9 @@ what /sys/kernel/mm/page_idle/bitmap would return now.
 
 from __future__ import annotations
 
-import json
 
 from ..errors import UsageError
+from ..jsonout import dumps
 from .base import JSON, NODE, PFN, RANGE, Command, Context, Opt, missing_json, pfn_selection
 
 def run_page_idle(ctx: Context) -> int:
@@ -29,8 +29,8 @@ def run_page_idle(ctx: Context) -> int:
             raise UsageError(f"{a.bitmap}: {e.strerror}") from None
     s = pi.summary(lo, hi, a.node)
     if a.as_json:
-        ctx.echo(json.dumps(s.to_json() | {"flags_bytes": pi.word, "young_bit": pi.young_bit,
-                                           "idle_bit": pi.idle_bit, "missing": missing_json(ctx)}, indent=1))
+        ctx.echo(dumps(s.to_json() | {"flags_bytes": pi.word, "young_bit": pi.young_bit,
+                                           "idle_bit": pi.idle_bit, "missing": missing_json(ctx)}))
         return 0
     _print_summary(ctx, s)
     return 0
@@ -39,7 +39,7 @@ def run_page_idle(ctx: Context) -> int:
 def _print_entry(ctx: Context, e) -> None:
     """One page's bits (``--pfn``), as JSON or one line."""
     if ctx.args.as_json:
-        ctx.echo(json.dumps(e.to_json() | {"missing": missing_json(ctx)}, indent=1))
+        ctx.echo(dumps(e.to_json() | {"missing": missing_json(ctx)}))
         return
     head = "" if e.head_pfn in (None, e.pfn) else f"  (tail of {e.head_pfn:#x}, whose bits count)"
     lru = "unknown" if e.lru is None else ("yes" if e.lru else "no")

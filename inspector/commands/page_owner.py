@@ -10,13 +10,13 @@ key (or page_owner_sort's, show_stacks' and show_handles' text, through
 from __future__ import annotations
 
 import csv
-import json
 from typing import Iterator
 
 from ..clients.page_owner import TOP_KEYS, PageOwner
 from ..decode.owner import ALL, ALLOCATED, FREED, Batch, Select
 from ..errors import UsageError
 from ..text import escape_lines
+from ..jsonout import dumps, dumps_line
 from .base import (JSON, LIMIT, NODE, PFN, RANGE, RETRIES, THRESHOLD, Command, Context, Opt, consistent, missing_json,
                    pfn_selection)
 from ..clients.aggregators import CULL, order_records, parse_cull, parse_sort
@@ -127,7 +127,7 @@ def _owner(ctx: Context) -> int:
         return _owner_sorted(ctx, po, batches)
     corrupt = _print_records(ctx, po, batches)
     if a.as_json and a.trailer:  # JSON Lines carry records only, unless asked (issue 20)
-        ctx.write_bytes((json.dumps({"missing": missing_json(ctx)}) + "\n").encode())
+        ctx.write_bytes((dumps_line({"missing": missing_json(ctx)}) + "\n").encode())
     _owner_notes(ctx, po)
     _corrupt_note(ctx, corrupt)
     return 0
@@ -276,7 +276,7 @@ def _top_rows(ctx: Context, rows: list[dict]) -> None:
     """``top``'s own rows: JSON, or text (a stack's frames under its counts)."""
     by = ctx.args.by
     if ctx.args.as_json:
-        ctx.echo(json.dumps({"by": by, "rows": rows, "missing": missing_json(ctx)}, indent=1))
+        ctx.echo(dumps({"by": by, "rows": rows, "missing": missing_json(ctx)}))
         return
     if by != "stack":
         ctx.echo(f"{'pages':>10} {'allocs':>10}  {by}")

@@ -6,9 +6,9 @@ Thin over :class:`inspector.clients.page_table_check.PageTableCheck`.
 from __future__ import annotations
 
 import csv
-import json
 
 from ..lazy import np
+from ..jsonout import dumps
 from .base import JSON, NODE, RANGE, Command, Context, Opt, missing_json, pfn_selection
 
 def run_table_check(ctx: Context) -> int:
@@ -23,7 +23,7 @@ def run_table_check(ctx: Context) -> int:
         return 0
     s = ptc.summary(lo, hi, a.node)
     if a.as_json:
-        ctx.echo(json.dumps(s.to_json() | {"missing": missing_json(ctx)}, indent=1))
+        ctx.echo(dumps(s.to_json() | {"missing": missing_json(ctx)}))
     else:
         bad = len(s.inconsistent)
         ctx.echo(f"pages scanned        {s.pages}")

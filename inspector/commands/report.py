@@ -10,7 +10,8 @@ import json
 
 from ..clients import registry
 from ..model import FAIL
-from ..report import dumps, empty_message, sections_table, summary, to_json
+from ..jsonout import dumps
+from ..report import empty_message, sections_table, summary, to_json
 from ..text import escape
 from .base import JSON, RETRIES, Command, Context, Opt, consistent, missing_json
 
@@ -46,8 +47,7 @@ def run_clients(ctx: Context) -> int:
              "how_to_enable": c.how_to_enable,
              "decoded_by": list(known[c.name].commands) if c.name in known else []} for c in layout.clients]
     if ctx.args.as_json:
-        ctx.echo(json.dumps({"clients": rows, "allocated": layout.allocated, "missing": missing_json(ctx)},
-                            indent=1))
+        ctx.echo(dumps({"clients": rows, "allocated": layout.allocated, "missing": missing_json(ctx)}))
         return 0
     if not rows:
         ctx.echo("no page_ext client is built into this kernel (e.g. CONFIG_PAGE_OWNER, "

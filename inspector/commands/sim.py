@@ -10,9 +10,9 @@ finds when it compares a kernel's walk with the simulator's prediction.
 
 from __future__ import annotations
 
-import json
 
-from .base import Command, Context, Opt
+from ..jsonout import dumps
+from .base import Command, Context, Opt, missing_json
 from ..errors import UsageError
 from ..events import read_trace
 from ..sim.validate import ValidateError, validate_session
@@ -42,12 +42,26 @@ def run_simulate(ctx: Context) -> int:
             raise UsageError(f"cannot record to {a.record}: {getattr(e, 'strerror', None) or e}") from None
         ctx.note(f"recorded {path}")
     if a.as_json:
-        ctx.echo(json.dumps(result.to_json(), indent=1))
+        ctx.echo(dumps(printed(result) | {"missing": missing_json(ctx)}))
         return 0
     _print_run(ctx, doc, result)
     if not a.variant and not a.geometry and "expected" in doc and doc["expected"] != result.to_json() and not a.record:
         ctx.note("note: this run differs from the recording in the scenario file")
     return 0
+
+
+def printed(result) -> dict:
+    """``simulate --json``: the run as recorded (:meth:`SimResult.to_json`,
+    the recordings' format, unchanged) with the keys of the other commands for
+    the same facts: a section's number is ``section`` and the raw pointer the
+    kernel stores (mem_section.page_ext, node_page_ext) ``page_ext``, as in
+    ``inspect``'s ``sections`` (issue 20)."""
+    doc = result.to_json()
+    lay = doc["layout"]
+    lay["tables"] = [{k: v for k, v in t.items() if k != "stored"} | {"page_ext": t["stored"]} for t in lay["tables"]]
+    lay["sections"] = [{"section": s["nr"], **{k: v for k, v in s.items() if k not in ("nr", "stored")},
+                        "page_ext": s["stored"]} for s in lay["sections"]]
+    return doc
 
 
 def _print_run(ctx: Context, doc: dict, result) -> None:

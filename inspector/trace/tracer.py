@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..events import TRACE_HEADER, header, trace_line
+from ..jsonout import dumps_line
 from .probes import MAX_SECTIONS, TraceError, check_environment, choose_probes, kallsyms, load_bpf, \
     memory_notify_has_nid, read_kernel_u64, traceable
 
@@ -157,7 +158,7 @@ class Tracer:
             self.record.write(json.dumps(ev) + "\n")
             self.record.flush()
         if self.as_json:
-            sys.stdout.write(json.dumps(ev) + "\n")
+            sys.stdout.write(dumps_line(ev) + "\n")  # a command's JSON (inspector/jsonout.py)
         else:
             sys.stdout.write(self.line(ev, extra) + "\n")
         sys.stdout.flush()
