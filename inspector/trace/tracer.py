@@ -231,8 +231,18 @@ def run_trace(as_json: bool, record_path: Optional[str], duration: Optional[floa
     def on_signal(signum, frame):
         stop["why"] = signal.Signals(signum).name
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # Ours only while tracing: a caller (a drgn session, a script, pytest)
+    # gets its own handlers back on every way out.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _trace_loop(b, tracer, record, as_json, duration, stop, err)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _trace_loop(b, tracer, record, as_json: bool, duration, stop: dict, err) -> int:
+    """Poll the ring buffer until a signal, the duration or the count stops it; print the summary."""
 
     def callback(_cpu, data, _size):
         tracer.handle(b["events"].event(data))
