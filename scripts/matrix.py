@@ -33,11 +33,18 @@ from collections import defaultdict
 from pathlib import Path
 
 # Columns, in order: built kernels, then Debian's stock ones ("stock X").
-KERNELS = ("5.10", "6.1", "6.12", "7.2", "7.3", "stock 5.10", "stock 6.1", "stock 7.2")
+KERNELS = ("5.10", "6.1", "6.12", "7.2", "7.3", "stock 5.10", "stock 6.1", "stock 7.2", "arm64 6.12 4K",
+           "arm64 6.12 64K")
 
 # (module, test-name pattern) -> feature, first match wins.
 FEATURES = [
     ("test_vm_distro", r".", "stock kernel: page_ext empty, owner refuses"),
+    ("test_vm_arm64", r"hot_(add|remove)", "hot-add / hot-remove exact"),
+    ("test_vm_arm64", r"kdump|elf_and_kdump|qemu_kdump", "ELF and kdump dumps, kdump capture"),
+    ("test_vm_arm64", r"owner", "owner --format debugfs"),
+    ("test_vm_arm64", r"top_is", "top vs page_owner_sort / page_owner_stacks"),
+    ("test_vm_arm64", r"validate", "simulate validate"),
+    ("test_vm_arm64", r".", "locate + verify, live QMP"),
     (r"test_vm_(inspect|versions)", r"hot_(add|remove)|invalid_bit", "hot-add / hot-remove exact"),
     (r"test_vm_(inspect|versions)", r"table_check", "table-check"),
     (r"test_vm_(inspect|versions)", r".", "locate + verify, live QMP"),
@@ -76,6 +83,9 @@ def feature_of(module: str, name: str) -> str | None:
 def kernel_of(module: str, name: str, stock: str | None) -> str:
     if stock:
         return f"stock {stock}"
+    if module == "test_vm_arm64":  # tests/test_vm_arm64.py: 6.12, [4k...] or [64k...]
+        m = re.search(r"\[(4k|64k)", name)
+        return f"arm64 6.12 {m.group(1).upper()}" if m else "arm64 6.12 4K"
     m = re.search(r"\[(?:[^\]]*-)?(\d+\.\d+)(?:-[^\]]*)?\]$", name)
     if m and m.group(1) in KERNELS:
         return m.group(1)

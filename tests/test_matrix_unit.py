@@ -53,3 +53,16 @@ def test_missing_file_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "matrix.py"), str(tmp_path / "nope.xml")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such file" in proc.stderr
+
+
+def test_arm64_cases_have_their_own_columns():
+    """tests/test_vm_arm64.py's ids carry the page size: one column each."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import matrix
+    cases = {"test_kdump_top_names_the_planted_leak_first[64k]": ("ELF and kdump dumps, kdump capture", "64K"),
+             "test_hot_remove_under_uefi_follows_the_block_states[4k]": ("hot-add / hot-remove exact", "4K"),
+             "test_owner_debugfs_is_the_kernels_page_owner[4k-elf]": ("owner --format debugfs", "4K"),
+             "test_total_is_the_kernels_boot_line_and_total_usage[64k-qmp]": ("locate + verify, live QMP", "64K")}
+    for name, (feature, page) in cases.items():
+        assert (matrix.feature_of("test_vm_arm64", name), matrix.kernel_of("test_vm_arm64", name, None)) == \
+            (feature, f"arm64 6.12 {page}"), name
