@@ -170,6 +170,13 @@ def test_bad_sort_and_cull(tmp_path, args, message):
     assert len(lines) == 1 and message in lines[0], proc.stderr
 
 
+def test_owner_cull_points_to_top(tmp_path):
+    """A page_owner_sort user's owner --cull: one line naming top's --cull."""
+    proc = inspect("owner", str(tmp_path / "core"), "--cull", "pid,name", check_rc=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "top TARGET --cull pid,name" in lines[0], proc.stderr
+
+
 @pytest.mark.parametrize("sort", ["-pid,tg", "n", "-st", "at"])
 def test_owner_sort_lists_records_in_the_tools_group_order(tmp_path, sort):
     """owner --format debugfs --sort: every record, in the order of the 6.1

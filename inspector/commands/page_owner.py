@@ -82,6 +82,11 @@ def _selected(a) -> frozenset:
 
 
 def prepare_owner(a) -> None:
+    if a.cull_spec is not None:
+        # page_owner_sort's --cull groups records: that output is top's (one
+        # implementation), so the option a page_owner_sort user types says where.
+        raise UsageError(f"owner prints records one by one; page_owner_sort's --cull is "
+                         f"'pageext-inspect top TARGET --cull {a.cull_spec}' (with --sort and --pid/--tgid/--name too)")
     if a.fmt not in FORMATS:
         raise UsageError(f"unknown --format {a.fmt!r} (one of: {', '.join(FORMATS)})")
     if sum((a.allocated, a.freed, a.all_)) > 1:
@@ -304,8 +309,10 @@ COMMANDS = [
             "lacks (as --json of the other commands has it)", bool, False),
         *SELECT_OPTS,
         SORT,
+        Opt(("--cull",), "cull_spec", "page_owner_sort --cull: see top --cull", metavar="KEYS", hidden=True),
         RETRIES,
     ), description="""\b
+page_owner_sort's --cull (records grouped) is top --cull.
 Examples:
   pageext-inspect owner vmcore -s vmlinux                     # page_owner records, readable
   pageext-inspect owner vmcore -s vmlinux --pid 1,42 --format debugfs   # as page_owner_sort --pid 1,42
