@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import loads, inspect
+from conftest import inspect, loads
 from test_vm_owner import fields, parse_debugfs, snap  # noqa: F401  (module-scoped fixture: a boot of our own)
 
 pytestmark = pytest.mark.vm
@@ -176,7 +176,7 @@ def test_helpers_answer_as_the_kernel_does(snap, tmp_path):
                            "-q", str(script),
                            ",".join(map(str, pick)), str(result)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = loads(result.read_text())
+    out = json.loads(result.read_text())  # the script's own json.dump: integers, not the CLI's hex
     # The boot line: N bytes for every online page, entry_size bytes each.
     printed = int(re.search(r"allocated (\d+) bytes of page_ext", snap["dmesg"]).group(1))
     assert out["entry_size"] * snap["online_pages"] == printed
