@@ -38,7 +38,7 @@ KERNELS = ("5.10", "6.1", "6.12", "7.2", "7.3", "stock 5.10", "stock 6.1", "stoc
 
 # (module, test-name pattern) -> feature, first match wins.
 FEATURES = [
-    ("test_vm_distro", r".", "stock kernel: page_ext empty, owner refuses"),
+    (r"test_vm_(distro|72_stock)", r".", "stock kernel: page_ext empty, owner refuses"),
     ("test_vm_arm64", r"hot_(add|remove)", "hot-add / hot-remove exact"),
     ("test_vm_arm64", r"kdump|elf_and_kdump|qemu_kdump", "ELF and kdump dumps, kdump capture"),
     ("test_vm_arm64", r"owner", "owner --format debugfs"),
@@ -69,6 +69,7 @@ FEATURES = [
 ]
 # The kernel of a module's unparametrized tests.
 MODULE_KERNEL = {"test_vm_alloc_tags": "6.12", "test_vm_history": "6.12", "test_vm_page_idle": "6.1",
+                 "test_vm_distro": "stock 6.1", "test_vm_72_stock": "stock 7.2",
                  "test_vm_7x_decode": "7.3", "test_vm_7x_clients": "7.3"}
 NOT_IN_KERNEL = "not in this kernel"
 
@@ -94,8 +95,10 @@ def kernel_of(module: str, name: str, stock: str | None) -> str:
 
 def read(paths: list[Path]) -> dict:
     """{(feature, kernel): [(outcome, message)]} from JUnit files; a file named
-    ``stock-VERSION.xml`` is a test_vm_distro run on that stock kernel."""
-    cells: dict = defaultdict(list)
+    ``stock-VERSION.xml`` is a test_vm_distro run on that stock kernel.  A
+    test case in several files counts once, as the last file has it (a rerun
+    given after the run it repeats)."""
+    latest: dict = {}  # (file kind, module, test id) -> its result: a later file's rerun supersedes
     for path in paths:
         m = re.fullmatch(r"stock-(\d+\.\d+)\.xml", path.name)
         stock = m.group(1) if m else None
@@ -111,7 +114,10 @@ def read(paths: list[Path]) -> dict:
                 if el is not None:
                     outcome, message = tag, el.get("message", "")
                     break
-            cells[feature, kernel_of(module, name, stock)].append((outcome, message))
+            latest[stock, module, name] = (feature, kernel_of(module, name, stock), outcome, message)
+    cells: dict = defaultdict(list)
+    for feature, kernel, outcome, message in latest.values():
+        cells[feature, kernel].append((outcome, message))
     return cells
 
 

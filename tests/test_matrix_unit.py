@@ -66,3 +66,15 @@ def test_arm64_cases_have_their_own_columns():
     for name, (feature, page) in cases.items():
         assert (matrix.feature_of("test_vm_arm64", name), matrix.kernel_of("test_vm_arm64", name, None)) == \
             (feature, f"arm64 6.12 {page}"), name
+
+
+def test_a_rerun_given_later_supersedes(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import matrix
+    case = '<testcase classname="tests.test_vm_drgn" name="test_helpers_answer_as_the_kernel_does[6.1]"'
+    (tmp_path / "run.xml").write_text('<testsuite>' + case + '><failure message="x"/></testcase></testsuite>')
+    (tmp_path / "rerun.xml").write_text('<testsuite>' + case + '/></testsuite>')
+    cells = matrix.read([tmp_path / "run.xml", tmp_path / "rerun.xml"])
+    assert cells[("drgn plugin", "6.1")] == [("passed", "")]
+    cells = matrix.read([tmp_path / "rerun.xml", tmp_path / "run.xml"])
+    assert cells[("drgn plugin", "6.1")] == [("failure", "x")]
