@@ -91,3 +91,28 @@ def test_the_slice_reads_as_the_full_vmlinux(demo, kernel_dir):
         sliced = inspect(*args, core, "-s", vmlinux).stdout
         whole = inspect(*args, core, "-s", str(full)).stdout
         assert sliced == whole, args
+
+
+def test_without_the_demo_files_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    """A source tree or an install that lacks them: one line, exit 2."""
+    import inspector.demo as demo_mod
+    from inspector.cli import main
+    monkeypatch.setattr(demo_mod, "HERE", tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["demo"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "demo core is not installed" in err[0], err
+
+
+def test_a_damaged_debug_info_is_refused(monkeypatch, tmp_path):
+    """An xz that unpacks to other bytes than demo.json's digest: DemoError, nothing cached."""
+    import lzma
+    import inspector.demo as demo_mod
+    (tmp_path / "vmcore").write_bytes(b"x")
+    (tmp_path / "vmlinux.debug.xz").write_bytes(lzma.compress(b"not the debug info"))
+    (tmp_path / "demo.json").write_text(json.dumps({"vmlinux_debug_sha256": "0" * 64}))
+    monkeypatch.setattr(demo_mod, "HERE", tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(demo_mod.DemoError, match="damaged install"):
+        demo_mod.files()
+    assert not list((tmp_path / "cache").rglob("vmlinux-demo-*"))
