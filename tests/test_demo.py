@@ -115,4 +115,7 @@ def test_a_damaged_debug_info_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(demo_mod.DemoError, match="damaged install"):
         demo_mod.files()
+    (tmp_path / "vmlinux.debug.xz").write_bytes(b"truncated")
+    with pytest.raises(demo_mod.DemoError, match="cannot unpack"):
+        demo_mod.files()
     assert not list((tmp_path / "cache").rglob("vmlinux-demo-*"))

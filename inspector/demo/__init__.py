@@ -63,7 +63,10 @@ def files() -> tuple[Path, Path]:
     digest = f["vmlinux_debug_sha256"]
     out = _cache_dir() / f"vmlinux-demo-{digest[:12]}"
     if not out.is_file():
-        raw = lzma.decompress(packed.read_bytes())
+        try:
+            raw = lzma.decompress(packed.read_bytes())
+        except (lzma.LZMAError, OSError) as e:
+            raise DemoError(f"{packed}: cannot unpack ({getattr(e, 'strerror', None) or e}): a damaged install") from None
         if hashlib.sha256(raw).hexdigest() != digest:
             raise DemoError(f"{packed}: unpacks to other bytes than demo.json's digest (a damaged install)")
         out.parent.mkdir(parents=True, exist_ok=True)
