@@ -43,7 +43,8 @@ UNITS = (
     "arch/x86/kernel/setup.c", "init/init_task.c",
     "init/version.c", "init/main.c", "kernel/pid.c", "kernel/fork.c", "kernel/cgroup/cgroup.c", "kernel/crash_core.c",
     "kernel/printk/printk.c", "kernel/time/timekeeping.c", "kernel/sched/clock.c", "kernel/sched/core.c",
-    "drivers/base/memory.c", "drivers/base/bus.c", "mm/memory.c", "mm/init-mm.c", "lib/vsprintf.c", "mm/page_idle.c", "lib/alloc_tag.c",
+    "drivers/base/memory.c", "drivers/base/bus.c", "mm/memory.c", "mm/init-mm.c", "lib/vsprintf.c",
+    "mm/page_idle.c", "lib/alloc_tag.c",
 )
 
 REMOVE = (".debug_aranges", ".debug_loclists", ".debug_rnglists", ".debug_frame")

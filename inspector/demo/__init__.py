@@ -66,7 +66,8 @@ def files() -> tuple[Path, Path]:
         try:
             raw = lzma.decompress(packed.read_bytes())
         except (lzma.LZMAError, OSError) as e:
-            raise DemoError(f"{packed}: cannot unpack ({getattr(e, 'strerror', None) or e}): a damaged install") from None
+            why = getattr(e, "strerror", None) or e
+            raise DemoError(f"{packed}: cannot unpack ({why}): a damaged install") from None
         if hashlib.sha256(raw).hexdigest() != digest:
             raise DemoError(f"{packed}: unpacks to other bytes than demo.json's digest (a damaged install)")
         out.parent.mkdir(parents=True, exist_ok=True)
