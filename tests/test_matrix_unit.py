@@ -62,6 +62,8 @@ def test_arm64_cases_have_their_own_columns():
     cases = {"test_kdump_top_names_the_planted_leak_first[64k]": ("ELF and kdump dumps, kdump capture", "64K"),
              "test_hot_remove_under_uefi_follows_the_block_states[4k]": ("hot-add / hot-remove exact", "4K"),
              "test_owner_debugfs_is_the_kernels_page_owner[4k-elf]": ("owner --format debugfs", "4K"),
+             "test_top_is_the_sum_of_the_kernels_page_owner[64k-pid]": ("top vs page_owner_sort / page_owner_stacks",
+                                                                        "64K"),
              "test_total_is_the_kernels_boot_line_and_total_usage[64k-qmp]": ("locate + verify, live QMP", "64K")}
     for name, (feature, page) in cases.items():
         assert (matrix.feature_of("test_vm_arm64", name), matrix.kernel_of("test_vm_arm64", name, None)) == \
