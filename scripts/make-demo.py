@@ -35,10 +35,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import CLIENTS_ON  # noqa: E402  (the tests' boot line for both clients)
 from slice_debuginfo import slice_debuginfo  # noqa: E402
 from testvm import TestVM  # noqa: E402
 
-CLIENTS_ON = "page_owner=on page_table_check=on"
 MAKEDUMPFILE = "-c -d 31"
 CHURN = r"""
 data=$(head -c 16384 /dev/zero | tr '\0' c)

@@ -11,7 +11,7 @@
 # $PAGEEXT_MATRIX_DIR (default /tmp/pageext-matrix), so a run cut short keeps
 # every module it finished (--resume skips them); one file per stock kernel
 # (stock-VERSION.xml).  The modules written on one kernel run on each kernel
-# named (tests/conftest.py main_kernels/module_kernels).  The kernels are built
+# named (tests/conftest.py module_kernels).  The kernels are built
 # first (scripts/prebuild.py, the same plan as test.sh's background builds).
 # Pytest arguments go after the options.
 set -uo pipefail

@@ -151,16 +151,6 @@ def build_kernel(*fragments: Path, version: str = "6.1", arch: str = "x86_64") -
     return Path(out.strip().splitlines()[-1])
 
 
-def main_kernels() -> tuple[str, ...]:
-    """The kernels of the modules written on the main kernel (every test that
-    takes ``kernel_dir``, ``vmlinux`` or ``vm``): 6.1 alone in CI; in a run
-    that names its kernels ($PAGEEXT_KERNELS, scripts/matrix.sh), each x86_64
-    version it names, so the matrix has every feature on every kernel."""
-    if not os.environ.get("PAGEEXT_KERNELS", "").strip():
-        return ("6.1",)
-    return kernels() or ("6.1",)
-
-
 def module_kernels(default: str, since: tuple[int, int] = (0, 0)) -> list:
     """The kernels of a module written on one kernel (``default``): that one in
     CI; each kernel a run names otherwise (the matrix), where a kernel older
@@ -174,10 +164,12 @@ def module_kernels(default: str, since: tuple[int, int] = (0, 0)) -> list:
             for v in kernels()] or [default]
 
 
-@pytest.fixture(scope="session", params=main_kernels())
+@pytest.fixture(scope="session", params=module_kernels("6.1"))
 def kernel_dir(request) -> Path:
-    """The kernel of the main-kernel modules; the test id carries its version
-    (``[6.1]``), which scripts/matrix.py reads as the column."""
+    """The kernel of the modules written on the main kernel (every test that
+    takes ``kernel_dir``, ``vmlinux`` or ``vm``): 6.1 in CI, each kernel a run
+    names in the matrix; the test id carries its version (``[6.1]``), which
+    scripts/matrix.py reads as the column."""
     return kernel_for(request.param)
 
 
