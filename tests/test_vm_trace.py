@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (CLIENTS_ON, MAIN_FRAGMENTS, NO_NOTRACE, ROOT, build_kernel, dmesg_page_ext_bytes, inspect,
-                      inspect_json, loads, vmlinux_release)
+                      inspect_json, loads, skip_unless_extra_build, vmlinux_release)
 from testvm import TestVM
 from tracevm import TOOL, GuestTracer
 
@@ -45,6 +45,8 @@ def traced(request, kernel_dir, tmp_path_factory):
     only: on another kernel of the matrix, the fallback case is 6.1's)."""
     if request.param == "fallback" and not vmlinux_release(kernel_dir / "vmlinux").startswith("6.1."):
         pytest.skip("the no-notrace variant is built from the 6.1 kernel only (test_trace_hotplug[6.1-fallback])")
+    if request.param == "fallback":
+        skip_unless_extra_build("no-notrace")
     kdir = kernel_dir if request.param == "direct" else build_kernel(*MAIN_FRAGMENTS, NO_NOTRACE)
     with TestVM(kdir, cmdline=CLIENTS_ON, host_root=True,
                 workdir=str(tmp_path_factory.mktemp(f"trace-{request.param}"))) as vm:
