@@ -227,6 +227,21 @@ def vmlinux_release(vmlinux: Path | str) -> str:
     return m.group(1).decode()
 
 
+def release_tuple(release: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", release)
+    assert m, release
+    return int(m.group(1)), int(m.group(2))
+
+
+def require_kernel(vmlinux: Path | str, since: tuple[int, int], what: str) -> None:
+    """Skip as "not in this kernel" (scripts/matrix.py's cell) when the kernel
+    of ``vmlinux`` is older than ``since``, the release that brought ``what``
+    (say which commit in ``what``)."""
+    release = vmlinux_release(vmlinux)
+    if release_tuple(release) < since:
+        pytest.skip(f"not in this kernel: {what} is v{since[0]}.{since[1]} ({release})")
+
+
 def inspect(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
     """Run the installed CLI exactly as a user would."""
     exe = Path(sys.executable).parent / "pageext-inspect"
