@@ -57,3 +57,28 @@ def test_memory_notify_layout_from_the_kernel_header(version, monkeypatch, tmp_p
     monkeypatch.setattr(probes, "kernel_header", lambda relpath, release=None: None)
     assert probes.memory_notify_has_nid({"node_notify": 1})[0] is False
     assert probes.memory_notify_has_nid({})[0] is True
+
+
+# The node argument of online_pages()/offline_pages(), as each tree declares them
+# (read by hand in include/linux/memory_hotplug.h): 5.10 passes online_type and
+# nid to online_pages() and nothing to offline_pages(); 6.1 on pass the zone.
+NODE_ARGS = {"5.10": {"online_pages": "nid", "offline_pages": None},
+             "6.1": {"online_pages": "zone", "offline_pages": "zone"},
+             "6.12": {"online_pages": "zone", "offline_pages": "zone"},
+             "7.3": {"online_pages": "zone", "offline_pages": "zone"}}
+
+
+@pytest.mark.parametrize("version", sorted(NODE_ARGS))
+def test_hotplug_node_argument_from_the_kernel_header(version, monkeypatch):
+    from pathlib import Path
+
+    from inspector.trace import probes
+
+    src = Path("/var/cache/pageext-inspect") / {"5.10": "src-5.10.262-1", **SOURCES}[version]
+    if not (src / "include/linux/memory_hotplug.h").exists():
+        pytest.skip(f"no {version} source in /var/cache/pageext-inspect (scripts/build-kernel.sh -v {version} -S)")
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(src))
+    assert probes.hotplug_node_args() == NODE_ARGS[version]
+    # No header: the zone form, every kernel since 5.12.
+    monkeypatch.setattr(probes, "kernel_header", lambda relpath, release=None: None)
+    assert probes.hotplug_node_args() == {"online_pages": "zone", "offline_pages": "zone"}

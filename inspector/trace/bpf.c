@@ -106,6 +106,15 @@ int hotplug_entry(struct pt_regs *ctx)
     return 0;
 }
 
+/* 5.10's online_pages(pfn, nr_pages, online_type, nid): the node is the fourth argument. */
+int hotplug_entry_nid(struct pt_regs *ctx)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    s32 nid = PT_REGS_PARM4(ctx);
+    nid_of_tid.update(&tid, &nid);
+    return 0;
+}
+
 int hotplug_return(struct pt_regs *ctx)
 {
     u32 tid = bpf_get_current_pid_tgid();

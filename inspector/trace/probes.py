@@ -190,6 +190,33 @@ def memory_notify_has_nid(syms: dict[str, int]) -> tuple[bool, str]:
                  f" ({'no ' if has else ''}node_notify(), v6.17+)")
 
 
+def hotplug_node_args() -> dict[str, Optional[str]]:
+    """How online_pages() and offline_pages() name the node, from the prototypes
+    in the kernel's include/linux/memory_hotplug.h: ``"zone"`` (the third
+    argument is the struct zone *), ``"nid"`` (the fourth is the int nid), or
+    None (no node argument).
+
+    5.10 (read in Debian's 5.10.262): online_pages(pfn, nr_pages, online_type,
+    nid) and offline_pages(start_pfn, nr_pages).  By v5.12 online_pages() takes
+    the zone, and 6.1 has online_pages()/offline_pages(pfn, nr_pages, zone,
+    group).  Without the header: the zone form (every kernel since 5.12)."""
+    import re
+    text = kernel_header("include/linux/memory_hotplug.h")
+    out: dict[str, Optional[str]] = {"online_pages": "zone", "offline_pages": "zone"}
+    for fn in out:
+        m = re.search(r"\b" + fn + r"\s*\(([^;{]*?)\)\s*;", text or "", re.S)
+        if m is None:
+            continue
+        args = [a.strip() for a in m.group(1).split(",")]
+        if len(args) >= 3 and "struct zone" in args[2]:
+            out[fn] = "zone"
+        elif len(args) >= 4 and re.search(r"\bint\s+nid$", args[3]):
+            out[fn] = "nid"
+        else:
+            out[fn] = None
+    return out
+
+
 def load_bpf(syms: dict[str, int], status_change_nid: bool = True):
     """Compile and load bpf.c for this kernel (``status_change_nid``: its
     struct memory_notify has that member, see :func:`memory_notify_has_nid`)."""
@@ -220,16 +247,23 @@ def choose_probes(b, syms: dict[str, int], ftrace: Optional[set[str]], want: str
     if problem:
         raise TraceError(f"no traceable probe point: cannot probe memory_notify ({problem})")
     plan.attached.append("memory_notify (kprobe+kretprobe)")
-    # online_pages()/offline_pages(pfn, nr_pages, zone, group) since v5.12
-    # (as in 6.1's mm/memory_hotplug.c); the zone gives the node.
-    for fn in ("online_pages", "offline_pages"):
+    # online_pages()/offline_pages(pfn, nr_pages, zone, group) in 6.1: the
+    # zone gives the node; 5.10's online_pages(pfn, nr_pages, online_type,
+    # nid) passes it, its offline_pages(start_pfn, nr_pages) does not
+    # (:func:`hotplug_node_args`).
+    for fn, how in hotplug_node_args().items():
+        if how is None:
+            plan.reasons.append(f"{fn}: no node argument in this kernel's prototype (5.10); node from"
+                                " status_change_nid only")
+            continue
+        handler = "hotplug_entry" if how == "zone" else "hotplug_entry_nid"
         problem = f"{fn}: not in /proc/kallsyms" if fn not in syms else \
-            attach(b, "kprobe", fn, "hotplug_entry") or attach(b, "kretprobe", fn, "hotplug_return")
+            attach(b, "kprobe", fn, handler) or attach(b, "kretprobe", fn, "hotplug_return")
         if problem:
             plan.reasons.append(f"{fn}: {problem}; node from status_change_nid only"
                                 " (none where memory_notify lacks it, v6.17+)")
         else:
-            plan.attached.append(f"{fn} (node of the zone)")
+            plan.attached.append(f"{fn} (node of the {'zone' if how == 'zone' else 'nid argument'})")
     if want == "notifier":
         plan.reasons.append("direct probes not tried (--probes notifier)")
         return plan
