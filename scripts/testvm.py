@@ -159,27 +159,36 @@ CAPTURE = r"""#!/bin/busybox sh
 k=/share/kdump
 echo "testvm: capture kernel: $(cat /proc/cmdline)"
 read up rest < /proc/uptime; echo $up > $k/capture.up
-[ -x /host/usr/bin/makedumpfile ] || echo "no /host/usr/bin/makedumpfile (host root not mounted?)" > $k/error
+# makedumpfile runs chrooted in R: the host's root, or another root under it
+# named in $k/makedumpfile.root (scripts/kdump-root.sh amd64 trixie), set up
+# like /host: its own /proc, a tmpfs /tmp, the share inside.
+R=/host
+if [ -s $k/makedumpfile.root ]; then
+    R=/host$(cat $k/makedumpfile.root)
+    { mount -t proc proc $R/proc && mount -t tmpfs tmpfs $R/tmp && mkdir -p $R/tmp/testvm-share &&
+      mount --bind /share $R/tmp/testvm-share; } || echo "cannot set up $R for makedumpfile" > $k/error
+fi
+[ -x $R/usr/bin/makedumpfile ] || echo "no $R/usr/bin/makedumpfile (host root not mounted?)" > $k/error
 while read -r name disk args; do
     [ -n "$name" ] || continue
     dir=/tmp/testvm-share/kdump
     if [ "$disk" != - ]; then
         dir=/tmp/disk-$name
         case $disk in *%) disk=$(( $(stat -c %s $k/vmcore-0) * ${disk%\%} / 100 / 1024 ))k ;; esac
-        mkdir -p /host$dir && mount -t tmpfs -o size=$disk disk /host$dir
+        mkdir -p $R$dir && mount -t tmpfs -o size=$disk disk $R$dir
     fi
     read t0 rest < /proc/uptime
     case " $args " in
-        *" -F "*) chroot /host makedumpfile $args /proc/vmcore < /dev/null > /host$dir/$name 2> $k/$name.log ;;
-        *) chroot /host makedumpfile $args /proc/vmcore $dir/$name < /dev/null > $k/$name.log 2>&1 ;;
+        *" -F "*) chroot $R makedumpfile $args /proc/vmcore < /dev/null > $R$dir/$name 2> $k/$name.log ;;
+        *) chroot $R makedumpfile $args /proc/vmcore $dir/$name < /dev/null > $k/$name.log 2>&1 ;;
     esac
     echo $? > $k/$name.rc
     read t1 rest < /proc/uptime
     echo $t0 $t1 > $k/$name.time
     if [ "$disk" != - ]; then
-        df -k /host$dir | tail -1 >> $k/$name.log
-        [ -e /host$dir/$name ] && cp /host$dir/$name $k/$name
-        umount /host$dir
+        df -k $R$dir | tail -1 >> $k/$name.log
+        [ -e $R$dir/$name ] && cp $R$dir/$name $k/$name
+        umount $R$dir
     fi
 done < $k/jobs
 dmesg > $k/capture.dmesg
@@ -361,6 +370,18 @@ def host_root_for(arch: str) -> str:
     proc = subprocess.run([str(script), arch], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode:
         raise VMError(f"no {arch} root for /host: {proc.stderr.strip()[-500:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def newer_makedumpfile(suite: str = "trixie") -> str:
+    """A root with Debian ``suite``'s makedumpfile for an x86_64 guest's
+    capture kernel (scripts/kdump-root.sh amd64 SUITE): bookworm's 1.7.2
+    misreads the page types of 6.12 and later (see that script), trixie's
+    1.7.6 reads them."""
+    script = Path(__file__).resolve().parent / "kdump-root.sh"
+    proc = subprocess.run([str(script), "amd64", suite], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise VMError(f"no {suite} makedumpfile root: {proc.stderr.strip()[-500:]}")
     return proc.stdout.strip().splitlines()[-1]
 
 
@@ -750,7 +771,8 @@ class TestVM:
 
     def crash(self, how: str = "sysrq", makedumpfile: str = "-c -d 31",
               out: Optional[str | os.PathLike] = None, *, disk: Optional[str] = None,
-              extra: Sequence[Dump] = (), leaker: str = "", timeout: float = 600.0) -> Path:
+              extra: Sequence[Dump] = (), leaker: str = "", timeout: float = 600.0,
+              makedumpfile_root: Optional[str] = None) -> Path:
         """Panic the guest and let its capture kernel write the dump(s).
 
         ``how``: "sysrq" (echo c > /proc/sysrq-trigger), "oom" (scripts/leaker.c
@@ -759,6 +781,8 @@ class TestVM:
         ``extra`` dumps are further makedumpfile runs on the same /proc/vmcore.
         Each Dump ends up in ``self.captured`` with its exit status, messages
         and run time; ``self.crash_times`` has the cycle's host-side times (s).
+        ``makedumpfile_root``: a directory of the host's root with another
+        makedumpfile (:func:`newer_makedumpfile`); default the host's own.
         Returns the first dump's path once the capture kernel has powered off;
         VMError if that dump failed or the capture never finished.
         """
@@ -779,6 +803,10 @@ class TestVM:
             if not d.out.parent.is_dir():
                 raise VMError(f"{d.out.parent}: no such directory")
         (kd / "jobs").write_text("".join(f"{n} {d.disk or '-'} {d.args}\n" for d, n in zip(dumps, names)))
+        if makedumpfile_root:
+            if host_root_for(getattr(self, "arch", kernel_arch(self.kernel_dir))) != "/":
+                raise VMError("makedumpfile_root needs an x86_64 guest (the host's root at /host)")
+            (kd / "makedumpfile.root").write_text(str(Path(makedumpfile_root).resolve()) + "\n")
         if not self.capture_loaded():
             self.load_capture_kernel()
         if how == "oom":

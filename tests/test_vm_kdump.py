@@ -52,10 +52,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLIENTS_ON, inspect, kernel_for, loads
+from conftest import CLIENTS_ON, inspect, kernel_for, loads, release_tuple, vmlinux_release
 from test_vm_owner import NO_MEMCG, compare_with_kernel, fields, local_clock, parse_debugfs
 from test_vm_owner_sort import parse_show_stacks
-from testvm import Dump, TestVM, helper
+from testvm import Dump, TestVM, helper, newer_makedumpfile
 
 pytestmark = pytest.mark.vm
 
@@ -182,6 +182,14 @@ def partial(proc) -> dict:
     return last["missing"]
 
 
+def makedumpfile_root(kdir: Path):
+    """The makedumpfile the capture kernel runs: trixie's 1.7.6 for a kernel of
+    6.12 or later, whose page types are the top byte of page_type (PGTY_*,
+    exported as PAGE_*_MAPCOUNT_VALUE): bookworm's 1.7.2 takes its slab pages
+    for free ones under -d 31 (scripts/kdump-root.sh); else the host's own."""
+    return newer_makedumpfile() if release_tuple(vmlinux_release(kdir / "vmlinux")) >= (6, 12) else None
+
+
 # -- the formats guest ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -202,7 +210,8 @@ def formats(kernel_dir):
         names = list(FORMATS) + list(EXCLUSIONS)
         extra = [Dump(FORMATS[n], work / n) for n in FORMATS if n != "zlib"]
         extra += [Dump(args, work / n, disk) for n, (args, disk) in EXCLUSIONS.items()]
-        vm.crash("sysrq", FORMATS["zlib"], work / "zlib", extra=extra, timeout=1200)
+        vm.crash("sysrq", FORMATS["zlib"], work / "zlib", extra=extra, timeout=1200,
+                 makedumpfile_root=makedumpfile_root(kernel_dir))
         dumps = dict(zip(names, vm.captured))
         times = vm.crash_times
     print(f"\n[kdump 6.1] boot {boot:.1f} s; sysrq -> capture kernel's /init {times['capture_up']:.1f} s, "
@@ -440,7 +449,8 @@ def oom(request):
         vm.run(CHURN).check()
         vm.run(SAMPLE.replace("STACKS", STACKS).replace("WINDOWS", windows)).check()
         t = time.time()
-        core = vm.crash("oom", "-c -d 31", work / "vmcore", leaker=f"-m {LEAK} -r {LEAK_RATE}", timeout=1200)
+        core = vm.crash("oom", "-c -d 31", work / "vmcore", leaker=f"-m {LEAK} -r {LEAK_RATE}", timeout=1200,
+                        makedumpfile_root=makedumpfile_root(kdir))
         cycle = time.time() - t
         console = vm.console.read_text(errors="replace")
         pid = int((vm.share / "kdump" / "leaker.pid").read_text())
