@@ -172,7 +172,7 @@ def build_kernel(*fragments: Path, version: str = "6.1", arch: str = "x86_64") -
     return Path(out.strip().splitlines()[-1])
 
 
-def module_kernels(default: str, since: tuple[int, int] = (0, 0)) -> list:
+def module_kernels(default: str, since: tuple[int, int] = (0, 0), why: str = "") -> list:
     """The kernels of a module written on one kernel (``default``): that one in
     CI; each kernel a run names otherwise (the matrix), where a kernel older
     than ``since`` -- the release that brought the module's feature -- is a
@@ -181,7 +181,8 @@ def module_kernels(default: str, since: tuple[int, int] = (0, 0)) -> list:
         return [default]
     older = [v for v in kernels() if tuple(int(x) for x in v.split(".")) < since]
     return [pytest.param(v, marks=pytest.mark.skip(reason=f"not in this kernel: {v} is older than "
-                                                         f"{since[0]}.{since[1]}")) if v in older else v
+                                                         f"{since[0]}.{since[1]}{f' ({why})' if why else ''}"))
+            if v in older else v
             for v in kernels()] or [default]
 
 

@@ -203,8 +203,10 @@ def test_snapshot_on_proc_kcore_leaves_out_its_own_process_also_in_a_pid_namespa
                  "  sleep 0.1\n"
                  "done\n"
                  "wait $bg; rc=$?; echo $rc $g", timeout=900)
-    rc, global_pid = res.check().out.split()
+    rc, *global_pid = res.check().out.split()
     assert rc == "0", (vm.share / "ns.err").read_text()
+    assert len(global_pid) == 1, f"pid 1 of the new namespace was never seen in /proc: {res.out!r}"
+    global_pid = global_pid[0]
     runs["pid namespace"] = (loads((vm.share / "ns.json").read_text()), int(global_pid))
     for name, (doc, pid) in runs.items():
         obs = doc["observer"]
