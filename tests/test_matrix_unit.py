@@ -80,3 +80,17 @@ def test_a_rerun_given_later_supersedes(tmp_path):
     assert cells[("drgn plugin", "6.1")] == [("passed", "")]
     cells = matrix.read([tmp_path / "rerun.xml", tmp_path / "run.xml"])
     assert cells[("drgn plugin", "6.1")] == [("failure", "x")]
+
+
+def test_a_later_skip_does_not_hide_a_result(tmp_path):
+    """CI skips arm64 64K (not in its build); the matrix run that had it keeps its cell."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import matrix
+    case = '<testcase classname="tests.test_vm_drgn" name="test_helpers_answer_as_the_kernel_does[6.1]"'
+    (tmp_path / "run.xml").write_text('<testsuite>' + case + '/></testsuite>')
+    (tmp_path / "ci.xml").write_text('<testsuite>' + case + '><skipped message="not in CI\'s build"/></testcase>'
+                                     '</testsuite>')
+    assert matrix.read([tmp_path / "run.xml", tmp_path / "ci.xml"])[("drgn plugin", "6.1")] == [("passed", "")]
+    # A skip alone still counts, and a later result still supersedes a skip.
+    assert matrix.read([tmp_path / "ci.xml"])[("drgn plugin", "6.1")] == [("skipped", "not in CI's build")]
+    assert matrix.read([tmp_path / "ci.xml", tmp_path / "run.xml"])[("drgn plugin", "6.1")] == [("passed", "")]
