@@ -533,13 +533,19 @@ def test_page_table_check_counts_agree_with_pagemap_and_rmap(snap):
     # 6.1 the rmap count and page_table_check's count change a few
     # instructions apart (map: page_add_*_rmap() then set_pte_at(); unmap:
     # ptep_get_and_clear() then page_remove_rmap()), so each vCPU can be
-    # caught inside one such window: at most one page per vCPU, off by one.
-    assert summary["mapcount_mismatch"] <= 2, summary["mapcount_mismatch_pfns"]
+    # caught inside one such window: at most one page per vCPU, off by one --
+    # or one page off by two when both vCPUs were inside a window on it (two
+    # processes unmapping the same shared file page: seen once on 7.3).
+    vcpus = 2
+    assert summary["mapcount_mismatch"] <= vcpus, summary["mapcount_mismatch_pfns"]
+    off = []
     for pfn in summary["mapcount_mismatch_pfns"]:
         if pfn in rows:
             r = rows[pfn]
             counted = int(r["anon_map_count"]) + int(r["file_map_count"])
-            assert abs(counted - (int(r["mapcount"]) + 1)) == 1, r
+            off.append(abs(counted - (int(r["mapcount"]) + 1)))
+            assert off[-1] >= 1, r
+    assert sum(off) <= vcpus, (off, [rows.get(p) for p in summary["mapcount_mismatch_pfns"]])
     assert summary["anon_mappings"] >= len(exclusive_anon)
     assert summary["mapcount_checked"] > 0.9 * summary["pages"]
     print(f"\n[{snap['version']}] page_table_check: {summary['anon_pages']} anon pages "
