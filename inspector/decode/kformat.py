@@ -158,6 +158,48 @@ def kallsyms_in_order(prog: drgn.Program) -> list:
         return []
 
 
+# scripts/kallsyms.c (as in 5.10): the ELF symbols it leaves out of the
+# table, by name or prefix, and its order among symbols at one address.
+_KALLSYMS_IGNORED = {"kallsyms_addresses", "kallsyms_offsets", "kallsyms_relative_base", "kallsyms_num_syms",
+                     "kallsyms_names", "kallsyms_markers", "kallsyms_token_table", "kallsyms_token_index",
+                     "_SDA_BASE_", "_SDA2_BASE_"}
+_KALLSYMS_IGNORED_PREFIXES = ("$", ".L", "__crc_", "__efistub_", "__kstrtab_", "__kstrtabns_",
+                              "__AArch64ADRPThunk_", "__ARMV5PILongThunk_", "__ARMV7PILongThunk_",
+                              "__ThumbV7PILongThunk_", "__LA25Thunk_", "__microLA25Thunk_")
+
+
+def _linker_provided(name: str) -> bool:
+    """scripts/kallsyms.c may_be_linker_script_provide_symbol()."""
+    if len(name) < 8 or not name.startswith("__"):
+        return False
+    return (name.startswith(("__start_", "__stop_", "__end_")) or name.endswith(("_start", "_end")))
+
+
+def kallsyms_from_elf(prog: drgn.Program) -> list:
+    """The vmlinux's ELF symbols as scripts/kallsyms.c would have laid out the
+    kernel's table, for a target whose own table drgn cannot read (before
+    v6.0, whose VMCOREINFO does not point at kallsyms): its ignored names
+    left out, sorted by address, and among symbols at one address non-weak
+    first, then not linker-provided, then fewer leading underscores, then
+    symbol-table order (compare_symbols()).  The kernel prints a symbol's size
+    as the distance to the next address, so what matters for ``+off/size`` is
+    the set of addresses, which this keeps.
+
+    :param prog: the target
+    :return: list of :class:`drgn.Symbol`
+    """
+    try:
+        syms = prog.symbols()
+    except Exception:
+        return []
+    keep = [(s.address, s.binding == drgn.SymbolBinding.WEAK, _linker_provided(s.name),
+             len(s.name) - len(s.name.lstrip("_")), i, s)
+            for i, s in enumerate(syms)
+            if s.name and s.name not in _KALLSYMS_IGNORED and not s.name.startswith(_KALLSYMS_IGNORED_PREFIXES)]
+    keep.sort(key=lambda k: k[:5])
+    return [k[5] for k in keep]
+
+
 class Symbolizer:
     """``%pS`` of a text address, with the target's kallsyms semantics.
 
@@ -180,7 +222,12 @@ class Symbolizer:
         """Read the kallsyms table on first use (about 0.25 s on x86-64)."""
         self._loaded = True
         last = None
-        for sym in kallsyms_in_order(self.prog):  # kallsyms order: sorted by address
+        # kallsyms order: sorted by address.  Before v6.0 the target's own
+        # table is out of drgn's reach; the ELF symbols, laid out as
+        # scripts/kallsyms.c does, give the same addresses (5.10's
+        # ret_from_fork is "+0x1f/0x30" in its page_owner text: the ELF size
+        # is 0x2a, the next symbol 0x30 on).
+        for sym in kallsyms_in_order(self.prog) or kallsyms_from_elf(self.prog):
             if self._addrs and sym.address == self._addrs[-1]:
                 continue  # an alias: the first one is printed
             if self._addrs:
