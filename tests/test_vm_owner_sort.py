@@ -330,7 +330,7 @@ def parse_show_stacks(text: str) -> list[tuple[tuple[str, ...], int]]:
 def since(snap):
     """since(start): pages per allocation stack the dump shows changed since ``start``."""
     if snap["show_stacks"] is None:
-        pytest.skip(f"{snap['version']} has no page_owner_stacks (v6.9+)")
+        pytest.skip(f"not in this kernel: {snap['version']} has no page_owner_stacks (v6.9+)")
     rows = list(csv.DictReader(io.StringIO(inspect("owner", snap["core"], "-s", snap["vmlinux"], "--all",
                                                    "--format", "csv").stdout)))
 
