@@ -87,8 +87,9 @@ class Tracer:
             return
         if raw.type == EV_NOTIFY_RETURN:
             action = ACTIONS.get(raw.action, f"action {raw.action - UNKNOWN_ACTION}")
+            nid = raw.nid if raw.nid >= 0 else self.node_of(raw.pfn)
             ev = {"event": "notifier", "action": action, "start_pfn": raw.pfn, "nr_pages": raw.nr_pages,
-                  "nid": raw.nid, "ret": errno_of_notifier(raw.ret & 0xffffffff), **base}
+                  "nid": nid, "ret": errno_of_notifier(raw.ret & 0xffffffff), **base}
             children = self.open.pop(raw.pid, [])
             if self.ctx.mode == "notifier":
                 children = self.synthesise(raw, ev, base)
@@ -114,6 +115,25 @@ class Tracer:
             self.open[raw.pid].append((ev, extra))
         else:
             self.emit(ev, extra)
+
+    def node_of(self, pfn: int) -> int:
+        """The node of the block at ``pfn`` where no probe gave it (5.10's
+        offline_pages(start_pfn, nr_pages) takes no node, probes.hotplug_node_args):
+        the node its table was made on if this trace saw it, else the kernel's
+        own /sys/devices/system/memory/memoryN/nodeM link (the block is still
+        there while it goes offline); -1 if neither says."""
+        nid = self.section_nid.get(pfn // self.ctx.section_pages)
+        if nid is not None:
+            return nid
+        try:
+            with open("/sys/devices/system/memory/block_size_bytes") as f:
+                block = pfn * self.ctx.page_size // int(f.read(), 16)
+            for name in os.listdir(f"/sys/devices/system/memory/memory{block}"):
+                if name.startswith("node") and name[4:].isdigit():
+                    return int(name[4:])
+        except (OSError, ValueError):
+            pass
+        return -1
 
     def flush_open(self) -> None:
         for pid in list(self.open):
