@@ -286,5 +286,23 @@ def _trace_loop(b, tracer, record, as_json: bool, duration, stop: dict, err) -> 
     out = sys.stderr if as_json else sys.stdout
     out.write(tracer.summary() + f"\nsummary: stopped by {stop['why'] or 'count'}\n")
     out.flush()
+    quiesce(b)
     b.cleanup()
     return 0
+
+
+def quiesce(b, limit: float = 5.0) -> None:
+    """Detach only once no online_pages()/offline_pages() or memory_notify()
+    call is inside our probes (their kretprobes hold it in nid_of_tid and
+    notify_args), at most ``limit`` seconds.  --count stops inside the hotplug
+    call that made its last event, and removing the probes of a call in flight
+    crashed a 7.2.13 guest: the same online_pages() jumped to 0x2 right after
+    (test_count_and_duration_stop_the_tracer)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            if not len(b["nid_of_tid"]) and not len(b["notify_args"]):
+                return
+        except Exception:  # a map we cannot read: nothing to wait for
+            return
+        time.sleep(0.05)
