@@ -34,7 +34,7 @@ from pathlib import Path
 
 # Columns, in order: built kernels, then Debian's stock ones ("stock X").
 KERNELS = ("5.10", "6.1", "6.12", "7.2", "7.3", "stock 5.10", "stock 6.1", "stock 7.2", "arm64 6.12 4K",
-           "arm64 6.12 64K")
+           "arm64 6.12 64K", "arm64 7.3 4K", "arm64 7.3 64K")
 
 # (module, test-name pattern) -> feature, first match wins.
 FEATURES = [
@@ -84,9 +84,9 @@ def feature_of(module: str, name: str) -> str | None:
 def kernel_of(module: str, name: str, stock: str | None) -> str:
     if stock:
         return f"stock {stock}"
-    if module == "test_vm_arm64":  # tests/test_vm_arm64.py: 6.12, [4k...] or [64k...]
-        m = re.search(r"\[(4k|64k)", name)
-        return f"arm64 6.12 {m.group(1).upper()}" if m else "arm64 6.12 4K"
+    if module == "test_vm_arm64":  # tests/test_vm_arm64.py: [4k...] or [64k...] for 6.12, [7.3-4k...] for 7.3
+        m = re.search(r"\[(?:(\d+\.\d+)-)?(4k|64k)", name)
+        return f"arm64 {m.group(1) or '6.12'} {m.group(2).upper()}" if m else "arm64 6.12 4K"
     m = re.search(r"\[(?:[^\]]*-)?(\d+\.\d+)(?:-[^\]]*)?\]$", name)
     if m and m.group(1) in KERNELS:
         return m.group(1)

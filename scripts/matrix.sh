@@ -4,6 +4,7 @@
 #
 #   scripts/matrix.sh                         # all kernels: 5.10 6.1 6.12 7.2 7.3 + stock 5.10 6.1 7.2
 #   scripts/matrix.sh --kernels 5.10,7.2      # some of the built ones (stock kernels still run)
+#   scripts/matrix.sh --kernels arm64-64k,arm64-7.3-4k --modules arm64 --no-stock   # arm64 only
 #   scripts/matrix.sh --kernels 7.2 --modules owner,kdump --no-stock -k debugfs
 #   scripts/matrix.sh --resume                # go on after an interrupted run: finished modules are kept
 #
@@ -31,6 +32,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 case ",$kernels," in *,all,*|*,7.3,*) modules="$modules 7x_decode 7x_clients" ;; esac
+# arm64 (tests/test_vm_arm64.py: 6.12 4K always, plus each arm64 kernel named: conftest.ARM64_KERNELS)
+case ",$kernels,/ $modules " in *,all,*/*\ arm64\ *|*,arm64-*/*\ arm64\ *) ;; *,all,*|*,arm64-*) modules="$modules arm64" ;; esac
 out=${PAGEEXT_MATRIX_DIR:-/tmp/pageext-matrix}
 [ -n "$resume" ] || rm -rf "$out"
 mkdir -p "$out"

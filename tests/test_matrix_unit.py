@@ -56,18 +56,22 @@ def test_missing_file_is_one_line(tmp_path):
 
 
 def test_arm64_cases_have_their_own_columns():
-    """tests/test_vm_arm64.py's ids carry the page size: one column each."""
+    """tests/test_vm_arm64.py's ids carry the page size (6.12) or the version and page size (7.3-4k):
+    one column each, every one of them in KERNELS."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import matrix
-    cases = {"test_kdump_top_names_the_planted_leak_first[64k]": ("ELF and kdump dumps, kdump capture", "64K"),
-             "test_hot_remove_under_uefi_follows_the_block_states[4k]": ("hot-add / hot-remove exact", "4K"),
-             "test_owner_debugfs_is_the_kernels_page_owner[4k-elf]": ("owner --format debugfs", "4K"),
+    cases = {"test_kdump_top_names_the_planted_leak_first[64k]": ("ELF and kdump dumps, kdump capture", "6.12 64K"),
+             "test_hot_remove_under_uefi_follows_the_block_states[4k]": ("hot-add / hot-remove exact", "6.12 4K"),
+             "test_owner_debugfs_is_the_kernels_page_owner[4k-elf]": ("owner --format debugfs", "6.12 4K"),
              "test_top_is_the_sum_of_the_kernels_page_owner[64k-pid]": ("top vs page_owner_sort / page_owner_stacks",
-                                                                        "64K"),
-             "test_total_is_the_kernels_boot_line_and_total_usage[64k-qmp]": ("locate + verify, live QMP", "64K")}
-    for name, (feature, page) in cases.items():
+                                                                        "6.12 64K"),
+             "test_total_is_the_kernels_boot_line_and_total_usage[64k-qmp]": ("locate + verify, live QMP", "6.12 64K"),
+             "test_hot_add_under_uefi_is_exact[7.3-4k]": ("hot-add / hot-remove exact", "7.3 4K"),
+             "test_owner_debugfs_is_the_kernels_page_owner[7.3-64k-elf]": ("owner --format debugfs", "7.3 64K")}
+    for name, (feature, kernel) in cases.items():
         assert (matrix.feature_of("test_vm_arm64", name), matrix.kernel_of("test_vm_arm64", name, None)) == \
-            (feature, f"arm64 6.12 {page}"), name
+            (feature, f"arm64 {kernel}"), name
+        assert f"arm64 {kernel}" in matrix.KERNELS
 
 
 def test_a_rerun_given_later_supersedes(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,21 @@ def test_not_root_is_one_line(monkeypatch, capsys):
     assert err == "pageext-inspect: error: trace needs root (it loads BPF programs and kprobes): run it with sudo\n"
 
 
+@pytest.mark.parametrize("machine", ["aarch64", "i686"])
+def test_a_machine_not_validated_is_refused_in_one_line(machine, monkeypatch, capsys):
+    """arm64 (and 32-bit x86) have no validated trace: one line, exit 2, before any root or kernel check."""
+    real = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result((*real[:4], machine)))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    code, err = run_main(monkeypatch, capsys, "trace", "--duration", "1")
+    assert code == 2
+    assert err == (f"pageext-inspect: error: trace has been validated on x86_64 only, not on {machine}: README.md "
+                   "('arm64 guests, 4K and 64K pages') says what an arm64 trace still needs\n")
+    # The section it names is the README's.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "### arm64 guests, 4K and 64K pages\n" in readme
+
+
 def test_bad_probes_value_is_one_line(monkeypatch, capsys):
     code, err = run_main(monkeypatch, capsys, "trace", "--probes", "sideways")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--probes" in err
@@ -36,8 +52,6 @@ def test_memory_notify_layout_from_the_kernel_header(version, monkeypatch, tmp_p
     """bpf.c's struct memory_notify layout is chosen from the kernel's own
     include/linux/memory.h: status_change_nid up to v6.16, gone in 7.x (its
     node moved to struct node_notify, include/linux/node.h)."""
-    from pathlib import Path
-
     from inspector.trace import probes
 
     src = Path("/var/cache/pageext-inspect") / SOURCES[version]

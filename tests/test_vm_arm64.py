@@ -1,10 +1,13 @@
 """arm64 guests, 4K and 64K pages: the inspector against the kernel's own words (issue 21).
 
-The kernels are Debian's 6.12 cross-built by ``scripts/build-kernel.sh 6.12
--a arm64 -p 4k|64k`` (fixtures/kernel/arm64.config plus arm64-4k/-64k.config,
-KASLR on).  They are not built here: a page size whose kernel is not in the
-cache is skipped with the command that builds it (CI does not build arm64
-yet).  Each guest is QEMU's ``virt`` machine under TCG (``-cpu max``) booted
+The kernels are Debian's 6.12 (and 7.3) cross-built by ``scripts/build-kernel.sh
+6.12 -a arm64 -p 4k|64k`` (fixtures/kernel/arm64.config plus arm64-4k/-64k.config,
+KASLR on; 7.3 adds v7.config), named in the test ids by
+tests/conftest.py's ARM64_KERNELS: ``4k`` and ``64k`` for 6.12, ``7.3-4k``
+and ``7.3-64k``.  CI runs 6.12 4K (built by the background prebuild: this
+module runs late and waits for it); the others run when PAGEEXT_KERNELS
+names arm64-64k, arm64-7.3-4k, arm64-7.3-64k (or all), and 6.12 64K is
+skipped otherwise, saying so.  Each guest is QEMU's ``virt`` machine under TCG (``-cpu max``) booted
 from QEMU's device tree, 1 GiB in two NUMA nodes, with page_owner and
 page_table_check on (scripts/testvm.py); the hot-add test boots through UEFI
 instead (ACPI: hotplug, but one NUMA node -- see scripts/testvm.py).
@@ -55,7 +58,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (ARM64_VERSION, CLIENTS_ON, arm64_build_args, arm64_pages, dmesg_page_ext_bytes, inspect,
+from conftest import (ARM64_KERNELS, CLIENTS_ON, arm64_build_args, arm64_kernels, dmesg_page_ext_bytes, inspect,
                       inspect_json, skip_unless_extra_build)
 from test_vm_kdump import STACKS, heaviest_through, last_sample
 from test_vm_owner import compare_with_kernel, expected_top, local_clock, top_of
@@ -66,29 +69,41 @@ from inspector.versions import GEOMETRIES
 
 pytestmark = pytest.mark.vm
 
-VERSION = ARM64_VERSION
-PAGE_SIZES = ("4k", "64k")
+# The kernels' names (conftest.ARM64_KERNELS), the test ids: 6.12's two page
+# sizes always (64K skips unless the run names it), 7.3's when the run names them.
+KERNELS = tuple(dict.fromkeys(("4k", "64k") + arm64_kernels()))
 WORK = Path(tempfile.gettempdir()) / "pageext-arm64-tests"
 
 
-def arm64_kernel(page: str) -> Path:
-    """The arm64 kernel directory for ``page``: built now, or waited for (the
+def page_of(name: str) -> str:
+    """The page size ("4k" or "64k") of the arm64 kernel ``name``."""
+    return ARM64_KERNELS[name][1]
+
+
+def label(name: str) -> str:
+    """"6.12 4k": the kernel's version and page size, for the printed numbers."""
+    return " ".join(ARM64_KERNELS[name])
+
+
+def arm64_kernel(name: str) -> Path:
+    """The directory of the arm64 kernel ``name``: built now, or waited for (the
     background prebuild holds build-kernel.sh's lock while it builds it), or
-    from the cache.  CI builds 4K only; 64K runs when the run names arm64-64k
-    (scripts/test.sh --kernels 6.1,arm64-64k, or all)."""
-    if page not in arm64_pages():
-        skip_unless_extra_build(f"arm64-{page}")
-    proc = subprocess.run(arm64_build_args(page), stdout=subprocess.PIPE, text=True)
+    from the cache.  CI builds 6.12 4K only; the others run when the run names
+    arm64-NAME (scripts/test.sh --kernels 6.1,arm64-64k,arm64-7.3-4k, or all)."""
+    if name not in arm64_kernels():
+        skip_unless_extra_build(f"arm64-{name}")
+    args = arm64_build_args(name)
+    proc = subprocess.run(args, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        pytest.fail(f"scripts/build-kernel.sh {VERSION} -a arm64 -p {page} failed (exit {proc.returncode})")
+        pytest.fail(f"{' '.join(args)} failed (exit {proc.returncode})")
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def kernel_or_skip(page: str) -> Path:
+def kernel_or_skip(name: str) -> Path:
     for need, what in ((shutil.which(QEMU["arm64"]), "qemu-system-arm"), (os.path.exists(UEFI_AARCH64), "qemu-efi-aarch64")):
         if not need:
             pytest.skip(f"no arm64 guest without {what} (apt-get install {what})")
-    return arm64_kernel(page)
+    return arm64_kernel(name)
 
 
 def fresh(work: Path) -> Path:
@@ -98,14 +113,15 @@ def fresh(work: Path) -> Path:
     return work
 
 
-@pytest.fixture(scope="module", params=PAGE_SIZES)
+@pytest.fixture(scope="module", params=KERNELS)
 def guest(request):
-    page = request.param
-    kdir = kernel_or_skip(page)
+    name = request.param
+    page = page_of(name)
+    kdir = kernel_or_skip(name)
     vmlinux = str(kdir / "vmlinux")
-    work = fresh(WORK / page)
+    work = fresh(WORK / name)
     with TestVM(kdir, cmdline=CLIENTS_ON, workdir=str(work / "vm")) as vm:
-        print(f"\n[arm64 {page}] booted in {vm.boot_seconds:.1f} s")
+        print(f"\n[arm64 {label(name)}] booted in {vm.boot_seconds:.1f} s")
         vm.run("dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null").check()
         res = vm.run("grep -m1 'now at' /proc/timer_list; grep -m1 exec_start /proc/self/sched > /share/po.clock; "
                      "cat /sys/kernel/debug/page_owner | dd bs=1M iflag=fullblock of=/share/page_owner.txt "
@@ -118,7 +134,7 @@ def guest(request):
         elf = vm.dump(str(work / "core.elf"), "elf")
         kdump = vm.dump(str(work / "core.kdump"), "kdump-zlib")
         targets = {"qmp": ("--qemu", vm.qmp_path), "elf": (elf,), "kdump": (kdump,)}
-        yield {"vm": vm, "page": page, "kdir": kdir, "vmlinux": vmlinux, "version": f"arm64-{page}",
+        yield {"vm": vm, "name": name, "page": page, "kdir": kdir, "vmlinux": vmlinux, "version": f"arm64-{name}",
                "targets": targets, "dmesg": dmesg, "block": block, "start": start, "end": end,
                "kernel": (vm.share / "page_owner.txt").read_bytes().decode("latin-1"), "work": work}
 
@@ -156,7 +172,7 @@ def test_total_is_the_kernels_boot_line_and_total_usage(guest, target):
     printed = dmesg_page_ext_bytes(guest["dmesg"])
     geo = GEOMETRIES[f"arm64-{guest['page']}"]
     pe = doc["page_ext"]
-    print(f"\n[arm64 {guest['page']} {target}] dmesg {printed}, total {pe['total_bytes']}, "
+    print(f"\n[arm64 {label(guest['name'])} {target}] dmesg {printed}, total {pe['total_bytes']}, "
           f"total_usage {pe['kernel_total_usage']}, entry {pe['entry_size']}, {len(doc['tables'])} tables")
     assert not [c for c in doc["checks"] if c["status"] == "fail"]
     assert printed and pe["total_bytes"] == printed == pe["kernel_total_usage"]
@@ -182,7 +198,7 @@ def compared_on(guest: dict, target: str) -> dict:
     """tests/test_vm_owner.py's comparison of our debugfs text of a dump with the guest's, once a dump."""
     done = guest.setdefault("compared", {})
     if target not in done:
-        snap = {**guest, "core": guest["targets"][target][0], "version": f"arm64-{guest['page']} {target}"}
+        snap = {**guest, "core": guest["targets"][target][0], "version": f"arm64-{guest['name']} {target}"}
         done[target] = compare_with_kernel(snap)
     return done[target]
 
@@ -212,19 +228,20 @@ def test_owner_live_equals_the_dump(guest):
     assert live == dumped and len(live) > 100_000
 
 
-@pytest.mark.parametrize("page", PAGE_SIZES)
-def test_hot_add_under_uefi_is_exact(page):
+@pytest.mark.parametrize("name", KERNELS)
+def test_hot_add_under_uefi_is_exact(name):
     """Through UEFI the guest has ACPI, and QEMU's virt machine its GED device:
     a 512 MiB pc-dimm is added, its blocks onlined through sysfs, and the new
     tables are exactly the onlined sections' (on arm64 a memory block is one
     section), each PAGES_PER_SECTION entries, and total_usage grows by them.
     (Booted from the device tree, QEMU refuses the DIMM: "memory hotplug is
     not enabled: missing acpi-ged device".)"""
-    kdir = kernel_or_skip(page)
+    page = page_of(name)
+    kdir = kernel_or_skip(name)
     vmlinux = str(kdir / "vmlinux")
     geo = GEOMETRIES[f"arm64-{page}"]
-    with TestVM(kdir, cmdline=CLIENTS_ON, uefi=True, workdir=str(WORK / f"uefi-{page}")) as vm:
-        print(f"\n[arm64 {page} uefi] booted in {vm.boot_seconds:.1f} s")
+    with TestVM(kdir, cmdline=CLIENTS_ON, uefi=True, workdir=str(WORK / f"uefi-{name}")) as vm:
+        print(f"\n[arm64 {label(name)} uefi] booted in {vm.boot_seconds:.1f} s")
         before = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
         assert before["page_ext"]["total_bytes"] == dmesg_page_ext_bytes(vm) == before["page_ext"]["kernel_total_usage"]
         blocks = vm.hot_add("dimm1", 512, node=0)
@@ -239,7 +256,7 @@ def test_hot_add_under_uefi_is_exact(page):
     grown = len(blocks) * geo.section_pages * entry
     assert after["page_ext"]["kernel_total_usage"] == before["page_ext"]["kernel_total_usage"] + grown
     assert after["page_ext"]["total_bytes"] == after["page_ext"]["kernel_total_usage"]
-    print(f"[arm64 {page} uefi] hot-added blocks {blocks}: +{grown} bytes of page_ext")
+    print(f"[arm64 {label(name)} uefi] hot-added blocks {blocks}: +{grown} bytes of page_ext")
 
 
 def test_validate_predicts_the_guests_tables(guest):
@@ -265,12 +282,13 @@ mkdir -p /share/oracle
 """.replace("STACKS", STACKS)
 
 
-@pytest.fixture(scope="module", params=PAGE_SIZES)
+@pytest.fixture(scope="module", params=KERNELS)
 def kdump(request):
-    """One OOM panic per page size, captured by the guest's own kdump kernel; QEMU is gone after."""
-    page = request.param
-    kdir = kernel_or_skip(page)
-    work = fresh(WORK / f"kdump-{page}")
+    """One OOM panic per kernel, captured by the guest's own kdump kernel; QEMU is gone after."""
+    name = request.param
+    page = page_of(name)
+    kdir = kernel_or_skip(name)
+    work = fresh(WORK / f"kdump-{name}")
     with TestVM(kdir, cmdline=CLIENTS_ON, crashkernel=CRASHKERNEL, workdir=str(work / "vm")) as vm:
         dmesg = vm.dmesg()
         t = time.time()
@@ -282,11 +300,11 @@ def kdump(request):
         cycle = time.time() - t
         times, d = vm.crash_times, vm.captured[0]
         sample = last_sample(vm.share, "show_stacks")
-        out = {"page": page, "vmlinux": str(kdir / "vmlinux"), "core": str(core), "dmesg": dmesg,
+        out = {"name": name, "page": page, "vmlinux": str(kdir / "vmlinux"), "core": str(core), "dmesg": dmesg,
                "console": vm.console.read_text(errors="replace"), "makedumpfile": d,
                "pid": int((vm.share / "kdump" / "leaker.pid").read_text()),
                "show_stacks": sample.read_text() if sample else None}
-    print(f"\n[arm64 {page} kdump] kexec -s -p {loaded:.1f} s; leak ({LEAK_RATE} MiB/s) -> panic -> capture "
+    print(f"\n[arm64 {label(name)} kdump] kexec -s -p {loaded:.1f} s; leak ({LEAK_RATE} MiB/s) -> panic -> capture "
           f"kernel's /init {times['capture_up']:.1f} s, -> QEMU gone {times['exit']:.1f} s (crash() {cycle:.1f} s); "
           f"makedumpfile -c -d 31 {d.seconds:.1f} s, {core.stat().st_size} bytes")
     return out
@@ -323,7 +341,7 @@ def test_kdump_top_names_the_planted_leak_first(kdump):
     counted = dict(parse_show_stacks(kdump["show_stacks"]))
     leak = heaviest_through(counted, LEAK_FRAME)
     rows = kdump_top(kdump, "stack")
-    print(f"\n[arm64 {kdump['page']} kdump] leak: {rows[0]['pages']} pages in the vmcore, "
+    print(f"\n[arm64 {label(kdump['name'])} kdump] leak: {rows[0]['pages']} pages in the vmcore, "
           f"{counted[leak]} in the last show_stacks; next row {rows[1]['pages']}")
     assert tuple(rows[0]["key"]) == leak
     assert rows[0]["pages"] >= counted[leak] > 0 and rows[0]["pages"] > 10 * rows[1]["pages"]
@@ -343,17 +361,18 @@ def tables_follow_block_states(vm: TestVM, vmlinux: str) -> dict:
     return doc
 
 
-@pytest.mark.parametrize("page", PAGE_SIZES)
-def test_hot_remove_under_uefi_follows_the_block_states(page):
+@pytest.mark.parametrize("name", KERNELS)
+def test_hot_remove_under_uefi_follows_the_block_states(name):
     """A 512 MiB DIMM onlined movable (nothing unmovable lands in it), its
     blocks offlined through sysfs -- their tables go (offline_page_ext at
     MEM_OFFLINE) -- then ejected (device_del: ACPI, DEVICE_DELETED), the blocks
     leave sysfs and the tables are the boot ones again.  total_usage never
     decreases: it still counts the freed tables."""
-    kdir = kernel_or_skip(page)
+    page = page_of(name)
+    kdir = kernel_or_skip(name)
     vmlinux = str(kdir / "vmlinux")
     geo = GEOMETRIES[f"arm64-{page}"]
-    with TestVM(kdir, cmdline=CLIENTS_ON, uefi=True, workdir=str(WORK / f"uefi-remove-{page}")) as vm:
+    with TestVM(kdir, cmdline=CLIENTS_ON, uefi=True, workdir=str(WORK / f"uefi-remove-{name}")) as vm:
         before = tables_follow_block_states(vm, vmlinux)
         blocks = vm.hot_add("dimm2", 512, node=0)
         vm.set_blocks(blocks, "online_movable").check()
@@ -374,5 +393,5 @@ def test_hot_remove_under_uefi_follows_the_block_states(page):
     freed = len(blocks) * geo.section_pages * after["page_ext"]["entry_size"]
     assert after["page_ext"]["kernel_total_usage"] == before["page_ext"]["kernel_total_usage"] + freed
     assert "freed by hot-remove" in {c["name"]: c for c in after["checks"]}["total-usage"]["detail"]
-    print(f"\n[arm64 {page} uefi] blocks {blocks}: offline {offlined:.1f} s, eject {removed:.1f} s, "
+    print(f"\n[arm64 {label(name)} uefi] blocks {blocks}: offline {offlined:.1f} s, eject {removed:.1f} s, "
           f"{freed} bytes of page_ext freed")
