@@ -98,8 +98,8 @@ def read(paths: list[Path]) -> dict:
     ``stock-VERSION.xml`` is a test_vm_distro run on that stock kernel.  A
     test case in several files counts once, as the last file has it (a rerun
     given after the run it repeats) -- unless the later file only skipped it
-    (a run that did not build that kernel, e.g. CI without arm64 64K): a
-    skip never hides a result."""
+    for another reason than "not in this kernel" (a run that did not build
+    that kernel, e.g. CI without arm64 64K): such a skip never hides a result."""
     latest: dict = {}  # (file kind, module, test id) -> its result: a later file's rerun supersedes
     for path in paths:
         m = re.fullmatch(r"stock-(\d+\.\d+)\.xml", path.name)
@@ -117,7 +117,8 @@ def read(paths: list[Path]) -> dict:
                     outcome, message = tag, el.get("message", "")
                     break
             earlier = latest.get((stock, module, name))
-            if outcome == "skipped" and earlier is not None and earlier[2] != "skipped":
+            if (outcome == "skipped" and NOT_IN_KERNEL not in message and earlier is not None
+                    and earlier[2] != "skipped"):
                 continue
             latest[stock, module, name] = (feature, kernel_of(module, name, stock), outcome, message)
     cells: dict = defaultdict(list)

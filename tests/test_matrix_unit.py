@@ -98,3 +98,14 @@ def test_a_later_skip_does_not_hide_a_result(tmp_path):
     # A skip alone still counts, and a later result still supersedes a skip.
     assert matrix.read([tmp_path / "ci.xml"])[("drgn plugin", "6.1")] == [("skipped", "not in CI's build")]
     assert matrix.read([tmp_path / "ci.xml", tmp_path / "run.xml"])[("drgn plugin", "6.1")] == [("passed", "")]
+
+
+def test_not_in_this_kernel_supersedes_an_older_failure(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import matrix
+    case = '<testcase classname="tests.test_vm_drgn" name="test_helpers_answer_as_the_kernel_does[5.10]"'
+    (tmp_path / "old.xml").write_text('<testsuite>' + case + '><failure message="x"/></testcase></testsuite>')
+    (tmp_path / "new.xml").write_text('<testsuite>' + case + '><skipped message="not in this kernel: v5.11"/>'
+                                      '</testcase></testsuite>')
+    assert matrix.read([tmp_path / "old.xml", tmp_path / "new.xml"])[("drgn plugin", "5.10")] == \
+        [("skipped", "not in this kernel: v5.11")]
