@@ -244,9 +244,11 @@ def vmlinux_release(vmlinux: Path | str) -> str:
 
 
 def release_tuple(release: str) -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", release)
-    assert m, release
-    return int(m.group(1)), int(m.group(2))
+    """(major, minor) of a release the test must know (inspector.versions.release_version)."""
+    from inspector.versions import release_version
+    version = release_version(release)
+    assert version, release
+    return version
 
 
 def require_kernel(vmlinux: Path | str, since: tuple[int, int], what: str) -> None:

@@ -90,10 +90,8 @@ def test_a_later_skip_does_not_hide_a_result(tmp_path):
     """CI skips arm64 64K (not in its build); the matrix run that had it keeps its cell."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import matrix
-    case = '<testcase classname="tests.test_vm_drgn" name="test_helpers_answer_as_the_kernel_does[6.1]"'
-    (tmp_path / "run.xml").write_text('<testsuite>' + case + '/></testsuite>')
-    (tmp_path / "ci.xml").write_text('<testsuite>' + case + '><skipped message="not in CI\'s build"/></testcase>'
-                                     '</testsuite>')
+    drgn_case(tmp_path / "run.xml", "6.1", "")
+    drgn_case(tmp_path / "ci.xml", "6.1", '<skipped message="not in CI\'s build"/>')
     assert matrix.read([tmp_path / "run.xml", tmp_path / "ci.xml"])[("drgn plugin", "6.1")] == [("passed", "")]
     # A skip alone still counts, and a later result still supersedes a skip.
     assert matrix.read([tmp_path / "ci.xml"])[("drgn plugin", "6.1")] == [("skipped", "not in CI's build")]
@@ -103,9 +101,13 @@ def test_a_later_skip_does_not_hide_a_result(tmp_path):
 def test_not_in_this_kernel_supersedes_an_older_failure(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import matrix
-    case = '<testcase classname="tests.test_vm_drgn" name="test_helpers_answer_as_the_kernel_does[5.10]"'
-    (tmp_path / "old.xml").write_text('<testsuite>' + case + '><failure message="x"/></testcase></testsuite>')
-    (tmp_path / "new.xml").write_text('<testsuite>' + case + '><skipped message="not in this kernel: v5.11"/>'
-                                      '</testcase></testsuite>')
+    drgn_case(tmp_path / "old.xml", "5.10", '<failure message="x"/>')
+    drgn_case(tmp_path / "new.xml", "5.10", '<skipped message="not in this kernel: v5.11"/>')
     assert matrix.read([tmp_path / "old.xml", tmp_path / "new.xml"])[("drgn plugin", "5.10")] == \
         [("skipped", "not in this kernel: v5.11")]
+
+
+def drgn_case(path, kernel: str, outcome: str) -> None:
+    """A JUnit file holding one test_vm_drgn case on ``kernel`` with ``outcome`` ("" = passed)."""
+    path.write_text('<testsuite><testcase classname="tests.test_vm_drgn" '
+                    f'name="test_helpers_answer_as_the_kernel_does[{kernel}]">{outcome}</testcase></testsuite>')
