@@ -121,10 +121,12 @@ def test_compressed_alloc_tags_against_allocinfo(on):
     assert proc.returncode == 0, proc.stderr
     doc = loads(proc.stdout)
     kernel = tags.parse_allocinfo((vm.share / "allocinfo.txt").read_text())
+    flagged = tags.allocinfo_inaccurate((vm.share / "allocinfo.txt").read_text())
     s = doc["summary"]
     rows = sorted((r for r in doc["tags"] if r["index"] is not None), key=lambda r: r["index"])
     # Every tag of the kernel's list, in /proc/allocinfo's order, with its text.
     assert [r["tag"] for r in rows] == [t for t, _b, _c in kernel]
+    assert {r["index"] for r in rows if r["inaccurate"]} == flagged  # "accurate:no" (7.2 on)
     assert s["invalid"] == 0 and not any(r["tag"].startswith("<invalid") for r in doc["tags"])
     # The kernel's per-CPU counters read from the paused guest against its /proc/allocinfo,
     # read just before the pause (a few tags may move in between) ...
