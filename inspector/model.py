@@ -206,6 +206,10 @@ class Layout(Geometry):
     # Sections (or, FLATMEM, nodes) whose state the walk could not read: the
     # tables are then not all known.
     unread_sections: int = 0
+    # Whether memory hotplug held mem_hotplug_lock for writing when the walk
+    # read the sections (a section may then be mid-way through online_pages()
+    # or offline_pages()); None: not known.
+    hotplug_busy: Optional[bool] = None
 
     @classmethod
     def of(cls, geo: Geometry, **kw: Any) -> "Layout":

@@ -17,7 +17,9 @@ The checks and the kernel code they stand for (v6.1 names):
 * ``no-overlap``: tables do not overlap one another, nor the memmap.
 * ``coverage``: every online section has a table and no offline or absent
   one does, except while PAGE_EXT_INVALID marks a hot-remove (v6.1+) --
-  which is only ever on a section that is offline but still present.
+  which is only ever on a section that is offline but still present -- and
+  while memory hotplug holds mem_hotplug_lock for writing, when a present
+  section may have its table but not yet (or no longer) its online bit.
 * ``clients``: each active client's data fits in the entry, without overlap.
 * ``readable``: every page of every table is in the target (sampled in
   bulk: the core's own list of pages where it has one, else one read per
@@ -199,11 +201,20 @@ def check_coverage(layout: Layout, memory: Optional[Memory]) -> Check:
     tables = {t.section: t for t in layout.tables}
     missing = [s.nr for s in layout.sections if s.present and s.online and s.nr not in tables]
     stray = [t.section for t in layout.tables if t.state == OFFLINE]
+    # A section mid-way through memory hotplug, which holds mem_hotplug_lock for
+    # writing throughout (Layout.hotplug_busy): online_pages() allocates the tables
+    # at MEM_GOING_ONLINE and sets the online bits later (online_pages_range() ->
+    # online_mem_sections()); offline_pages() clears them (__offline_isolated_pages())
+    # before MEM_OFFLINE frees the tables.  Such a table is on a present section.
+    sections = {s.nr: s for s in layout.sections}
+    midway = []
+    if layout.hotplug_busy:
+        midway = [n for n in stray if n in sections and sections[n].present]
+        stray = [n for n in stray if n not in midway]
     # PAGE_EXT_INVALID is legitimate only inside offline_page_ext() (b1d5488a252d,
     # v6.1), between __invalidate_page_ext() and __free_page_ext(): the section is
     # offline by then (offline_mem_sections() runs before MEM_OFFLINE) and still
     # present (sparse_remove_section() comes after offline_pages() returns).
-    sections = {s.nr: s for s in layout.sections}
     stray += [t.section for t in layout.tables if t.state == INVALID and t.section in sections
               and (sections[t.section].online or not sections[t.section].present)]
     if missing or stray:
@@ -219,6 +230,9 @@ def check_coverage(layout: Layout, memory: Optional[Memory]) -> Check:
     detail = f"{online} online sections, {online} tables"
     if invalid:
         detail += f"; PAGE_EXT_INVALID set (hot-remove in progress) on {_fmt_list(invalid)}"
+    if midway:
+        detail += (f"; memory hotplug in progress (mem_hotplug_lock held): sections {_fmt_list(midway)} "
+                   "have their table but are not online (being onlined or offlined)")
     return Check("coverage", OK, detail)
 
 

@@ -216,6 +216,27 @@ def memory_blocks(prog: drgn.Program, bound: int, missing: Optional[Missing] = N
     return out
 
 
+def hotplug_busy(prog: drgn.Program) -> Optional[bool]:
+    """Whether memory hotplug holds ``mem_hotplug_lock`` (mm/memory_hotplug.c,
+    a ``struct percpu_rw_semaphore``) for writing: mem_hotplug_begin() takes it
+    around online_pages() and offline_pages(), so a section may be between
+    its page_ext and its online bit.  None where the lock cannot be read.
+
+    percpu_down_write() sets ``block`` until percpu_up_write() clears it
+    (7f26482a872c, v5.8); ``readers_block`` before (80127a39681b, v4.14)."""
+    lock = k.obj(prog, "mem_hotplug_lock", "memory_hotplug.c")
+    if lock is None:
+        return None
+    try:
+        if k.has_member(lock.type_, "block"):
+            return bool(lock.block.counter.value_())
+        if k.has_member(lock.type_, "readers_block"):
+            return bool(lock.readers_block.value_())
+    except (drgn.FaultError, LookupError, AttributeError):
+        pass
+    return None
+
+
 def node_spans(prog: drgn.Program, missing: Optional[Missing] = None) -> list[tuple[int, int, int]]:
     """(nid, start_pfn, end_pfn) of each online node."""
     from drgn.helpers.linux.mmzone import for_each_online_pgdat
@@ -266,7 +287,7 @@ def walk_sparse(prog: drgn.Program, geo: Geometry, missing: Missing,
     spb = geo.sections_per_block
     blocks = memory_blocks(prog, nr_mem_sections(prog) // (spb or 1) + 1, missing) if spb else {}
     spans = node_spans(prog, missing)
-    layout = Layout.of(geo, nodes=sorted(n for n, _, _ in spans))
+    layout = Layout.of(geo, nodes=sorted(n for n, _, _ in spans), hotplug_busy=hotplug_busy(prog))
     ptr = k.pointer_size(prog)
     unpack = struct.Struct("<Q" if ptr == 8 else "<I").unpack_from
     invalid_bit = geo.rules.invalid_bit
