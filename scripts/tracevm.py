@@ -51,14 +51,15 @@ class GuestTracer:
                  ready_timeout: float = 300.0):
         self.vm = vm
         self.record = vm.share / record
-        for name in ("trace.out", "trace.err", "trace.rc", "trace.pid", record):
+        # trace.rc appears whole (written aside, then renamed): its presence says the tracer ended.
+        for name in ("trace.out", "trace.err", "trace.rc", "trace.rc.tmp", "trace.pid", record):
             (vm.share / name).unlink(missing_ok=True)
         vm.run("mountpoint -q /host/tmp/share || { mkdir -p /host/tmp/share && "
                "mount --bind /share /host/tmp/share; }").check()
         started = time.time()
         vm.run(f"(chroot /host {TOOL} trace --record /tmp/share/{record} {args} "
                "> /share/trace.out 2> /share/trace.err & echo $! > /share/trace.pid; "
-               "wait $!; echo $? > /share/trace.rc) > /dev/null 2>&1 &").check()
+               "wait $!; echo $? > /share/trace.rc.tmp; mv /share/trace.rc.tmp /share/trace.rc) > /dev/null 2>&1 &").check()
         while "tracing: ready" not in self.err:
             if self.finished:
                 raise VMError(f"the tracer exited ({self.rc}) before it was ready: {self.err.strip()}")

@@ -218,9 +218,11 @@ def test_a_signal_during_stop_or_cont_still_continues_the_guest(fake, cmd, sig):
     proc = subprocess.Popen([sys.executable, "-c", code, sock], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        for _ in range(400):
-            if f"slow {cmd}" in log.read_text():
-                break
+        # Signal only once the fake holds the command (a loaded host can take seconds to start
+        # the interpreter and import the tool; a signal before that tests nothing of this).
+        deadline = time.monotonic() + 120
+        while f"slow {cmd}" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, f"the fake never got {cmd}"
             time.sleep(0.02)
         t = time.monotonic()
         proc.send_signal(sig)
