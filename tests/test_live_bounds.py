@@ -210,10 +210,12 @@ def test_pause_of_a_mute_control_socket(fake, running):
 @pytest.mark.parametrize("cmd,sig", [("stop", signal.SIGTERM), ("stop", signal.SIGINT), ("cont", signal.SIGTERM)])
 def test_a_signal_during_stop_or_cont_still_continues_the_guest(fake, cmd, sig):
     """SIGTERM or Ctrl-C while --pause's stop (or cont) is under way: the
-    exchange finishes, then the signal raises, and the guest is continued."""
+    exchange finishes, then the signal raises, and the guest is continued.
+    (Ctrl-C as an interactive Python has it: a run started in the background
+    by a non-interactive shell inherits SIGINT ignored.)"""
     sock, log = fake("--slow-cmd", cmd, "--slow-s", "2")
     code = ("import signal, sys\nfrom inspector.cli import _terminate\nfrom inspector.history.qmp import paused\n"
-            "signal.signal(signal.SIGTERM, _terminate)\ntry:\n    with paused(sys.argv[1], 10):\n"
+            "signal.signal(signal.SIGTERM, _terminate)\nsignal.signal(signal.SIGINT, signal.default_int_handler)\ntry:\n    with paused(sys.argv[1], 10):\n"
             "        print('paused', flush=True)\nexcept KeyboardInterrupt as e:\n    print(type(e).__name__)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, sock], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
