@@ -27,10 +27,11 @@ MEMCG = ROOT / "fixtures" / "kernel" / "memcg.config"
 ALLOC_TAGS = ROOT / "fixtures" / "kernel" / "alloc-tags.config"
 KDUMP = ROOT / "fixtures" / "kernel" / "kdump.config"
 PIDNS = ROOT / "fixtures" / "kernel" / "pidns.config"
+NO_INET = ROOT / "fixtures" / "kernel" / "no-inet.config"
 # The main test kernel (6.1, what scripts/build-kernel.sh builds by default)
 # and the newer one (6.12, with allocation profiling as a third client).
 MAIN_FRAGMENTS = (FRAGMENT, MEMCG, KDUMP, PIDNS)
-FRAGMENTS_612 = (FRAGMENT, MEMCG, KDUMP, ALLOC_TAGS)
+FRAGMENTS_612 = (FRAGMENT, MEMCG, KDUMP, ALLOC_TAGS, NO_INET)
 # The newest kernel (7.3, from trixie-backports): 6.12's fragments, 7.x's
 # SYSCTL, and the fifth client page_iommu_debug compiled in (off unless
 # booted with iommu.debug_pagealloc=1).

@@ -18,7 +18,8 @@ did not touch decoded exactly as on the clean core (or its absence
 explained).  The figures are printed and written to
 $TMPDIR/pageext-fuzz/results.json.
 
-PAGEEXT_FUZZ=N scales the corpus (default 1: about 550 cores).
+PAGEEXT_FUZZ=N scales the corpus (default 1: about 550 cores; scripts/test.sh,
+and so CI, runs 0.5 to keep the cold run within its hour).
 """
 
 from __future__ import annotations
@@ -215,6 +216,6 @@ def test_fuzz_corpus(corpus):
         print(f"  FAIL #{r['id']} {r['core']} {r['kind']} [{r['what']}] {r['cmd']} exit {r['rc']}: {r['why']}"
               f"  | {r['stderr']}")
     assert set(c.name for c in fuzzgen.CMDS_61 + fuzzgen.CMDS_612) <= {r["cmd"] for r in results}
-    if SCALE >= 1:
-        assert len(results) >= 500 and summary["records_compared"] > 100_000
+    # Full size: about 550 runs; CI's half (scripts/test.sh) about 275.
+    assert len(results) >= 500 * min(SCALE, 1) and summary["records_compared"] > 100_000 * min(SCALE, 1)
     assert not fails, f"{len(fails)} of {len(results)} runs failed (see {WORK / 'results.json'})"
