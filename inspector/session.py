@@ -169,7 +169,8 @@ class PageExt:
             if message is None:
                 return None
             lines = get_dmesg(self.prog).decode("latin-1").splitlines()
-        except (LookupError, drgn.FaultError, ValueError, AttributeError, drgn.ObjectAbsentError):
+        except (LookupError, drgn.FaultError, ValueError, AttributeError, OverflowError, drgn.ObjectAbsentError):
+            # OverflowError: a printk ring whose descriptor count is garbage (a zeroed prb, fuzz #36).
             return None
         text = message.decode("latin-1").strip()
         where = next((i for i in range(len(lines) - 1, -1, -1) if text in lines[i]), len(lines) - 1)

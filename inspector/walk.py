@@ -99,6 +99,33 @@ def highest_present_section_nr(prog: drgn.Program) -> tuple[int, Optional[str]]:
     return value, None
 
 
+def sections_per_root(prog: drgn.Program, page_size: int) -> int:
+    """SECTIONS_PER_ROOT (include/linux/mmzone.h), as drgn knows it; where it
+    does not (it reads VMCOREINFO's LENGTH(mem_section), which a damaged dump
+    can lose), from the type of ``mem_section`` by the header's rule:
+    PAGE_SIZE / sizeof(struct mem_section) under SPARSEMEM_EXTREME (an array
+    of, or a pointer to, root pointers), else the length of a static root."""
+    try:
+        return prog["SECTIONS_PER_ROOT"].value_()
+    except (LookupError, ValueError):
+        pass
+    t = prog["mem_section"].type_.unaliased()
+    inner = t.type.unaliased() if t.kind in (drgn.TypeKind.ARRAY, drgn.TypeKind.POINTER) else None
+    if t.kind == drgn.TypeKind.ARRAY and inner is not None and inner.kind == drgn.TypeKind.ARRAY and inner.length:
+        return inner.length
+    return page_size // drgn.sizeof(prog.type("struct mem_section"))
+
+
+def nr_to_section(prog: drgn.Program, nr: int, page_size: int) -> drgn.Object:
+    """drgn's nr_to_section() (a ``struct mem_section *``), with
+    :func:`sections_per_root`, so a dump without LENGTH(mem_section) still reads."""
+    spr = sections_per_root(prog, page_size)
+    root = prog["mem_section"][nr // spr]
+    if root.type_.unaliased_kind() == drgn.TypeKind.ARRAY:  # static SPARSEMEM
+        return root[nr % spr].address_of_()
+    return root + nr % spr
+
+
 def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,
                     section_pages: int, spr: int, highest: int) -> Iterator[tuple[int, int]]:
     """(root number, address of its first struct mem_section) of allocated roots;
@@ -271,7 +298,7 @@ def walk_sparse(prog: drgn.Program, geo: Geometry, missing: Missing,
     ms_size = ms_type.size
     off_map = drgn.offsetof(ms_type, "section_mem_map")
     off_ext = drgn.offsetof(ms_type, "page_ext")
-    spr = prog["SECTIONS_PER_ROOT"].value_()
+    spr = sections_per_root(prog, geo.page_size)
     flags = section_flag_bits(prog)
     present_bit = flags["SECTION_MARKED_PRESENT"]
     # SECTION_IS_ONLINE is set by online_mem_sections() (2d070eab2e82, v4.13);

@@ -176,12 +176,12 @@ class PageOwner:
         lay = self.layout
         t = k.type_or_none(self.prog, "struct mem_section_usage")
         if lay.sparse and t is not None and t.has_member("pageblock_flags"):
-            from drgn.helpers.linux.mmzone import nr_to_section
+            from ..walk import nr_to_section
             usages = []
             for s in lay.sections[:64]:
                 if s.present and s.early:
                     try:
-                        usages.append((s.node, s.nr, nr_to_section(self.prog, s.nr).usage.value_()))
+                        usages.append((s.node, s.nr, nr_to_section(self.prog, s.nr, lay.page_size).usage.value_()))
                     except drgn.FaultError:
                         pass
             strides = {b[2] - a[2] for a, b in zip(usages, usages[1:]) if a[0] == b[0] and b[1] == a[1] + 1}
@@ -204,9 +204,9 @@ class PageOwner:
         """The section's pageblock flags bitmap as uint64 words (SPARSEMEM), or None."""
         if table.section is None or self.usage_bitmap_off is None:
             return None  # FLATMEM: zone->pageblock_flags (not read)
-        from drgn.helpers.linux.mmzone import nr_to_section
+        from ..walk import nr_to_section
         try:
-            usage = nr_to_section(self.prog, table.section).usage.value_()
+            usage = nr_to_section(self.prog, table.section, self.layout.page_size).usage.value_()
             if not usage:
                 return None
             blocks = max(1, table.nr_pages >> self.pageblock_order)

@@ -270,6 +270,6 @@ def target_clock_ns(prog: drgn.Program) -> Optional[int]:
         recs = get_printk_records(prog)
         if recs:
             best = max(best or 0, recs[-1].timestamp)
-    except (LookupError, drgn.FaultError, ValueError, AttributeError, drgn.ObjectAbsentError):
-        pass
+    except (LookupError, drgn.FaultError, ValueError, AttributeError, OverflowError, drgn.ObjectAbsentError):
+        pass  # OverflowError: a damaged printk ring (its descriptor count) in the fuzz corpus
     return best
