@@ -266,14 +266,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _inspect_at_breakpoint(vm: TestVM, vmlinux: str, port: int, tmp_path: Path, function: str, action) -> dict:
+    """Run ``action()`` (a hotplug step) with gdb's hardware breakpoint on
+    ``function``: while the guest is stopped there, ``inspect --json`` reads it.
+    The document it printed."""
+    import subprocess
+    exe = Path(sys.executable).parent / "pageext-inspect"
+    armed, mid = tmp_path / "armed", tmp_path / "mid.json"
+    script = tmp_path / "gdb.cmd"
+    script.write_text(f"""set pagination off
+set confirm off
+target remote 127.0.0.1:{port}
+hbreak {function}
+shell touch {armed}
+continue
+shell {exe} --qemu {vm.qmp_path} -s {vmlinux} --json --no-progress > {mid}; echo $? >> {mid}.rc
+delete
+detach
+quit
+""")
+    gdb = subprocess.Popen(["gdb", "-q", "-nx", "-batch", "-x", str(script), vmlinux],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not armed.exists():
+        assert gdb.poll() is None and time.time() < deadline, gdb.stdout.read() if gdb.poll() is not None else "gdb not armed"
+        time.sleep(0.2)
+    action()  # returns once gdb lets the guest go
+    out, _ = gdb.communicate(timeout=120)
+    assert (tmp_path / "mid.json.rc").read_text().strip() == "0", out
+    return loads(mid.read_text())
+
+
 def test_invalid_bit_seen_mid_hot_remove(kernel_dir, vmlinux, tmp_path):
     """Stop the guest inside offline_page_ext(), between __invalidate_page_ext()
     and __free_page_ext() (v6.1, b1d5488a252d), and look at the table then."""
     require_kernel(vmlinux, (6, 1), "PAGE_EXT_INVALID (b1d5488a252d)")
-    import json
-    import subprocess
     port = _free_port()
-    exe = Path(sys.executable).parent / "pageext-inspect"
     with TestVM(kernel_dir, cmdline=CLIENTS_ON, gdb_port=port, workdir=str(tmp_path / "vm")) as vm:
         blocks = vm.hot_add("dimm3", 128, node=0)
         vm.set_blocks(blocks, "online_movable").check()
@@ -282,29 +310,8 @@ def test_invalid_bit_seen_mid_hot_remove(kernel_dir, vmlinux, tmp_path):
         sections = sections_of_blocks(before, bb, blocks)
         assert {t["section"]: t["state"] for t in before["tables"] if t["section"] in sections} == \
             {s: "online" for s in sections}
-        armed, mid = tmp_path / "armed", tmp_path / "mid.json"
-        script = tmp_path / "gdb.cmd"
-        script.write_text(f"""set pagination off
-set confirm off
-target remote 127.0.0.1:{port}
-hbreak __free_page_ext
-shell touch {armed}
-continue
-shell {exe} --qemu {vm.qmp_path} -s {vmlinux} --json --no-progress > {mid}; echo $? >> {mid}.rc
-delete
-detach
-quit
-""")
-        gdb = subprocess.Popen(["gdb", "-q", "-nx", "-batch", "-x", str(script), vmlinux],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        while not armed.exists():
-            assert gdb.poll() is None and time.time() < deadline, gdb.stdout.read() if gdb.poll() is not None else "gdb not armed"
-            time.sleep(0.2)
-        vm.set_blocks(blocks, "offline").check()  # returns once gdb lets the guest go
-        out, _ = gdb.communicate(timeout=120)
-        assert (tmp_path / "mid.json.rc").read_text().strip() == "0", out
-        during = loads(mid.read_text())
+        during = _inspect_at_breakpoint(vm, vmlinux, port, tmp_path, "__free_page_ext",
+                                        lambda: vm.set_blocks(blocks, "offline").check())
         after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
     states = {t["section"]: t["state"] for t in during["tables"] if t["section"] in sections}
     assert states == {s: "invalid" for s in sections}
@@ -320,35 +327,12 @@ def test_table_before_its_online_bit_mid_hot_add(kernel_dir, vmlinux, tmp_path):
     block's tables (MEM_GOING_ONLINE) but not yet set SECTION_IS_ONLINE, under
     mem_hotplug_lock.  That is the kernel's own state, not a coverage failure
     (a 7.2 guest read from the host during hotplug showed it: test_vm_live)."""
-    import subprocess
     port = _free_port()
-    exe = Path(sys.executable).parent / "pageext-inspect"
     with TestVM(kernel_dir, cmdline=CLIENTS_ON, gdb_port=port, workdir=str(tmp_path / "vm")) as vm:
         blocks = vm.hot_add("dimm3", 128, node=0)
         bb = vm.block_size()
-        armed, mid = tmp_path / "armed", tmp_path / "mid.json"
-        script = tmp_path / "gdb.cmd"
-        script.write_text(f"""set pagination off
-set confirm off
-target remote 127.0.0.1:{port}
-hbreak online_mem_sections
-shell touch {armed}
-continue
-shell {exe} --qemu {vm.qmp_path} -s {vmlinux} --json --no-progress > {mid}; echo $? >> {mid}.rc
-delete
-detach
-quit
-""")
-        gdb = subprocess.Popen(["gdb", "-q", "-nx", "-batch", "-x", str(script), vmlinux],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        while not armed.exists():
-            assert gdb.poll() is None and time.time() < deadline, gdb.stdout.read() if gdb.poll() is not None else "gdb not armed"
-            time.sleep(0.2)
-        vm.set_blocks(blocks, "online_movable").check()  # returns once gdb lets the guest go
-        out, _ = gdb.communicate(timeout=120)
-        assert (tmp_path / "mid.json.rc").read_text().strip() == "0", out
-        during = loads(mid.read_text())
+        during = _inspect_at_breakpoint(vm, vmlinux, port, tmp_path, "online_mem_sections",
+                                        lambda: vm.set_blocks(blocks, "online_movable").check())
         after = inspect_json("--qemu", vm.qmp_path, "-s", vmlinux)
     sections = sections_of_blocks(after, bb, blocks)
     # The kernel at the breakpoint: tables made, online bits not yet set, the lock held.
