@@ -72,7 +72,7 @@ class SimResult:
 def layout_to_json(layout: Layout) -> dict[str, Any]:
     import dataclasses
     out = dataclasses.asdict(layout)
-    out.pop("hotplug_busy")  # what a walk of a kernel read of its lock, not the simulated algorithm's
+    out.pop("hotplug_busy")  # read from a real kernel's lock by the walk; not part of the simulated algorithm
     return out
 
 
