@@ -117,13 +117,30 @@ def sections_per_root(prog: drgn.Program, page_size: int) -> int:
 
 
 def nr_to_section(prog: drgn.Program, nr: int, page_size: int) -> drgn.Object:
-    """drgn's nr_to_section() (a ``struct mem_section *``), with
+    """drgn's nr_to_section() (a ``struct mem_section *``, NULL past
+    NR_MEM_SECTIONS or in a root never allocated), with
     :func:`sections_per_root`, so a dump without LENGTH(mem_section) still reads."""
+    null = drgn.NULL(prog, "struct mem_section *")
+    if not 0 <= nr < nr_mem_sections(prog):
+        return null
     spr = sections_per_root(prog, page_size)
-    root = prog["mem_section"][nr // spr]
+    ms = prog["mem_section"]
+    if ms.type_.unaliased_kind() == drgn.TypeKind.POINTER:  # SPARSEMEM_EXTREME since 83e3c48729d9 (v4.15)
+        ms = ms.read_()
+        if not ms:
+            return null
+    root = ms[nr // spr]
     if root.type_.unaliased_kind() == drgn.TypeKind.ARRAY:  # static SPARSEMEM
         return root[nr % spr].address_of_()
-    return root + nr % spr
+    root = root.read_()
+    return root + nr % spr if root else null
+
+
+def pfn_to_section(prog: drgn.Program, pfn: int, page_size: int) -> drgn.Object:
+    """The ``struct mem_section *`` of a pfn (the kernel's __pfn_to_section()),
+    by :func:`nr_to_section`; NULL if the pfn is beyond every section."""
+    shift = prog["SECTION_SIZE_BITS"].value_() - (page_size.bit_length() - 1)
+    return nr_to_section(prog, pfn >> shift, page_size)
 
 
 def _root_addresses(prog: drgn.Program, nr_roots: int, missing: Missing,

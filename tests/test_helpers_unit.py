@@ -55,6 +55,23 @@ def test_pfn_to_page_ext_lands_on_the_simulated_entries(name, variant):
     assert not pfn_to_page_ext(prog, 1 << 32)
 
 
+def test_pfn_to_page_ext_without_sections_per_root_in_vmcoreinfo():
+    # A kdump whose VMCOREINFO lost LENGTH(mem_section): drgn has no
+    # SECTIONS_PER_ROOT (nor NR_SECTION_ROOTS) and its pfn_to_section() raises;
+    # the lookup takes it from mem_section's type and lands on the same entries.
+    res = scenarios.run(scenarios.load("hot-add-online"), "v6.1")
+    prog = build(picture(res, get("v6.1")), lose=frozenset({"SECTIONS_PER_ROOT", "NR_SECTION_ROOTS"}))
+    with pytest.raises(LookupError):
+        prog["SECTIONS_PER_ROOT"]
+    lay = res.layout
+    online = [t for t in lay.tables if t.state == "online"]
+    assert len(online) > 1
+    for t in online:
+        for pfn in (t.start_pfn, t.end_pfn - 1):
+            assert pfn_to_page_ext(prog, pfn).value_() == t.address + lay.entry_size * (pfn - t.start_pfn)
+    assert not pfn_to_page_ext(prog, 1 << 32)
+
+
 def test_lookup_page_ext_and_page_owner_of_a_page():
     res, prog = kernel("boot-2-nodes", "v6.1")
     t = res.layout.tables[2]

@@ -110,9 +110,9 @@ def pfn_to_page_ext(prog: Program, pfn: IntegerLike) -> Object:
             align = 1 << (nr_orders(prog) - 1)
             return _entry(prog, base, pfn - (start - start % align))
         return _null(prog)
-    from drgn.helpers.linux.mmzone import pfn_to_section
+    from ..walk import pfn_to_section  # drgn's needs VMCOREINFO's LENGTH(mem_section)
 
-    section = pfn_to_section(prog, pfn)
+    section = pfn_to_section(prog, pfn, prog["PAGE_SIZE"].value_())
     if not section:
         return _null(prog)
     stored = section.page_ext.value_()

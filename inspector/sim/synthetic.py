@@ -106,8 +106,10 @@ def _m(t: drgn.Type, name: str, byte_offset: int) -> drgn.TypeMember:
     return drgn.TypeMember(t, name, byte_offset * 8)
 
 
-def build(pic: Picture) -> drgn.Program:
-    """A drgn.Program whose memory, types and symbols are those of ``pic``."""
+def build(pic: Picture, lose: frozenset[str] = frozenset()) -> drgn.Program:
+    """A drgn.Program whose memory, types and symbols are those of ``pic``;
+    the objects named in ``lose`` are left out, as a damaged dump's VMCOREINFO
+    loses them (e.g. SECTIONS_PER_ROOT, drgn's LENGTH(mem_section))."""
     v, lay = pic.variant, pic.layout
     prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64,
                                       drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
@@ -270,7 +272,7 @@ def build(pic: Picture) -> drgn.Program:
     # FLATMEM: no mem_section, no vmemmap, no memory blocks; discover() keys on their absence
 
     def find_object(prog_, name, flags, filename):
-        return objects.get(name)
+        return None if name in lose else objects.get(name)
 
     prog.register_object_finder("pageext-synthetic", find_object, enable_index=0)
 
