@@ -16,6 +16,9 @@ BUILT = """<?xml version="1.0"?><testsuites><testsuite>
 <testcase classname="tests.test_vm_versions" name="test_clients_agree_with_the_kernel[5.10]">
   <skipped message="not in this kernel: page_table_check is v5.17"/></testcase>
 <testcase classname="tests.test_vm_alloc_tags" name="test_tmpfs_fill_is_tagged_at_shmem"/>
+<testcase classname="tests.test_vm_7x_decode" name="test_table_check_agrees_with_pagemap"/>
+<testcase classname="tests.test_vm_7x_clients" name="test_trace_names_the_node_of_a_hot_add"/>
+<testcase classname="tests.test_vm_owner" name="test_page_table_check_counts_agree_with_pagemap_and_rmap[6.1]"/>
 <testcase classname="tests.test_cli" name="test_help"/>
 </testsuite></testsuites>"""
 STOCK = """<?xml version="1.0"?><testsuites><testsuite>
@@ -41,12 +44,17 @@ def test_cells_from_results(tmp_path):
     cols = [c.strip() for c in header.split("|")[2:-1]]
     assert cols == ["5.10", "6.1", "6.12", "7.3", "stock 7.2"]
     row = dict(zip(cols, rows["owner --format debugfs"]))
-    assert row == {"5.10": "-", "6.1": "Y", "6.12": "-", "7.3": "N (1/2)", "stock 7.2": "-"}
+    assert row == {"5.10": "-", "6.1": "Y", "6.12": "-", "7.3": "N (1/2)", "stock 7.2": "n/a"}
+    assert dict(zip(cols, rows["stock kernel: page_ext empty, owner refuses"]))["6.1"] == "n/a"
     assert dict(zip(cols, rows["hot-add / hot-remove exact"]))["7.3"] == "Y"
     assert dict(zip(cols, rows["hot-add / hot-remove exact"]))["6.1"] == "Y"
     assert dict(zip(cols, rows["locate + verify, live QMP"]))["5.10"] == "not in this kernel: page_table_check is v5.17"
     assert dict(zip(cols, rows["alloc-tags vs /proc/allocinfo"]))["6.12"] == "Y"
     assert dict(zip(cols, rows["stock kernel: page_ext empty, owner refuses"]))["stock 7.2"] == "Y"
+    # The 7.x modules (test_vm_7x_decode, _clients) have their rows, on 7.3.
+    assert dict(zip(cols, rows["table-check"])) == {"5.10": "-", "6.1": "Y", "6.12": "-", "7.3": "Y",
+                                                    "stock 7.2": "n/a"}
+    assert dict(zip(cols, rows["trace (bcc)"]))["7.3"] == "Y"
 
 
 def test_missing_file_is_one_line(tmp_path):
