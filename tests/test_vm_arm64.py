@@ -26,7 +26,9 @@ it is read three ways -- live over QMP, an ELF dump and a kdump-zlib dump
   guest reports;
 * ``owner --format debugfs`` equals the guest's page_owner text, record by
   record, allowing only what tests/test_vm_owner.py allows (records made or
-  freed after the read began, stale boot records of free pages, live flags).
+  freed after the read began, stale boot records of free pages, live flags);
+* ``table-check`` agrees with the guest's pagemap of a process holding 2 MB
+  of private anonymous memory and with each page's _mapcount.
 
 A real kdump capture, one guest per page size (device tree, 2 nodes,
 crashkernel=192M): the guest loads its own Image and initramfs with ``kexec
@@ -61,7 +63,8 @@ import pytest
 from conftest import (ARM64_KERNELS, CLIENTS_ON, arm64_build_args, arm64_kernels, dmesg_page_ext_bytes, inspect,
                       inspect_json, skip_unless_extra_build)
 from test_vm_kdump import STACKS, heaviest_through, last_sample
-from test_vm_owner import compare_with_kernel, expected_top, local_clock, top_of
+from test_vm_owner import (HOLDER, compare_with_kernel, expected_top, holder_pagemap, local_clock,
+                           table_check_agrees, top_of)
 from test_vm_owner_sort import parse_show_stacks
 from testvm import QEMU, UEFI_AARCH64, TestVM
 
@@ -123,11 +126,13 @@ def guest(request):
     with TestVM(kdir, cmdline=CLIENTS_ON, workdir=str(work / "vm")) as vm:
         print(f"\n[arm64 {label(name)}] booted in {vm.boot_seconds:.1f} s")
         vm.run("dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>/dev/null").check()
+        vm.run(HOLDER).check()
         res = vm.run("grep -m1 'now at' /proc/timer_list; grep -m1 exec_start /proc/self/sched > /share/po.clock; "
                      "cat /sys/kernel/debug/page_owner | dd bs=1M iflag=fullblock of=/share/page_owner.txt "
                      "2>/dev/null; grep -m1 'now at' /proc/timer_list").check()
         start, end = (int(x) for x in re.findall(r"now at (\d+) nsecs", res.out))
         start = min(start, local_clock(vm.share / "po.clock"))
+        vm.run(holder_pagemap(GEOMETRIES[f"arm64-{page}"].page_size)).check()
         dmesg = vm.dmesg()
         block = vm.block_size()
         vm.pause()
@@ -136,7 +141,8 @@ def guest(request):
         targets = {"qmp": ("--qemu", vm.qmp_path), "elf": (elf,), "kdump": (kdump,)}
         yield {"vm": vm, "name": name, "page": page, "kdir": kdir, "vmlinux": vmlinux, "version": f"arm64-{name}",
                "targets": targets, "dmesg": dmesg, "block": block, "start": start, "end": end,
-               "kernel": (vm.share / "page_owner.txt").read_bytes().decode("latin-1"), "work": work}
+               "kernel": (vm.share / "page_owner.txt").read_bytes().decode("latin-1"), "work": work,
+               "pagemap": (vm.share / "holder.pagemap").read_bytes()}
 
 
 def test_the_kernel_is_the_page_size_asked_for(guest):
@@ -220,6 +226,17 @@ def test_top_is_the_sum_of_the_kernels_page_owner(guest, by):
     assert got == expected_top(compared_on(guest, "elf"), by)
     if by == "stack":
         assert any(frame.strip().startswith("el0_svc+") for k in got for frame in k)
+
+
+@pytest.mark.parametrize("target", ["elf", "kdump"])
+def test_table_check_agrees_with_pagemap_and_rmap(guest, target):
+    """page_table_check's counters against the kernel's own pagemap of a
+    process holding 2 MB of private anonymous memory (each such page mapped
+    once, anonymously) and each page's _mapcount: tests/test_vm_owner.py's
+    oracles, with the guest's page size."""
+    readable(guest, target)
+    table_check_agrees(guest["targets"][target][0], guest["vmlinux"], guest["pagemap"],
+                       f"arm64 {label(guest['name'])} {target}", GEOMETRIES[f"arm64-{guest['page']}"].page_size)
 
 
 def test_owner_live_equals_the_dump(guest):
