@@ -75,6 +75,8 @@ FEATURES = [
 MODULE_KERNEL = {"test_vm_alloc_tags": "6.12", "test_vm_history": "6.12", "test_vm_page_idle": "i386 6.1",
                  "test_vm_distro": "stock 6.1", "test_vm_72_stock": "stock 7.2",
                  "test_vm_7x_decode": "7.3", "test_vm_7x_clients": "7.3"}
+# The kernel of an unparametrized test written for one kernel other than its module's.
+TEST_KERNEL = {"test_612_memcg_oops_and_we_still_read_the_dump": "6.12"}
 NOT_IN_KERNEL = "not in this kernel"
 STOCK_ROW = FEATURES[0][2]
 
@@ -114,7 +116,7 @@ def kernel_of(module: str, name: str, stock: str | None) -> str:
     m = re.search(r"\[(?:[^\]]*-)?(\d+\.\d+)(?:-[^\]]*)?\]$", name)
     if m and m.group(1) in KERNELS:
         return m.group(1)
-    return MODULE_KERNEL.get(module, "6.1")
+    return TEST_KERNEL.get(name) or MODULE_KERNEL.get(module, "6.1")
 
 
 def read(paths: list[Path]) -> dict:
