@@ -439,6 +439,12 @@ class PageOwner:
                              "was initialised)")
 
     # -- names -------------------------------------------------------------------------------------
+    def migrated_reason(self, r: int) -> Optional[str]:
+        """The name of a ``last_migrate_reason`` value, or None for a page never
+        migrated (-1, or MR_NEVER where the kernel has it): print_page_owner()'s
+        test, for every format that prints the field."""
+        return None if r in (-1, self.mr_never) else self.names.migrate_reason(r)
+
     def stack_lines(self, handle: Optional[int]) -> Optional[list[str]]:
         """%pS lines of a handle; ["<invalid handle 0x..>"] for a corrupt one;
         None for no handle or one whose record is not in the dump.
@@ -513,8 +519,9 @@ class PageOwner:
             else:
                 stack = self.depot.text(h)
             out = stack
-            if r not in (-1, self.mr_never):
-                out += f"Page has been migrated, last migrate reason: {self.names.migrate_reason(r)}\n"
+            reason = self.migrated_reason(r)
+            if reason is not None:
+                out += f"Page has been migrated, last migrate reason: {reason}\n"
             if m and self.memcg is not None:
                 out += self.memcg.text(m)
             table.append((out + "\n").encode("latin-1", "replace"))
@@ -638,9 +645,8 @@ class PageOwner:
             "free_ts_nsec": r.free_ts_nsec,
             "free_pid": r.free_pid,
             "free_tgid": r.free_tgid,
-            "last_migrate_reason": None if r.last_migrate_reason in (-1, None, self.mr_never)
-            or "last_migrate_reason" in r.corrupt
-            else self.names.migrate_reason(r.last_migrate_reason),
+            "last_migrate_reason": None if r.last_migrate_reason is None or "last_migrate_reason" in r.corrupt
+            else self.migrated_reason(r.last_migrate_reason),
             "handle": r.handle,
             "free_handle": r.free_handle,
             "alloc_stack": self.stack_lines(r.handle),
@@ -691,7 +697,7 @@ class PageOwner:
                    b', "last_migrate_reason": ']
         if "last_migrate_reason" in self.has:
             r = np.where(b.corrupt & C_REASON, -1, e["last_migrate_reason"].astype(np.int64))
-            pieces.append(lookup(r, lambda v: None if v in (-1, self.mr_never) else self.names.migrate_reason(v)))
+            pieces.append(lookup(r, self.migrated_reason))
         else:
             pieces.append(null)
         pieces += [b', "handle": ', *hexnum(e["handle"]), b', "free_handle": ',

@@ -80,7 +80,7 @@ def batch_table(po, b) -> pa.Table:
         cols[name] = num(name)
     if "last_migrate_reason" in po.has:
         r = np.where(b.corrupt & C_REASON, -1, e["last_migrate_reason"].astype(np.int64))
-        cols["last_migrate_reason"] = _text(r, lambda v: None if v == -1 else po.names.migrate_reason(v))
+        cols["last_migrate_reason"] = _text(r, po.migrated_reason)
     else:
         cols["last_migrate_reason"] = pa.nulls(n, pa.string())
     cols["handle"], cols["free_handle"] = num("handle"), num("free_handle")
