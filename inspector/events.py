@@ -4,7 +4,8 @@ Memory hotplug drives mm/page_ext.c through the memory notifier; every
 party that talks about what happened uses these events:
 
 * ``notifier`` -- a memory_notify() call: ``action`` (GOING_ONLINE, ONLINE,
-  CANCEL_ONLINE, GOING_OFFLINE, OFFLINE, CANCEL_OFFLINE), ``start_pfn``,
+  CANCEL_ONLINE, GOING_OFFLINE, OFFLINE, CANCEL_OFFLINE; PREPARE_ONLINE and
+  FINISH_OFFLINE on v6.9 to v6.18, :data:`BLOCK_ACTIONS`), ``start_pfn``,
   ``nr_pages``, ``nid``, ``ret`` (0 or a negative errno; None while a
   reader holds RCU in a simulated offline);
 * ``init_section`` -- init_section_page_ext(``pfn``, ``nid``) = ``ret``;
@@ -37,8 +38,15 @@ SCHEMA_KEYS = {"notifier": ("event", "action", "start_pfn", "nr_pages", "nid", "
                "free": ("event", "pfn"), "invalidate": ("event", "pfn")}
 
 # Notifier actions by name (the kernel's values differ by version: bit flags
-# MEM_ONLINE = 1 << 0 ... in 6.1's include/linux/memory.h, an enum from 6.19).
-ACTIONS = ("ONLINE", "GOING_OFFLINE", "OFFLINE", "GOING_ONLINE", "CANCEL_ONLINE", "CANCEL_OFFLINE")
+# MEM_ONLINE = 1 << 0 ... in 6.1's include/linux/memory.h, an enum from 6.19
+# and in Debian's 6.12.118).  bpf.c's action_index() numbers them in this order, from 1.
+ACTIONS = ("ONLINE", "GOING_OFFLINE", "OFFLINE", "GOING_ONLINE", "CANCEL_ONLINE", "CANCEL_OFFLINE",
+           "PREPARE_ONLINE", "FINISH_OFFLINE")
+# The two actions memory_block_online()/_offline() send around
+# online_pages()/offline_pages(), v6.9 (c5f1e2d18909) to v6.18 (removed by
+# 300709fbefd1); page_ext's callback does nothing on them, the simulator does
+# not model them, and the kernel leaves their status_change_nid unset.
+BLOCK_ACTIONS = ("PREPARE_ONLINE", "FINISH_OFFLINE")
 
 
 class TraceFileError(PageExtError, ValueError):

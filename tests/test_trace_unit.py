@@ -96,3 +96,21 @@ def test_hotplug_node_argument_from_the_kernel_header(version, monkeypatch):
     # No header: the zone form, every kernel since 5.12.
     monkeypatch.setattr(probes, "kernel_header", lambda relpath, release=None: None)
     assert probes.hotplug_node_args() == {"online_pages": "zone", "offline_pages": "zone"}
+
+
+@pytest.mark.parametrize("version", sorted(SOURCES))
+def test_prepare_online_actions_from_the_kernel_header(version, monkeypatch):
+    """MEM_PREPARE_ONLINE / MEM_FINISH_OFFLINE (v6.9 c5f1e2d18909 to v6.18):
+    in Debian's 6.12.118 header (as enumerators), not in 6.1's (too old) nor
+    7.3's (removed by 300709fbefd1, v6.19).  bpf.c names them only then."""
+    from inspector.trace import probes
+
+    src = Path("/var/cache/pageext-inspect") / SOURCES[version]
+    if not (src / "include/linux/memory.h").exists():
+        pytest.skip(f"no {version} source in /var/cache/pageext-inspect (scripts/build-kernel.sh -v {version} -S)")
+    # The oracle: the tree's own memory_block_online() sends it, or not.
+    sends = "memory_notify(MEM_PREPARE_ONLINE" in (src / "drivers/base/memory.c").read_text()
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", str(src))
+    assert probes.notifier_has_prepare_online() is sends is (version == "6.12")
+    monkeypatch.setattr(probes, "kernel_header", lambda relpath, release=None: None)
+    assert probes.notifier_has_prepare_online() is False

@@ -2,7 +2,8 @@
  * See inspector/trace/__init__.py for the design; __MAX_SECTIONS__ and MEM_SECTION_ADDR are
  * replaced by inspector/trace/probes.py before compiling, and MEMORY_NOTIFY_HAS_STATUS_CHANGE_NID
  * is defined (-D) when the kernel's struct memory_notify has that member (probes.py reads
- * the kernel's own include/linux/memory.h: up to v6.16). */
+ * the kernel's own include/linux/memory.h: up to v6.16), MEMORY_HAS_PREPARE_ONLINE when it
+ * has MEM_PREPARE_ONLINE and MEM_FINISH_OFFLINE (v6.9 to v6.18). */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/mmzone.h>
@@ -58,6 +59,12 @@ static u64 action_index(u64 a)
     if (a == MEM_GOING_ONLINE) return 4;
     if (a == MEM_CANCEL_ONLINE) return 5;
     if (a == MEM_CANCEL_OFFLINE) return 6;
+#ifdef MEMORY_HAS_PREPARE_ONLINE
+    /* v6.9 (c5f1e2d18909) to v6.18 (removed by 300709fbefd1): sent by
+     * memory_block_online()/_offline() around online_pages()/offline_pages(). */
+    if (a == MEM_PREPARE_ONLINE) return 7;
+    if (a == MEM_FINISH_OFFLINE) return 8;
+#endif
     return 0x100 + a;
 }
 

@@ -13,6 +13,7 @@ __meminit is notrace).  Each decision is recorded with its reason in a
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +162,6 @@ def kernel_header(relpath: str, release: Optional[str] = None) -> Optional[str]:
 
 def struct_members(header: str, name: str) -> Optional[set[str]]:
     """Member names of ``struct name { ... };`` in a header's text (None: not defined there)."""
-    import re
     m = re.search(r"\bstruct\s+" + re.escape(name) + r"\s*\{(.*?)\n\};", header, re.S)
     if m is None:
         return None
@@ -190,6 +190,18 @@ def memory_notify_has_nid(syms: dict[str, int]) -> tuple[bool, str]:
                  f" ({'no ' if has else ''}node_notify(), v6.17+)")
 
 
+def notifier_has_prepare_online() -> bool:
+    """Does this kernel send MEM_PREPARE_ONLINE / MEM_FINISH_OFFLINE through the
+    memory notifier (memory_block_online()/_offline(), around
+    online_pages()/offline_pages())?  From v6.9 (c5f1e2d18909) to v6.18; v6.19
+    removed them (300709fbefd1).  Decided from the header bpf.c is compiled
+    against, where they are #defines (upstream) or enumerators (Debian's
+    6.12.118), so bpf.c cannot #ifdef them itself; without the header, no."""
+    text = kernel_header("include/linux/memory.h")
+    return bool(text) and re.search(r"\bMEM_PREPARE_ONLINE\b", text) is not None \
+        and re.search(r"\bMEM_FINISH_OFFLINE\b", text) is not None
+
+
 def hotplug_node_args() -> dict[str, Optional[str]]:
     """How online_pages() and offline_pages() name the node, from the prototypes
     in the kernel's include/linux/memory_hotplug.h: ``"zone"`` (the third
@@ -200,7 +212,6 @@ def hotplug_node_args() -> dict[str, Optional[str]]:
     nid) and offline_pages(start_pfn, nr_pages).  By v5.12 online_pages() takes
     the zone, and 6.1 has online_pages()/offline_pages(pfn, nr_pages, zone,
     group).  Without the header: the zone form (every kernel since 5.12)."""
-    import re
     text = kernel_header("include/linux/memory_hotplug.h")
     out: dict[str, Optional[str]] = {"online_pages": "zone", "offline_pages": "zone"}
     for fn in out:
@@ -217,14 +228,17 @@ def hotplug_node_args() -> dict[str, Optional[str]]:
     return out
 
 
-def load_bpf(syms: dict[str, int], status_change_nid: bool = True):
+def load_bpf(syms: dict[str, int], status_change_nid: bool = True, prepare_online: bool = False):
     """Compile and load bpf.c for this kernel (``status_change_nid``: its
-    struct memory_notify has that member, see :func:`memory_notify_has_nid`)."""
+    struct memory_notify has that member, see :func:`memory_notify_has_nid`;
+    ``prepare_online``: it has MEM_PREPARE_ONLINE, :func:`notifier_has_prepare_online`)."""
     BPF = import_bcc()
     bpf_c = (Path(__file__).parent / "bpf.c").read_text()
     text = (bpf_c.replace("__MAX_SECTIONS__", str(MAX_SECTIONS))
             .replace("MEM_SECTION_ADDR", f"{syms['mem_section']:#x}UL"))
     cflags = ["-DMEMORY_NOTIFY_HAS_STATUS_CHANGE_NID"] if status_change_nid else []
+    if prepare_online:
+        cflags.append("-DMEMORY_HAS_PREPARE_ONLINE")
     try:
         with c_stderr() as chatter:  # clang/libbpf messages: kept for the error line only
             return BPF(text=text, cflags=cflags)

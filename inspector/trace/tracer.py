@@ -20,17 +20,16 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from ..events import TRACE_HEADER, header, trace_line
+from ..events import ACTIONS as EVENT_ACTIONS, BLOCK_ACTIONS, TRACE_HEADER, header, trace_line
 from ..jsonout import dumps_line
 from .probes import MAX_SECTIONS, TraceError, check_environment, choose_probes, kallsyms, load_bpf, \
-    memory_notify_has_nid, read_kernel_u64, traceable
+    memory_notify_has_nid, notifier_has_prepare_online, read_kernel_u64, traceable
 
 # The notifier actions, by the index action_index() in bpf.c gives them: the
 # kernel's own values differ by version (bit flags MEM_ONLINE = 1<<0 ... in
 # 6.1's include/linux/memory.h, an enum MEM_ONLINE = 0 ... in 6.12's), so the
 # BPF program compares with the kernel's names from its own headers.
-ACTIONS = {1: "ONLINE", 2: "GOING_OFFLINE", 3: "OFFLINE", 4: "GOING_ONLINE", 5: "CANCEL_ONLINE",
-           6: "CANCEL_OFFLINE"}
+ACTIONS = dict(enumerate(EVENT_ACTIONS, 1))
 UNKNOWN_ACTION = 0x100  # + the kernel's raw value (e.g. MEM_PREPARE_ONLINE, c5f1e2d18909, not in 6.1)
 EV_NOTIFY_ENTRY, EV_NOTIFY_RETURN, EV_INIT, EV_FREE, EV_INVALIDATE = 1, 2, 3, 4, 5  # as in bpf.c
 
@@ -87,7 +86,8 @@ class Tracer:
             return
         if raw.type == EV_NOTIFY_RETURN:
             action = ACTIONS.get(raw.action, f"action {raw.action - UNKNOWN_ACTION}")
-            nid = raw.nid if raw.nid >= 0 else self.node_of(raw.pfn)
+            # BLOCK_ACTIONS: the kernel leaves status_change_nid unset; the node is the block's.
+            nid = raw.nid if raw.nid >= 0 and action not in BLOCK_ACTIONS else self.node_of(raw.pfn)
             ev = {"event": "notifier", "action": action, "start_pfn": raw.pfn, "nr_pages": raw.nr_pages,
                   "nid": nid, "ret": errno_of_notifier(raw.ret & 0xffffffff), **base}
             children = self.open.pop(raw.pid, [])
@@ -242,7 +242,7 @@ def run_trace(as_json: bool, record_path: Optional[str], duration: Optional[floa
             raise TraceError(f"cannot write {record_path}: {e.strerror}") from None
     t_start = time.monotonic()
     has_nid, layout = memory_notify_has_nid(syms)
-    b = load_bpf(syms, has_nid)
+    b = load_bpf(syms, has_nid, notifier_has_prepare_online())
     t_loaded = time.monotonic()
     ctx = Ctx("notifier", entry_size, b["const_section_pages"].max_entries, b["const_page_size"].max_entries)
     plan = choose_probes(b, syms, traceable(), probes)
