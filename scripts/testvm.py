@@ -710,6 +710,11 @@ class TestVM:
                      (out_dir / f"{cid}.err").read_text(errors="replace"))
         for suffix in ("rc", "out", "err"):
             (out_dir / f"{cid}.{suffix}").unlink(missing_ok=True)
+        if res.rc == 137 and "dmesg" not in script:
+            # SIGKILL: most often the guest's OOM killer; say what the kernel said.
+            said = self.run("dmesg | grep -i -E 'out of memory|oom-kill|killed process' | tail -n 5", timeout=60)
+            res = Result(res.rc, res.out, res.err + (f"[guest dmesg] {said.out.strip()}" if said.out.strip()
+                                                     else "[guest dmesg: no OOM kill]"))
         return res
 
     def memory_blocks(self) -> dict[int, str]:
