@@ -39,6 +39,17 @@ def kernel_source(version: str = "6.1") -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
+def block_actions(kdir: Path) -> tuple[list[str], list[str]]:
+    """The notifier actions this kernel's memory_block_online()/_offline() send
+    before online_pages() and after offline_pages(): PREPARE_ONLINE and
+    FINISH_OFFLINE from v6.9 (c5f1e2d18909) to v6.18, none before or after --
+    from the kernel's own drivers/base/memory.c."""
+    version = ".".join(vmlinux_release(kdir / "vmlinux").split(".")[:2])
+    text = (kernel_source(version) / "drivers/base/memory.c").read_text()
+    sends = "memory_notify(MEM_PREPARE_ONLINE" in text
+    return (["PREPARE_ONLINE"], ["FINISH_OFFLINE"]) if sends else ([], [])
+
+
 @pytest.fixture(scope="module", params=["direct", "fallback"])
 def traced(request, kernel_dir, tmp_path_factory):
     """(kernel dir, VM) for the test kernel and its no-notrace variant (of 6.1
@@ -134,14 +145,18 @@ def check_trace_hotplug(kdir: Path, vm: TestVM, version: str = "6.1", ready_time
     frees = [e for e in events if e["event"] == "free"]
     assert Counter(e["pfn"] for e in frees) == Counter(removed)
     # Every section went through GOING_ONLINE then ONLINE on its node, and the
-    # removed ones through GOING_OFFLINE then OFFLINE (retries allowed).
+    # removed ones through GOING_OFFLINE then OFFLINE (retries allowed); on
+    # v6.9 to v6.18 the block's PREPARE_ONLINE before and FINISH_OFFLINE after.
+    pre, post = block_actions(kdir)
     notes = [e for e in events if e["event"] == "notifier"]
     for pfn, nid in expected_init:
         actions = [e["action"] for e in notes if e["start_pfn"] == pfn]
-        assert actions[:2] == ["GOING_ONLINE", "ONLINE"], (pfn, actions)
+        online = pre + ["GOING_ONLINE", "ONLINE"]
+        assert actions[:len(online)] == online, (pfn, actions)
         assert all(e["nid"] == nid for e in notes if e["start_pfn"] == pfn and "ONLINE" in e["action"])
         if pfn in removed:
-            assert actions[-2:] == ["GOING_OFFLINE", "OFFLINE"], (pfn, actions)
+            offline = ["GOING_OFFLINE", "OFFLINE"] + post
+            assert actions[-len(offline):] == offline, (pfn, actions)
     # Each init_section comes after its GOING_ONLINE and before its ONLINE.
     for e in inits:
         i = events.index(e)
@@ -217,9 +232,12 @@ def test_count_and_duration_stop_the_tracer(traced):
     assert tracer.rc == 0, tracer.err
     events = tracer.record_lines()[1:]
     addr, _ = vm.dimm_address("dimm2")
-    assert [(e["event"], e.get("action")) for e in events] == \
-        [("notifier", "GOING_ONLINE"), ("init_section", None), ("notifier", "ONLINE")]
-    assert events[1]["pfn"] == addr // 4096 and events[1]["nid"] == 0
+    pre, _ = block_actions(kdir)
+    want = [("notifier", a) for a in pre] + [("notifier", "GOING_ONLINE"), ("init_section", None),
+                                             ("notifier", "ONLINE")]
+    assert [(e["event"], e.get("action")) for e in events] == want[:3]
+    init = next(e for e in events if e["event"] == "init_section")
+    assert init["pfn"] == addr // 4096 and init["nid"] == 0
     assert "summary: stopped by count" in tracer.err
 
     started = time.time()
