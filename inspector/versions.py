@@ -86,6 +86,11 @@ RELEASE_RULES: dict[str, tuple[tuple[int, int, int], ...]] = {
     # exists whose first release is not pinned.  Its print_page_owner_memcg()
     # is inline and adds no type, symbol or enumerator.
     "page_owner_memcg_snapshot": ((7, 3, 0), (7, 2, 4), (6, 12, 115)),
+    # CONFIG_PAGE_BLOCK_MAX_ORDER (v6.16; first CONFIG_PAGE_BLOCK_ORDER): a
+    # config value caps pageblock_order below the huge page or MAX_PAGE_ORDER
+    # rule (include/linux/pageblock-flags.h; in the 7.2 and 7.3 sources, not
+    # 6.12's).  A #define: nothing in the debug info says it.
+    "page_block_max_order": ((6, 16, 0),),
 }
 
 

@@ -44,6 +44,7 @@ from .. import kernel as k
 from ..errors import ClientError, MissingDataError, NoPageExtError, TargetError, UsageError
 from ..model import Table
 from ..text import comm_text, escape, escape_lines
+from ..versions import release_has
 from ..vprintf import Dec, Hex, Str, render
 from . import ClientSpec, static_key_probe
 from ..decode.engine import (COMPOUND_WORD, columns, factorize, first_of_each, known_mask, lookup_table, member_field,
@@ -197,6 +198,13 @@ class PageOwner:
         # CONFIG_HUGETLB_PAGE (hstates absent), else HUGETLB_PAGE_ORDER (x86: PMD).
         hugetlb = k.symbol_address(self.prog, "hstates") is not None
         order = min(9, self.nr_orders - 1) if hugetlb else self.nr_orders - 1
+        if release_has(k.release(self.prog), "page_block_max_order"):
+            # arm64 7.3 with 64K pages, one early section per node: the rule
+            # says 13, the kernel's CONFIG_PAGE_BLOCK_MAX_ORDER=10 made it 10.
+            self.session.missing.note(
+                f"pageblock_order is not in the debug info and no two early sections of a node measure it; "
+                f"assumed {order}, but from v6.16 CONFIG_PAGE_BLOCK_MAX_ORDER can make it smaller: "
+                "the \"Block\" pageblock numbers may be off")
         return order
 
     # -- reading --------------------------------------------------------------------------------
