@@ -30,7 +30,7 @@ from .probes import MAX_SECTIONS, TraceError, check_environment, choose_probes, 
 # 6.1's include/linux/memory.h, an enum MEM_ONLINE = 0 ... in 6.12's), so the
 # BPF program compares with the kernel's names from its own headers.
 ACTIONS = dict(enumerate(EVENT_ACTIONS, 1))
-UNKNOWN_ACTION = 0x100  # + the kernel's raw value (e.g. MEM_PREPARE_ONLINE, c5f1e2d18909, not in 6.1)
+UNKNOWN_ACTION = 0x100  # + the kernel's raw value of an action not in events.ACTIONS ("action N")
 EV_NOTIFY_ENTRY, EV_NOTIFY_RETURN, EV_INIT, EV_FREE, EV_INVALIDATE = 1, 2, 3, 4, 5  # as in bpf.c
 
 
