@@ -43,9 +43,9 @@ FEATURES = [
     (r"test_vm_(distro|72_stock)", r".", "stock kernel: page_ext empty, owner refuses"),
     ("test_vm_arm64", r"table_check", "table-check"),
     ("test_vm_arm64", r"hot_(add|remove)", "hot-add / hot-remove exact"),
+    ("test_vm_arm64", r"owner_(debugfs|live)", "owner --format debugfs"),  # before kdump: [7.3-64k-kdump]
     ("test_vm_arm64", r"kdump|elf_and_kdump|qemu_kdump", "ELF and kdump dumps, kdump capture"),
     ("test_vm_arm64", r"top_is", "top vs page_owner_sort / page_owner_stacks"),
-    ("test_vm_arm64", r"owner", "owner --format debugfs"),
     ("test_vm_arm64", r"validate", "simulate validate"),
     ("test_vm_arm64", r".", "locate + verify, live QMP"),
     (r"test_vm_(inspect|versions)", r"hot_(add|remove)|invalid_bit", "hot-add / hot-remove exact"),
@@ -81,8 +81,9 @@ NOT_IN_KERNEL = "not in this kernel"
 STOCK_ROW = FEATURES[0][2]
 
 
-PAGE_IDLE_64BIT = ("not in this kernel: page_idle's bits are in page_ext on 32-bit kernels only; 64-bit ones keep "
-                   "them in page->flags (33c3fc71c8cf, v4.3)")
+# page_idle's bits are in page_ext on 32-bit kernels only; 64-bit ones keep
+# them in page->flags (33c3fc71c8cf, v4.3).
+PAGE_IDLE_64BIT = "not in this kernel: 64-bit (page->flags)"
 
 
 def not_applicable(feature: str, kernel: str) -> str | None:
@@ -90,13 +91,11 @@ def not_applicable(feature: str, kernel: str) -> str | None:
     turns no page_ext client on (its page_ext is empty: the first row is all
     there is to check), a kernel built here turns them on, and page_idle uses
     page_ext on 32-bit kernels only (every column but i386)."""
+    stock = kernel.startswith("stock ")
+    if stock != (feature == STOCK_ROW):
+        return "n/a"
     if feature == "page-idle" and not kernel.startswith("i386"):
         return PAGE_IDLE_64BIT
-    stock = kernel.startswith("stock ")
-    if stock and feature != STOCK_ROW:
-        return "n/a"
-    if not stock and feature == STOCK_ROW:
-        return "n/a"
     return None
 
 
@@ -193,7 +192,7 @@ def main(argv=None) -> int:
     text = table(read(args.xml))
     took = f", {args.seconds / 60:.0f} min" if args.seconds else ""
     block = (f"Written by `{args.command}` on {dt.date.today().isoformat()}{took}, from the test results "
-             f"(Y: every test of the cell passed; N (k/n): k of n failed; n/a: nothing to cover: a stock kernel turns no page_ext client on, so only its first row applies, and the kernels built here turn them on; -: no test covers it yet).\n\n{text}\n")
+             f"(Y: every test of the cell passed; N (k/n): k of n failed; n/a: nothing to cover: a stock kernel turns no page_ext client on, so only its first row applies, and the kernels built here turn them on; '64-bit (page->flags)': page_idle keeps its bits in page_ext on 32-bit kernels only, 33c3fc71c8cf; -: no test covers it yet).\n\n{text}\n")
     if not args.readme:
         print(block)
         return 0

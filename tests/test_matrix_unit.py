@@ -66,7 +66,7 @@ def test_cells_from_results(tmp_path):
     assert dict(zip(cols, rows["memcg lines"]))["6.1"] == "-"
     # page_idle is in page_ext on 32-bit only: its own column, not in this kernel on the 64-bit ones.
     idle = dict(zip(cols, rows["page-idle"]))
-    assert idle.pop("i386 6.1") == "Y"
+    assert idle.pop("i386 6.1") == "Y" and idle.pop("stock 7.2") == "n/a"
     assert set(idle.values()) == {matrix.PAGE_IDLE_64BIT}
 
 
@@ -89,7 +89,10 @@ def test_arm64_cases_have_their_own_columns():
              "test_total_is_the_kernels_boot_line_and_total_usage[64k-qmp]": ("locate + verify, live QMP", "6.12 64K"),
              "test_hot_add_under_uefi_is_exact[7.3-4k]": ("hot-add / hot-remove exact", "7.3 4K"),
              "test_owner_debugfs_is_the_kernels_page_owner[7.3-64k-elf]": ("owner --format debugfs", "7.3 64K"),
-             "test_table_check_agrees_with_pagemap_and_rmap[64k-kdump]": ("table-check", "6.12 64K")}
+             "test_table_check_agrees_with_pagemap_and_rmap[64k-kdump]": ("table-check", "6.12 64K"),
+             "test_owner_debugfs_is_the_kernels_page_owner[7.3-64k-kdump]": ("owner --format debugfs", "7.3 64K"),
+             "test_kdump_top_names_the_planted_leak_first[7.3-64k]": ("ELF and kdump dumps, kdump capture",
+                                                                     "7.3 64K")}
     for name, (feature, kernel) in cases.items():
         assert (matrix.feature_of("test_vm_arm64", name), matrix.kernel_of("test_vm_arm64", name, None)) == \
             (feature, f"arm64 {kernel}"), name
