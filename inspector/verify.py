@@ -25,8 +25,8 @@ The checks and the kernel code they stand for (v6.1 names):
   bulk: the core's own list of pages where it has one, else one read per
   table, bisected only where it fails).
 * ``total-usage``: the tables add up to the kernel's ``total_usage``.
-  total_usage only ever grows (__free_page_ext() never subtracts, in every
-  kernel from v3.19 to 7.3), so a shortfall of whole tables is explained by
+  total_usage only ever grows (nothing subtracts from it in the seed patch
+  nor in the 5.10, 6.1, 6.12, 7.2 and 7.3 sources), so a shortfall of whole tables is explained by
   sections hot-removed since boot, any number of times each; a shortfall
   that is no whole number of tables, or an excess, fails.
 * ``hot-remove-deps``: informational; a table living in another memory
