@@ -13,7 +13,8 @@ live here too: a value read from a dump beyond them is corrupt, not a fact.
 
 from __future__ import annotations
 
-from typing import Optional
+import zlib
+from typing import Mapping, Optional
 
 import drgn
 from .reader import present
@@ -143,6 +144,18 @@ def vmcoreinfo_release(prog: drgn.Program) -> Optional[str]:
     except (LookupError, drgn.FaultError, ValueError):
         pass
     return None
+
+
+def kconfig(prog: drgn.Program) -> Optional[Mapping[str, str]]:
+    """The kernel's own .config as CONFIG_IKCONFIG embeds it
+    (``kernel_config_data``, gzip; drgn's get_kconfig()), or None: not built
+    in (most distributions), or not readable in this target.  arm64's
+    defconfig and Android's GKI have it."""
+    from drgn.helpers.linux.kconfig import get_kconfig
+    try:
+        return get_kconfig(prog)
+    except (LookupError, drgn.FaultError, drgn.ObjectAbsentError, OSError, EOFError, ValueError, zlib.error):
+        return None
 
 
 def nr_orders(prog: drgn.Program) -> int:

@@ -91,6 +91,11 @@ RELEASE_RULES: dict[str, tuple[tuple[int, int, int], ...]] = {
     # rule (include/linux/pageblock-flags.h; in the 7.2 and 7.3 sources, not
     # 6.12's).  A #define: nothing in the debug info says it.
     "page_block_max_order": ((6, 16, 0),),
+    # pageblock_order with THP and no hugetlb is HPAGE_PMD_ORDER, not
+    # MAX_PAGE_ORDER (include/linux/pageblock-flags.h: absent in Debian's
+    # 6.1.192, present in its 6.12.118).  The mainline commit is not
+    # identified: v6.10 is an estimate between the two sources we read.
+    "pageblock_order_thp": ((6, 10, 0),),
 }
 
 

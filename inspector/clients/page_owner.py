@@ -53,7 +53,8 @@ from ..decode.kformat import KernelNames, KernelStrings, Symbolizer, compile_for
 from ..decode.memcg import MemcgNames
 from ..decode.owner import (AGG_KEYS, ALL, ALLOCATED, C_ORDER, C_PID, C_REASON, C_TS, CORRUPT_NAMES,  # noqa: F401
                             FREED, OWNER_FIELDS, Batch, Record, Select, block_migratetype, clear_tail_memcg,
-                            max_record_order, pageblock_layout, target_clock_ns)
+                            max_record_order, pageblock_layout, pageblock_order_bounds, pageblock_order_rule,
+                            target_clock_ns)
 from ..decode.stackdepot import INVALID, MISSING, StackDepot
 from ..decode.sums import Sums
 
@@ -153,7 +154,6 @@ class PageOwner:
         self.nr_pageblock_bits, self.mt_mask, self.iso_bit = lay
         iso = k.constant(prog, "MIGRATE_ISOLATE")
         self.isolate_mt = iso if iso is not None else -1
-        self.pageblock_order = self._pageblock_order()
         self.mobility_disabled = bool(k.value(prog, "page_group_by_mobility_disabled"))
         movable = self.names.gfp_bit("__GFP_MOVABLE")
         reclaimable = self.names.gfp_bit("__GFP_RECLAIMABLE")
@@ -165,47 +165,92 @@ class PageOwner:
         t = k.type_or_none(prog, "struct mem_section_usage")
         if t is not None and t.has_member("pageblock_flags"):
             self.usage_bitmap_off = drgn.offsetof(t, "pageblock_flags")
+        self.pageblock_order = self._pageblock_order()
 
     def _pageblock_order(self) -> int:
-        """pageblock_order: a variable with HUGETLB_PAGE_SIZE_VARIABLE, else a
-        macro; then we measure it from the usemap stride of early sections
-        (sparse_init_nid() carves them out of one allocation, one
-        mem_section_usage_size() apart: sizeof + usemap_size())."""
+        """pageblock_order, from the best witness this kernel leaves:
+
+        1. the variable (CONFIG_HUGETLB_PAGE_SIZE_VARIABLE);
+        2. the kernel's own .config (CONFIG_IKCONFIG) through the header's
+           rule (:func:`~inspector.decode.owner.pageblock_order_rule`);
+        3. the usemaps (:func:`~inspector.decode.owner.pageblock_order_bounds`)
+           when they pin it;
+        4. the rule with what the debug info tells (hugetlb, THP), kept within
+           the usemaps' bounds.  From v6.16 CONFIG_PAGE_BLOCK_MAX_ORDER can
+           lower it and only the .config says by how much: then the answer
+           is partial (a note, exit 3) unless the usemaps pin it.
+        """
         v = k.value(self.prog, "pageblock_order")
         if v is not None:
             return v
         lay = self.layout
-        t = k.type_or_none(self.prog, "struct mem_section_usage")
-        if lay.sparse and t is not None and t.has_member("pageblock_flags"):
-            from ..walk import nr_to_section
-            usages = []
-            for s in lay.sections[:64]:
-                if s.present and s.early:
-                    try:
-                        usages.append((s.node, s.nr, nr_to_section(self.prog, s.nr, lay.page_size).usage.value_()))
-                    except drgn.FaultError:
-                        pass
-            strides = {b[2] - a[2] for a, b in zip(usages, usages[1:]) if a[0] == b[0] and b[1] == a[1] + 1}
-            hdr = drgn.offsetof(t, "pageblock_flags")
-            strides = {s - hdr for s in strides if s > hdr}
-            if len(strides) == 1:
-                bits = strides.pop() * 8
-                blocks = bits // self.nr_pageblock_bits
-                if blocks and blocks & (blocks - 1) == 0:
-                    shift = lay.section_pages.bit_length() - 1
-                    return shift - (blocks.bit_length() - 1)
-        # Last resort, include/linux/pageblock-flags.h: MAX_ORDER - 1 without
-        # CONFIG_HUGETLB_PAGE (hstates absent), else HUGETLB_PAGE_ORDER (x86: PMD).
-        hugetlb = k.symbol_address(self.prog, "hstates") is not None
-        order = min(9, self.nr_orders - 1) if hugetlb else self.nr_orders - 1
-        if release_has(k.release(self.prog), "page_block_max_order"):
-            # arm64 7.3 with 64K pages, one early section per node: the rule
-            # says 13, the kernel's CONFIG_PAGE_BLOCK_MAX_ORDER=10 made it 10.
+        section_shift = lay.section_pages.bit_length() - 1
+        long_bits = 8 * k.pointer_size(self.prog)
+        lo, hi = pageblock_order_bounds(section_shift, self.nr_pageblock_bits, *self._usemap_evidence(),
+                                        long_bits=long_bits)
+        release = k.release(self.prog)
+        pte = k.type_or_none(self.prog, "pte_t")
+        # HUGETLB_PAGE_ORDER and HPAGE_PMD_ORDER are PMD_SHIFT - PAGE_SHIFT on
+        # x86 and arm64: a page of PTEs maps PAGE_SIZE / sizeof(pte_t) pages.
+        pmd_order = (lay.page_size.bit_length() - 1) - ((drgn.sizeof(pte) if pte is not None else 8).bit_length() - 1)
+        cfg = k.kconfig(self.prog)
+        if cfg is not None:
+            block_max = cfg.get("CONFIG_PAGE_BLOCK_MAX_ORDER") or cfg.get("CONFIG_PAGE_BLOCK_ORDER")
+            order = pageblock_order_rule(
+                nr_orders=self.nr_orders, pmd_order=pmd_order, hugetlb=cfg.get("CONFIG_HUGETLB_PAGE") == "y",
+                thp=cfg.get("CONFIG_TRANSPARENT_HUGEPAGE") == "y" and release_has(release, "pageblock_order_thp"),
+                block_max=int(block_max) if block_max and block_max.isdigit() else None)
+            if lo <= order <= hi:
+                return order
             self.session.missing.note(
-                f"pageblock_order is not in the debug info and no two early sections of a node measure it; "
-                f"assumed {order}, but from v6.16 CONFIG_PAGE_BLOCK_MAX_ORDER can make it smaller: "
+                f"pageblock_order from the kernel's .config is {order}, but its usemaps say {lo}..{hi}: "
+                f"the \"Block\" pageblock numbers use {min(max(order, lo), hi)} and may be off")
+            return min(max(order, lo), hi)
+        if lo == hi:
+            return lo
+        order = pageblock_order_rule(
+            nr_orders=self.nr_orders, pmd_order=pmd_order, hugetlb=k.symbol_address(self.prog, "hstates") is not None,
+            thp=(k.symbol_address(self.prog, "transparent_hugepage_flags") is not None
+                 and release_has(release, "pageblock_order_thp")))
+        order = min(max(order, lo), hi)
+        if release_has(release, "page_block_max_order"):
+            # arm64 7.3 with 64K pages and no IKCONFIG: the rule says 13; the
+            # kernel's CONFIG_PAGE_BLOCK_MAX_ORDER=10 made it 10.
+            self.session.missing.note(
+                f"pageblock_order is a #define from CONFIG_PAGE_BLOCK_MAX_ORDER (v6.16+) and this kernel has no "
+                f"CONFIG_IKCONFIG to read it from; its usemaps allow {lo}..{hi}, assumed {order}: "
                 "the \"Block\" pageblock numbers may be off")
         return order
+
+    def _usemap_evidence(self, sample: int = 64) -> tuple[Optional[int], list[int]]:
+        """(usemap_size() or None, the first long of up to ``sample`` usemaps):
+        the size is the stride of consecutive early sections of a node
+        (sparse_init_nid() carves their mem_section_usage out of one
+        allocation, sizeof + usemap_size() apart)."""
+        lay = self.layout
+        t = k.type_or_none(self.prog, "struct mem_section_usage")
+        if not lay.sparse or self.usage_bitmap_off is None or t is None:
+            return None, []
+        from ..walk import nr_to_section
+        usages, words = [], []
+        for s in lay.sections:
+            if len(words) >= sample:
+                break
+            if not s.present:
+                continue
+            try:
+                usage = nr_to_section(self.prog, s.nr, lay.page_size).usage.value_()
+                if usage:
+                    n = k.pointer_size(self.prog)
+                    words.append(int.from_bytes(self.prog.read(usage + self.usage_bitmap_off, n), "little"))
+                    if s.early:
+                        usages.append((s.node, s.nr, usage))
+            except drgn.FaultError:
+                pass
+        strides = {b[2] - a[2] - self.usage_bitmap_off for a, b in zip(usages, usages[1:])
+                   if a[0] == b[0] and b[1] == a[1] + 1}
+        strides = {x for x in strides if x > 0}
+        return (strides.pop() if len(strides) == 1 else None), words
 
     # -- reading --------------------------------------------------------------------------------
     def _usemap(self, table: Table) -> Optional[np.ndarray]:

@@ -14,7 +14,7 @@ together over a session, :mod:`inspector.history` reads the same columns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import drgn
 from ..lazy import np
@@ -112,6 +112,89 @@ def pageblock_layout(enum: dict[str, int]) -> Optional[tuple[int, int, int]]:
         iso = 1 << enum["PB_migrate_isolate"] if "PB_migrate_isolate" in enum else 0
         return 1 << max(0, n - 1).bit_length(), mt, iso
     return None
+
+
+def pageblock_order_rule(*, nr_orders: int, pmd_order: int, hugetlb: bool, thp: bool,
+                         block_max: Optional[int] = None) -> int:
+    """pageblock_order as include/linux/pageblock-flags.h defines it, where it
+    is a macro (not CONFIG_HUGETLB_PAGE_SIZE_VARIABLE, where it is a variable).
+
+    * CONFIG_HUGETLB_PAGE: HUGETLB_PAGE_ORDER (HPAGE_SHIFT - PAGE_SHIFT; on
+      x86 and arm64 HPAGE_SHIFT is PMD_SHIFT), capped at MAX_PAGE_ORDER (the
+      cap from v5.18 or so; equal to the order itself on x86 and arm64).
+    * else CONFIG_TRANSPARENT_HUGEPAGE: HPAGE_PMD_ORDER, capped the same way.
+      Not in Debian's 6.1.192, in its 6.12.118
+      (:data:`inspector.versions.RELEASE_RULES` ``pageblock_order_thp``).  Before it, THP without hugetlb fell to the
+      last branch.
+    * else MAX_PAGE_ORDER (MAX_ORDER - 1 before v6.4).
+    * From v6.16 ("mm: add CONFIG_PAGE_BLOCK_ORDER to select page block
+      order", later CONFIG_PAGE_BLOCK_MAX_ORDER) every branch is capped at
+      that config value as well: ``block_max``.
+
+    :param nr_orders: len(zone->free_area) (:func:`inspector.kernel.nr_orders`)
+    :param pmd_order: PMD_SHIFT - PAGE_SHIFT
+    :param hugetlb: CONFIG_HUGETLB_PAGE
+    :param thp: CONFIG_TRANSPARENT_HUGEPAGE, where the kernel has that branch
+    :param block_max: CONFIG_PAGE_BLOCK_MAX_ORDER, where the kernel has it
+    :return: pageblock_order
+
+    >>> pageblock_order_rule(nr_orders=11, pmd_order=9, hugetlb=True, thp=True)   # x86-64
+    9
+    >>> pageblock_order_rule(nr_orders=14, pmd_order=13, hugetlb=False, thp=False, block_max=10)  # arm64 64K, 7.3
+    10
+    """
+    cap = nr_orders - 1 if block_max is None else min(block_max, nr_orders - 1)
+    return min(pmd_order, cap) if hugetlb or thp else cap
+
+
+def pageblock_order_bounds(section_shift: int, nr_bits: int, usemap_bytes: Optional[int],
+                           first_words: Sequence[int], long_bits: int = 64) -> tuple[int, int]:
+    """What a kernel's own usemaps say of its pageblock_order: (lowest,
+    highest) possible.
+
+    A section's usemap (mem_section_usage.pageblock_flags) is usemap_size()
+    = BITS_TO_LONGS((PAGES_PER_SECTION >> pageblock_order) * NR_PAGEBLOCK_BITS)
+    longs.  Its size (``usemap_bytes``, measured as the stride of the early
+    sections sparse_init_nid() carves from one allocation), when more than
+    one long, pins the order; one long only says every block fits in it
+    (with 64K pages and 8-bit blocks, orders 10 to 13 all make one long).
+    The first long of each usemap: a block i with any bit set proves at least
+    i + 1 blocks a section, since the bits past the last block are padding the
+    allocator zeroed (memblock_alloc(), kzalloc()) and nothing writes.
+
+    :param section_shift: log2(PAGES_PER_SECTION)
+    :param nr_bits: bits a pageblock (NR_PAGEBLOCK_BITS)
+    :param usemap_bytes: usemap_size(), or None where not measured
+    :param first_words: the first long of usemaps (any number)
+    :param long_bits: bits in a long (32 on i386)
+    :return: ``(lowest, highest)`` pageblock_order consistent with them
+
+    >>> pageblock_order_bounds(13, 8, 8, [0x0101010101010101])  # arm64 64K, 7.x: 8 blocks a section
+    (10, 10)
+    >>> pageblock_order_bounds(13, 8, None, [0x01])              # one block seen: no bound
+    (0, 13)
+    >>> pageblock_order_bounds(15, 4, 32, [])                   # x86-64: 256 bits, 64 blocks
+    (9, 9)
+    """
+    lo, hi = 0, section_shift
+    if usemap_bytes:
+        bits = usemap_bytes * 8
+        fit = bits // nr_bits  # blocks a usemap can hold
+        if fit and fit & (fit - 1) == 0:
+            exact = section_shift - (fit.bit_length() - 1)
+            if bits > long_bits:
+                lo = hi = exact
+            else:
+                lo = max(lo, exact)
+    top = -1
+    for w in first_words:
+        for i in range(long_bits // nr_bits - 1, top, -1):
+            if (w >> (i * nr_bits)) & ((1 << nr_bits) - 1):
+                top = i
+                break
+    if top > 0:
+        hi = min(hi, section_shift - (top.bit_length()))  # ceil(log2(top + 1))
+    return lo, hi
 
 
 def block_migratetype(usemap: np.ndarray, bitidx: np.ndarray, mt_mask: int, iso_bit: int,
