@@ -114,3 +114,51 @@ def test_prepare_online_actions_from_the_kernel_header(version, monkeypatch):
     assert probes.notifier_has_prepare_online() is sends is (version == "6.12")
     monkeypatch.setattr(probes, "kernel_header", lambda relpath, release=None: None)
     assert probes.notifier_has_prepare_online() is False
+
+
+# tracefs enabled_functions lines as the test kernels printed them after
+# "p:k1 memory_notify" in kprobe_events was enabled (/work runs of 2026-12-07):
+# 7.3.4 after enable, disable, enable; 7.2.13 after one enable; 7.2.13 after
+# enable, disable, enable, whose next memory_notify() jumped to 0x2.
+SOUND_73 = "memory_notify (1) R         \ttramp: 0xffffffffa0400000 (kprobe_ftrace_handler+0x0/0x18f) " \
+           "->kprobe_ftrace_handler+0x0/0x18f"
+SOUND_72 = "memory_notify (1) R         \ttramp: 0xffffffffa0400000 (kprobe_ftrace_handler+0x0/0x189) " \
+           "->kprobe_ftrace_handler+0x0/0x189"
+BROKEN_72 = "memory_notify (1) R         \ttramp: 0xffffffffa0400000 (kprobe_ftrace_handler+0x0/0x189)"
+
+
+@pytest.mark.parametrize("lines, want", [
+    ([SOUND_73], None),
+    ([SOUND_72], None),
+    ([BROKEN_72], "memory_notify"),
+    (["vfs_read (1)   \t->trace_function+0x0/0x120", BROKEN_72.replace("memory_notify", "online_pages")], "online_pages"),
+    ([], None),
+])
+def test_a_kprobe_trampoline_without_a_call_target_is_found(tmp_path, lines, want):
+    from inspector.trace.probes import broken_kprobe_trampoline
+    f = tmp_path / "enabled_functions"
+    f.write_text("".join(line + "\n" for line in lines))
+    assert broken_kprobe_trampoline((str(tmp_path / "absent"), str(f))) == want
+
+
+def test_the_tracer_refuses_and_detaches_on_a_broken_trampoline(monkeypatch):
+    from inspector.trace import probes
+    detached = []
+
+    class B:
+        def attach_kprobe(self, event, fn_name):
+            pass
+
+        attach_kretprobe = attach_kprobe
+
+        def detach_kprobe(self, event):
+            detached.append(("kprobe", event))
+
+        def detach_kretprobe(self, event):
+            detached.append(("kretprobe", event))
+
+    monkeypatch.setattr(probes, "broken_kprobe_trampoline", lambda: "memory_notify")
+    with pytest.raises(probes.TraceError) as e:
+        probes.choose_probes(B(), {"memory_notify": 1}, None, "auto")
+    assert "refusing to trace" in str(e.value) and "memory_notify" in str(e.value) and "\n" not in str(e.value)
+    assert detached == [("kprobe", "memory_notify"), ("kretprobe", "memory_notify")]

@@ -55,6 +55,43 @@ def traceable(path: str = "/sys/kernel/debug/tracing/available_filter_functions"
     return None
 
 
+def broken_kprobe_trampoline(paths: tuple[str, ...] = ("/sys/kernel/tracing/enabled_functions",
+                                                       "/sys/kernel/debug/tracing/enabled_functions")
+                             ) -> Optional[str]:
+    """The first function whose kprobe runs through an ftrace trampoline that
+    calls nothing, from tracefs ``enabled_functions``; None if every one is
+    sound (or tracefs is not readable).
+
+    An ftrace-based kprobe sends its function's fentry call to the dynamic
+    trampoline of kprobe_ftrace_ops (arch/x86/kernel/ftrace.c
+    create_trampoline()), which calls kprobe_ftrace_handler.  The file prints
+    each such site as ``tramp: ADDR (kprobe_ftrace_handler+...)`` followed by
+    `` ->TARGET``, the target decoded from the trampoline's call slot
+    (add_trampoline_func(), addr_from_call()); a slot that holds no call
+    prints no target, and the kernel warns "ftrace: Expected E8, got ..".
+    On Debian's 7.2.13 a kprobe armed, disarmed and armed again (by us, bcc,
+    perf or tracefs kprobe_events alike) leaves the slot a jmp (e9), and the
+    next call of the function jumps to 0x2: "BUG: kernel NULL pointer
+    dereference, address: 0000000000000002", an oops in the target.  7.3.4
+    re-creates the trampoline soundly (the repository's repro-72-kprobe-oops.py).
+
+    :param paths: enabled_functions files to try, in order
+    :return: the function's name, or None
+    """
+    for p in paths:
+        try:
+            with open(p) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            head, sep, tramp = line.partition("tramp:")
+            if sep and "(kprobe_ftrace_handler" in tramp and "->" not in tramp:
+                return head.split()[0] if head.split() else "?"
+        return None
+    return None
+
+
 def read_kernel_u64(addr: int) -> int:
     """One word of the running kernel's memory, through /proc/kcore (drgn; no debug info needed)."""
     import drgn
@@ -260,6 +297,14 @@ def choose_probes(b, syms: dict[str, int], ftrace: Optional[set[str]], want: str
         attach(b, "kretprobe", "memory_notify", "notify_return")
     if problem:
         raise TraceError(f"no traceable probe point: cannot probe memory_notify ({problem})")
+    broken = broken_kprobe_trampoline()
+    if broken:
+        _detach_quietly(b, "memory_notify")
+        raise TraceError(
+            f"refusing to trace: this kernel's kprobe ftrace trampoline calls nothing ({broken}: no target in"
+            " tracefs enabled_functions), so the next call of a probed function would oops the kernel; seen on"
+            " 7.2.13 once any kprobe was disarmed and armed again since boot (7.3.4 is sound); probes detached,"
+            " reboot the target to trace it")
     plan.attached.append("memory_notify (kprobe+kretprobe)")
     # online_pages()/offline_pages(pfn, nr_pages, zone, group) in 6.1: the
     # zone gives the node; 5.10's online_pages(pfn, nr_pages, online_type,
