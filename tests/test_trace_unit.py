@@ -139,6 +139,7 @@ def test_a_kprobe_trampoline_without_a_call_target_is_found(tmp_path, lines, wan
     f = tmp_path / "enabled_functions"
     f.write_text("".join(line + "\n" for line in lines))
     assert broken_kprobe_trampoline((str(tmp_path / "absent"), str(f))) == want
+    assert broken_kprobe_trampoline((str(tmp_path / "absent"),)) == ""  # nothing read: not "sound"
 
 
 def test_the_tracer_refuses_and_detaches_on_a_broken_trampoline(monkeypatch):
