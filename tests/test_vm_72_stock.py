@@ -66,13 +66,19 @@ def snap():
             (WORK / "dmesg.txt").write_text(vm.dmesg())
             vm.pause()
             vm.dump(str(WORK / "core.kdump"), "kdump-zlib")
-            for name in ("kpageflags", "pagetypeinfo"):
+            # The guest ran on between the first read and the pause (a
+            # fallback allocation may steal a pageblock): read it once more
+            # after, and the dump's state is one of the two.
+            vm.resume()
+            vm.run("cat /proc/pagetypeinfo > /share/pagetypeinfo.after").check()
+            for name in ("kpageflags", "pagetypeinfo", "pagetypeinfo.after"):
                 shutil.copy(vm.share / name, WORK / name)
         (WORK / "done").write_text("ok\n")
     from inspector.target import open_target
 
     return {"dmesg": (WORK / "dmesg.txt").read_text(), "kpageflags": (WORK / "kpageflags").read_bytes(),
             "pagetypeinfo": (WORK / "pagetypeinfo").read_text(),
+            "pagetypeinfo.after": (WORK / "pagetypeinfo.after").read_text(),
             "prog": open_target(str(WORK / "core.kdump"), None, str(kdir / "vmlinux"), None).prog}
 
 
@@ -154,9 +160,13 @@ def test_pageblock_migratetypes_count_what_pagetypeinfo_counts(snap):
     order = int(re.search(r"Page block order: (\d+)", text).group(1))
     # "Number of blocks type  Unmovable  Movable ..." then "Node N, zone NAME  counts", once a node.
     names = re.search(r"Number of blocks type(.*)", text).group(1).split()
-    want = {(int(m.group(1)), m.group(2)): [int(x) for x in m.group(3).split()]
-            for m in re.finditer(r"^Node\s+(\d+), zone\s+(\w+)((?:\s+\d+)+)\s*$", text, re.M)}
-    assert want and all(len(v) == len(names) for v in want.values())
+
+    def block_counts(text: str) -> dict:
+        return {(int(m.group(1)), m.group(2)): [int(x) for x in m.group(3).split()]
+                for m in re.finditer(r"^Node\s+(\d+), zone\s+(\w+)((?:\s+\d+)+)\s*$", text, re.M)}
+
+    want, after = block_counts(text), block_counts(snap["pagetypeinfo.after"])
+    assert want and all(len(v) == len(names) for v in want.values()) and after.keys() == want.keys()
     prog = snap["prog"]
     bits, mt_mask, iso = pageblock_layout(k.enumerators(prog, "PB_compact_skip"))
     isolate = k.constant(prog, "MIGRATE_ISOLATE")
@@ -183,4 +193,6 @@ def test_pageblock_migratetypes_count_what_pagetypeinfo_counts(snap):
                 if mt < len(names):
                     counts[mt] += 1
             got[(nid, name)] = counts
-    assert {key: got.get(key) for key in want} == want
+    # The dump was taken between the two reads (CI of 2026-12-07 saw 2 of
+    # node 1's DMA32 blocks turn Unmovable between the first read and the pause).
+    assert {key: got.get(key) for key in want} in (want, after)
