@@ -188,6 +188,9 @@ class PageOwner:
         long_bits = 8 * k.pointer_size(self.prog)
         lo, hi = pageblock_order_bounds(section_shift, self.nr_pageblock_bits, *self._usemap_evidence(),
                                         long_bits=long_bits)
+        def within(order: int) -> int:
+            return min(max(order, lo), hi)
+
         release = k.release(self.prog)
         pte = k.type_or_none(self.prog, "pte_t")
         # HUGETLB_PAGE_ORDER and HPAGE_PMD_ORDER are PMD_SHIFT - PAGE_SHIFT on
@@ -204,15 +207,14 @@ class PageOwner:
                 return order
             self.session.missing.note(
                 f"pageblock_order from the kernel's .config is {order}, but its usemaps say {lo}..{hi}: "
-                f"the \"Block\" pageblock numbers use {min(max(order, lo), hi)} and may be off")
-            return min(max(order, lo), hi)
+                f"the \"Block\" pageblock numbers use {within(order)} and may be off")
+            return within(order)
         if lo == hi:
             return lo
-        order = pageblock_order_rule(
+        order = within(pageblock_order_rule(
             nr_orders=self.nr_orders, pmd_order=pmd_order, hugetlb=k.symbol_address(self.prog, "hstates") is not None,
             thp=(k.symbol_address(self.prog, "transparent_hugepage_flags") is not None
-                 and release_has(release, "pageblock_order_thp")))
-        order = min(max(order, lo), hi)
+                 and release_has(release, "pageblock_order_thp"))))
         if release_has(release, "page_block_max_order"):
             # arm64 7.3 with 64K pages and no IKCONFIG: the rule says 13; the
             # kernel's CONFIG_PAGE_BLOCK_MAX_ORDER=10 made it 10.
