@@ -121,7 +121,8 @@ def pageblock_order_rule(*, nr_orders: int, pmd_order: int, hugetlb: bool, thp: 
 
     * CONFIG_HUGETLB_PAGE: HUGETLB_PAGE_ORDER (HPAGE_SHIFT - PAGE_SHIFT; on
       x86 and arm64 HPAGE_SHIFT is PMD_SHIFT), capped at MAX_PAGE_ORDER (the
-      cap from v5.18 or so; equal to the order itself on x86 and arm64).
+      cap is not in Debian's 5.10.262 header and is in its 6.1.192 one; on
+      x86 and arm64 it never binds).
     * else CONFIG_TRANSPARENT_HUGEPAGE: HPAGE_PMD_ORDER, capped the same way.
       Not in Debian's 6.1.192, in its 6.12.118
       (:data:`inspector.versions.RELEASE_RULES` ``pageblock_order_thp``).  Before it, THP without hugetlb fell to the
