@@ -235,6 +235,7 @@ class PageOwner:
             return None, []
         from ..walk import nr_to_section
         usages, words = [], []
+        n = k.pointer_size(self.prog)  # a long
         for s in lay.sections:
             if len(words) >= sample:
                 break
@@ -243,7 +244,6 @@ class PageOwner:
             try:
                 usage = nr_to_section(self.prog, s.nr, lay.page_size).usage.value_()
                 if usage:
-                    n = k.pointer_size(self.prog)
                     words.append(int.from_bytes(self.prog.read(usage + self.usage_bitmap_off, n), "little"))
                     if s.early:
                         usages.append((s.node, s.nr, usage))
